@@ -1,0 +1,250 @@
+"""The three operations: per-shard bodies (the *_shardmap_ctx functions) and
+the mesh-level wrappers that validate, pad, shard_map and unpad.
+
+Conventions that hold throughout. The C engines read each row shard as
+column-major, so they see M = A^T = conj(A) for symmetric/Hermitian A:
+  - potrs solves conj(A) y = conj(b), so x = conj(y);
+  - potri's M^-1 = (A^-1)^T, which read row-major is A^-1 itself;
+  - syevd's eigenvectors of M are conj of A's, and come back as rows
+    (eigenvector j in row j), so one all_to_all turns them into columns.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from . import _calls, _library, _shard
+from . import _validate as v
+
+# cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
+# uses the same limit so that all of them solve the same padded problem.
+SYEVD_MAX_TILE = 1024
+
+
+# ---------------------------------------------------------------------------
+# per shard (inside shard_map)
+
+
+def _setup(a, axis_name, T_A, pad, max_tile=None):
+    axes = v.shard_axes(axis_name)
+    sizes = _shard.axis_sizes()
+    nparties = math.prod(sizes[ax] for ax in axes)
+    nloc, n, dt = v.local_shard(a, nparties)
+    tile, nloc_p = _shard.tile_plan(nloc, v.tile(T_A), v.flag(pad, "pad"), max_tile)
+    rank_group = _shard.where_am_i(axes)
+    return axes, nparties, nloc, nloc_p, tile, rank_group, dt
+
+
+def potrs_shardmap_ctx(a, b, T_A, pad=True, axis_name=None):
+    """Cholesky solve A x = b from inside the caller's own shard_map.
+
+    a: this device's row shard of A, (N / devices, N); b: (N, K) or (N,),
+    replicated. Returns (x, status): x replicated like b, status an int32
+    (0: solved; k > 0: the leading minor of order k is not positive
+    definite, and x is NaN). axis_name: the mesh axis (or tuple of axes) A
+    is sharded over; by default every manual axis of the shard_map.
+    """
+    axes, nparties, nloc, nloc_p, tile, where, dt = _setup(a, axis_name, T_A, pad)
+    n = a.shape[1]
+    _, vector = v.rhs(b, n, dt)
+    b2 = b[:, None] if vector else b
+    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    if _shard.is_complex(dt):
+        b_p = jnp.conj(b_p)
+    x, status = _calls.potrs(
+        a_p, b_p, where, site=_shard.new_site("potrs"), tile=tile, nparties=nparties
+    )
+    x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
+    if _shard.is_complex(dt):
+        x = jnp.conj(x)
+    return (x[:, 0] if vector else x), _shard.unpad_status(status, nloc, nloc_p)
+
+
+def potri_shardmap_ctx(a, T_A, pad=True, axis_name=None):
+    """Inverse of a symmetric/Hermitian positive definite A from inside the
+    caller's shard_map. Returns (this device's rows of A^-1, both triangles
+    filled; status as for potrs)."""
+    axes, nparties, nloc, nloc_p, tile, where, dt = _setup(a, axis_name, T_A, pad)
+    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    inv, status = _calls.potri(
+        a_p, where, site=_shard.new_site("potri"), tile=tile, nparties=nparties
+    )
+    inv = _shard.unpad_shard(inv, nparties, nloc, nloc_p)
+    return inv, _shard.unpad_status(status, nloc, nloc_p)
+
+
+def _pad_value(a, axes):
+    """A diagonal value for the pad block above every eigenvalue of A, with
+    a gap of the order of ||A||: the pad eigenpairs then sort last and stay
+    apart from A's. The infinity norm bounds |lambda|."""
+    bound = jax.lax.pmax(jnp.max(jnp.sum(jnp.abs(a), axis=1)), axes)
+    bound = bound.astype(_shard.real_dtype(a.dtype))
+    return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
+
+
+def syevd_shardmap_ctx(a, T_A, return_eigenvectors=True, pad=True, axis_name=None):
+    """Eigendecomposition of a symmetric/Hermitian A from inside the caller's
+    shard_map. Returns (w, V, status) with return_eigenvectors, else
+    (w, status): w ascending (real dtype) and replicated; V this device's
+    rows of the eigenvector matrix (eigenvectors in columns, as in
+    jnp.linalg.eigh); status 0, or > 0 if the solver did not converge."""
+    jobz = v.flag(return_eigenvectors, "return_eigenvectors")
+    axes, nparties, nloc, nloc_p, tile, where, dt = _setup(a, axis_name, T_A, pad, SYEVD_MAX_TILE)
+    n = a.shape[1]
+    padded = nloc_p != nloc
+    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, _pad_value(a, axes) if padded else 1)
+    e, w, status = _calls.syevd(
+        a_p, where, site=_shard.new_site("syevd"), tile=tile, nparties=nparties, jobz=jobz
+    )
+    w = w[:n]
+    if not jobz:
+        return w, status
+    # e holds eigenvectors of M as rows; device r needs A's eigenvector
+    # entries for its own rows: a distributed transpose, then conj.
+    cols = jax.lax.all_to_all(e, axes, split_axis=1, concat_axis=0, tiled=True)
+    vecs = jnp.conj(cols.T) if _shard.is_complex(dt) else cols.T
+    vecs = vecs[:nloc, :n]
+    return w, vecs, status
+
+
+# ---------------------------------------------------------------------------
+# mesh level
+
+
+def _prepare(A, T_A, mesh, in_specs, nspecs):
+    mesh = v.mesh(mesh)
+    specs = v.in_specs(in_specs, mesh, nspecs)
+    axes = v.matrix_spec(specs[0], mesh)
+    if nspecs == 2:
+        v.replicated_spec(specs[1], "in_specs[1] (the spec of b)")
+    n, dt = v.square(A)
+    v.tile(T_A)
+    _library.ensure_registered(_library.platform_of(mesh.devices.flat))
+    nparties = v.solve_size(mesh, axes)
+    return mesh, axes, n, dt, nparties
+
+
+def _pad_global(A, n, n1, diag):
+    """Pads A to n1 (a multiple of the device count) at its end; rare, and
+    costs one copy, unlike the per-shard tile padding."""
+    if n1 == n:
+        return A
+    A = jnp.pad(A, ((0, n1 - n), (0, n1 - n)))
+    idx = jnp.arange(n, n1)
+    return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
+
+
+def _row_spec(axes):
+    return P(axes if len(axes) > 1 else axes[0], None)
+
+
+@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n"))
+def _potrs_jit(A, b, *, T_A, mesh, axes, pad, n):
+    nparties = math.prod(mesh.shape[ax] for ax in axes)
+    n1 = -(-n // nparties) * nparties
+    A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
+    b = _shard.constrain(jnp.pad(b, ((0, n1 - n), (0, 0))), mesh, P(None, None))
+    body = functools.partial(potrs_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes)
+    x, status = jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(_row_spec(axes), P(None, None)),
+        out_specs=(P(None, None), P()),
+        check_vma=False,
+    )(A, b)
+    return x[:n], status
+
+
+def potrs(A, b, T_A, mesh, in_specs, return_status=False, pad=True):
+    """Solves A x = b for symmetric/Hermitian positive definite A.
+
+    A (N, N) is row-sharded as in_specs[0] = P(axis, None); b (N,) or (N, K)
+    is replicated (in_specs[1] = P(None, None)). Returns x replicated, of
+    b's shape; with return_status, (x, status) where status is 0 or the
+    order of the first leading minor that is not positive definite (then x
+    is NaN). T_A is the tile width of the block-cyclic layout; with pad the
+    shards are padded internally to whole tiles.
+    """
+    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 2)
+    _, vector = v.rhs(b, n, dt)
+    want_status = v.flag(return_status, "return_status")
+    b2 = b[:, None] if vector else b
+    x, status = _potrs_jit(
+        v.as_array(A), v.as_array(b2), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n
+    )
+    x = x[:, 0] if vector else x
+    return (x, status) if want_status else x
+
+
+@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n"))
+def _potri_jit(A, *, T_A, mesh, axes, pad, n):
+    nparties = math.prod(mesh.shape[ax] for ax in axes)
+    n1 = -(-n // nparties) * nparties
+    A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
+    body = functools.partial(potri_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes)
+    inv, status = jax.shard_map(
+        body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=(_row_spec(axes), P()),
+        check_vma=False,
+    )(A)
+    if n1 != n:
+        inv = _shard.constrain(inv[:n, :n], mesh, _row_spec(axes))
+    return inv, status
+
+
+def potri(A, T_A, mesh, in_specs, return_status=False, pad=True):
+    """Inverse of a symmetric/Hermitian positive definite A (both triangles),
+    sharded like A. in_specs = (P(axis, None),). With return_status,
+    (A^-1, status) as for potrs."""
+    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
+    want_status = v.flag(return_status, "return_status")
+    inv, status = _potri_jit(v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n)
+    return (inv, status) if want_status else inv
+
+
+@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n", "jobz"))
+def _syevd_jit(A, *, T_A, mesh, axes, pad, n, jobz):
+    nparties = math.prod(mesh.shape[ax] for ax in axes)
+    n1 = -(-n // nparties) * nparties
+    if n1 != n:
+        bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(_shard.real_dtype(A.dtype))
+        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1))
+    A = _shard.constrain(A, mesh, _row_spec(axes))
+    body = functools.partial(
+        syevd_shardmap_ctx, T_A=T_A, return_eigenvectors=jobz, pad=pad, axis_name=axes
+    )
+    outs = (P(None), _row_spec(axes), P()) if jobz else (P(None), P())
+    res = jax.shard_map(body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=outs, check_vma=False)(A)
+    w, status = res[0][:n], res[-1]
+    if not jobz:
+        return w, None, status
+    vecs = res[1]
+    if n1 != n:
+        vecs = _shard.constrain(vecs[:n, :n], mesh, _row_spec(axes))
+    return w, vecs, status
+
+
+def syevd(A, T_A, mesh, in_specs, return_eigenvectors=True, return_status=False, pad=True):
+    """Eigendecomposition of a symmetric/Hermitian A.
+
+    Returns (w, V): eigenvalues ascending (real dtype, replicated) and the
+    eigenvectors as columns (A V = V diag(w)), sharded like A; only w with
+    return_eigenvectors=False; status appended with return_status (0, or > 0
+    if the solver did not converge). T_A is capped at 1024 (cuSolverMg's
+    limit for syevd).
+    """
+    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
+    jobz = v.flag(return_eigenvectors, "return_eigenvectors")
+    want_status = v.flag(return_status, "return_status")
+    w, vecs, status = _syevd_jit(
+        v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n, jobz=jobz
+    )
+    out = (w, vecs) if jobz else (w,)
+    if want_status:
+        out = out + (status,)
+    return out if len(out) > 1 else out[0]
