@@ -95,6 +95,9 @@ const char* jmg_ffi_dtype_name(XLA_FFI_DataType t) {
 }
 
 int64_t jmg_ffi_numel(const XLA_FFI_Buffer* b) {
+  /* A zero extent anywhere makes the product 0, whatever the others are. */
+  for (int64_t i = 0; i < b->rank; i++)
+    if (b->dims[i] == 0) return 0;
   int64_t n = 1;
   for (int64_t i = 0; i < b->rank; i++) {
     int64_t d = b->dims[i];
@@ -126,6 +129,10 @@ int jmg_ffi_attr_int(const XLA_FFI_CallFrame* cf, const char* name, int64_t* out
     case XLA_FFI_DataType_U8: *out = *(const uint8_t*)s->value; return 0;
     case XLA_FFI_DataType_U16: *out = *(const uint16_t*)s->value; return 0;
     case XLA_FFI_DataType_U32: *out = *(const uint32_t*)s->value; return 0;
+    case XLA_FFI_DataType_U64:
+      if (*(const uint64_t*)s->value > (uint64_t)INT64_MAX) return -1;
+      *out = (int64_t) * (const uint64_t*)s->value;
+      return 0;
     case XLA_FFI_DataType_PRED: *out = *(const uint8_t*)s->value != 0; return 0;
     default: return -1;
   }

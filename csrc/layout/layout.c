@@ -276,13 +276,18 @@ static int run_cycle(const jmg_slot* s, int64_t len, jmg_copy_fn copy,
   return rc;
 }
 
+int jmg_plan_run_chain(const jmg_plan* p, int64_t c, jmg_copy_fn copy, void* ctx) {
+  if (p == NULL || copy == NULL || c < 0 || c >= p->nchains) return JMG_LAYOUT_EINVAL;
+  const jmg_slot* s = p->slots + p->start[c];
+  int64_t len = p->start[c + 1] - p->start[c];
+  return p->is_cycle[c] ? run_cycle(s, len, copy, ctx, p->unit)
+                        : run_backwards(s, len, copy, ctx, p->unit);
+}
+
 int jmg_plan_run(const jmg_plan* p, jmg_copy_fn copy, void* ctx) {
   if (p == NULL || copy == NULL) return JMG_LAYOUT_EINVAL;
   for (int64_t c = 0; c < p->nchains; c++) {
-    const jmg_slot* s = p->slots + p->start[c];
-    int64_t len = p->start[c + 1] - p->start[c];
-    int rc = p->is_cycle[c] ? run_cycle(s, len, copy, ctx, p->unit)
-                            : run_backwards(s, len, copy, ctx, p->unit);
+    int rc = jmg_plan_run_chain(p, c, copy, ctx);
     if (rc != JMG_LAYOUT_OK) return rc;
   }
   return JMG_LAYOUT_OK;

@@ -93,4 +93,9 @@ typedef int (*jmg_copy_fn)(void* ctx, int dst_dev, int64_t dst_off, int src_dev,
  * last -> stage, then backwards, then stage -> first. */
 int jmg_plan_run(const jmg_plan* p, jmg_copy_fn copy, void* ctx);
 
+/* Runs chain c alone. Chains touch disjoint slots, so an engine may run
+ * different chains at the same time (one stream each, one staging unit per
+ * stream); the copies within a chain must stay in order. */
+int jmg_plan_run_chain(const jmg_plan* p, int64_t c, jmg_copy_fn copy, void* ctx);
+
 #endif
