@@ -25,7 +25,6 @@ set(CMAKE_CUDA_VISIBILITY_PRESET hidden)
 add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/mg_context.c
   csrc/engines/cuda/mg_engine.c
-  csrc/engines/cuda/mirror.cu
   csrc/ops/exports_cuda.c)
 target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core CUDA::cudart_static ${JAXMG_CUSOLVERMG})
 # Found next to the wheels' other CUDA libraries, whichever loads us.

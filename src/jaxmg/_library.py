@@ -83,6 +83,20 @@ def platform_of(devices) -> str:
     return platforms.pop()
 
 
+def current_platform() -> str:
+    """The platform of the mesh we are being traced for (inside shard_map),
+    else JAX's default backend."""
+    mesh = jax.sharding.get_abstract_mesh()
+    for get in (lambda: mesh.abstract_device.platform, lambda: mesh._platform):
+        try:
+            platform = get()
+        except Exception:  # an empty mesh, or an older AbstractMesh
+            continue
+        if platform:
+            return platform
+    return jax.default_backend()
+
+
 def ensure_registered(platform: str) -> None:
     """Registers the three handlers for `platform` ('cpu' or 'gpu')."""
     if platform in _registered:

@@ -25,13 +25,23 @@ from . import _validate as v
 # uses the same limit so that all of them solve the same padded problem.
 SYEVD_MAX_TILE = 1024
 
+# Beyond this size cuSolverMg's inverse was measured wrong (see potri).
+GPU_POTRI_MAX_N = 2048
+
 
 # ---------------------------------------------------------------------------
 # per shard (inside shard_map)
 
 
+def _status(status):
+    """Per shard, the status is an int32 array of shape (1,), so that it can
+    leave a shard_map as P(None) (as in the tutorial)."""
+    return status.reshape(1)
+
+
 def _setup(a, axis_name, T_A, pad, max_tile=None):
     axes = v.shard_axes(axis_name)
+    _library.ensure_registered(_library.current_platform())
     sizes = _shard.axis_sizes()
     nparties = math.prod(sizes[ax] for ax in axes)
     nloc, n, dt = v.local_shard(a, nparties)
@@ -63,7 +73,7 @@ def potrs_shardmap_ctx(a, b, T_A, pad=True, axis_name=None):
     x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
-    return (x[:, 0] if vector else x), _shard.unpad_status(status, nloc, nloc_p)
+    return (x[:, 0] if vector else x), _status(_shard.unpad_status(status, nloc, nloc_p))
 
 
 def potri_shardmap_ctx(a, T_A, pad=True, axis_name=None):
@@ -71,12 +81,19 @@ def potri_shardmap_ctx(a, T_A, pad=True, axis_name=None):
     caller's shard_map. Returns (this device's rows of A^-1, both triangles
     filled; status as for potrs)."""
     axes, nparties, nloc, nloc_p, tile, where, dt = _setup(a, axis_name, T_A, pad)
+    if _library.current_platform() == "gpu" and nparties * nloc_p > GPU_POTRI_MAX_N:
+        raise RuntimeError(
+            f"jaxmg.potri on GPUs is limited to N <= {GPU_POTRI_MAX_N} (padded N here: "
+            f"{nparties * nloc_p}): cuSolverMg returned wrong inverses beyond it on H200 with "
+            "CUDA 13 (rows >= 2048 of a block-cyclic right-hand side are wrong), and jaxmg "
+            "does not return wrong numbers. Use potrs with the columns you need instead."
+        )
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
     inv, status = _calls.potri(
         a_p, where, site=_shard.new_site("potri"), tile=tile, nparties=nparties
     )
     inv = _shard.unpad_shard(inv, nparties, nloc, nloc_p)
-    return inv, _shard.unpad_status(status, nloc, nloc_p)
+    return inv, _status(_shard.unpad_status(status, nloc, nloc_p))
 
 
 def _pad_value(a, axes):
@@ -102,7 +119,7 @@ def syevd_shardmap_ctx(a, T_A, return_eigenvectors=True, pad=True, axis_name=Non
     e, w, status = _calls.syevd(
         a_p, where, site=_shard.new_site("syevd"), tile=tile, nparties=nparties, jobz=jobz
     )
-    w = w[:n]
+    w, status = w[:n], _status(status)
     if not jobz:
         return w, status
     # e holds eigenvectors of M as rows; device r needs A's eigenvector
@@ -140,12 +157,35 @@ def _pad_global(A, n, n1, diag):
     return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(impl, statics):
+    return jax.jit(impl, static_argnames=statics)
+
+
+def _call(impl, statics, *args, **static):
+    """Runs impl eagerly through a cached jit; under an outer trace, inlines
+    a fresh trace instead. Each trace gives every FFI call its own call-site
+    key: two calls of one program must never share one, or devices that run
+    them in different orders would pair them up wrongly."""
+    if any(isinstance(a, jax.core.Tracer) for a in args):
+        return impl(*args, **static)
+    return _jitted(impl, statics)(*args, **static)
+
+
+def _unpad_global(m, n, n1, mesh):
+    """Cuts the global end padding off a row-sharded result. JAX cannot
+    shard n rows evenly over a device count that does not divide n, so such
+    a result comes back replicated."""
+    if n1 == n:
+        return m
+    return _shard.constrain(m, mesh, P(None, None))[:n, :n]
+
+
 def _row_spec(axes):
     return P(axes if len(axes) > 1 else axes[0], None)
 
 
-@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n"))
-def _potrs_jit(A, b, *, T_A, mesh, axes, pad, n):
+def _potrs_impl(A, b, *, T_A, mesh, axes, pad, n):
     nparties = math.prod(mesh.shape[ax] for ax in axes)
     n1 = -(-n // nparties) * nparties
     A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
@@ -155,10 +195,10 @@ def _potrs_jit(A, b, *, T_A, mesh, axes, pad, n):
         body,
         mesh=mesh,
         in_specs=(_row_spec(axes), P(None, None)),
-        out_specs=(P(None, None), P()),
+        out_specs=(P(None, None), P(None)),
         check_vma=False,
     )(A, b)
-    return x[:n], status
+    return x[:n], status[0]
 
 
 def potrs(A, b, T_A, mesh, in_specs, return_status=False, pad=True):
@@ -175,26 +215,23 @@ def potrs(A, b, T_A, mesh, in_specs, return_status=False, pad=True):
     _, vector = v.rhs(b, n, dt)
     want_status = v.flag(return_status, "return_status")
     b2 = b[:, None] if vector else b
-    x, status = _potrs_jit(
+    x, status = _call(_potrs_impl, ("T_A", "mesh", "axes", "pad", "n"), 
         v.as_array(A), v.as_array(b2), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n
     )
     x = x[:, 0] if vector else x
     return (x, status) if want_status else x
 
 
-@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n"))
-def _potri_jit(A, *, T_A, mesh, axes, pad, n):
+def _potri_impl(A, *, T_A, mesh, axes, pad, n):
     nparties = math.prod(mesh.shape[ax] for ax in axes)
     n1 = -(-n // nparties) * nparties
     A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
     body = functools.partial(potri_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes)
     inv, status = jax.shard_map(
-        body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=(_row_spec(axes), P()),
+        body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=(_row_spec(axes), P(None)),
         check_vma=False,
     )(A)
-    if n1 != n:
-        inv = _shard.constrain(inv[:n, :n], mesh, _row_spec(axes))
-    return inv, status
+    return _unpad_global(inv, n, n1, mesh), status[0]
 
 
 def potri(A, T_A, mesh, in_specs, return_status=False, pad=True):
@@ -203,12 +240,11 @@ def potri(A, T_A, mesh, in_specs, return_status=False, pad=True):
     (A^-1, status) as for potrs."""
     mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
     want_status = v.flag(return_status, "return_status")
-    inv, status = _potri_jit(v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n)
+    inv, status = _call(_potri_impl, ("T_A", "mesh", "axes", "pad", "n"), v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n)
     return (inv, status) if want_status else inv
 
 
-@functools.partial(jax.jit, static_argnames=("T_A", "mesh", "axes", "pad", "n", "jobz"))
-def _syevd_jit(A, *, T_A, mesh, axes, pad, n, jobz):
+def _syevd_impl(A, *, T_A, mesh, axes, pad, n, jobz):
     nparties = math.prod(mesh.shape[ax] for ax in axes)
     n1 = -(-n // nparties) * nparties
     if n1 != n:
@@ -218,15 +254,12 @@ def _syevd_jit(A, *, T_A, mesh, axes, pad, n, jobz):
     body = functools.partial(
         syevd_shardmap_ctx, T_A=T_A, return_eigenvectors=jobz, pad=pad, axis_name=axes
     )
-    outs = (P(None), _row_spec(axes), P()) if jobz else (P(None), P())
+    outs = (P(None), _row_spec(axes), P(None)) if jobz else (P(None), P(None))
     res = jax.shard_map(body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=outs, check_vma=False)(A)
-    w, status = res[0][:n], res[-1]
+    w, status = res[0][:n], res[-1][0]
     if not jobz:
         return w, None, status
-    vecs = res[1]
-    if n1 != n:
-        vecs = _shard.constrain(vecs[:n, :n], mesh, _row_spec(axes))
-    return w, vecs, status
+    return w, _unpad_global(res[1], n, n1, mesh), status
 
 
 def syevd(A, T_A, mesh, in_specs, return_eigenvectors=True, return_status=False, pad=True):
@@ -241,7 +274,7 @@ def syevd(A, T_A, mesh, in_specs, return_eigenvectors=True, return_status=False,
     mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     want_status = v.flag(return_status, "return_status")
-    w, vecs, status = _syevd_jit(
+    w, vecs, status = _call(_syevd_impl, ("T_A", "mesh", "axes", "pad", "n", "jobz"), 
         v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n, jobz=jobz
     )
     out = (w, vecs) if jobz else (w,)

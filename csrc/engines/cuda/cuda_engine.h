@@ -1,4 +1,4 @@
-/* cuda_engine.h - the cuSolverMg engine and its CUDA kernels (C linkage). */
+/* cuda_engine.h - the cuSolverMg engine. */
 #ifndef JAXMG_CUDA_ENGINE_H
 #define JAXMG_CUDA_ENGINE_H
 
@@ -17,15 +17,6 @@ extern "C" {
 #endif
 
 extern const jmg_engine jmg_cusolvermg_engine;
-
-/* Fills the strict upper triangle of the Hermitian matrix M, held in the
- * contiguous column layout (device r: columns [r*nloc, (r+1)*nloc), column
- * length n, at cols[r]), from its lower triangle, on device `dev` only:
- * M[i][j] = conj(M[j][i]) for i < j. Reads the other devices' columns
- * directly over peer access. Launches on `stream` (a cudaStream_t) of the
- * current device. Returns 0, or -1 with a message in err. */
-int jmg_cuda_mirror_lower(int dtype, void* const* cols, int ndev, int64_t n, int64_t nloc,
-                          int dev, void* stream, char* err);
 
 #ifdef __cplusplus
 }

@@ -160,3 +160,19 @@ cudaLibMgMatrixDesc_t mg_context_desc(mg_context* c, int64_t rows, int64_t cols,
   d->desc = desc;
   return desc;
 }
+
+int mg_context_lwork_get(mg_context* c, const int64_t key[6], int64_t* lwork) {
+  for (int i = 0; i < c->nlwork; i++)
+    if (!memcmp(c->lwork_key[i], key, sizeof c->lwork_key[i])) {
+      *lwork = c->lwork_val[i];
+      return 1;
+    }
+  return 0;
+}
+
+void mg_context_lwork_put(mg_context* c, const int64_t key[6], int64_t lwork) {
+  /* A small ring: problems of one program repeat, old ones fall out. */
+  int i = c->nlwork < MG_MAX_DESCS ? c->nlwork++ : c->lwork_next++ % MG_MAX_DESCS;
+  memcpy(c->lwork_key[i], key, sizeof c->lwork_key[i]);
+  c->lwork_val[i] = lwork;
+}

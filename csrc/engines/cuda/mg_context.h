@@ -35,6 +35,9 @@ typedef struct mg_context {
   pthread_mutex_t lock;
   mg_desc descs[MG_MAX_DESCS];
   int ndesc, next_evict, last;
+  int64_t lwork_key[MG_MAX_DESCS][6]; /* (op, dtype, n, tile, nrhs, jobz) */
+  int64_t lwork_val[MG_MAX_DESCS];
+  int nlwork, lwork_next;
   struct mg_context* next;
 } mg_context;
 
@@ -46,6 +49,11 @@ mg_context* mg_context_get(const int32_t* dev, int ndev, char* err);
  * cached in the context. Call with the context locked. */
 cudaLibMgMatrixDesc_t mg_context_desc(mg_context* c, int64_t rows, int64_t cols, int64_t col_block,
                                       cudaDataType type, char* err);
+
+/* Workspace sizes already asked of cuSolverMg, by problem; with the
+ * context locked. get returns 1 on a hit. */
+int mg_context_lwork_get(mg_context* c, const int64_t key[6], int64_t* lwork);
+void mg_context_lwork_put(mg_context* c, const int64_t key[6], int64_t lwork);
 
 cudaDataType mg_cuda_type(jmg_dtype t);
 cudaDataType mg_cuda_real_type(jmg_dtype t);

@@ -88,6 +88,21 @@ static int sync_streams(mg_context* ctx, char* err) {
   return 0;
 }
 
+/* cuSolverMg returns when its host-side driver is done, but kernels it left
+ * on its own streams of other devices may still run; nothing of ours may
+ * touch A, B or the workspace before every device is idle. */
+static int sync_devices(mg_context* ctx, char* err) {
+  for (int r = 0; r < ctx->ndev; r++) {
+    cudaError_t e = cudaSetDevice(ctx->dev[r]);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+      snprintf(err, JMG_ERRLEN, "device sync on %d: %s", ctx->dev[r], cudaGetErrorString(e));
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err) {
   jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
   jmg_plan plan;
@@ -128,8 +143,20 @@ static void gather_ptrs(const jmg_job* job, void** a, void** b, void** work) {
 
 static int64_t b_block(const jmg_job* job) { return job->nrhs > job->tile ? job->nrhs : job->tile; }
 
-/* Elements of cuSolverMg workspace per device for this job. */
+/* potri solves A X = I: X lives at the head of the workspace, one shard
+ * (n x nloc) per device, in A's block-cyclic layout; the solver's own
+ * workspace follows it. */
+static int64_t inverse_bytes(const jmg_job* job) {
+  if (job->op != JMG_POTRI) return 0;
+  int64_t b = job->n * job->nloc * (int64_t)jmg_dtype_size(job->dtype);
+  return (b + 255) / 256 * 256;
+}
+
+/* Elements of cuSolverMg workspace per device for this job; the queries
+ * cost more than a small solve, so their answer is kept per problem. */
 static int solver_lwork(const jmg_job* job, mg_context* ctx, int64_t* lwork, char* err) {
+  int64_t key[6] = {job->op, job->dtype, job->n, job->tile, job->nrhs, job->jobz};
+  if (mg_context_lwork_get(ctx, key, lwork)) return 0;
   void* a[JMG_MAX_DEVICES];
   void* b[JMG_MAX_DEVICES];
   gather_ptrs(job, a, b, NULL);
@@ -151,10 +178,15 @@ static int solver_lwork(const jmg_job* job, mg_context* ctx, int64_t* lwork, cha
       MG(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)job->nrhs, a, 1, 1,
                                     da, b, 1, 1, db, t, &l2));
     } else {
-      MG(cusolverMgPotri_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, &l2));
+      /* The inverse is found by potrs against the identity (see run_potri). */
+      void* x[JMG_MAX_DEVICES];
+      gather_ptrs(job, NULL, NULL, x);
+      MG(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, n, a, 1, 1, da, x, 1, 1,
+                                    da, t, &l2));
     }
   }
   *lwork = l1 > l2 ? l1 : l2;
+  mg_context_lwork_put(ctx, key, *lwork);
   return 0;
 fail:
   return -1;
@@ -177,7 +209,7 @@ static int mg_workspace(const jmg_job* job, int64_t* bytes, char* err) {
   int rc = solver_lwork(job, ctx, &lwork, err);
   pthread_mutex_unlock(&ctx->lock);
   if (rc) return -1;
-  int64_t solver = lwork * (int64_t)jmg_dtype_size(job->dtype);
+  int64_t solver = inverse_bytes(job) + lwork * (int64_t)jmg_dtype_size(job->dtype);
   int64_t stage = staging_bytes(job);
   *bytes = (solver > stage ? solver : stage) + 256;
   return 0;
@@ -194,21 +226,87 @@ fail:
   return -1;
 }
 
+/* cuSolverMg reports a matrix that is not positive definite as
+ * CUSOLVER_STATUS_INTERNAL_ERROR, without LAPACK's info. The factor still
+ * tells: Cholesky stops at the first pivot that is not positive and leaves
+ * it on the diagonal, after the positive pivots of the minors before it.
+ * So the failing minor is the first diagonal entry that is not > 0. The
+ * diagonal is read tile by tile (stride n + 1), only on this failure path. */
+static int failing_minor(const jmg_job* job, mg_context* ctx, void** a, int32_t* info, char* err) {
+  size_t es = jmg_dtype_size(job->dtype);
+  int64_t n = job->n, T = job->tile, P = job->nparties;
+  char* diag = malloc((size_t)n * es);
+  if (!diag) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  for (int64_t k = 0; k * T < n; k++) {
+    int r = (int)(k % P);
+    int64_t rows = n - k * T < T ? n - k * T : T;
+    const char* src = (const char*)a[r] + ((size_t)((k / P) * T) * (size_t)n + (size_t)(k * T)) * es;
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpy2D(diag + (size_t)(k * T) * es, es, src, (size_t)(n + 1) * es, es, (size_t)rows,
+                    cudaMemcpyDeviceToHost));
+  }
+  *info = 0;
+  for (int64_t i = 0; i < n && *info == 0; i++) {
+    /* The real part leads every element type we handle. */
+    double d = (job->dtype == JMG_F32 || job->dtype == JMG_C64) ? (double)((float*)(void*)(diag + i * es))[0]
+                                                                 : ((double*)(void*)(diag + i * es))[0];
+    if (!(d > 0)) *info = (int32_t)(i + 1);
+  }
+  free(diag);
+  if (*info == 0) {
+    snprintf(err, JMG_ERRLEN, "cusolverMgPotrf failed (CUSOLVER_STATUS_INTERNAL_ERROR) on a matrix "
+                              "whose factor has a positive diagonal");
+    return -1;
+  }
+  return 0;
+fail:
+  free(diag);
+  return -1;
+}
+
+/* potrf with LAPACK's info, whichever way cuSolverMg reports a failure. */
+static int potrf(const jmg_job* job, mg_context* ctx, void** a, cudaLibMgMatrixDesc_t da,
+                 void** work, int64_t lwork, int32_t* info, char* err) {
+  int h_info = 0;
+  cudaDataType t = mg_cuda_type(job->dtype);
+  cusolverStatus_t s = cusolverMgPotrf(ctx->handle, CUBLAS_FILL_MODE_LOWER, (int)job->n, a, 1, 1,
+                                       da, t, work, lwork, &h_info);
+  if (sync_devices(ctx, err)) return -1;
+  if (s == CUSOLVER_STATUS_SUCCESS) {
+    *info = h_info;
+    return 0;
+  }
+  if (s == CUSOLVER_STATUS_INTERNAL_ERROR) {
+    if (h_info > 0) {
+      *info = h_info;
+      return 0;
+    }
+    return failing_minor(job, ctx, a, info, err);
+  }
+  snprintf(err, JMG_ERRLEN, "cusolverMgPotrf failed: %s", mg_status_name(s));
+  return -1;
+}
+
 static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
                      int32_t* info, char* err) {
   void* b[JMG_MAX_DEVICES];
   gather_ptrs(job, NULL, b, NULL);
   cudaDataType t = mg_cuda_type(job->dtype);
-  int n = (int)job->n, h_info = 0;
+  int n = (int)job->n;
+  int32_t h_info = 0;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
   cudaLibMgMatrixDesc_t db = da ? mg_context_desc(ctx, job->n, job->nrhs, b_block(job), t, err) : NULL;
   if (!db) return -1;
-  MG(cusolverMgPotrf(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, work, lwork, &h_info));
+  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) return -1;
   size_t xbytes = (size_t)job->n * (size_t)job->nrhs * jmg_dtype_size(job->dtype);
   if (h_info == 0) {
     /* B is one tile wide, so all of it lives on rank 0's buffer. */
     MG(cusolverMgPotrs(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)job->nrhs, a, 1, 1, da, b, 1, 1,
                        db, t, work, lwork, &h_info));
+    if (sync_devices(ctx, err)) return -1;
   } else if (fill_nan(b[0], ctx->dev[0], xbytes, ctx->stream[0], err)) {
     return -1;
   }
@@ -221,25 +319,74 @@ fail:
   return -1;
 }
 
+/* Writes the identity into X, held like A in the block-cyclic layout:
+ * zeros, then the diagonal of each tile (stride n + 1) from a host row of
+ * ones. */
+static int set_identity(const jmg_job* job, mg_context* ctx, void** x, char* err) {
+  size_t es = jmg_dtype_size(job->dtype);
+  int64_t n = job->n, T = job->tile, P = job->nparties;
+  char* ones = calloc((size_t)T, es);
+  if (!ones) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  for (int64_t c = 0; c < T; c++) {
+    if (job->dtype == JMG_F32 || job->dtype == JMG_C64) ((float*)(void*)(ones + c * es))[0] = 1.0f;
+    else ((double*)(void*)(ones + c * es))[0] = 1.0;
+  }
+  for (int r = 0; r < job->nparties; r++) {
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemsetAsync(x[r], 0, (size_t)n * (size_t)job->nloc * es, ctx->stream[r]));
+  }
+  for (int64_t k = 0; k * T < n; k++) {
+    int r = (int)(k % P);
+    char* dst = (char*)x[r] + ((size_t)((k / P) * T) * (size_t)n + (size_t)(k * T)) * es;
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpy2DAsync(dst, (size_t)(n + 1) * es, ones, es, es, (size_t)T, cudaMemcpyHostToDevice,
+                         ctx->stream[r]));
+  }
+  /* ones must outlive the copies. */
+  if (sync_streams(ctx, err)) goto fail;
+  free(ones);
+  return 0;
+fail:
+  free(ones);
+  return -1;
+}
+
+/* The inverse as the solution of A X = I. cuSolverMg's own potri gave a
+ * wrong trailing 2048 x 2048 block for every n > 2048 we tried on H200
+ * (every tile size, any workspace), so it is not used. This costs more
+ * flops (two triangular solves with n right-hand sides instead of trtri +
+ * lauum) but yields both triangles at once. */
 static int run_potri(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
                      int32_t* info, char* err) {
   cudaDataType t = mg_cuda_type(job->dtype);
-  int n = (int)job->n, h_info = 0;
+  int n = (int)job->n;
+  int32_t h_info = 0;
+  size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
+  void* x[JMG_MAX_DEVICES];
+  void* solver_work[JMG_MAX_DEVICES];
+  for (int r = 0; r < job->nparties; r++) {
+    x[r] = work[r];
+    solver_work[r] = (char*)work[r] + inverse_bytes(job);
+  }
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
   if (!da) return -1;
-  MG(cusolverMgPotrf(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, work, lwork, &h_info));
-  if (h_info == 0)
-    MG(cusolverMgPotri(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, work, lwork, &h_info));
-  if (move_layout(job, ctx, 0, err)) return -1;
-  size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
-  for (int r = 0; r < job->nparties; r++) {
-    if (h_info == 0) {
+  if (potrf(job, ctx, a, da, solver_work, lwork, &h_info, err)) return -1;
+  if (h_info == 0) {
+    if (set_identity(job, ctx, x, err)) return -1;
+    MG(cusolverMgPotrs(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, n, a, 1, 1, da, x, 1, 1, da, t,
+                       solver_work, lwork, &h_info));
+    if (sync_devices(ctx, err)) return -1;
+    for (int r = 0; r < job->nparties; r++) {
       CU(cudaSetDevice(ctx->dev[r]));
-      if (jmg_cuda_mirror_lower(job->dtype, a, job->nparties, job->n, job->nloc, r, ctx->stream[r], err))
-        return -1;
-    } else if (fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err)) {
-      return -1;
+      CU(cudaMemcpyAsync(a[r], x[r], shard, cudaMemcpyDeviceToDevice, ctx->stream[r]));
     }
+    if (sync_streams(ctx, err) || move_layout(job, ctx, 0, err)) return -1;
+  } else {
+    for (int r = 0; r < job->nparties; r++)
+      if (fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err)) return -1;
   }
   *info = h_info;
   return sync_streams(ctx, err);
@@ -262,6 +409,7 @@ static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   MG(cusolverMgSyevd(ctx->handle, job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
                      CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, w, mg_cuda_real_type(job->dtype), t,
                      work, lwork, &h_info));
+  if (sync_devices(ctx, err)) goto fail;
   if (job->jobz && move_layout(job, ctx, 0, err)) goto fail;
   for (int r = 0; r < job->nparties; r++) {
     CU(cudaSetDevice(ctx->dev[r]));
