@@ -175,13 +175,6 @@ def _section_4_3(out_specs, A_sharded, b_replicated, mesh):
 AUTO = (AxisType.Auto,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="library: potrs_shardmap_ctx returns a rank-0 status, so the tutorial's "
-    "out_specs P(None) for it is rejected by shard_map (spec longer than rank 0); "
-    "the tutorial's contract needs a status of shape (1,)",
-)
 def test_4_3_potrs_shardmap_ctx_as_printed():
     mesh, A_sharded, b_replicated = _section_2_3(axis_types=AUTO)
     (x, status), factor = _section_4_3((P(None, None), P(None)), A_sharded, b_replicated, mesh)
@@ -190,10 +183,10 @@ def test_4_3_potrs_shardmap_ctx_as_printed():
 
 
 def test_4_3_potrs_shardmap_ctx_solves(rng):
-    """4.3 with the status spec P() that a rank-0 status takes (see above)."""
+    """4.3 again, then the same function on a full SPD matrix."""
     mesh, A_sharded, b_replicated = _section_2_3(axis_types=AUTO)
-    (x, status), factor = _section_4_3((P(None, None), P()), A_sharded, b_replicated, mesh)
-    assert int(status) == 0
+    (x, status), factor = _section_4_3((P(None, None), P(None)), A_sharded, b_replicated, mesh)
+    assert status.shape == (1,) and int(status[0]) == 0
     # (4 I) x = 1
     np.testing.assert_allclose(np.asarray(x), 1 / factor, rtol=1e-15)
 
@@ -202,8 +195,8 @@ def test_4_3_potrs_shardmap_ctx_solves(rng):
     b = rng.standard_normal((400, 1))
     A_sharded = jax.device_put(A, NamedSharding(mesh, P("x", None)))
     b_replicated = jax.device_put(b, NamedSharding(mesh, P(None, None)))
-    (x, status), factor = _section_4_3((P(None, None), P()), A_sharded, b_replicated, mesh)
-    assert int(status) == 0
+    (x, status), factor = _section_4_3((P(None, None), P(None)), A_sharded, b_replicated, mesh)
+    assert int(status[0]) == 0
     check_solve(factor * A, x, b, np.float64)
 
 

@@ -235,7 +235,7 @@ def test_ctx_bad_arguments(m):
     # A replicated instead of row-sharded: the local block is N x N
     with pytest.raises(ValueError, match="row shard"):
         jax.shard_map(lambda a: jaxmg.potri_shardmap_ctx(a, 2), mesh=m, in_specs=(REP,),
-                      out_specs=(REP, P()), check_vma=False)(np.eye(N))
+                      out_specs=(REP, P(None)), check_vma=False)(np.eye(N))
     with pytest.raises(ValueError, match="T_A"):
         # shard height 4 on 2 devices, tile 3
         _in_shard_map(mesh(2), lambda a, b: jaxmg.potri_shardmap_ctx(a, 3, pad=False))
