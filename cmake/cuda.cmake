@@ -1,6 +1,7 @@
-# The cuSolverMg engine: built wherever the CUDA toolkit is found (it only
-# runs on GPUs). The CUDA runtime is linked statically; cuSolverMg is found
-# at run time, from JAX's own nvidia wheels first (see _cuda_libs.py).
+# The cuSolverMg engine: plain C against the CUDA runtime, built wherever
+# the CUDA toolkit is found (it only runs on GPUs). The CUDA runtime is
+# linked statically; cuSolverMg is found at run time, from JAX's own nvidia
+# wheels first (see _cuda_libs.py).
 find_package(CUDAToolkit QUIET)
 if(CUDAToolkit_FOUND)
   find_library(JAXMG_CUSOLVERMG cusolverMg HINTS ${CUDAToolkit_LIBRARY_DIR})
@@ -9,19 +10,6 @@ if(NOT CUDAToolkit_FOUND OR NOT JAXMG_CUSOLVERMG)
   message(STATUS "CUDA toolkit or cusolverMg not found: building the host engine only")
   return()
 endif()
-include(CheckLanguage)
-check_language(CUDA)
-if(NOT CMAKE_CUDA_COMPILER)
-  message(STATUS "no CUDA compiler: building the host engine only")
-  return()
-endif()
-enable_language(CUDA)
-if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  # Hopper natively, plus PTX for anything newer.
-  set(CMAKE_CUDA_ARCHITECTURES 80-real 90-real 90-virtual)
-endif()
-set(CMAKE_CUDA_VISIBILITY_PRESET hidden)
-
 add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/mg_context.c
   csrc/engines/cuda/mg_engine.c
@@ -29,7 +17,6 @@ add_library(jaxmg_cuda SHARED
 target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core CUDA::cudart_static ${JAXMG_CUSOLVERMG})
 # Found next to the wheels' other CUDA libraries, whichever loads us.
 set_target_properties(jaxmg_cuda PROPERTIES
-  INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cusolver/lib"
-  CUDA_SEPARABLE_COMPILATION OFF)
+  INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cusolver/lib")
 install(TARGETS jaxmg_cuda LIBRARY DESTINATION jaxmg)
 message(STATUS "building the cuSolverMg engine")

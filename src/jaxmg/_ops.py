@@ -162,14 +162,14 @@ def _jitted(impl, statics):
     return jax.jit(impl, static_argnames=statics)
 
 
-def _call(impl, statics, *args, **static):
+def _call(impl, *args, **static):
     """Runs impl eagerly through a cached jit; under an outer trace, inlines
     a fresh trace instead. Each trace gives every FFI call its own call-site
     key: two calls of one program must never share one, or devices that run
     them in different orders would pair them up wrongly."""
     if any(isinstance(a, jax.core.Tracer) for a in args):
         return impl(*args, **static)
-    return _jitted(impl, statics)(*args, **static)
+    return _jitted(impl, tuple(sorted(static)))(*args, **static)
 
 
 def _unpad_global(m, n, n1, mesh):
@@ -215,8 +215,9 @@ def potrs(A, b, T_A, mesh, in_specs, return_status=False, pad=True):
     _, vector = v.rhs(b, n, dt)
     want_status = v.flag(return_status, "return_status")
     b2 = b[:, None] if vector else b
-    x, status = _call(_potrs_impl, ("T_A", "mesh", "axes", "pad", "n"), 
-        v.as_array(A), v.as_array(b2), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n
+    x, status = _call(
+        _potrs_impl, v.as_array(A), v.as_array(b2), T_A=int(T_A), mesh=mesh, axes=axes,
+        pad=v.flag(pad, "pad"), n=n,
     )
     x = x[:, 0] if vector else x
     return (x, status) if want_status else x
@@ -240,7 +241,9 @@ def potri(A, T_A, mesh, in_specs, return_status=False, pad=True):
     (A^-1, status) as for potrs."""
     mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
     want_status = v.flag(return_status, "return_status")
-    inv, status = _call(_potri_impl, ("T_A", "mesh", "axes", "pad", "n"), v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n)
+    inv, status = _call(
+        _potri_impl, v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n
+    )
     return (inv, status) if want_status else inv
 
 
@@ -274,8 +277,9 @@ def syevd(A, T_A, mesh, in_specs, return_eigenvectors=True, return_status=False,
     mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1)
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     want_status = v.flag(return_status, "return_status")
-    w, vecs, status = _call(_syevd_impl, ("T_A", "mesh", "axes", "pad", "n", "jobz"), 
-        v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"), n=n, jobz=jobz
+    w, vecs, status = _call(
+        _syevd_impl, v.as_array(A), T_A=int(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"),
+        n=n, jobz=jobz,
     )
     out = (w, vecs) if jobz else (w,)
     if want_status:

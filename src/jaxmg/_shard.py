@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +24,7 @@ _sites = itertools.count()
 def new_site(op: str) -> str:
     """A string unique to one traced call site: the C rendezvous keys on it,
     so two jaxmg calls of one program never meet each other."""
-    return f"jaxmg.{op}.{os_pid()}.{next(_sites)}"
-
-
-def os_pid() -> int:
-    import os
-
-    return os.getpid()
+    return f"jaxmg.{op}.{os.getpid()}.{next(_sites)}"
 
 
 def manual_axes() -> tuple[str, ...]:
@@ -136,9 +131,8 @@ def constrain(x: jax.Array, mesh, spec) -> jax.Array:
     explicit = jax.sharding.AxisType.Explicit if hasattr(jax.sharding, "AxisType") else None
     types = dict(zip(mesh.axis_names, getattr(mesh, "axis_types", ()) or ()))
     named = [ax for part in spec if part is not None for ax in (part if isinstance(part, tuple) else (part,))]
-    if explicit is not None and named and all(types.get(ax) == explicit for ax in named):
-        return jax.reshard(x, sharding)
-    if explicit is not None and any(t == explicit for t in types.values()) and not named:
+    # The axes the spec names decide; a fully replicated spec follows the mesh.
+    if explicit is not None and any(types.get(ax) == explicit for ax in (named or types)):
         return jax.reshard(x, sharding)
     return jax.lax.with_sharding_constraint(x, sharding)
 
