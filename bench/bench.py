@@ -1,8 +1,9 @@
 """Benchmark jaxmg against the raw cuSolverMg engine and one GPU.
 
     python bench/bench.py [--ops potrs,potri,syevd] [--dtypes f64,f32]
-        [--sizes 4096,16384,32768] [--tiles 1024] [--ndev 4] [--reps 3]
-        [--nrhs 1] [--raw PATH_TO_raw_mg] [--single] [--csv OUT.csv] [--md OUT.md]
+        [--sizes 4096,16384,32768] [--tiles 1024|auto,...] [--ndev 4,2,1]
+        [--dispatch auto,multi,single] [--reps 3] [--nrhs 1]
+        [--raw PATH_TO_raw_mg] [--single] [--csv OUT.csv] [--md OUT.md]
 
 Each case builds its matrix on the devices (never on the host), runs the
 jitted jaxmg call once to compile and warm up, then times REPS calls with
@@ -47,6 +48,9 @@ def parse_args(argv=None):
     def ints(s):
         return [int(x) for x in s.split(",") if x]
 
+    def tiles(s):
+        return [None if x == "auto" else int(x) for x in s.split(",") if x]
+
     def names(allowed):
         def f(s):
             out = [x for x in s.split(",") if x]
@@ -60,7 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--ops", type=names(OPS), default=list(OPS))
     p.add_argument("--dtypes", type=names(DTYPES), default=["f64", "f32"])
     p.add_argument("--sizes", type=ints, default=[4096, 16384, 32768])
-    p.add_argument("--tiles", type=ints, default=[1024])
+    p.add_argument("--tiles", type=tiles, default=[1024], help="T_A values; 'auto' for T_A=None")
+    p.add_argument("--dispatch", type=names(("auto", "multi", "single")), default=["auto"],
+                   help="jaxmg solver choices to time (comma list)")
     p.add_argument("--ndev", type=ints, default=[4], help="device counts (comma list)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--nrhs", type=int, default=1, help="right-hand sides for potrs")
@@ -76,7 +82,12 @@ def parse_args(argv=None):
     return a
 
 
-def effective_tile(op, tile):
+def effective_tile(op, tile, n=None, nd=None):
+    """The tile jaxmg uses (T_A=None: the automatic one for N / ndev)."""
+    if tile is None:
+        from jaxmg import _dispatch
+
+        return _dispatch.auto_tile(n // nd, SYEVD_MAX_TILE if op == "syevd" else None)
     return min(tile, SYEVD_MAX_TILE) if op == "syevd" else tile
 
 
@@ -98,7 +109,8 @@ def cases(args):
             for n in args.sizes:
                 for tile in args.tiles:
                     for nd in args.ndev:
-                        yield op, dt, n, tile, nd
+                        for how in args.dispatch:
+                            yield op, dt, n, tile, nd, how
 
 
 # ---------------------------------------------------------------------------
@@ -126,7 +138,8 @@ _RAW_LINE = re.compile(r"^RAW .*median_s=(?P<med>\S+) min_s=(?P<min>\S+) info=(?
 
 
 def run_raw(args, op, dt, n, tile, nd):
-    cmd = [args.raw, op, dt, str(n), str(effective_tile(op, tile)), str(nd), str(args.nrhs), str(args.reps)]
+    cmd = [args.raw, op, dt, str(n), str(effective_tile(op, tile, n, nd)), str(nd), str(args.nrhs),
+           str(args.reps)]
     env = dict(os.environ)
     extra = _wheel_lib_dirs()
     if extra:
@@ -155,38 +168,46 @@ def make_mesh(nd):
     return jax.make_mesh((nd,), ("x",), devices=jax.devices()[:nd])
 
 
-def build_spd(mesh, n, dtype, seed):
-    """A = (R + R^H) / (2 sqrt(N)) + 2 I with R uniform in (-1, 1) (real and
-    imaginary parts): a Wigner matrix shifted to spectrum about [0.8, 3.2],
-    so SPD/HPD, well conditioned, with no structure a solver could exploit.
+def _mix32(x):
+    """A 32-bit integer finalizer (murmur3's): a cheap, well-spread hash."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
 
-    Row i of R comes from fold_in(key, i), so A is the same matrix for any
-    device count; R^H's rows arrive with one all_to_all, so nothing is ever
-    gathered on one device."""
+
+def build_spd(mesh, n, dtype, seed):
+    """A = 2 I + W with W a Wigner matrix: entries uniform with variance
+    1/(6N) per real component (as bench/raw_mg_fill.cu builds for the raw
+    driver), so the spectrum is a semicircle on about [1.2, 2.8] (complex:
+    [0.85, 3.15]): SPD/HPD, well conditioned, no structure to exploit.
+
+    Entry (i, j) is a hash of (min(i, j), max(i, j)), so each device makes
+    its own rows in one elementwise pass: nothing is communicated, nothing
+    but the output is allocated (the largest benchmark matrices fill most
+    of the GPUs' memory), and A is the same for any device count."""
     nd = mesh.shape["x"]
     nloc = n // nd
     rdt = real_dtype(dtype)
     cplx = is_complex(dtype)
-    scale = 1.0 / (2.0 * math.sqrt(n))
+    scale = 1.0 / math.sqrt(2.0 * n)
 
-    def row(key, i):
-        k = jax.random.fold_in(key, i)
-        if not cplx:
-            return jax.random.uniform(k, (n,), rdt, -1.0, 1.0)
-        k1, k2 = jax.random.split(k)
-        re_ = jax.random.uniform(k1, (n,), rdt, -1.0, 1.0)
-        im_ = jax.random.uniform(k2, (n,), rdt, -1.0, 1.0)
-        return jax.lax.complex(re_, im_)
+    def unit(h):  # uniform in [-1, 1) from the top 24 bits
+        return (h >> 8).astype(rdt) * (2.0 / 2**24) - 1.0
 
     def body():
-        i0 = jax.lax.axis_index("x") * nloc
-        rows = i0 + jnp.arange(nloc)
-        key = jax.random.key(seed)
-        r = jax.vmap(lambda i: row(key, i))(rows)
-        cols = jax.lax.all_to_all(r, "x", split_axis=1, concat_axis=0, tiled=True)
-        rt = jnp.conj(cols.T) if cplx else cols.T
-        eye = rows[:, None] == jnp.arange(n)[None, :]
-        return ((r + rt) * scale + jnp.where(eye, 2.0, 0.0).astype(rdt)).astype(dtype)
+        i = (jax.lax.axis_index("x") * nloc + jnp.arange(nloc, dtype=jnp.int32)).astype(jnp.uint32)[:, None]
+        j = jnp.arange(n, dtype=jnp.uint32)[None, :]
+        lo, hi = jnp.minimum(i, j), jnp.maximum(i, j)
+        h = _mix32(lo * jnp.uint32(0x9E3779B1) ^ _mix32(hi ^ jnp.uint32(seed * 0x27D4EB2F + 1)))
+        diag = i == j
+        re_ = unit(h) * scale + jnp.where(diag, 2.0, 0.0).astype(rdt)
+        if not cplx:
+            return re_.astype(dtype)
+        sign = jnp.where(i < j, -1.0, 1.0).astype(rdt)  # A[j][i] = conj(A[i][j])
+        im_ = jnp.where(diag, 0.0, unit(_mix32(h ^ jnp.uint32(0x5BD1E995))) * scale * sign).astype(rdt)
+        return jax.lax.complex(re_, im_).astype(dtype)
 
     f = jax.shard_map(body, mesh=mesh, in_specs=(), out_specs=ROW, check_vma=False)
     return jax.jit(f, out_shardings=NamedSharding(mesh, ROW))()
@@ -291,7 +312,7 @@ def timed(fn, args, reps):
     return statistics.median(times), min(times), out
 
 
-def jaxmg_case(args, op, dt, n, tile, nd):
+def jaxmg_case(args, op, dt, n, tile, nd, how):
     import jaxmg
 
     dtype = DTYPES[dt]
@@ -299,16 +320,16 @@ def jaxmg_case(args, op, dt, n, tile, nd):
     A = jax.block_until_ready(build_spd(mesh, n, dtype, args.seed))
     if op == "potrs":
         b = build_replicated(mesh, (n, args.nrhs), dtype, args.seed + 1)
-        fn = jax.jit(lambda A, b: jaxmg.potrs(A, b, tile, mesh, (ROW, REP), return_status=True))
+        fn = jax.jit(lambda A, b: jaxmg.potrs(A, b, tile, mesh, (ROW, REP), return_status=True, dispatch=how))
         med, tmin, (x, status) = timed(fn, (A, b), args.reps)
         metrics = check_potrs(mesh, A, x, b)
     elif op == "potri":
-        fn = jax.jit(lambda A: jaxmg.potri(A, tile, mesh, (ROW,), return_status=True))
+        fn = jax.jit(lambda A: jaxmg.potri(A, tile, mesh, (ROW,), return_status=True, dispatch=how))
         med, tmin, (X, status) = timed(fn, (A,), args.reps)
         e = build_replicated(mesh, (n,), dtype, args.seed + 2)
         metrics = check_potri(mesh, A, X, e)
     else:
-        fn = jax.jit(lambda A: jaxmg.syevd(A, tile, mesh, (ROW,), return_status=True))
+        fn = jax.jit(lambda A: jaxmg.syevd(A, tile, mesh, (ROW,), return_status=True, dispatch=how))
         med, tmin, (w, V, status) = timed(fn, (A,), args.reps)
         metrics = check_syevd(mesh, A, V, w)
     return med, tmin, verdict(metrics, int(status), n, dtype)
@@ -348,7 +369,8 @@ def _short(e):
 # report
 
 
-COLUMNS = ["op", "dtype", "N", "T_A", "ndev", "jaxmg s", "raw s", "jaxmg/raw", "1-GPU s", "valid"]
+COLUMNS = ["op", "dtype", "N", "T_A", "ndev", "dispatch", "jaxmg s", "raw s", "jaxmg/raw", "1-GPU s",
+           "valid"]
 
 
 def fmt_time(t):
@@ -366,7 +388,7 @@ def table_rows(rows):
         if isinstance(r["jaxmg_s"], float) and isinstance(r["raw_s"], float):
             ratio = f"{r['jaxmg_s'] / r['raw_s']:.3f}"
         out.append([
-            r["op"], r["dtype"], str(r["n"]), str(r["tile"]), str(r["ndev"]),
+            r["op"], r["dtype"], str(r["n"]), str(r["tile"]), str(r["ndev"]), r["dispatch"],
             fmt_time(r["jaxmg_s"]), fmt_time(r["raw_s"]), ratio, fmt_time(r["single_s"]), r["valid"],
         ])
     return out
@@ -381,7 +403,7 @@ def markdown(rows):
 
 
 def write_csv(path, rows):
-    keys = ["op", "dtype", "n", "tile", "ndev", "nrhs", "jaxmg_s", "jaxmg_min_s", "raw_s", "single_s",
+    keys = ["op", "dtype", "n", "tile", "ndev", "dispatch", "nrhs", "jaxmg_s", "jaxmg_min_s", "raw_s", "single_s",
             "valid", "metrics", "device"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -401,8 +423,11 @@ def main(argv=None):
     # baseline would run out of memory or compete for it.
     raw = {}
     if args.raw:
-        for op, dt, n, tile, nd in todo:
-            print(f"raw   {op} {dt} N={n} T_A={effective_tile(op, tile)} ndev={nd}", file=sys.stderr, flush=True)
+        for op, dt, n, tile, nd, _ in todo:
+            if (op, dt, n, tile, nd) in raw:
+                continue
+            print(f"raw   {op} {dt} N={n} T_A={effective_tile(op, tile, n, nd)} ndev={nd}", file=sys.stderr,
+                  flush=True)
             raw[(op, dt, n, tile, nd)] = run_raw(args, op, dt, n, tile, nd)
 
     devices = jax.devices()
@@ -410,20 +435,26 @@ def main(argv=None):
     print(f"devices: {device_desc}; jax {jax.__version__}", file=sys.stderr)
 
     rows, single = [], {}
-    for op, dt, n, tile, nd in todo:
-        row = {"op": op, "dtype": dt, "n": n, "tile": effective_tile(op, tile), "ndev": nd, "nrhs": args.nrhs,
+    from jaxmg import _dispatch
+
+    for op, dt, n, tile, nd, how in todo:
+        code = _dispatch.resolve(how, op, n, nd, DTYPES[dt], devices[0].platform)
+        chosen = {_dispatch.MULTI: "multi", _dispatch.SINGLE: "single"}.get(code, how)
+        row = {"op": op, "dtype": dt, "n": n, "tile": effective_tile(op, tile, n, nd), "ndev": nd,
+               "dispatch": chosen if how == chosen else f"{how}:{chosen}", "nrhs": args.nrhs,
                "jaxmg_s": None, "jaxmg_min_s": None, "raw_s": raw.get((op, dt, n, tile, nd)),
                "single_s": None, "valid": "-", "metrics": "", "device": device_desc}
         if args.raw and row["raw_s"] is None:
             row["raw_s"] = "fail"
-        print(f"jaxmg {op} {dt} N={n} T_A={row['tile']} ndev={nd}", file=sys.stderr, flush=True)
+        print(f"jaxmg {op} {dt} N={n} T_A={row['tile']} ndev={nd} {row['dispatch']}", file=sys.stderr,
+              flush=True)
         if nd > len(devices) or n % nd:
             why = "too few devices" if nd > len(devices) else "N not divisible by ndev"
             print(f"  skipped: {why}", file=sys.stderr)
             row["jaxmg_s"], row["valid"] = "skip", "skip"
         else:
             try:
-                med, tmin, (ok, vals, bad) = jaxmg_case(args, op, dt, n, tile, nd)
+                med, tmin, (ok, vals, bad) = jaxmg_case(args, op, dt, n, tile, nd, how)
                 row.update(jaxmg_s=med, jaxmg_min_s=tmin, valid="ok" if ok else "FAIL " + ",".join(bad),
                            metrics=";".join(f"{k}={v:.3g}" for k, v in vals.items()))
                 print(f"  {med:.4g} s, {row['valid']} ({row['metrics']})", file=sys.stderr, flush=True)

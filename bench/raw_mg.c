@@ -6,6 +6,10 @@
  *     OP    potrs (potrf + potrs) | potri (potrf + potri) | syevd (vectors, lower)
  *     DTYPE f32 | f64 | c64 | c128
  *   Uses devices 0 .. NDEV-1 (pick others with CUDA_VISIBLE_DEVICES).
+ *   RAW_BBLOCK=k   B's column tile (default max(T_A, NRHS): all of B on device 0)
+ *   RAW_CHECK=1    after timing, check A x = b (potrs) or A X = I (potri) on
+ *                  sampled columns against the matrix rebuilt on the host, and
+ *                  print the worst residual above and below row 2048
  *
  * Prints one line:
  *   RAW op=.. dtype=.. n=.. tile=.. ndev=.. nrhs=.. median_s=.. min_s=.. info=..
@@ -14,6 +18,7 @@
 #define DISABLE_CUSOLVERMG_DEPRECATED
 
 #include <cuda_runtime.h>
+#include <complex.h>
 #include <cusolverMg.h>
 #include <limits.h>
 #include <stdint.h>
@@ -28,6 +33,9 @@
 
 cudaError_t raw_mg_fill(void* a, int dtype, int64_t n, int64_t tile, int ndev, int d, int64_t lcols,
                         uint64_t seed, cudaStream_t stream);
+void raw_mg_entry(int dtype, int64_t i, int64_t j, int64_t n, uint64_t seed, double* re, double* im);
+
+#define SEED 0x6a61786d67ull
 
 #define CK(call)                                                                             \
   do {                                                                                       \
@@ -92,9 +100,22 @@ static void sync_all(int ndev) {
 
 /* A right-hand side with varied entries, so a solve that mixes up rows
  * cannot look right by accident. */
-static void host_rhs(void* buf, int dt, int64_t n, int64_t nrhs) {
+static double rhs_value(int64_t i, int64_t c, int64_t n) {
+  return 1.0 + 0.25 * (double)(((c * n + i) * 7919) % 13);
+}
+
+/* Local column lc of device d in a column block-cyclic layout of tile bb. */
+static int64_t global_col(int64_t lc, int64_t bb, int ndev, int d) {
+  return ((lc / bb) * ndev + d) * bb + lc % bb;
+}
+
+/* Device d's share of B (tile bb); columns past nrhs are left as zeros. */
+static void host_rhs(void* buf, int dt, int64_t n, int64_t nrhs, int64_t bb, int ndev, int d) {
+  memset(buf, 0, (size_t)(n * nrhs) * (dt == 0 ? 4 : dt == 3 ? 16 : 8));
   for (int64_t k = 0; k < n * nrhs; k++) {
-    double v = 1.0 + 0.25 * (double)((k * 7919) % 13);
+    int64_t c = global_col(k / n, bb, ndev, d);
+    if (c >= nrhs) break;
+    double v = rhs_value(k % n, c, n);
     switch (dt) {
       case 0: ((float*)buf)[k] = (float)v; break;
       case 1: ((double*)buf)[k] = v; break;
@@ -102,6 +123,88 @@ static void host_rhs(void* buf, int dt, int64_t n, int64_t nrhs) {
       case 3: ((double*)buf)[2 * k] = v; ((double*)buf)[2 * k + 1] = 0.5 * v; break;
     }
   }
+}
+
+/* ---- validation (RAW_CHECK=1) ---- */
+
+static double complex element(const void* buf, int dt, int64_t k) {
+  switch (dt) {
+    case 0: return ((const float*)buf)[k];
+    case 1: return ((const double*)buf)[k];
+    case 2: return ((const float*)buf)[2 * k] + I * ((const float*)buf)[2 * k + 1];
+    default: return ((const double*)buf)[2 * k] + I * ((const double*)buf)[2 * k + 1];
+  }
+}
+
+/* Entry (i, c) of a column block-cyclic matrix (tile bb) copied to the host. */
+static double complex cyclic_at(void* const* host, int dt, int64_t n, int64_t bb, int ndev, int64_t i,
+                                int64_t c) {
+  int64_t blk = c / bb;
+  int64_t lc = (blk / ndev) * bb + c % bb;
+  return element(host[blk % ndev], dt, lc * n + i);
+}
+
+/* Checks sampled columns of the solution against A rebuilt on the host:
+ * potrs r = A x - b, potri r = A X - I (X Hermitian, held in its lower
+ * triangle). Prints the worst |r| relative to the right-hand side, split
+ * at row 2048, and the first row where it exceeds the tolerance. */
+static int check(int op, int dt, int64_t n, int64_t tile, int64_t nrhs, int64_t bb, int ndev,
+                 void* const* a, void* const* b, const int64_t* lcols, size_t esz) {
+  void* host[MAX_DEV];
+  for (int d = 0; d < ndev; d++) {
+    size_t bytes = (size_t)n * (size_t)(op == OP_POTRS ? nrhs : lcols[d]) * esz;
+    host[d] = malloc(bytes > 0 ? bytes : 1);
+    if (!host[d]) {
+      fprintf(stderr, "raw_mg: out of host memory for the check\n");
+      exit(1);
+    }
+    CK(cudaSetDevice(d));
+    if (bytes) CK(cudaMemcpy(host[d], op == OP_POTRS ? b[d] : a[d], bytes, cudaMemcpyDeviceToHost));
+  }
+  int64_t ncols = op == OP_POTRS ? nrhs : n;
+  int64_t cols[8] = {0, 1, 2047, 2048, ncols / 2, 3 * ncols / 4, ncols - 2, ncols - 1};
+  double tol = (dt == 0 || dt == 2 ? 1.2e-7 : 2.3e-16) * (double)n * 10.0;
+  double complex* x = malloc(sizeof(double complex) * (size_t)n);
+  double worst = 0.0;
+  for (int s = 0; s < 8; s++) {
+    int64_t c = cols[s];
+    if (c < 0 || c >= ncols) continue;
+    for (int64_t i = 0; i < n; i++)
+      x[i] = op == OP_POTRS ? cyclic_at(host, dt, n, bb, ndev, i, c)
+                            : i >= c ? cyclic_at(host, dt, n, tile, ndev, i, c)
+                                     : conj(cyclic_at(host, dt, n, tile, ndev, c, i));
+    double lo = 0.0, hi = 0.0, scale = 1.0;
+    int64_t first_bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+      double complex r = 0.0;
+      for (int64_t j = 0; j < n; j++) {
+        double re, im;
+        raw_mg_entry(dt, i, j, n, SEED, &re, &im);
+        r += (re + I * im) * x[j];
+      }
+      if (op == OP_POTRS) {
+        double v = rhs_value(i, c, n);
+        r -= dt >= 2 ? v + 0.5 * I * v : v;
+        scale = 3.0; /* the largest |b| */
+      } else if (i == c) {
+        r -= 1.0;
+      }
+      double e = cabs(r) / scale;
+      if (i < 2048) lo = e > lo ? e : lo;
+      else hi = e > hi ? e : hi;
+      if (!(e <= tol) && first_bad < 0) first_bad = i;
+    }
+    printf("CHECK %s col=%lld err_rows<2048=%.2e err_rows>=2048=%.2e first_bad_row=%lld\n",
+           OP_NAMES[op], (long long)c, lo, hi, (long long)first_bad);
+    if (lo > worst || lo != lo) worst = lo;
+    if (hi > worst || hi != hi) worst = hi;
+  }
+  printf("CHECK %s n=%lld tile=%lld bblock=%lld ndev=%d worst=%.2e tol=%.1e %s\n", OP_NAMES[op],
+         (long long)n, (long long)tile, (long long)bb, ndev, worst, tol, worst <= tol ? "ok" : "WRONG");
+  fflush(stdout);
+  free(x);
+  for (int d = 0; d < ndev; d++) free(host[d]);
+  return worst <= tol ? 0 : 1;
 }
 
 int main(int argc, char** argv) {
@@ -172,6 +275,7 @@ int main(int argc, char** argv) {
   CS(cusolverMgCreateMatrixDesc(&desc_a, n, n, n, tile, ctype, grid));
   /* B one tile wide (as jaxmg lays it out): it all sits on device 0. */
   int64_t b_block = nrhs > tile ? nrhs : tile;
+  if (getenv("RAW_BBLOCK")) b_block = parse_pos(getenv("RAW_BBLOCK"), "RAW_BBLOCK");
   if (op == OP_POTRS) CS(cusolverMgCreateMatrixDesc(&desc_b, n, nrhs, n, b_block, ctype, grid));
 
   /* Tile k lives on device k % ndev, packed. Whole tiles are allocated so
@@ -195,12 +299,18 @@ int main(int argc, char** argv) {
 
   size_t wsize = (dt == 0 || dt == 2) ? 4 : 8;
   void* w = op == OP_SYEVD ? malloc((size_t)n * wsize) : NULL;
-  void* hb = op == OP_POTRS ? malloc((size_t)n * (size_t)nrhs * esz) : NULL;
-  if ((op == OP_SYEVD && !w) || (op == OP_POTRS && !hb)) {
+  void* hb[MAX_DEV] = {0};
+  for (int d = 0; op == OP_POTRS && d < ndev; d++) {
+    if (!(hb[d] = malloc((size_t)n * (size_t)nrhs * esz))) {
+      fprintf(stderr, "raw_mg: out of host memory\n");
+      return 1;
+    }
+    host_rhs(hb[d], dt, n, nrhs, b_block, ndev, d);
+  }
+  if (op == OP_SYEVD && !w) {
     fprintf(stderr, "raw_mg: out of host memory\n");
     return 1;
   }
-  if (hb) host_rhs(hb, dt, n, nrhs);
 
   int ni = (int)n;
   int64_t lw1 = 0, lw2 = 0;
@@ -232,9 +342,9 @@ int main(int argc, char** argv) {
     /* The solvers overwrite A (and B): rebuild them, untimed. */
     for (int d = 0; d < ndev; d++) {
       CK(cudaSetDevice(d));
-      CK(raw_mg_fill(a[d], dt, n, tile, ndev, d, lcols[d], 0x6a61786d67ull, stream[d]));
+      CK(raw_mg_fill(a[d], dt, n, tile, ndev, d, lcols[d], SEED, stream[d]));
       if (op == OP_POTRS)
-        CK(cudaMemcpyAsync(b[d], hb, (size_t)n * (size_t)nrhs * esz, cudaMemcpyHostToDevice, stream[d]));
+        CK(cudaMemcpyAsync(b[d], hb[d], (size_t)n * (size_t)nrhs * esz, cudaMemcpyHostToDevice, stream[d]));
     }
     sync_all(ndev);
     CK(cudaSetDevice(0));
@@ -275,6 +385,9 @@ int main(int argc, char** argv) {
          OP_NAMES[op], DT_NAMES[dt], (long long)n, (long long)tile, ndev, (long long)nrhs, med, tmin,
          info_seen);
   fflush(stdout);
+  int bad = 0;
+  if (getenv("RAW_CHECK") && op != OP_SYEVD)
+    bad = check(op, dt, n, tile, nrhs, b_block, ndev, a, b, lcols, esz);
 
   for (int d = 0; d < ndev; d++) {
     CK(cudaSetDevice(d));
@@ -289,6 +402,6 @@ int main(int argc, char** argv) {
   CS(cusolverMgDestroy(handle));
   free(times);
   free(w);
-  free(hb);
-  return 0;
+  for (int d = 0; d < ndev; d++) free(hb[d]);
+  return bad ? 3 : 0;
 }

@@ -92,3 +92,10 @@ extern "C" cudaError_t raw_mg_fill(void* a, int dtype, int64_t n, int64_t tile, 
   }
   return cudaGetLastError();
 }
+
+/* Entry (i, j) on the host, for raw_mg's validation. */
+extern "C" void raw_mg_entry(int dtype, int64_t i, int64_t j, int64_t n, uint64_t seed, double* re,
+                             double* im) {
+  if (dtype >= 2) entry<true>(i, j, n, seed, re, im);
+  else entry<false>(i, j, n, seed, re, im);
+}

@@ -20,6 +20,7 @@
 
 #include "engines/engine.h"
 #include "engines/host.h"
+#include "engines/host_share.h"
 #include "ffi/seam.h"
 #include "layout/layout.h"
 
@@ -293,9 +294,8 @@ static int host_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wh
 }
 
 static int host_workspace(const jmg_job* job, int64_t* bytes, char* err) {
-  (void)job;
   (void)err;
-  *bytes = 0;
+  memset(bytes, 0, sizeof(int64_t) * (size_t)job->nparties);
   return 0;
 }
 
@@ -319,5 +319,6 @@ static int host_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, int32_t info,
 }
 
 const jmg_engine jmg_host_engine = {
-    "host-lapack", host_enter, host_workspace, host_alloc, host_release, host_run, host_finish,
+    "host-lapack", host_enter,   host_workspace, host_alloc,     host_release,   host_run,
+    host_finish,   jmg_host_share, jmg_host_open, jmg_host_close, jmg_host_fetch,
 };

@@ -16,11 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engines/engine.h"
 #include "ffi/seam.h"
 #include "ops/ops.h"
-#include "rendezvous/meet.h"
+#include "rendezvous/meeting.h"
 
 static const char* op_name(jmg_op op) {
   switch (op) {
@@ -118,6 +119,11 @@ static int decode(const XLA_FFI_CallFrame* cf, jmg_op op, decoded* d, char* err)
     return fail(err, "%s: the tile attribute is missing or < 1", op_name(op));
   if (op == JMG_SYEVD && jmg_ffi_attr_int(cf, "jobz", &p->jobz))
     return fail(err, "%s: the jobz attribute is missing", op_name(op));
+  int64_t dispatch = JMG_DISPATCH_AUTO; /* optional: absent means auto */
+  jmg_ffi_attr_int(cf, "dispatch", &dispatch);
+  if (dispatch < JMG_DISPATCH_AUTO || dispatch > JMG_DISPATCH_SINGLE)
+    return fail(err, "%s: bad dispatch attribute %lld", op_name(op), (long long)dispatch);
+  p->dispatch = (int32_t)dispatch;
   if (p->n != d->nparties * p->nloc)
     return fail(err, "%s: %lld columns is not nparties * %lld rows", op_name(op), (long long)p->n,
                 (long long)p->nloc);
@@ -164,7 +170,8 @@ static int check_agree(const jmg_party* all, int np, char* err) {
     if (p->rank != r)
       return fail(err, "device group is inconsistent: rank %d sits in slot %d", (int)p->rank, r);
     if (p->dtype != all[0].dtype || p->n != all[0].n || p->nloc != all[0].nloc ||
-        p->nrhs != all[0].nrhs || p->tile != all[0].tile || p->jobz != all[0].jobz)
+        p->nrhs != all[0].nrhs || p->tile != all[0].tile || p->jobz != all[0].jobz ||
+        p->dispatch != all[0].dispatch)
       return fail(err, "devices disagree on the problem: rank %d vs rank 0", r);
   }
   return 0;
@@ -174,11 +181,11 @@ static int check_agree(const jmg_party* all, int np, char* err) {
 typedef struct verdict {
   int32_t code; /* 0 ok */
   int32_t info;
-  int64_t bytes;
+  int64_t bytes[JMG_MAX_DEVICES]; /* workspace per rank */
   char msg[JMG_ERRLEN];
 } verdict;
 
-static int broadcast(jmg_meet* m, int rank, int np, verdict* v, double timeout, char* err) {
+static int broadcast(jmg_meeting* m, int rank, int np, verdict* v, double timeout, char* err) {
   verdict* all = malloc(sizeof(verdict) * (size_t)np);
   if (!all) {
     snprintf(err, JMG_ERRLEN, "out of host memory");
@@ -190,7 +197,7 @@ static int broadcast(jmg_meet* m, int rank, int np, verdict* v, double timeout, 
   } else {
     memset(&mine, 0, sizeof mine);
   }
-  int rc = jmg_meet_exchange(m, &mine, sizeof mine, all, NULL, timeout, err, JMG_ERRLEN);
+  int rc = jmg_meeting_exchange(m, &mine, sizeof mine, all, NULL, timeout, err, JMG_ERRLEN);
   if (rc == 0) *v = all[0];
   free(all);
   return rc;
@@ -221,13 +228,26 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   XLA_FFI_Error* e = jmg_ffi_run_id(cf, &run_id);
   if (e) return e;
   jmg_meet_key key = {run_id, jmg_meet_hash(d.site, d.site_len), where[1]};
-  jmg_meet* m = NULL;
+  /* Multi-process jobs name their node's shared segment; without it the
+   * parties are threads of this process. */
+  char shm_name[JMG_SHM_NAME_MAX] = "";
+  const char* meet_attr = NULL;
+  size_t meet_len = 0;
+  int64_t meet_procs = 0;
+  if (!jmg_ffi_attr_str(cf, "meet", &meet_attr, &meet_len) && meet_len < sizeof shm_name) {
+    memcpy(shm_name, meet_attr, meet_len);
+    shm_name[meet_len] = '\0';
+  }
+  jmg_ffi_attr_int(cf, "meet_procs", &meet_procs);
+  d.me.process = (int32_t)getpid();
+  jmg_meeting m;
   char merr[JMG_ERRLEN];
-  if (jmg_meet_join(&key, (int)d.nparties, where[0], &m, merr, sizeof merr))
+  double timeout = jmg_meet_default_timeout();
+  if (jmg_meeting_join(shm_name, (int)meet_procs, &key, (int)d.nparties, where[0], timeout, &m,
+                       merr, sizeof merr))
     return give_up(cf, op, &d, merr);
 
   int np = (int)d.nparties, rank = where[0];
-  double timeout = jmg_meet_default_timeout();
   jmg_party* all = calloc((size_t)np, sizeof(jmg_party));
   if (!all && !bad) {
     snprintf(err, sizeof err, "out of host memory");
@@ -235,10 +255,10 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   }
   jmg_party scratch[1];
   /* 1: everyone learns everyone's buffers (or the first failure). */
-  int rc = jmg_meet_exchange(m, &d.me, sizeof d.me, all ? (void*)all : (void*)scratch,
-                             bad ? err : NULL, timeout, merr, sizeof merr);
+  int rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all ? (void*)all : (void*)scratch,
+                                bad ? err : NULL, timeout, merr, sizeof merr);
   XLA_FFI_Error* out = NULL;
-  int have_work = 0;
+  int have_work = 0, cross = 0, shared = 0;
   if (rc) {
     out = give_up(cf, op, &d, merr);
     goto done;
@@ -258,13 +278,32 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   job.nrhs = all[0].nrhs;
   job.tile = all[0].tile;
   job.jobz = (int)all[0].jobz;
+  job.dispatch = (jmg_dispatch)all[0].dispatch;
   job.parties = all;
+
+  /* 1b: across processes, the parties the leader cannot address publish
+   * their buffers (engine share/open/close/fetch, see engine.h). */
+  for (int r = 0; r < np; r++) cross |= all[r].process != all[0].process;
+  if (cross) {
+    char serr[JMG_ERRLEN] = "";
+    int src = 0;
+    if (!eng->share || !eng->open || !eng->close || !eng->fetch)
+      src = fail(serr, "the %s engine cannot work across processes", eng->name);
+    else if (d.me.process != all[0].process)
+      shared = (src = eng->share(cf, &job, &d.me, serr)) == 0;
+    rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, src ? serr : NULL, timeout, merr,
+                              sizeof merr);
+    if (rc) {
+      out = give_up(cf, op, &d, merr);
+      goto done;
+    }
+  }
 
   /* 2: the leader sizes the workspace. */
   verdict v;
   memset(&v, 0, sizeof v);
-  if (rank == 0 && eng->workspace(&job, &v.bytes, v.msg)) v.code = 1;
-  if (broadcast(m, rank, np, &v, timeout, merr)) {
+  if (rank == 0 && eng->workspace(&job, v.bytes, v.msg)) v.code = 1;
+  if (broadcast(&m, rank, np, &v, timeout, merr)) {
     out = give_up(cf, op, &d, merr);
     goto done;
   }
@@ -274,13 +313,15 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   }
 
   /* 3: everyone brings workspace from its own device's allocator. */
-  if (v.bytes > 0) {
-    d.me.work_bytes = v.bytes;
+  int64_t any = 0;
+  for (int r = 0; r < np; r++) any |= v.bytes[r];
+  if (any) {
+    d.me.work_bytes = v.bytes[rank];
     char aerr[JMG_ERRLEN] = "";
-    int arc = eng->alloc(cf, &d.me, aerr);
-    have_work = arc == 0;
-    rc = jmg_meet_exchange(m, &d.me, sizeof d.me, all, arc ? aerr : NULL, timeout, merr,
-                           sizeof merr);
+    int arc = d.me.work_bytes > 0 ? eng->alloc(cf, &d.me, aerr) : 0;
+    have_work = arc == 0 && d.me.work_bytes > 0;
+    rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, arc ? aerr : NULL, timeout, merr,
+                              sizeof merr);
     if (rc) {
       out = give_up(cf, op, &d, merr);
       goto done;
@@ -289,8 +330,26 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
 
   /* 4: the leader runs the op; the others wait as long as it takes. */
   memset(&v, 0, sizeof v);
-  if (rank == 0 && eng->run(&job, &v.info, v.msg)) v.code = 1;
-  if (broadcast(m, rank, np, &v, -1.0, merr)) {
+  if (rank == 0) {
+    int opened = cross && eng->open(&job, v.msg) == 0;
+    if (cross && !opened) v.code = 1;
+    if (!v.code && eng->run(&job, &v.info, v.msg)) v.code = 1;
+    if (opened) eng->close(&job);
+  }
+  int brc = broadcast(&m, rank, np, &v, -1.0, merr);
+  if (shared) {
+    /* Results back (or only the share dropped); then, across processes,
+     * everyone learns that every party has its results: a party that died
+     * or failed here fails the call everywhere. */
+    char ferr[JMG_ERRLEN] = "";
+    int frc = eng->fetch(cf, &job, &d.me, brc == 0 && v.code == 0, ferr);
+    shared = 0;
+    if (brc == 0 && v.code == 0)
+      brc = jmg_meeting_exchange(&m, NULL, 0, NULL, frc ? ferr : NULL, timeout, merr, sizeof merr);
+  } else if (cross && brc == 0 && v.code == 0) {
+    brc = jmg_meeting_exchange(&m, NULL, 0, NULL, NULL, timeout, merr, sizeof merr);
+  }
+  if (brc) {
     out = give_up(cf, op, &d, merr);
     goto done;
   }
@@ -303,8 +362,9 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   if (eng->finish(cf, &d.me, v.info, err)) out = give_up(cf, op, &d, err);
 
 done:
+  if (shared) eng->fetch(cf, NULL, &d.me, 0, err);
   if (have_work) eng->release(cf, &d.me);
-  jmg_meet_leave(m);
+  jmg_meeting_leave(&m);
   free(all);
   return out;
 }

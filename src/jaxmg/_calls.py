@@ -11,20 +11,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _library, _shard
+from . import _library, _multiproc, _shard
 
 # Right-hand sides travel column-major (major-to-minor (1, 0)), as LAPACK and
 # cuSolverMg read them; XLA transposes the small (N, K) array for us.
 _COL_MAJOR = (1, 0)
 
 
-def _attrs(site: str, tile: int, nparties: int, **extra) -> dict:
-    attrs = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties))
+def _attrs(site: str, tile: int, nparties: int, dispatch: int, **extra) -> dict:
+    attrs = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
+                 dispatch=np.int64(dispatch))
     attrs.update({k: np.int64(v) for k, v in extra.items()})
+    attrs.update(_multiproc.meet_attrs(_library.current_platform()))
     return attrs
 
 
-def potrs(a, b, where, *, site: str, tile: int, nparties: int):
+def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
     out = (
         jax.ShapeDtypeStruct(a.shape, a.dtype),
         jax.ShapeDtypeStruct(b.shape, b.dtype),
@@ -39,11 +41,11 @@ def potrs(a, b, where, *, site: str, tile: int, nparties: int):
         has_side_effect=True,
         vmap_method="sequential",
     )
-    _, x, status = call(a, b, where, **_attrs(site, tile, nparties))
+    _, x, status = call(a, b, where, **_attrs(site, tile, nparties, dispatch))
     return x, status
 
 
-def potri(a, where, *, site: str, tile: int, nparties: int):
+def potri(a, where, *, site: str, tile: int, nparties: int, dispatch: int):
     out = (jax.ShapeDtypeStruct(a.shape, a.dtype), jax.ShapeDtypeStruct((), jnp.int32))
     call = jax.ffi.ffi_call(
         _library.target_name("potri"),
@@ -52,10 +54,10 @@ def potri(a, where, *, site: str, tile: int, nparties: int):
         has_side_effect=True,
         vmap_method="sequential",
     )
-    return call(a, where, **_attrs(site, tile, nparties))
+    return call(a, where, **_attrs(site, tile, nparties, dispatch))
 
 
-def syevd(a, where, *, site: str, tile: int, nparties: int, jobz: bool):
+def syevd(a, where, *, site: str, tile: int, nparties: int, dispatch: int, jobz: bool):
     n = a.shape[1]
     out = (
         jax.ShapeDtypeStruct(a.shape, a.dtype),
@@ -69,4 +71,4 @@ def syevd(a, where, *, site: str, tile: int, nparties: int, jobz: bool):
         has_side_effect=True,
         vmap_method="sequential",
     )
-    return call(a, where, **_attrs(site, tile, nparties, jobz=int(jobz)))
+    return call(a, where, **_attrs(site, tile, nparties, dispatch, jobz=int(jobz)))

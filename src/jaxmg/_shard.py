@@ -18,13 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _dispatch, _multiproc
+
 _sites = itertools.count()
 
 
 def new_site(op: str) -> str:
     """A string unique to one traced call site: the C rendezvous keys on it,
-    so two jaxmg calls of one program never meet each other."""
-    return f"jaxmg.{op}.{os.getpid()}.{next(_sites)}"
+    so two jaxmg calls of one program never meet each other. Across
+    processes every process must name a site alike, so the pid stays out:
+    they agree by tracing the same jaxmg calls in the same order."""
+    owner = "mp" if _multiproc.active() else os.getpid()
+    return f"jaxmg.{op}.{owner}.{next(_sites)}"
 
 
 def manual_axes() -> tuple[str, ...]:
@@ -53,14 +58,15 @@ def where_am_i(solve_axes: tuple[str, ...]) -> jax.Array:
     return jnp.stack([jnp.asarray(rank, jnp.int32), jnp.asarray(group, jnp.int32)])
 
 
-def tile_plan(nloc: int, T_A: int, pad: bool, max_tile: int | None = None) -> tuple[int, int]:
+def tile_plan(nloc: int, T_A: int | None, pad: bool, max_tile: int | None = None) -> tuple[int, int]:
     """The tile actually used and the padded shard height.
 
-    A tile taller than the shard is cut to the shard: the block-cyclic layout
+    T_A=None picks the tile from the shard height (_dispatch.auto_tile). A
+    tile taller than the shard is cut to the shard: the block-cyclic layout
     is then the contiguous one, with no padding at all. Engines with a tile
     limit (cuSolverMg's syevd: 1024) get it here, so every platform solves
     the same padded problem."""
-    tile = min(T_A, nloc)
+    tile = min(T_A, nloc) if T_A is not None else _dispatch.auto_tile(nloc, max_tile)
     if max_tile is not None:
         tile = min(tile, max_tile)
     nloc_p = math.ceil(nloc / tile) * tile

@@ -16,9 +16,12 @@ from jax.sharding import Mesh, PartitionSpec
 SUPPORTED = (np.dtype("float32"), np.dtype("float64"), np.dtype("complex64"), np.dtype("complex128"))
 
 
-def tile(T_A) -> int:
+def tile(T_A) -> int | None:
+    """T_A as an int, or None for the automatic tile."""
+    if T_A is None:
+        return None
     if isinstance(T_A, bool) or not isinstance(T_A, numbers.Integral):
-        raise TypeError(f"jaxmg: T_A must be an int, got {type(T_A).__name__} {T_A!r}")
+        raise TypeError(f"jaxmg: T_A must be an int or None, got {type(T_A).__name__} {T_A!r}")
     if T_A < 1:
         raise ValueError(f"jaxmg: T_A must be >= 1, got {T_A}")
     return int(T_A)

@@ -1,5 +1,6 @@
-"""jaxmg on GPUs through cuSolverMg: every op, dtype and mesh shape, checked
-by its defining equation against float64 references."""
+"""jaxmg on GPUs, through cuSolverMg ("multi") and through cuSOLVER on one
+GPU ("single"): every op, dtype and mesh shape, checked by its defining
+equation against float64 references."""
 
 import os
 import subprocess
@@ -46,29 +47,31 @@ def tol(dtype, n, factor=50.0):
     return factor * n * EPS[dtype]
 
 
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_all_ops_all_dtypes(gpus, dtype):
-    n, devs = 1536, gpus  # potri beyond 2048 is refused on GPUs (see jaxmg._ops)
+def test_all_ops_all_dtypes(gpus, dtype, dispatch):
+    # n > 2048 after padding: cuSolverMg's own solves go wrong beyond 2048
+    # right-hand sides, so this checks jaxmg's panels.
+    n, devs = 2500, gpus
     mesh = mesh_of(devs)
     a = hpd(n, dtype, 1)
     b = np.random.default_rng(2).standard_normal((n, 3)).astype(dtype)
     A, B = put(a, mesh, P("x", None)), put(b, mesh, P(None, None))
-    x, st = jaxmg.potrs(A, B, 256, mesh, (P("x", None), P(None, None)), return_status=True)
+    kw = dict(dispatch=dispatch)
+    x, st = jaxmg.potrs(A, B, 256, mesh, (P("x", None), P(None, None)), return_status=True, **kw)
     x = np.asarray(x, np.complex128)
     assert int(st) == 0
     res = np.linalg.norm(a @ x - b) / (np.linalg.norm(a) * np.linalg.norm(x))
     assert res < tol(dtype, n), res
 
-    inv, st = jaxmg.potri(A, 256, mesh, (P("x", None),), return_status=True)
-    assert int(st) == 0 and inv.sharding.spec == P("x", None)
-    with pytest.raises(RuntimeError, match="limited to N <= 2048"):
-        jaxmg.potri(put(hpd(4096, dtype, 0), mesh, P("x", None)), 256, mesh, (P("x", None),))
+    inv, st = jaxmg.potri(A, 256, mesh, (P("x", None),), return_status=True, **kw)
+    assert int(st) == 0
     inv = np.asarray(inv, np.complex128)
     cond = np.linalg.cond(a.astype(np.complex128))
     assert np.linalg.norm(a @ inv - np.eye(n)) / np.sqrt(n) < tol(dtype, n) * cond
     assert np.allclose(inv, inv.conj().T, atol=tol(dtype, n) * np.abs(inv).max())
 
-    w, v = jaxmg.syevd(A, 256, mesh, (P("x", None),))
+    w, v = jaxmg.syevd(A, 256, mesh, (P("x", None),), **kw)
     w, v = np.asarray(w, np.float64), np.asarray(v, np.complex128)
     a64 = a.astype(np.complex128)
     scale = np.linalg.norm(a64, 2)
@@ -78,31 +81,45 @@ def test_all_ops_all_dtypes(gpus, dtype):
     assert np.linalg.norm(v.conj().T @ v - np.eye(n)) / np.sqrt(n) < tol(dtype, n)
 
 
-@pytest.mark.parametrize("n,tile", [(64, 1), (1000, 300), (999, 4096), (2048, 2048)])
+@pytest.mark.parametrize("n,tile", [(64, 1), (1000, 300), (999, 4096), (2048, 2048), (3000, None)])
 def test_tiles_and_padding(gpus, n, tile):
     mesh = mesh_of(gpus)
-    a = hpd(n, np.float64, n + tile)
+    a = hpd(n, np.float64, n + (tile or 0))
     b = np.random.default_rng(3).standard_normal(n)
-    x = jaxmg.potrs(put(a, mesh, P("x", None)), b, tile, mesh, (P("x", None), P(None, None)))
+    kw = dict(dispatch="multi")
+    x = jaxmg.potrs(put(a, mesh, P("x", None)), b, tile, mesh, (P("x", None), P(None, None)), **kw)
     assert x.shape == (n,)
     assert np.abs(a @ np.asarray(x) - b).max() < 1e-10
-    w, v = jaxmg.syevd(put(a, mesh, P("x", None)), tile, mesh, (P("x", None),))
+    w, v = jaxmg.syevd(put(a, mesh, P("x", None)), tile, mesh, (P("x", None),), **kw)
     assert np.abs(a @ np.asarray(v) - np.asarray(v) * np.asarray(w)).max() < 1e-10
 
 
-def test_not_positive_definite(gpus):
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
+def test_not_positive_definite(gpus, dispatch):
     n = 512
     mesh = mesh_of(gpus)
     a = hpd(n, np.float64, 4)
     a[300, 300] = -1e6  # the leading minor of order 301 fails
     A = put(a, mesh, P("x", None))
-    x, st = jaxmg.potrs(A, np.ones((n, 1)), 128, mesh, (P("x", None), P(None, None)), return_status=True)
+    kw = dict(return_status=True, dispatch=dispatch)
+    x, st = jaxmg.potrs(A, np.ones((n, 1)), 128, mesh, (P("x", None), P(None, None)), **kw)
     assert int(st) == 301 and np.all(np.isnan(np.asarray(x)))
-    inv, st = jaxmg.potri(A, 128, mesh, (P("x", None),), return_status=True)
+    inv, st = jaxmg.potri(A, 128, mesh, (P("x", None),), **kw)
     assert int(st) == 301 and np.all(np.isnan(np.asarray(inv)))
     good = hpd(n, np.float64, 5)  # the engine still works afterwards
     x = jaxmg.potrs(put(good, mesh, P("x", None)), np.ones(n), 128, mesh, (P("x", None), P(None, None)))
     assert np.abs(good @ np.asarray(x) - 1).max() < 1e-10
+
+
+def test_many_rhs_multi(gpus):
+    """More than 2048 right-hand sides go to cuSolverMg in panels."""
+    n, k = 3000, 2500
+    mesh = mesh_of(gpus)
+    a = hpd(n, np.float64, 10)
+    b = np.random.default_rng(11).standard_normal((n, k))
+    x = jaxmg.potrs(put(a, mesh, P("x", None)), b, 250, mesh, (P("x", None), P(None, None)),
+                    dispatch="multi")
+    assert np.abs(a @ np.asarray(x) - b).max() < 1e-10
 
 
 def test_two_calls_same_arrays_and_inputs_intact(gpus):
@@ -170,7 +187,8 @@ def test_missing_peer_errors_not_hangs(gpus):
         def body(a):
             where = _shard.where_am_i(("x",))
             # claims one device more than the mesh has: nobody plays it
-            x, st = _calls.potri(a, where, site="missing-peer", tile=a.shape[0], nparties=k + 1)
+            x, st = _calls.potri(a, where, site="missing-peer", tile=a.shape[0], nparties=k + 1,
+                                 dispatch=1)
             return x
         n = 64 * k
         f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("x", None), out_specs=P("x", None), check_vma=False))

@@ -141,8 +141,8 @@ def test_integer_b_with_float_A(A, m):
 @pytest.mark.parametrize(
     "T_A,exc,match",
     [(0, ValueError, "T_A"), (-1, ValueError, "T_A"), (2.5, TypeError, "T_A"), (2.0, TypeError, "T_A"),
-     (True, TypeError, "T_A"), ("4", TypeError, "T_A"), (None, TypeError, "T_A")],
-    ids=["0", "-1", "2.5", "2.0", "True", "str", "None"],
+     (True, TypeError, "T_A"), ("4", TypeError, "T_A")],
+    ids=["0", "-1", "2.5", "2.0", "True", "str"],
 )
 def test_bad_T_A(A, b, m, T_A, exc, match):
     with pytest.raises(exc, match=match):
@@ -151,6 +151,16 @@ def test_bad_T_A(A, b, m, T_A, exc, match):
         jaxmg.potri(A, T_A, m, (ROW,))
     with pytest.raises(exc, match=match):
         jaxmg.syevd(A, T_A, m, (ROW,))
+
+
+@pytest.mark.parametrize("dispatch", ["Auto", "gpu", None, 1])
+def test_bad_dispatch(A, b, m, dispatch):
+    with pytest.raises(ValueError, match="dispatch"):
+        jaxmg.potrs(A, b, 2, m, (ROW, REP), dispatch=dispatch)
+    with pytest.raises(ValueError, match="dispatch"):
+        jaxmg.potri(A, 2, m, (ROW,), dispatch=dispatch)
+    with pytest.raises(ValueError, match="dispatch"):
+        jaxmg.syevd(A, 2, m, (ROW,), dispatch=dispatch)
 
 
 def test_numpy_integer_T_A_accepted(A, b, m):

@@ -58,6 +58,8 @@ static int enable_peers(const int32_t* dev, int ndev, char* err) {
 }
 
 static void destroy(mg_context* c) {
+  if (c->dn_params) cusolverDnDestroyParams(c->dn_params);
+  if (c->dn) cusolverDnDestroy(c->dn);
   for (int i = 0; i < c->ndesc; i++) cusolverMgDestroyMatrixDesc(c->descs[i].desc);
   for (int i = 0; i < c->ndev; i++)
     if (c->stream[i]) {
@@ -175,4 +177,29 @@ void mg_context_lwork_put(mg_context* c, const int64_t key[6], int64_t lwork) {
   int i = c->nlwork < MG_MAX_DESCS ? c->nlwork++ : c->lwork_next++ % MG_MAX_DESCS;
   memcpy(c->lwork_key[i], key, sizeof c->lwork_key[i]);
   c->lwork_val[i] = lwork;
+}
+
+int mg_context_dn(mg_context* c, char* err) {
+  if (c->dn) return 0;
+  int prev = 0;
+  cudaGetDevice(&prev);
+  cusolverStatus_t s = CUSOLVER_STATUS_SUCCESS;
+  if (cudaSetDevice(c->dev[0]) != cudaSuccess) {
+    snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", c->dev[0]);
+    return -1;
+  }
+  if ((s = cusolverDnCreate(&c->dn)) != CUSOLVER_STATUS_SUCCESS ||
+      (s = cusolverDnSetStream(c->dn, c->stream[0])) != CUSOLVER_STATUS_SUCCESS ||
+      (s = cusolverDnCreateParams(&c->dn_params)) != CUSOLVER_STATUS_SUCCESS) {
+    snprintf(err, JMG_ERRLEN, "cuSOLVER setup on device %d failed: %s", c->dev[0],
+             mg_status_name(s));
+    if (c->dn_params) cusolverDnDestroyParams(c->dn_params);
+    if (c->dn) cusolverDnDestroy(c->dn);
+    c->dn = NULL;
+    c->dn_params = NULL;
+    cudaSetDevice(prev);
+    return -1;
+  }
+  cudaSetDevice(prev);
+  return 0;
 }

@@ -12,6 +12,7 @@
 #define DISABLE_CUSOLVERMG_DEPRECATED 1
 
 #include <cuda_runtime.h>
+#include <cusolverDn.h>
 #include <cusolverMg.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -38,6 +39,10 @@ typedef struct mg_context {
   int64_t lwork_key[MG_MAX_DESCS][6]; /* (op, dtype, n, tile, nrhs, jobz) */
   int64_t lwork_val[MG_MAX_DESCS];
   int nlwork, lwork_next;
+  /* cuSOLVER's dense API on dev[0] for the one-GPU path, made on first use;
+   * it runs on stream[0]. */
+  cusolverDnHandle_t dn;
+  cusolverDnParams_t dn_params;
   struct mg_context* next;
 } mg_context;
 
@@ -54,6 +59,9 @@ cudaLibMgMatrixDesc_t mg_context_desc(mg_context* c, int64_t rows, int64_t cols,
  * context locked. get returns 1 on a hit. */
 int mg_context_lwork_get(mg_context* c, const int64_t key[6], int64_t* lwork);
 void mg_context_lwork_put(mg_context* c, const int64_t key[6], int64_t lwork);
+
+/* Makes ctx->dn and ctx->dn_params if needed; with the context locked. */
+int mg_context_dn(mg_context* c, char* err);
 
 cudaDataType mg_cuda_type(jmg_dtype t);
 cudaDataType mg_cuda_real_type(jmg_dtype t);

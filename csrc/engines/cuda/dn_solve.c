@@ -1,0 +1,188 @@
+/* dn_solve.c - an op on one GPU with cuSOLVER's dense 64-bit API: the
+ * shards are gathered onto the group's first device, solved there, and the
+ * results scattered back.
+ *
+ * One GPU beats cuSolverMg on small and mid-sized problems (its per-call
+ * overheads and the block-cyclic move cost more than the flops it shares
+ * out; bench/README.md has the crossovers), and its inverse is right where
+ * cuSolverMg's potri is not. Rank 0's workspace holds, in order:
+ *   G      n x n, the gathered matrix (M read as column-major, as the
+ *          engine sees it everywhere)
+ *   X      potri: n x n, the identity, then the inverse
+ *   W      syevd: n eigenvalues
+ *   info   one int
+ *   dwork  cuSOLVER's device workspace
+ * The other ranks bring none.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engines/cuda/gpu_util.h"
+#include "engines/cuda/solvers.h"
+
+typedef struct dn_plan {
+  int64_t g, x, w, info, dwork; /* byte offsets into rank 0's workspace */
+  size_t dwork_bytes, hwork_bytes;
+  int64_t total;
+} dn_plan;
+
+static size_t real_size(jmg_dtype t) { return (t == JMG_F32 || t == JMG_C64) ? 4 : 8; }
+
+static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
+  int64_t es = (int64_t)jmg_dtype_size(job->dtype), n = job->n;
+  cudaDataType t = mg_cuda_type(job->dtype);
+  memset(p, 0, sizeof *p);
+  if (mg_context_dn(ctx, err)) return -1;
+  size_t d1 = 0, h1 = 0;
+  const void* any = job->parties[0].a; /* the queries read no data */
+  if (cudaSetDevice(ctx->dev[0]) != cudaSuccess) {
+    snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", ctx->dev[0]);
+    return -1;
+  }
+  if (job->op == JMG_SYEVD) {
+    SOLVER(cusolverDnXsyevd_bufferSize(ctx->dn, ctx->dn_params,
+                                       job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
+                                       CUBLAS_FILL_MODE_LOWER, n, t, any, n,
+                                       mg_cuda_real_type(job->dtype), any, t, &d1, &h1));
+  } else {
+    SOLVER(cusolverDnXpotrf_bufferSize(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, t, any, n,
+                                       t, &d1, &h1));
+  }
+  p->dwork_bytes = d1;
+  p->hwork_bytes = h1;
+  int64_t at = 0;
+  p->g = at;
+  at += gpu_round_up(n * n * es);
+  p->x = at;
+  if (job->op == JMG_POTRI) at += gpu_round_up(n * n * es);
+  p->w = at;
+  if (job->op == JMG_SYEVD) at += gpu_round_up(n * (int64_t)real_size(job->dtype));
+  p->info = at;
+  at += 256;
+  p->dwork = at;
+  at += gpu_round_up((int64_t)d1 > 0 ? (int64_t)d1 : 1);
+  p->total = at;
+  return 0;
+fail:
+  return -1;
+}
+
+int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
+  dn_plan p;
+  if (plan(job, ctx, &p, err)) return -1;
+  bytes[0] = p.total;
+  for (int r = 1; r < job->nparties; r++) bytes[r] = 0;
+  return 0;
+}
+
+/* Shard r (n x nloc) <-> columns [r nloc, (r+1) nloc) of g. */
+static int move_shards(const jmg_job* job, mg_context* ctx, char* g, int to_g, char* err) {
+  size_t shard = (size_t)job->n * (size_t)job->nloc * jmg_dtype_size(job->dtype);
+  for (int r = 0; r < job->nparties; r++) {
+    char* mine = (char*)job->parties[r].a;
+    char* there = g + (size_t)r * shard;
+    if (to_g)
+      CU(cudaMemcpyPeerAsync(there, ctx->dev[0], mine, ctx->dev[r], shard, ctx->stream[r]));
+    else
+      CU(cudaMemcpyPeerAsync(mine, ctx->dev[r], there, ctx->dev[0], shard, ctx->stream[r]));
+  }
+  return gpu_sync_streams(ctx, err);
+fail:
+  return -1;
+}
+
+/* Copies `bytes` at src (rank 0) to the same-shaped output of every rank. */
+static int broadcast(mg_context* ctx, int np, void* const* dst, const void* src, size_t bytes,
+                     char* err) {
+  for (int r = 0; r < np; r++)
+    if (dst[r] != src)
+      CU(cudaMemcpyPeerAsync(dst[r], ctx->dev[r], src, ctx->dev[0], bytes, ctx->stream[r]));
+  return gpu_sync_streams(ctx, err);
+fail:
+  return -1;
+}
+
+int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
+  dn_plan p;
+  if (plan(job, ctx, &p, err)) return -1;
+  int np = job->nparties;
+  int64_t n = job->n;
+  size_t es = jmg_dtype_size(job->dtype);
+  cudaDataType t = mg_cuda_type(job->dtype);
+  char* base = job->parties[0].work;
+  char* g = base + p.g;
+  char* x = base + p.x;
+  char* w = base + p.w;
+  int* d_info = (int*)(void*)(base + p.info);
+  void* dwork = base + p.dwork;
+  void* hwork = p.hwork_bytes ? malloc(p.hwork_bytes) : NULL;
+  void* outs[JMG_MAX_DEVICES];
+  int h_info = 0;
+  cudaStream_t s0 = ctx->stream[0];
+  if (p.hwork_bytes && !hwork) {
+    snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
+    return -1;
+  }
+  if (move_shards(job, ctx, g, 1, err)) goto fail;
+  CU(cudaSetDevice(ctx->dev[0]));
+  if (job->op == JMG_SYEVD) {
+    SOLVER(cusolverDnXsyevd(ctx->dn, ctx->dn_params,
+                            job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
+                            CUBLAS_FILL_MODE_LOWER, n, t, g, n, mg_cuda_real_type(job->dtype), w, t,
+                            dwork, p.dwork_bytes, hwork, p.hwork_bytes, d_info));
+  } else {
+    SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, t, g, n, t, dwork,
+                            p.dwork_bytes, hwork, p.hwork_bytes, d_info));
+  }
+  CU(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s0));
+  CU(cudaStreamSynchronize(s0));
+
+  size_t shard = (size_t)n * (size_t)job->nloc * es;
+  if (job->op == JMG_POTRS) {
+    size_t xbytes = (size_t)n * (size_t)job->nrhs * es;
+    void* b0 = job->parties[0].b;
+    if (h_info == 0) {
+      SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, job->nrhs, t, g, n, t,
+                              b0, n, d_info));
+    } else if (gpu_fill_nan(b0, ctx->dev[0], xbytes, s0, err)) {
+      goto fail;
+    }
+    CU(cudaStreamSynchronize(s0));
+    for (int r = 0; r < np; r++) outs[r] = job->parties[r].b;
+    if (broadcast(ctx, np, outs, b0, xbytes, err)) goto fail;
+  } else if (job->op == JMG_POTRI) {
+    /* A X = I gives both triangles of the inverse, where potri would give
+     * one and need a mirror. */
+    if (h_info == 0) {
+      if (gpu_identity_cols(x, ctx->dev[0], job->dtype, n, 0, n, s0, err)) goto fail;
+      SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, n, t, g, n, t, x, n,
+                              d_info));
+      CU(cudaStreamSynchronize(s0));
+      if (move_shards(job, ctx, x, 0, err)) goto fail;
+    } else {
+      for (int r = 0; r < np; r++)
+        if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
+    }
+  } else {
+    size_t wbytes = (size_t)n * real_size(job->dtype);
+    if (h_info != 0 && gpu_fill_nan(w, ctx->dev[0], wbytes, s0, err)) goto fail;
+    CU(cudaStreamSynchronize(s0));
+    for (int r = 0; r < np; r++) outs[r] = job->parties[r].w;
+    if (broadcast(ctx, np, outs, w, wbytes, err)) goto fail;
+    if (h_info == 0 && job->jobz) {
+      if (move_shards(job, ctx, g, 0, err)) goto fail;
+    } else if (h_info != 0) {
+      for (int r = 0; r < np; r++)
+        if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
+    }
+  }
+  if (gpu_sync_streams(ctx, err)) goto fail;
+  free(hwork);
+  *info = h_info;
+  return 0;
+fail:;
+  char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
+  gpu_sync_streams(ctx, ignored);
+  free(hwork);
+  return -1;
+}

@@ -1,0 +1,403 @@
+/* mg_solve.c - an op on every GPU of the group with cuSolverMg.
+ *
+ * The leader moves the shards into cuSolverMg's block-cyclic layout in
+ * place with peer copies (independent chains run concurrently, one stream
+ * per device), calls cuSolverMg (synchronous) and moves the results back.
+ *
+ * cuSolverMg's solves are wrong beyond 2048 right-hand sides on more than
+ * one device (cusolverMgPotrs with 4096 columns: columns >= 2048 wrong;
+ * cusolverMgPotri: inverse columns >= 2048 wrong; CUDA 13.0, H200, checked
+ * on plain cudaMalloc buffers by bench/raw_mg with RAW_CHECK=1). So every
+ * solve goes in panels of at most MG_MAX_RHS columns, and the inverse is
+ * the solution of A X = I, panel by panel.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engines/cuda/gpu_util.h"
+#include "engines/cuda/solvers.h"
+#include "layout/layout.h"
+
+#define MG_MAX_RHS 2048
+
+/* cuSolverMg's syevd accepts tiles of at most this many columns. */
+#define MG_SYEVD_MAX_TILE 1024
+
+/* ---- the layout move: chains on per-device streams ---- */
+
+typedef struct gpu_copy {
+  const jmg_job* job;
+  mg_context* ctx;
+  size_t col_bytes;
+  int owner; /* the device whose stream and staging unit this chain uses */
+  char* err;
+} gpu_copy;
+
+static int gpu_copy_cols(void* p, int dst, int64_t dst_off, int src, int64_t src_off, int64_t ncols) {
+  gpu_copy* c = p;
+  const jmg_party* parties = c->job->parties;
+  /* The staging unit is the head of the owner's workspace: cuSolverMg only
+   * uses the workspace after the move is complete. */
+  int dd = dst == JMG_STAGE_DEV ? c->owner : dst;
+  int sd = src == JMG_STAGE_DEV ? c->owner : src;
+  char* dptr = dst == JMG_STAGE_DEV ? (char*)parties[dd].work
+                                    : (char*)parties[dd].a + (size_t)dst_off * c->col_bytes;
+  const char* sptr = src == JMG_STAGE_DEV ? (const char*)parties[sd].work
+                                          : (const char*)parties[sd].a + (size_t)src_off * c->col_bytes;
+  cudaError_t e = cudaMemcpyPeerAsync(dptr, c->ctx->dev[dd], sptr, c->ctx->dev[sd],
+                                      (size_t)ncols * c->col_bytes, c->ctx->stream[c->owner]);
+  if (e != cudaSuccess) {
+    snprintf(c->err, JMG_ERRLEN, "peer copy %d -> %d: %s", c->ctx->dev[sd], c->ctx->dev[dd],
+             cudaGetErrorString(e));
+    return -1;
+  }
+  return 0;
+}
+
+static int move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err) {
+  jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
+  jmg_plan plan;
+  if (jmg_plan_build(&l, to_cyclic, &plan)) {
+    snprintf(err, JMG_ERRLEN, "layout plan failed for n=%lld nloc=%lld tile=%lld",
+             (long long)job->n, (long long)job->nloc, (long long)job->tile);
+    return -1;
+  }
+  gpu_copy c = {job, ctx, (size_t)job->n * jmg_dtype_size(job->dtype), 0, err};
+  int rc = 0;
+  /* A chain runs on the stream of the device its last slot lives on; chains
+   * are disjoint, so the P streams run concurrently and keep every link
+   * busy. Chains of one owner share its single staging unit, in order. */
+  for (int64_t k = 0; k < plan.nchains && rc == 0; k++) {
+    const jmg_slot* last = &plan.slots[plan.start[k + 1] - 1];
+    c.owner = last->dev;
+    rc = jmg_plan_run_chain(&plan, k, gpu_copy_cols, &c);
+  }
+  jmg_plan_free(&plan);
+  if (rc) return -1;
+  return gpu_sync_streams(ctx, err);
+}
+
+/* ---- workspace ---- */
+
+static void gather_ptrs(const jmg_job* job, void** a, void** b, void** work) {
+  for (int r = 0; r < job->nparties; r++) {
+    if (a) a[r] = job->parties[r].a;
+    if (b) b[r] = job->parties[r].b;
+    if (work) work[r] = job->parties[r].work;
+  }
+}
+
+/* Columns per cuSolverMg solve. */
+static int64_t panel_width(const jmg_job* job) {
+  int64_t cols = job->op == JMG_POTRI ? job->n : job->nrhs;
+  return cols < MG_MAX_RHS ? cols : MG_MAX_RHS;
+}
+
+/* A panel of B is one tile wide, so all of it lives on rank 0's buffer. */
+static int64_t b_block(const jmg_job* job, int64_t width) {
+  return width > job->tile ? width : job->tile;
+}
+
+/* potri's workspace, in order: X (the inverse, one n x nloc shard per
+ * device, in the caller's layout), on rank 0 the identity panel, then the
+ * solver's own workspace. */
+static int64_t inverse_bytes(const jmg_job* job) {
+  if (job->op != JMG_POTRI) return 0;
+  return gpu_round_up(job->n * job->nloc * (int64_t)jmg_dtype_size(job->dtype));
+}
+
+static int64_t panel_bytes(const jmg_job* job, int rank) {
+  if (job->op != JMG_POTRI || rank != 0) return 0;
+  return gpu_round_up(job->n * panel_width(job) * (int64_t)jmg_dtype_size(job->dtype));
+}
+
+/* Elements of cuSolverMg workspace per device for this job; the queries
+ * cost more than a small solve, so their answer is kept per problem. */
+static int solver_lwork(const jmg_job* job, mg_context* ctx, int64_t* lwork, char* err) {
+  int64_t key[6] = {job->op, job->dtype, job->n, job->tile, job->nrhs, job->jobz};
+  if (mg_context_lwork_get(ctx, key, lwork)) return 0;
+  void* a[JMG_MAX_DEVICES];
+  void* b[JMG_MAX_DEVICES];
+  gather_ptrs(job, a, b, NULL);
+  cudaDataType t = mg_cuda_type(job->dtype);
+  int n = (int)job->n;
+  int64_t l1 = 0, l2 = 0;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
+  if (!da) return -1;
+  if (job->op == JMG_SYEVD) {
+    void* w = NULL; /* not read by the query */
+    SOLVER(cusolverMgSyevd_bufferSize(ctx->handle,
+                                      job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
+                                      CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, w,
+                                      mg_cuda_real_type(job->dtype), t, &l1));
+  } else {
+    SOLVER(cusolverMgPotrf_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, &l1));
+    int64_t w = panel_width(job);
+    cudaLibMgMatrixDesc_t db = mg_context_desc(ctx, job->n, w, b_block(job, w), t, err);
+    if (!db) return -1;
+    /* potri's panels are not allocated yet; the query reads no data. */
+    SOLVER(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)w, a, 1, 1, da,
+                                      job->op == JMG_POTRS ? b : a, 1, 1, db, t, &l2));
+  }
+  *lwork = l1 > l2 ? l1 : l2;
+  mg_context_lwork_put(ctx, key, *lwork);
+  return 0;
+fail:
+  return -1;
+}
+
+static int64_t staging_bytes(const jmg_job* job) {
+  jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
+  return jmg_layout_unit(&l) * job->n * (int64_t)jmg_dtype_size(job->dtype);
+}
+
+int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
+  if (job->n > 2147483647 || job->nrhs > 2147483647) {
+    snprintf(err, JMG_ERRLEN, "n = %lld exceeds cuSolverMg's int", (long long)job->n);
+    return -1;
+  }
+  if (job->op == JMG_SYEVD && job->tile > MG_SYEVD_MAX_TILE) {
+    snprintf(err, JMG_ERRLEN, "cuSolverMg syevd takes tiles of at most %d columns, got %lld",
+             MG_SYEVD_MAX_TILE, (long long)job->tile);
+    return -1;
+  }
+  int64_t lwork = 0;
+  if (solver_lwork(job, ctx, &lwork, err)) return -1;
+  int64_t stage = staging_bytes(job);
+  for (int r = 0; r < job->nparties; r++) {
+    int64_t solver = inverse_bytes(job) + panel_bytes(job, r) +
+                     lwork * (int64_t)jmg_dtype_size(job->dtype);
+    bytes[r] = (solver > stage ? solver : stage) + 256;
+  }
+  return 0;
+}
+
+/* ---- the ops ---- */
+
+/* cuSolverMg reports a matrix that is not positive definite as
+ * CUSOLVER_STATUS_INTERNAL_ERROR, without LAPACK's info. The factor still
+ * tells: Cholesky stops at the first pivot that is not positive and leaves
+ * it on the diagonal, after the positive pivots of the minors before it.
+ * So the failing minor is the first diagonal entry that is not > 0. The
+ * diagonal is read tile by tile (stride n + 1), only on this failure path. */
+static int failing_minor(const jmg_job* job, mg_context* ctx, void** a, int32_t* info, char* err) {
+  size_t es = jmg_dtype_size(job->dtype);
+  int64_t n = job->n, T = job->tile, P = job->nparties;
+  char* diag = malloc((size_t)n * es);
+  if (!diag) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  for (int64_t k = 0; k * T < n; k++) {
+    int r = (int)(k % P);
+    int64_t rows = n - k * T < T ? n - k * T : T;
+    const char* src = (const char*)a[r] + ((size_t)((k / P) * T) * (size_t)n + (size_t)(k * T)) * es;
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpy2D(diag + (size_t)(k * T) * es, es, src, (size_t)(n + 1) * es, es, (size_t)rows,
+                    cudaMemcpyDeviceToHost));
+  }
+  *info = 0;
+  for (int64_t i = 0; i < n && *info == 0; i++) {
+    /* The real part leads every element type we handle. */
+    double d = (job->dtype == JMG_F32 || job->dtype == JMG_C64) ? (double)((float*)(void*)(diag + i * es))[0]
+                                                                 : ((double*)(void*)(diag + i * es))[0];
+    if (!(d > 0)) *info = (int32_t)(i + 1);
+  }
+  free(diag);
+  if (*info == 0) {
+    snprintf(err, JMG_ERRLEN, "cusolverMgPotrf failed (CUSOLVER_STATUS_INTERNAL_ERROR) on a matrix "
+                              "whose factor has a positive diagonal");
+    return -1;
+  }
+  return 0;
+fail:
+  free(diag);
+  return -1;
+}
+
+/* potrf with LAPACK's info, whichever way cuSolverMg reports a failure. */
+static int potrf(const jmg_job* job, mg_context* ctx, void** a, cudaLibMgMatrixDesc_t da,
+                 void** work, int64_t lwork, int32_t* info, char* err) {
+  int h_info = 0;
+  cudaDataType t = mg_cuda_type(job->dtype);
+  cusolverStatus_t s = cusolverMgPotrf(ctx->handle, CUBLAS_FILL_MODE_LOWER, (int)job->n, a, 1, 1,
+                                       da, t, work, lwork, &h_info);
+  if (gpu_sync_devices(ctx, err)) return -1;
+  if (s == CUSOLVER_STATUS_SUCCESS) {
+    *info = h_info;
+    return 0;
+  }
+  if (s == CUSOLVER_STATUS_INTERNAL_ERROR) {
+    if (h_info > 0) {
+      *info = h_info;
+      return 0;
+    }
+    return failing_minor(job, ctx, a, info, err);
+  }
+  snprintf(err, JMG_ERRLEN, "cusolverMgPotrf failed: %s", mg_status_name(s));
+  return -1;
+}
+
+/* Solves with the factor in A for the n x width panel at b0 (rank 0's
+ * device); the other ranks' pointers are passed but hold no column. */
+static int solve_panel(const jmg_job* job, mg_context* ctx, void** a, cudaLibMgMatrixDesc_t da,
+                       void* b0, void** others, int64_t width, void** work, int64_t lwork,
+                       int32_t* info, char* err) {
+  cudaDataType t = mg_cuda_type(job->dtype);
+  void* b[JMG_MAX_DEVICES];
+  for (int r = 0; r < job->nparties; r++) b[r] = others[r];
+  b[0] = b0;
+  int h_info = 0;
+  cudaLibMgMatrixDesc_t db = mg_context_desc(ctx, job->n, width, b_block(job, width), t, err);
+  if (!db) return -1;
+  SOLVER(cusolverMgPotrs(ctx->handle, CUBLAS_FILL_MODE_LOWER, (int)job->n, (int)width, a, 1, 1, da,
+                         b, 1, 1, db, t, work, lwork, &h_info));
+  if (gpu_sync_devices(ctx, err)) return -1;
+  *info = h_info;
+  return 0;
+fail:
+  return -1;
+}
+
+static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                     int32_t* info, char* err) {
+  void* b[JMG_MAX_DEVICES];
+  gather_ptrs(job, NULL, b, NULL);
+  size_t es = jmg_dtype_size(job->dtype);
+  int32_t h_info = 0;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  if (!da) return -1;
+  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) return -1;
+  size_t xbytes = (size_t)job->n * (size_t)job->nrhs * es;
+  if (h_info == 0) {
+    int64_t pw = panel_width(job);
+    for (int64_t c0 = 0; c0 < job->nrhs && h_info == 0; c0 += pw) {
+      int64_t w = job->nrhs - c0 < pw ? job->nrhs - c0 : pw;
+      void* b0 = (char*)b[0] + (size_t)c0 * (size_t)job->n * es;
+      if (solve_panel(job, ctx, a, da, b0, b, w, work, lwork, &h_info, err)) return -1;
+    }
+  } else if (gpu_fill_nan(b[0], ctx->dev[0], xbytes, ctx->stream[0], err)) {
+    return -1;
+  }
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  for (int r = 1; r < job->nparties; r++)
+    CU(cudaMemcpyPeerAsync(b[r], ctx->dev[r], b[0], ctx->dev[0], xbytes, ctx->stream[r]));
+  *info = h_info;
+  return gpu_sync_streams(ctx, err);
+fail:
+  return -1;
+}
+
+/* Sends columns [c0, c0 + w) of the inverse, held in the panel on rank 0,
+ * to X in the caller's layout (column c on rank c / nloc). */
+static int scatter_panel(const jmg_job* job, mg_context* ctx, const char* panel, void** x,
+                         int64_t c0, int64_t w, char* err) {
+  size_t col = (size_t)job->n * jmg_dtype_size(job->dtype);
+  for (int64_t c = c0; c < c0 + w;) {
+    int r = (int)(c / job->nloc);
+    int64_t off = c % job->nloc;
+    int64_t cnt = job->nloc - off < c0 + w - c ? job->nloc - off : c0 + w - c;
+    CU(cudaMemcpyPeerAsync((char*)x[r] + (size_t)off * col, ctx->dev[r], panel + (size_t)(c - c0) * col,
+                           ctx->dev[0], (size_t)cnt * col, ctx->stream[0]));
+    c += cnt;
+  }
+  return 0;
+fail:
+  return -1;
+}
+
+/* The inverse as the solution of A X = I, one identity panel at a time,
+ * each scattered straight into the caller's layout: both triangles at
+ * once, and no move back. */
+static int run_potri(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                     int32_t* info, char* err) {
+  int32_t h_info = 0;
+  size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
+  void* x[JMG_MAX_DEVICES];
+  void* solver_work[JMG_MAX_DEVICES];
+  char* panel = (char*)work[0] + inverse_bytes(job);
+  for (int r = 0; r < job->nparties; r++) {
+    x[r] = work[r];
+    solver_work[r] = (char*)work[r] + inverse_bytes(job) + panel_bytes(job, r);
+  }
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  if (!da) return -1;
+  if (potrf(job, ctx, a, da, solver_work, lwork, &h_info, err)) return -1;
+  if (h_info == 0) {
+    int64_t pw = panel_width(job);
+    for (int64_t c0 = 0; c0 < job->n && h_info == 0; c0 += pw) {
+      int64_t w = job->n - c0 < pw ? job->n - c0 : pw;
+      if (gpu_identity_cols(panel, ctx->dev[0], job->dtype, job->n, c0, w, ctx->stream[0], err) ||
+          solve_panel(job, ctx, a, da, panel, x, w, solver_work, lwork, &h_info, err) ||
+          scatter_panel(job, ctx, panel, x, c0, w, err))
+        return -1;
+      /* The next panel overwrites this one. */
+      CU(cudaStreamSynchronize(ctx->stream[0]));
+    }
+  }
+  for (int r = 0; r < job->nparties; r++) {
+    if (h_info != 0) {
+      if (gpu_fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err)) return -1;
+      continue;
+    }
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpyAsync(a[r], x[r], shard, cudaMemcpyDeviceToDevice, ctx->stream[r]));
+  }
+  *info = h_info;
+  return gpu_sync_streams(ctx, err);
+fail:
+  return -1;
+}
+
+static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                     int32_t* info, char* err) {
+  cudaDataType t = mg_cuda_type(job->dtype);
+  int n = (int)job->n, h_info = 0;
+  size_t rsize = (job->dtype == JMG_F32 || job->dtype == JMG_C64) ? 4 : 8;
+  void* w = malloc((size_t)job->n * rsize);
+  if (!w) {
+    snprintf(err, JMG_ERRLEN, "out of host memory for %lld eigenvalues", (long long)job->n);
+    return -1;
+  }
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
+  if (!da) goto fail;
+  SOLVER(cusolverMgSyevd(ctx->handle, job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
+                         CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, w, mg_cuda_real_type(job->dtype), t,
+                         work, lwork, &h_info));
+  if (gpu_sync_devices(ctx, err)) goto fail;
+  if (job->jobz && move_layout(job, ctx, 0, err)) goto fail;
+  for (int r = 0; r < job->nparties; r++) {
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpyAsync(job->parties[r].w, w, (size_t)job->n * rsize, cudaMemcpyHostToDevice,
+                       ctx->stream[r]));
+    if (h_info != 0) {
+      size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
+      if (gpu_fill_nan(job->parties[r].w, ctx->dev[r], (size_t)job->n * rsize, ctx->stream[r], err) ||
+          gpu_fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err))
+        goto fail;
+    }
+  }
+  /* w is read by the copies above: wait for them before freeing it. */
+  if (gpu_sync_streams(ctx, err)) goto fail;
+  free(w);
+  *info = h_info;
+  return 0;
+fail:;
+  char ignored[JMG_ERRLEN]; /* keep the first error, but let the copies finish */
+  gpu_sync_streams(ctx, ignored);
+  free(w);
+  return -1;
+}
+
+int mg_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
+  void* a[JMG_MAX_DEVICES];
+  void* work[JMG_MAX_DEVICES];
+  gather_ptrs(job, a, NULL, work);
+  int64_t lwork = 0;
+  if (solver_lwork(job, ctx, &lwork, err) || move_layout(job, ctx, 1, err)) return -1;
+  switch (job->op) {
+    case JMG_POTRS: return run_potrs(job, ctx, a, work, lwork, info, err);
+    case JMG_POTRI: return run_potri(job, ctx, a, work, lwork, info, err);
+    default: return run_syevd(job, ctx, a, work, lwork, info, err);
+  }
+}

@@ -1,0 +1,162 @@
+"""One process of a multi-process jaxmg job (run by test_multiprocess.py).
+
+argv[1] is a JSON object: port, nprocs, pid (process index), local (CPU
+devices in this process), scenario, out (a folder). The process runs the
+scenario and pickles what it saw (its addressable shards, errors, times)
+to out/<pid>.pkl; the parent test does the checking against numpy, so a
+failure here is a recorded fact, not an assertion.
+
+JAXMG_NODE_ID (set by the parent) says which emulated host the process is
+on; JAXMG_TIMEOUT_S bounds every wait.
+"""
+
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+
+cfg = json.loads(sys.argv[1])
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cfg['local']}"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.distributed.initialize(
+    f"127.0.0.1:{cfg['port']}", num_processes=cfg["nprocs"], process_id=cfg["pid"],
+    initialization_timeout=60,
+)
+
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
+
+import jaxmg  # noqa: E402
+from mp_matrices import rng, spd, sym  # noqa: E402
+
+ME = jax.process_index()
+REP = P(None, None)
+seen: dict = {}
+
+def put(x, mesh, spec):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda idx: x[idx])
+
+def shards(arr):
+    """This process's pieces of a result: (row start, row stop, data)."""
+    out = []
+    for s in arr.addressable_shards:
+        rows = s.index[0] if s.index else slice(None)
+        out.append((rows.start or 0, rows.stop, np.asarray(s.data)))
+    return out
+
+def record(name, fn):
+    """Runs fn, recording its shards or its error (type, message, seconds)."""
+    t0 = time.monotonic()
+    try:
+        res = fn()
+        res = res if isinstance(res, tuple) else (res,)
+        jax.block_until_ready(res)
+        seen[name] = ("ok", [shards(r) for r in res], time.monotonic() - t0)
+    except Exception as e:  # recorded for the parent to judge
+        seen[name] = ("error", f"{type(e).__name__}: {e}", time.monotonic() - t0)
+
+def mesh_1d():
+    return Mesh(np.array(jax.devices()), ("x",))
+
+def mesh_st():
+    """The tutorial's multi-node grid, with hosts from JAXMG_NODE_ID: rows
+    ("S") are hosts, columns ("T") the devices of one host."""
+    from jaxmg import _multiproc
+
+    _, nodes = _multiproc.job()
+    hosts = sorted(set(nodes))
+    grid = [[d for d in jax.devices() if nodes[d.process_index] == h] for h in hosts]
+    return Mesh(np.array(grid), ("S", "T"))
+
+def ops():
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    n = 5 * k  # shards of 5 rows, tiles of 4: padded inside every shard
+    A = spd("A", n)
+    b = rng("b").standard_normal((n, 2))
+    record("potrs", lambda: jaxmg.potrs(put(A, m, row), put(b, m, REP), 4, m, (row, REP)))
+    record("potri", lambda: jaxmg.potri(put(A, m, row), 4, m, (row,)))
+    H = sym("H", n)
+    record("syevd", lambda: jaxmg.syevd(put(H, m, row), 4, m, (row,)))
+    Ac = spd("Ac", 4 * k, np.complex128)
+    bc = (rng("bc").standard_normal((4 * k, 1)) + 1j).astype(np.complex128)
+    record("potrs_c128", lambda: jaxmg.potrs(put(Ac, m, row), put(bc, m, REP), 2, m, (row, REP)))
+    bad = A.copy()
+    bad[5, 5] = -1.0
+    record("not_pd", lambda: jaxmg.potrs(put(bad, m, row), put(b, m, REP), 4, m, (row, REP),
+                                         return_status=True))
+
+    def ctx():
+        body = lambda a, bb: jaxmg.potrs_shardmap_ctx(a, bb, 2)  # noqa: E731
+        f = jax.jit(jax.shard_map(body, mesh=m, in_specs=(row, REP), out_specs=(REP, P(None)),
+                                  check_vma=False))
+        return f(put(A[: 4 * k, : 4 * k], m, row), put(b[: 4 * k], m, REP))
+
+    record("ctx", ctx)
+
+def st():
+    m = mesh_st()
+    T = P("T", None)
+    n = 4 * m.shape["T"]
+    A = spd("A", n)
+    b = rng("b").standard_normal((n, 1))
+    record("st_potrs", lambda: jaxmg.potrs(put(A, m, T), put(b, m, REP), 2, m, (T, REP)))
+    record("st_syevd", lambda: jaxmg.syevd(put(sym("H", n), m, T), 2, m, (T,)))
+    n2 = 4 * m.shape["S"]
+    S = P("S", None)
+    record("cross_S", lambda: jaxmg.potrs(put(spd("A", n2), m, S), put(b[:n2] if n2 <= n else
+                                          rng("b").standard_normal((n2, 1)), m, REP), 2, m, (S, REP)))
+
+    def cross_ctx():  # inside the caller's shard_map, with the mesh in context
+        A2 = put(spd("A", n2), m, S)
+        b2 = put(rng("b").standard_normal((n2, 1)), m, REP)
+        with jax.set_mesh(m):
+            body = lambda a, bb: jaxmg.potrs_shardmap_ctx(a, bb, 2, axis_name="S")  # noqa: E731
+            return jax.jit(jax.shard_map(body, in_specs=(S, REP), out_specs=(REP, P(None)),
+                                         check_vma=False))(A2, b2)
+
+    record("cross_ctx", cross_ctx)
+    ST = P(("S", "T"), None)
+    n3 = 2 * m.size
+    record("cross_ST", lambda: jaxmg.potri(put(spd("A", n3), m, ST), 2, m, (ST,)))
+
+def killed():
+    """Rank 1 is killed inside the call, while waiting for rank 0, which
+    comes later and must fail fast (the liveness probe), not time out."""
+    m, row = mesh_1d(), P("x", None)
+    n = 8 * m.shape["x"]
+    A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
+    record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
+    if ME == 1:
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+    else:
+        time.sleep(2.5)
+    record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
+
+def vanished():
+    """Rank 1 leaves the job before the call: rank 0 times out, naming it."""
+    m, row = mesh_1d(), P("x", None)
+    n = 8 * m.shape["x"]
+    A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
+    record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
+    if ME == 1:
+        os._exit(0)
+    record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
+
+{"ops": ops, "st": st, "killed": killed, "vanished": vanished}[cfg["scenario"]]()
+with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:
+    pickle.dump(seen, f)
+sys.stdout.flush()
+if cfg["scenario"] in ("killed", "vanished"):
+    # A peer is dead: the distributed runtime's shutdown would wait for it.
+    os._exit(0)
+# Together, so that process 0 (which hosts the coordination service) does not
+# leave while the others still talk to it.
+jax.distributed.shutdown()
