@@ -213,6 +213,26 @@ def test_scan(rng):
         check_inverse(As[k], np.asarray(invs)[k], np.complex64)
 
 
+def run_threads(work, k, timeout=120):
+    """Runs work(0) .. work(k-1) on k threads at once; fails on a hang or on
+    any thread's exception."""
+    errors = []
+
+    def guarded(i):
+        try:
+            work(i)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(k)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors
+
+
 def test_threads_same_jitted_function(rng):
     """Three Python threads call one jitted function at once: all correct,
     none hangs (daemon threads, joined with a timeout)."""
@@ -220,24 +240,15 @@ def test_threads_same_jitted_function(rng):
     f = jax.jit(lambda A, b: jaxmg.potrs(A, b, 2, m, (ROW, REP)))
     problems = [(spd(rng, n, np.float64), randn(rng, (n, 2), np.float64)) for _ in range(3)]
     f(put(problems[0][0], m, ROW), put(problems[0][1], m, REP)).block_until_ready()  # compile
-    results, errors = {}, []
+    results = {}
 
     def work(i):
-        try:
-            A, b = problems[i]
-            for _ in range(4):
-                results[i] = np.asarray(f(put(A, m, ROW), put(b, m, REP)))
-                check_solve(A, results[i], b, np.float64)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        A, b = problems[i]
+        for _ in range(4):
+            results[i] = np.asarray(f(put(A, m, ROW), put(b, m, REP)))
+            check_solve(A, results[i], b, np.float64)
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
+    run_threads(work, 3)
     for i, (A, b) in enumerate(problems):
         check_solve(A, results[i], b, np.float64)
 
@@ -247,25 +258,15 @@ def test_threads_different_meshes(rng):
     n = 16
     meshes = [mesh(4), mesh(4, start=2), mesh(2, start=6)]
     problems = [(spd(rng, n, np.complex128), randn(rng, (n, 1), np.complex128)) for _ in meshes]
-    errors = []
 
     def work(i):
-        try:
-            m = meshes[i]
-            A, b = problems[i]
-            for _ in range(3):
-                x = jaxmg.potrs(put(A, m, ROW), put(b, m, REP), 2, m, (ROW, REP))
-                check_solve(A, x, b, np.complex128)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        m = meshes[i]
+        A, b = problems[i]
+        for _ in range(3):
+            x = jaxmg.potrs(put(A, m, ROW), put(b, m, REP), 2, m, (ROW, REP))
+            check_solve(A, x, b, np.complex128)
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors
+    run_threads(work, 3)
 
 
 def test_independent_same_shape_calls_in_one_program(rng):
