@@ -42,24 +42,28 @@ SYEVD_MAX_TILE = 1024
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+# Comma-list argument types, shared with memory.py.
+def ints(s):
+    return [int(x) for x in s.split(",") if x]
+
+
+def tiles(s):
+    return [None if x == "auto" else int(x) for x in s.split(",") if x]
+
+
+def names(allowed):
+    def f(s):
+        out = [x for x in s.split(",") if x]
+        bad = [x for x in out if x not in allowed]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
+        return out
+
+    return f
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    def ints(s):
-        return [int(x) for x in s.split(",") if x]
-
-    def tiles(s):
-        return [None if x == "auto" else int(x) for x in s.split(",") if x]
-
-    def names(allowed):
-        def f(s):
-            out = [x for x in s.split(",") if x]
-            bad = [x for x in out if x not in allowed]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {list(allowed)}")
-            return out
-
-        return f
 
     p.add_argument("--ops", type=names(OPS), default=list(OPS))
     p.add_argument("--dtypes", type=names(DTYPES), default=["f64", "f32"])

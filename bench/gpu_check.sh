@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device-machine call: build jaxmg from source, run the GPU test suite,
-# then benchmark steps, each ending in a markdown table. Logs go to $OUT.
+# then benchmark steps, each ending in a markdown table (in $OUT).
 #   bash bench/gpu_check.sh STEP...    (default: build test core)
 # Steps:
 #   build    pip install from source          test     tests/gpu (not large)
@@ -8,42 +8,51 @@
 #   eig32k   syevd f64 32768                  big      potrs f64/f32 65536
 #   largest  potrs f64 131072, f32 196608     tiles    T_A sweep, potrs/potri f64 32768
 #   scaling  1 and 2 GPUs                     minsr    the MinSR demo at a GPU size
+#   potrs32k potrs f64 32768, multi only      extra    potrs 256 rhs, f32 potri/syevd, c128
+#   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
+#   memory   measured device peak per call vs docs/memory.md
 # Every bench step times jaxmg with cuSolverMg (multi) and on one GPU
 # (single), the raw cuSolverMg driver, and jnp on one GPU where it fits.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/jaxmg_out}
+# The device tool brings back only a few files: logs are kept here and
+# packed into $OUT/logs.tgz at the end; tables and the summary go to $OUT.
+LOGS=${LOGS:-/tmp/jaxmg_logs}
 PY=${PY:-python3}
 REPS=${REPS:-3}
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$LOGS"
 steps=${*:-build test core}
 status=0
 run() { # name, command...
   local name=$1; shift
   local t0=$SECONDS
-  "$@" >"$OUT/$name.log" 2>&1
+  "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
-  printf '%-10s rc=%d  %4ds  (%s)\n' "$name" "$rc" $((SECONDS - t0)) "$OUT/$name.log" | tee -a "$OUT/summary.txt"
-  [ $rc -eq 0 ] || { status=1; tail -25 "$OUT/$name.log"; }
+  printf '%-10s rc=%d  %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$OUT/summary.txt"
+  # pytest's assertion lines first (they say what failed), then the end.
+  [ $rc -eq 0 ] || { status=1; grep -E '^E  ' "$LOGS/$name.log" | head -40; tail -15 "$LOGS/$name.log"; }
 }
 raw() {
-  [ -x "$OUT/raw/raw_mg" ] || bash bench/build_raw.sh "$OUT/raw" >"$OUT/raw_build.log" 2>&1 ||
-    { status=1; tail "$OUT/raw_build.log"; }
+  [ -x "$LOGS/raw/raw_mg" ] || bash bench/build_raw.sh "$LOGS/raw" >"$LOGS/raw_build.log" 2>&1 ||
+    { status=1; tail "$LOGS/raw_build.log"; }
 }
 bench() { # name, bench.py arguments...
   local name=$1; shift
   raw
-  run "$name" "$PY" bench/bench.py --reps "$REPS" --raw "$OUT/raw/raw_mg" \
-    --csv "$OUT/$name.csv" --md "$OUT/$name.md" "$@"
+  run "$name" "$PY" bench/bench.py --reps "$REPS" --raw "$LOGS/raw/raw_mg" \
+    --csv "$LOGS/$name.csv" --md "$OUT/$name.md" "$@"
 }
 
-nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$OUT/gpus.txt"
-ngpu=$(wc -l <"$OUT/gpus.txt")
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOGS/gpus.txt"
+ngpu=$(wc -l <"$LOGS/gpus.txt")
 for s in $steps; do
   case $s in
     build) run build "$PY" -m pip install --no-build-isolation --no-deps -v . ;;
-    test) run test "$PY" -m pytest -q -x tests/gpu -m "not large" -p no:cacheprovider ;;
-    large) run large "$PY" -m pytest -q tests/gpu -m large -p no:cacheprovider ;;
+    test) run test "$PY" -m pytest -q -x tests/gpu -m "not large" -p no:cacheprovider \
+        --ignore=tests/gpu/test_multiprocess_gpu.py ;;
+    large) run large "$PY" -m pytest -q tests/gpu -m large -p no:cacheprovider \
+        --ignore=tests/gpu/test_multiprocess_gpu.py ;;
     core)
       bench core --ops potrs,potri,syevd --dtypes f64 --sizes 4096,16384 --tiles 1024 --ndev "$ngpu" \
         --dispatch multi,single --single
@@ -63,9 +72,28 @@ for s in $steps; do
     scaling)
       bench scaling --ops potrs,potri,syevd --dtypes f64 --sizes 16384 --tiles 1024 --ndev 1,2 \
         --dispatch multi ;;
+    potrs32k)
+      bench potrs32k --ops potrs --dtypes f64 --sizes 16384,32768 --tiles 1024 --ndev "$ngpu" --dispatch multi ;;
+    extra)
+      bench rhs256 --ops potrs --dtypes f64 --sizes 4096,16384 --tiles 1024 --ndev "$ngpu" \
+        --dispatch multi,single --single --nrhs 256
+      bench f32 --ops potri,syevd --dtypes f32 --sizes 16384 --tiles 1024 --ndev "$ngpu" \
+        --dispatch multi,single --single
+      bench c128 --ops potri,syevd --dtypes c128 --sizes 8192 --tiles 1024 --ndev "$ngpu" \
+        --dispatch multi,single --single ;;
+    mp) run mp "$PY" -m pytest -q -rA -x tests/gpu/test_multiprocess_gpu.py -p no:cacheprovider \
+        -m "${MP_MARK:-not large}" -k "${MP_K:-}" ;;
+    mpbench) run mpbench "$PY" bench/mp_compare.py --ops potrs,potri,syevd --dtypes f64 \
+        --sizes ${MP_SIZES:-16384,32768} --reps "$REPS" --md "$OUT/mpbench.md" ;;
+    memory)
+      run memory "$PY" bench/memory.py --ops potrs,potri --dtypes f64 --sizes 32768 --tiles 1024 \
+        --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory.md" --csv "$LOGS/memory.csv"
+      run memory_eig "$PY" bench/memory.py --ops syevd --dtypes f64 --sizes 16384 --tiles 1024 \
+        --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory_eig.md" --csv "$LOGS/memory_eig.csv" ;;
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
   esac
 done
-[ -f "$OUT/test.log" ] && tail -3 "$OUT/test.log"
+for t in test large mp; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done
+tar czf "$OUT/logs.tgz" -C "$LOGS" --exclude raw . 2>/dev/null
 for f in "$OUT"/*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 exit $status

@@ -19,7 +19,7 @@
 
 #define JMG_MAX_DEVICES 32 /* cuSolverMg's limit on one device grid */
 #define JMG_ERRLEN 512
-#define JMG_SHARE_BYTES 192 /* see jmg_party.share */
+#define JMG_SHARE_BYTES 512 /* see jmg_party.share */
 
 typedef enum { JMG_POTRS = 0, JMG_POTRI = 1, JMG_SYEVD = 2 } jmg_op;
 typedef enum { JMG_F32 = 0, JMG_F64 = 1, JMG_C64 = 2, JMG_C128 = 3 } jmg_dtype;

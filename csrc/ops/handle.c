@@ -6,6 +6,7 @@
  *   1. all:    exchange parties        (each sees every device's buffers)
  *   2. leader: workspace size  -> broadcast
  *   3. all:    allocate workspace, exchange the pointers
+ *  3b. across processes: publish buffers for the leader (engine share)
  *   4. leader: run the engine  -> broadcast the result (no time limit)
  *   5. all:    store the status, release the workspace
  *
@@ -203,6 +204,13 @@ static int broadcast(jmg_meeting* m, int rank, int np, verdict* v, double timeou
   return rc;
 }
 
+/* JAXMG_VERBOSE=1: the leader logs each call's problem and workspace, for
+ * checking memory use (bench/memory.py). */
+static int verbose(void) {
+  const char* v = getenv("JAXMG_VERBOSE");
+  return v && v[0] && strcmp(v, "0") != 0;
+}
+
 static XLA_FFI_Error* give_up(const XLA_FFI_CallFrame* cf, jmg_op op, const decoded* d,
                               const char* msg) {
   return jmg_ffi_error(cf, XLA_FFI_Error_Code_INTERNAL, "jaxmg %s (rank %d of %lld): %s",
@@ -281,23 +289,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   job.dispatch = (jmg_dispatch)all[0].dispatch;
   job.parties = all;
 
-  /* 1b: across processes, the parties the leader cannot address publish
-   * their buffers (engine share/open/close/fetch, see engine.h). */
   for (int r = 0; r < np; r++) cross |= all[r].process != all[0].process;
-  if (cross) {
-    char serr[JMG_ERRLEN] = "";
-    int src = 0;
-    if (!eng->share || !eng->open || !eng->close || !eng->fetch)
-      src = fail(serr, "the %s engine cannot work across processes", eng->name);
-    else if (d.me.process != all[0].process)
-      shared = (src = eng->share(cf, &job, &d.me, serr)) == 0;
-    rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, src ? serr : NULL, timeout, merr,
-                              sizeof merr);
-    if (rc) {
-      out = give_up(cf, op, &d, merr);
-      goto done;
-    }
-  }
 
   /* 2: the leader sizes the workspace. */
   verdict v;
@@ -311,6 +303,13 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
     out = give_up(cf, op, &d, v.msg);
     goto done;
   }
+  if (rank == 0 && verbose()) {
+    fprintf(stderr, "jaxmg %s: n=%lld nloc=%lld tile=%lld nrhs=%lld parties=%d dispatch=%d workspace",
+            op_name(op), (long long)job.n, (long long)job.nloc, (long long)job.tile,
+            (long long)job.nrhs, np, (int)job.dispatch);
+    for (int r = 0; r < np; r++) fprintf(stderr, " %lld", (long long)v.bytes[r]);
+    fprintf(stderr, "\n");
+  }
 
   /* 3: everyone brings workspace from its own device's allocator. */
   int64_t any = 0;
@@ -321,6 +320,24 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
     int arc = d.me.work_bytes > 0 ? eng->alloc(cf, &d.me, aerr) : 0;
     have_work = arc == 0 && d.me.work_bytes > 0;
     rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, arc ? aerr : NULL, timeout, merr,
+                              sizeof merr);
+    if (rc) {
+      out = give_up(cf, op, &d, merr);
+      goto done;
+    }
+  }
+
+  /* 3b: across processes, the parties the leader cannot address publish
+   * their buffers, workspace included (engine share/open/close/fetch, see
+   * engine.h). */
+  if (cross) {
+    char serr[JMG_ERRLEN] = "";
+    int src = 0;
+    if (!eng->share || !eng->open || !eng->close || !eng->fetch)
+      src = fail(serr, "the %s engine cannot work across processes", eng->name);
+    else if (d.me.process != all[0].process)
+      shared = (src = eng->share(cf, &job, &d.me, serr)) == 0;
+    rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, src ? serr : NULL, timeout, merr,
                               sizeof merr);
     if (rc) {
       out = give_up(cf, op, &d, merr);

@@ -1,9 +1,9 @@
 /* meet_shm.c - meetings in a POSIX shared memory segment, for parties in
  * several processes of one node.
  *
- * The algorithm is meet.c's: one lock over all meetings, and each exchange a
- * generation barrier over two message buffers (see meet.c for why two are
- * enough). What changes is where the state lives and how a party can fail:
+ * As in meet.c, one lock covers all meetings and the exchanges are
+ * exchange.c's. What changes is where the state lives and how a party can
+ * fail:
  *
  *  - Everything sits in one fixed-size segment, addressed by indices, never
  *    by pointers, since every process maps it at its own address. Meetings
@@ -18,7 +18,8 @@
  *    wakes every JMG_SHM_PROBE_S and try-locks the life mutex of every party
  *    that joined and did not leave: anything but EBUSY means its thread is
  *    gone. Unlike a pid check this also holds for a killed process that is a
- *    zombie not yet reaped, and for a recycled pid.
+ *    zombie not yet reaped, and for a recycled pid. This is the `dead` hook
+ *    of exchange.h, which the thread rendezvous has no use for.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -27,10 +28,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,33 +40,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rendezvous/exchange.h"
+
 #define NP JMG_MEET_MAX_PARTIES
 #define MAX_PROCS 256
 #define BIT(r) ((uint64_t)1 << (r))
 /* Changes whenever the segment layout does; with the struct size it refuses
  * a segment written by another build. */
-#define MAGIC ((uint64_t)0x6a61786d67730001u)
-
-typedef struct xslot {
-  uint64_t size;
-  int32_t arrived;
-  uint64_t mask;
-} xslot;
+#define MAGIC ((uint64_t)0x6a61786d67730002u)
 
 typedef struct meeting {
   int32_t used;
   uint64_t site;
   int64_t group, seq;
-  int32_t nparties, njoined, nleft;
-  uint64_t joined, gone;
-  int32_t failed;
-  char msg[JMG_MEET_ERRLEN];
-  int64_t done;
-  int64_t entered[NP];
+  jmg_round round;
   int32_t pid[NP];
-  xslot slots[2];
   pthread_mutex_t life[NP];
-  unsigned char buf[2][NP][JMG_MEET_MAX_MSG];
+  unsigned char buf[JMG_ROUND_BUF(NP)];
 } meeting;
 
 typedef struct header {
@@ -110,33 +99,8 @@ static seg* segs;
 static seqrec* seqs;
 static int exit_hook;
 
-static void put(char* dst, size_t cap, const char* fmt, ...) {
-  va_list ap;
-  if (!dst || cap == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(dst, cap, fmt, ap);
-  va_end(ap);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static struct timespec at(double t) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)t;
-  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return ts;
-}
-
 static void nap(double s) {
-  struct timespec ts = at(s);
+  struct timespec ts = jmg_clock_at(s);
   nanosleep(&ts, NULL);
 }
 
@@ -178,7 +142,7 @@ static int init_header(header* h, int expected) {
 /* Opens or creates the segment and waits until its creator has set it up. */
 static int map_segment(const char* name, int expected, double timeout_s, header** out, char* err,
                        size_t errlen) {
-  double give_up = now() + (timeout_s > 0 ? timeout_s : 180.0);
+  double give_up = jmg_clock_now() + (timeout_s > 0 ? timeout_s : 180.0);
   int created = 1;
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0 && errno == EEXIST) {
@@ -186,11 +150,11 @@ static int map_segment(const char* name, int expected, double timeout_s, header*
     fd = shm_open(name, O_RDWR, 0600);
   }
   if (fd < 0) {
-    put(err, errlen, "jaxmg rendezvous: shm_open(%s) failed: %s", name, strerror(errno));
+    jmg_put(err, errlen, "jaxmg rendezvous: shm_open(%s) failed: %s", name, strerror(errno));
     return JMG_MEET_EINVAL;
   }
   if (created && ftruncate(fd, (off_t)sizeof(header))) {
-    put(err, errlen, "jaxmg rendezvous: cannot size %s: %s", name, strerror(errno));
+    jmg_put(err, errlen, "jaxmg rendezvous: cannot size %s: %s", name, strerror(errno));
     close(fd);
     shm_unlink(name);
     return JMG_MEET_ENOMEM;
@@ -199,8 +163,8 @@ static int map_segment(const char* name, int expected, double timeout_s, header*
   for (;;) {
     struct stat st;
     if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(header)) break;
-    if (now() > give_up) {
-      put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
+    if (jmg_clock_now() > give_up) {
+      jmg_put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
       close(fd);
       return JMG_MEET_ETIMEOUT;
     }
@@ -209,29 +173,30 @@ static int map_segment(const char* name, int expected, double timeout_s, header*
   header* h = mmap(NULL, sizeof(header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (h == MAP_FAILED) {
-    put(err, errlen, "jaxmg rendezvous: mmap of %s failed: %s", name, strerror(errno));
+    jmg_put(err, errlen, "jaxmg rendezvous: mmap of %s failed: %s", name, strerror(errno));
     if (created) shm_unlink(name);
     return JMG_MEET_ENOMEM;
   }
   if (created) {
     int rc = init_header(h, expected);
     if (rc) {
-      put(err, errlen, "jaxmg rendezvous: cannot set up process-shared locks: %s", strerror(rc));
+      jmg_put(err, errlen, "jaxmg rendezvous: cannot set up process-shared locks: %s",
+              strerror(rc));
       munmap(h, sizeof(header));
       shm_unlink(name);
       return JMG_MEET_EINVAL;
     }
   }
   while (atomic_load_explicit(&h->magic, memory_order_acquire) != MAGIC) {
-    if (now() > give_up) {
-      put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
+    if (jmg_clock_now() > give_up) {
+      jmg_put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
       munmap(h, sizeof(header));
       return JMG_MEET_ETIMEOUT;
     }
     nap(0.001);
   }
   if (h->bytes != sizeof(header)) {
-    put(err, errlen, "jaxmg rendezvous: %s was made by another jaxmg build", name);
+    jmg_put(err, errlen, "jaxmg rendezvous: %s was made by another jaxmg build", name);
     munmap(h, sizeof(header));
     return JMG_MEET_EINVAL;
   }
@@ -309,7 +274,7 @@ static int register_process(header* h, const char* name) {
 static int attach(const char* name, int expected, double timeout_s, header** out, char* err,
                   size_t errlen) {
   if (!name || name[0] != '/' || strlen(name) >= JMG_SHM_NAME_MAX || strchr(name + 1, '/')) {
-    put(err, errlen, "jaxmg rendezvous: bad segment name");
+    jmg_put(err, errlen, "jaxmg rendezvous: bad segment name");
     return JMG_MEET_EINVAL;
   }
   pthread_mutex_lock(&local);
@@ -329,12 +294,12 @@ static int attach(const char* name, int expected, double timeout_s, header** out
   header* h = NULL;
   int rc = s ? map_segment(name, expected, timeout_s, &h, err, errlen) : JMG_MEET_ENOMEM;
   if (!rc && register_process(h, name)) {
-    put(err, errlen, "jaxmg rendezvous: the lock of %s is unusable", name);
+    jmg_put(err, errlen, "jaxmg rendezvous: the lock of %s is unusable", name);
     munmap(h, sizeof(header));
     rc = JMG_MEET_EINVAL;
   }
   if (rc) {
-    if (!s) put(err, errlen, "jaxmg rendezvous: out of host memory");
+    if (!s) jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     free(s);
     pthread_mutex_unlock(&local);
     return rc;
@@ -408,74 +373,55 @@ static int next_seq(header* h, const jmg_meet_key* key, int rank, int64_t* seq) 
 
 /* ---- meetings (all under h->lock) ---- */
 
-static void fail(header* h, meeting* mt, int code, const char* fmt, ...) {
-  va_list ap;
-  if (mt->failed) return;
-  mt->failed = code;
-  va_start(ap, fmt);
-  vsnprintf(mt->msg, sizeof mt->msg, fmt, ap);
-  va_end(ap);
-  pthread_cond_broadcast(&h->cv);
+/* The hooks of exchange.h for one meeting of a segment. */
+typedef struct shm_sync {
+  jmg_sync base;
+  header* h;
+  meeting* mt;
+} shm_sync;
+
+static void wait_cv(jmg_sync* s, double until) {
+  header* h = ((shm_sync*)s)->h;
+  struct timespec ts = jmg_clock_at(until); /* never "no limit": we probe */
+  if (pthread_cond_timedwait(&h->cv, &h->lock, &ts) == EOWNERDEAD)
+    pthread_mutex_consistent(&h->lock);
 }
 
-static void release_slot(meeting* mt) {
-  mt->used = 0;
-  mt->joined = mt->gone = 0;
-}
-
-static void maybe_free(meeting* mt) {
-  /* A failed meeting may miss ranks that will never come. */
-  if (mt->nleft == mt->nparties || (mt->failed && mt->nleft == mt->njoined)) release_slot(mt);
-}
+static void wake_cv(jmg_sync* s) { pthread_cond_broadcast(&((shm_sync*)s)->h->cv); }
 
 /* Fails the meeting if a party that is in it has died; the dead party
  * counts as gone so that the slot can still be freed. */
-static int probe(header* h, meeting* mt) {
-  for (int r = 0; r < mt->nparties; r++) {
-    if (!(mt->joined & BIT(r)) || (mt->gone & BIT(r))) continue;
+static int probe(jmg_sync* s, jmg_round* rd) {
+  meeting* mt = ((shm_sync*)s)->mt;
+  for (int r = 0; r < rd->nparties; r++) {
+    if (!(rd->joined & BIT(r)) || (rd->gone & BIT(r))) continue;
     int rc = pthread_mutex_trylock(&mt->life[r]);
     if (rc == EBUSY) continue;
     if (rc == EOWNERDEAD) pthread_mutex_consistent(&mt->life[r]);
     if (rc == 0 || rc == EOWNERDEAD) pthread_mutex_unlock(&mt->life[r]);
-    mt->gone |= BIT(r);
-    mt->nleft++;
-    fail(h, mt, JMG_MEET_EPEER,
-         "rank %d (process %d) died during the call: its process was killed or exited", r,
-         (int)mt->pid[r]);
+    rd->gone |= BIT(r);
+    rd->nleft++;
+    jmg_round_fail(s, rd, JMG_MEET_EPEER,
+                   "rank %d (process %d) died during the call: its process was killed or exited",
+                   r, (int)mt->pid[r]);
     return 1;
   }
   return 0;
 }
 
-static int rank_list(char* dst, size_t cap, uint64_t mask, int n) {
-  size_t len = 0;
-  int count = 0;
-  dst[0] = '\0';
-  for (int r = 0; r < n; r++) {
-    if (!(mask & BIT(r))) continue;
-    int w = snprintf(dst + len, cap - len, "%s%d", count ? "," : "", r);
-    count++;
-    if (w < 0 || (size_t)w >= cap - len) break;
-    len += (size_t)w;
-  }
-  return count;
+static const jmg_sync_ops shm_ops = {
+    .wait = wait_cv,
+    .wake = wake_cv,
+    .dead = probe,
+    .probe_s = JMG_SHM_PROBE_S,
+    .timeout_note = " (processes of this node only: a rank on another host never arrives here)"};
+
+static shm_sync sync_of(header* h, int slot) {
+  shm_sync s = {{&shm_ops}, h, &h->mt[slot]};
+  return s;
 }
 
-static void fail_timeout(header* h, meeting* mt, const xslot* s, double timeout_s) {
-  char here[256], missing[256];
-  int n = mt->nparties;
-  uint64_t all = n == 64 ? ~(uint64_t)0 : BIT(n) - 1;
-  int nhere = rank_list(here, sizeof here, s->mask, n);
-  int nmissing = rank_list(missing, sizeof missing, all & ~s->mask, n);
-  int prec = timeout_s >= 0.1 ? 1 : 3;
-  fail(h, mt, JMG_MEET_ETIMEOUT,
-       "jaxmg rendezvous timed out after %.*f s: %d of %d parties arrived (rank%s %s); missing "
-       "rank%s %s (processes of this node only: a rank on another host never arrives here)",
-       prec, timeout_s, nhere, n, nhere == 1 ? "" : "s", here, nmissing == 1 ? "" : "s", missing);
-}
-
-static meeting* find_or_create(header* h, const jmg_meet_key* key, int64_t seq, int nparties,
-                               int* slot) {
+static int find_or_create(header* h, const jmg_meet_key* key, int64_t seq, int nparties) {
   int free_slot = -1;
   for (int s = 0; s < JMG_SHM_SLOTS; s++) {
     meeting* mt = &h->mt[s];
@@ -483,214 +429,110 @@ static meeting* find_or_create(header* h, const jmg_meet_key* key, int64_t seq, 
       if (free_slot < 0) free_slot = s;
       continue;
     }
-    if (mt->site == key->site && mt->group == key->group && mt->seq == seq) {
-      *slot = s;
-      return mt;
-    }
+    if (mt->site == key->site && mt->group == key->group && mt->seq == seq) return s;
   }
-  if (free_slot < 0) return NULL;
+  if (free_slot < 0) return -1;
   meeting* mt = &h->mt[free_slot];
   mt->used = 1;
   mt->site = key->site;
   mt->group = key->group;
   mt->seq = seq;
-  mt->nparties = nparties;
-  mt->njoined = mt->nleft = 0;
-  mt->joined = mt->gone = 0;
-  mt->failed = 0;
-  mt->msg[0] = '\0';
-  mt->done = 0;
-  memset(mt->entered, 0, sizeof mt->entered);
+  jmg_round_init(&mt->round, nparties);
   memset(mt->pid, 0, sizeof mt->pid);
-  memset(mt->slots, 0, sizeof mt->slots);
-  *slot = free_slot;
-  return mt;
+  return free_slot;
 }
 
 int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int nparties, int rank,
                  double timeout_s, jmg_shm_meet** out, char* err, size_t errlen) {
   header* h;
   int64_t seq;
-  int rc, slot = -1;
+  int rc, slot;
   if (out) *out = NULL;
-  if (!key || !out) {
-    put(err, errlen, "jaxmg rendezvous: NULL key or out");
-    return JMG_MEET_EINVAL;
-  }
-  if (nparties < 1 || nparties > NP) {
-    put(err, errlen, "jaxmg rendezvous: %d parties, need 1..%d", nparties, NP);
-    return JMG_MEET_EINVAL;
-  }
-  if (rank < 0 || rank >= nparties) {
-    put(err, errlen, "jaxmg rendezvous: rank %d out of range for %d parties", rank, nparties);
-    return JMG_MEET_EINVAL;
-  }
+  rc = jmg_round_check_join(key, out, nparties, rank, err, errlen);
+  if (rc) return rc;
   jmg_shm_meet* p = malloc(sizeof *p);
   if (!p) {
-    put(err, errlen, "jaxmg rendezvous: out of host memory");
+    jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     return JMG_MEET_ENOMEM;
   }
   rc = attach(name, expected, timeout_s, &h, err, errlen);
   if (!rc) rc = next_seq(h, key, rank, &seq);
   if (rc) {
-    if (rc == JMG_MEET_ENOMEM) put(err, errlen, "jaxmg rendezvous: out of host memory");
+    if (rc == JMG_MEET_ENOMEM) jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     free(p);
     return rc;
   }
   if (lock_robust(&h->lock)) {
-    put(err, errlen, "jaxmg rendezvous: the lock of %s is unusable", name);
+    jmg_put(err, errlen, "jaxmg rendezvous: the lock of %s is unusable", name);
     free(p);
     return JMG_MEET_EINVAL;
   }
-  meeting* mt = find_or_create(h, key, seq, nparties, &slot);
-  if (!mt) {
+  slot = find_or_create(h, key, seq, nparties);
+  if (slot < 0) {
     pthread_mutex_unlock(&h->lock);
-    put(err, errlen, "jaxmg rendezvous: more than %d meetings open at once on this node",
-        JMG_SHM_SLOTS);
+    jmg_put(err, errlen, "jaxmg rendezvous: more than %d meetings open at once on this node",
+            JMG_SHM_SLOTS);
     free(p);
     return JMG_MEET_ENOMEM;
   }
-  if (mt->nparties != nparties || (mt->joined & BIT(rank))) {
-    if (mt->nparties != nparties)
-      fail(h, mt, JMG_MEET_EINVAL,
-           "jaxmg rendezvous: rank %d joined with %d parties, the others with %d", rank, nparties,
-           mt->nparties);
-    else
-      fail(h, mt, JMG_MEET_EINVAL, "jaxmg rendezvous: rank %d joined twice", rank);
-    put(err, errlen, "%s", mt->msg);
-    pthread_mutex_unlock(&h->lock);
-    free(p);
-    return JMG_MEET_EINVAL;
+  shm_sync s = sync_of(h, slot);
+  meeting* mt = s.mt;
+  rc = jmg_round_admit(&s.base, &mt->round, nparties, rank, err, errlen);
+  if (!rc) {
+    /* Held until leave: it is how the others tell that we are alive. A
+     * previous holder of this slot's mutex that died left it "owner died". */
+    int lrc = pthread_mutex_trylock(&mt->life[rank]);
+    if (lrc == EOWNERDEAD) lrc = pthread_mutex_consistent(&mt->life[rank]);
+    if (lrc) {
+      jmg_round_fail(&s.base, &mt->round, JMG_MEET_EINVAL,
+                     "jaxmg rendezvous: rank %d cannot take its liveness lock (%s)", rank,
+                     strerror(lrc));
+      jmg_put(err, errlen, "%s", mt->round.msg);
+      rc = JMG_MEET_EINVAL;
+    }
   }
-  /* Held until leave: it is how the others tell that we are alive. A
-   * previous holder of this slot's mutex that died left it "owner died". */
-  rc = pthread_mutex_trylock(&mt->life[rank]);
-  if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(&mt->life[rank]);
   if (rc) {
-    fail(h, mt, JMG_MEET_EINVAL, "jaxmg rendezvous: rank %d cannot take its liveness lock (%s)",
-         rank, strerror(rc));
-    put(err, errlen, "%s", mt->msg);
     pthread_mutex_unlock(&h->lock);
     free(p);
-    return JMG_MEET_EINVAL;
+    return rc;
   }
-  mt->joined |= BIT(rank);
-  mt->njoined++;
+  jmg_round_joined(&mt->round, rank);
   mt->pid[rank] = (int32_t)getpid();
   pthread_mutex_unlock(&h->lock);
   p->h = h;
   p->slot = slot;
   p->rank = rank;
   *out = p;
-  put(err, errlen, "%s", "");
+  jmg_put(err, errlen, "%s", "");
   return JMG_MEET_OK;
-}
-
-static int someone_left_before(header* h, meeting* mt, int64_t i) {
-  for (int r = 0; r < mt->nparties; r++) {
-    if ((mt->gone & BIT(r)) && mt->entered[r] <= i) {
-      fail(h, mt, JMG_MEET_EPEER,
-           "rank %d: left the meeting after %lld exchanges, before exchange %lld", r,
-           (long long)mt->entered[r], (long long)i);
-      return 1;
-    }
-  }
-  return 0;
 }
 
 int jmg_shm_exchange(jmg_shm_meet* p, const void* mine, size_t size, void* all,
                      const char* failure, double timeout_s, char* err, size_t errlen) {
   if (!p) {
-    put(err, errlen, "jaxmg rendezvous: NULL meeting");
+    jmg_put(err, errlen, "jaxmg rendezvous: NULL meeting");
     return JMG_MEET_EINVAL;
   }
-  header* h = p->h;
-  meeting* mt = &h->mt[p->slot];
-  int rank = p->rank, rc;
-  int64_t i;
-  if (lock_robust(&h->lock)) {
-    put(err, errlen, "jaxmg rendezvous: the shared lock is unusable");
+  shm_sync s = sync_of(p->h, p->slot);
+  if (lock_robust(&p->h->lock)) {
+    jmg_put(err, errlen, "jaxmg rendezvous: the shared lock is unusable");
     return JMG_MEET_EINVAL;
   }
-  if (mt->failed) goto failed;
-  if (failure) {
-    fail(h, mt, JMG_MEET_EPEER, "rank %d: %s", rank, failure);
-    goto failed;
-  }
-  if (size > JMG_MEET_MAX_MSG || (size && (!mine || !all)) || isnan(timeout_s)) {
-    fail(h, mt, JMG_MEET_EINVAL,
-         "jaxmg rendezvous: rank %d: bad exchange (%zu bytes, at most %d; timeout %g)", rank, size,
-         JMG_MEET_MAX_MSG, timeout_s);
-    goto failed;
-  }
-  i = mt->entered[rank]++;
-  if (someone_left_before(h, mt, i)) goto failed;
-  xslot* s = &mt->slots[i & 1];
-  if (s->arrived == 0) {
-    s->size = size;
-  } else if (s->size != size) {
-    fail(h, mt, JMG_MEET_EINVAL, "jaxmg rendezvous: exchange %lld: rank %d sent %zu bytes, not %llu",
-         (long long)i, rank, size, (unsigned long long)s->size);
-    goto failed;
-  }
-  if (size) memcpy(mt->buf[i & 1][rank], mine, size);
-  s->arrived++;
-  s->mask |= BIT(rank);
-  if (s->arrived == mt->nparties) {
-    s->arrived = 0;
-    s->mask = 0;
-    mt->done = i + 1;
-    pthread_cond_broadcast(&h->cv);
-  } else {
-    int forever = timeout_s < 0 || timeout_s > 1e9;
-    double deadline = forever ? 0 : now() + timeout_s;
-    while (mt->done <= i && !mt->failed) {
-      double wake = now() + JMG_SHM_PROBE_S;
-      if (!forever && wake > deadline) wake = deadline;
-      struct timespec ts = at(wake);
-      if (pthread_cond_timedwait(&h->cv, &h->lock, &ts) == EOWNERDEAD)
-        pthread_mutex_consistent(&h->lock);
-      if (mt->done > i || mt->failed) break;
-      if (probe(h, mt)) break;
-      if (!forever && now() >= deadline) fail_timeout(h, mt, s, timeout_s);
-    }
-    if (mt->done <= i) goto failed;
-  }
-  /* Rank order: the buffer holds one JMG_MEET_MAX_MSG row per rank. */
-  for (int r = 0; r < mt->nparties; r++)
-    if (size) memcpy((unsigned char*)all + (size_t)r * size, mt->buf[i & 1][r], size);
-  pthread_mutex_unlock(&h->lock);
-  put(err, errlen, "%s", "");
-  return JMG_MEET_OK;
-
-failed:
-  rc = mt->failed;
-  put(err, errlen, "%s", mt->msg);
-  pthread_mutex_unlock(&h->lock);
+  int rc = jmg_round_exchange(&s.base, &s.mt->round, s.mt->buf, p->rank, mine, size, all, failure,
+                              timeout_s, err, errlen);
+  pthread_mutex_unlock(&p->h->lock);
   return rc;
 }
 
 void jmg_shm_leave(jmg_shm_meet* p) {
   if (!p) return;
-  header* h = p->h;
-  meeting* mt = &h->mt[p->slot];
-  int rank = p->rank;
-  if (lock_robust(&h->lock) == 0) {
-    if (!(mt->gone & BIT(rank))) {
-      mt->gone |= BIT(rank);
-      mt->nleft++;
-      if (!mt->failed) {
-        for (int r = 0; r < mt->nparties; r++) {
-          if ((mt->joined & ~mt->gone & BIT(r)) && mt->entered[r] > mt->entered[rank]) {
-            someone_left_before(h, mt, mt->entered[rank]);
-            break;
-          }
-        }
-      }
-      pthread_mutex_unlock(&mt->life[rank]);
-      maybe_free(mt);
-    }
-    pthread_mutex_unlock(&h->lock);
+  shm_sync s = sync_of(p->h, p->slot);
+  if (lock_robust(&p->h->lock) == 0) {
+    int rc = jmg_round_leave(&s.base, &s.mt->round, p->rank);
+    if (rc >= 0) pthread_mutex_unlock(&s.mt->life[p->rank]);
+    /* A failed meeting may miss ranks that will never come. */
+    if (rc == 1) s.mt->used = 0;
+    pthread_mutex_unlock(&p->h->lock);
   }
   free(p);
 }

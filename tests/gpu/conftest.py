@@ -18,10 +18,14 @@ def _gpus():
 
 
 def pytest_collection_modifyitems(config, items):
-    if _gpus():
+    # Only the in-process tests (those taking `gpus`) are skipped here. The
+    # multi-process tests count GPUs themselves, in a subprocess, so that
+    # this process starts no GPU backend (and holds no GPU memory) for them.
+    in_process = [item for item in items if "gpus" in getattr(item, "fixturenames", ())]
+    if not in_process or _gpus():
         return
     skip = pytest.mark.skip(reason="no GPU visible to JAX")
-    for item in items:
+    for item in in_process:
         item.add_marker(skip)
 
 

@@ -91,17 +91,6 @@ fail:
   return -1;
 }
 
-/* Copies `bytes` at src (rank 0) to the same-shaped output of every rank. */
-static int broadcast(mg_context* ctx, int np, void* const* dst, const void* src, size_t bytes,
-                     char* err) {
-  for (int r = 0; r < np; r++)
-    if (dst[r] != src)
-      CU(cudaMemcpyPeerAsync(dst[r], ctx->dev[r], src, ctx->dev[0], bytes, ctx->stream[r]));
-  return gpu_sync_streams(ctx, err);
-fail:
-  return -1;
-}
-
 int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
   dn_plan p;
   if (plan(job, ctx, &p, err)) return -1;
@@ -149,7 +138,7 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
     }
     CU(cudaStreamSynchronize(s0));
     for (int r = 0; r < np; r++) outs[r] = job->parties[r].b;
-    if (broadcast(ctx, np, outs, b0, xbytes, err)) goto fail;
+    if (gpu_broadcast(ctx, outs, b0, xbytes, err)) goto fail;
   } else if (job->op == JMG_POTRI) {
     /* A X = I gives both triangles of the inverse, where potri would give
      * one and need a mirror. */
@@ -168,7 +157,7 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
     if (h_info != 0 && gpu_fill_nan(w, ctx->dev[0], wbytes, s0, err)) goto fail;
     CU(cudaStreamSynchronize(s0));
     for (int r = 0; r < np; r++) outs[r] = job->parties[r].w;
-    if (broadcast(ctx, np, outs, w, wbytes, err)) goto fail;
+    if (gpu_broadcast(ctx, outs, w, wbytes, err)) goto fail;
     if (h_info == 0 && job->jobz) {
       if (move_shards(job, ctx, g, 0, err)) goto fail;
     } else if (h_info != 0) {

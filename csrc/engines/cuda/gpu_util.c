@@ -26,6 +26,15 @@ int gpu_sync_devices(mg_context* ctx, char* err) {
   return 0;
 }
 
+int gpu_broadcast(mg_context* ctx, void* const* dst, const void* src, size_t bytes, char* err) {
+  for (int r = 0; r < ctx->ndev; r++)
+    if (dst[r] != src)
+      CU(cudaMemcpyPeerAsync(dst[r], ctx->dev[r], src, ctx->dev[0], bytes, ctx->stream[r]));
+  return gpu_sync_streams(ctx, err);
+fail:
+  return -1;
+}
+
 int gpu_fill_nan(void* p, int dev, size_t bytes, cudaStream_t s, char* err) {
   CU(cudaSetDevice(dev));
   CU(cudaMemsetAsync(p, 0xFF, bytes, s));

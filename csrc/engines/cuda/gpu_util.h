@@ -45,6 +45,10 @@ int gpu_fill_nan(void* p, int dev, size_t bytes, cudaStream_t s, char* err);
 int gpu_identity_cols(void* x, int dev, jmg_dtype t, int64_t n, int64_t c0, int64_t ncols,
                       cudaStream_t s, char* err);
 
+/* Copies `bytes` at src (on the context's first device, complete) to
+ * dst[r] on every device r but where dst[r] is src; returns when done. */
+int gpu_broadcast(mg_context* ctx, void* const* dst, const void* src, size_t bytes, char* err);
+
 /* 256-byte alignment for the pieces carved out of one workspace. */
 static inline int64_t gpu_round_up(int64_t bytes) { return (bytes + 255) / 256 * 256; }
 

@@ -1,24 +1,27 @@
 /* mg_engine.c - the GPU engine: jaxmg ops on NVIDIA GPUs, one leader
  * thread driving every GPU of the group.
  *
- * Per call: every device's thread syncs its XLA stream (inputs complete),
- * brings workspace from its own XLA allocator and waits; the leader runs
- * the op either with cuSolverMg on all devices (mg_solve.c) or with
- * cuSOLVER on the first one (dn_solve.c), as the call's dispatch says, and
- * every device's outputs are complete before anyone returns to XLA.
+ * Per call: every device's thread (or process, see gpu_share.c) syncs its
+ * XLA stream (inputs complete), brings workspace from its own XLA
+ * allocator and waits; the leader runs the op either with cuSolverMg on
+ * all devices (mg_solve.c) or with cuSOLVER on the first one
+ * (dn_solve.c), as the call's dispatch says, and every device's outputs
+ * are complete before anyone returns to XLA.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engines/cuda/cuda_engine.h"
+#include "engines/cuda/gpu_share.h"
 #include "engines/cuda/gpu_util.h"
 #include "engines/cuda/solvers.h"
 #include "ffi/seam.h"
 
 static mg_context* job_context(const jmg_job* job, char* err) {
   int32_t dev[JMG_MAX_DEVICES];
-  for (int r = 0; r < job->nparties; r++) dev[r] = job->parties[r].ordinal;
+  for (int r = 0; r < job->nparties; r++)
+    if (gpu_share_device(job, r, &dev[r], err)) return NULL;
   return mg_context_get(dev, job->nparties, err);
 }
 
@@ -57,6 +60,7 @@ static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wher
     snprintf(err, JMG_ERRLEN, "no device ordinal or stream from XLA");
     return -1;
   }
+  if (gpu_share_mark(me, err)) return -1;
   CU(cudaSetDevice(me->ordinal));
   /* The sync makes this device's inputs complete before the leader reads
    * them on its own streams. */
@@ -97,8 +101,7 @@ fail:
   return -1;
 }
 
-/* No multi-process hooks yet: that needs CUDA IPC (issue 4). */
 const jmg_engine jmg_cusolvermg_engine = {
-    "cusolvermg", mg_enter, mg_workspace, mg_alloc, mg_release, mg_run, mg_finish,
-    NULL,         NULL,     NULL,         NULL,
+    "cusolvermg", mg_enter,       mg_workspace,    mg_alloc,        mg_release, mg_run, mg_finish,
+    gpu_share,    gpu_share_open, gpu_share_close, gpu_share_fetch,
 };

@@ -1,8 +1,9 @@
 /* mg_solve.c - an op on every GPU of the group with cuSolverMg.
  *
- * The leader moves the shards into cuSolverMg's block-cyclic layout in
- * place with peer copies (independent chains run concurrently, one stream
- * per device), calls cuSolverMg (synchronous) and moves the results back.
+ * For potri and syevd the leader moves the shards into cuSolverMg's
+ * block-cyclic layout in place with peer copies (independent chains run
+ * concurrently, one stream per device), calls cuSolverMg (synchronous) and
+ * moves the results back. potrs needs no move (see run_potrs).
  *
  * cuSolverMg's solves are wrong beyond 2048 right-hand sides on more than
  * one device (cusolverMgPotrs with 4096 columns: columns >= 2048 wrong;
@@ -259,32 +260,105 @@ fail:
   return -1;
 }
 
+/* ---- potrs on a tile-reordered system: no move between devices ----
+ *
+ * The caller's shards read as column-major already are block-cyclic, only
+ * for another order of the tiles: device d's local tile s, which cuSolverMg
+ * takes for tile s*P + d, holds tile d*L + s of A (L tiles per device). So
+ * potrs solves A' x' = b' with A' = Q^T A Q, Q the permutation that puts
+ * tile d*L + s at s*P + d (A' is SPD like A): the columns are in place,
+ * and only the rows move, within each device at memory bandwidth instead
+ * of 3/4 of A crossing the links. b' = Q^T b before, x = Q x' after. */
+
+/* Tile k of A' is tile reorder(k) of A; unorder is the inverse. */
+static int64_t reorder(int64_t k, int64_t P, int64_t L) { return (k % P) * L + k / P; }
+static int64_t unorder(int64_t j, int64_t P, int64_t L) { return (j % L) * P + j / L; }
+
+/* Row tile k of the n x ncols matrix at buf (leading dimension n, on
+ * device r) becomes its row tile from(k), following the cycles of `from`
+ * through a T x ncols staging buffer; ordered on device r's stream. */
+static int permute_rows(const jmg_job* job, mg_context* ctx, int r, char* buf, int64_t ncols,
+                        char* stage, int inverse, unsigned char* seen, char* err) {
+  int64_t P = job->nparties, T = job->tile, L = job->nloc / job->tile, nt = P * L;
+  size_t es = jmg_dtype_size(job->dtype), pitch = (size_t)job->n * es, w = (size_t)T * es;
+  cudaStream_t s = ctx->stream[r];
+  CU(cudaSetDevice(ctx->dev[r]));
+  memset(seen, 0, (size_t)nt);
+  for (int64_t k0 = 0; k0 < nt; k0++) {
+    int64_t k = k0, src = inverse ? unorder(k, P, L) : reorder(k, P, L);
+    if (seen[k0] || src == k0) continue;
+    CU(cudaMemcpy2DAsync(stage, w, buf + (size_t)k0 * w, pitch, w, (size_t)ncols,
+                         cudaMemcpyDeviceToDevice, s));
+    for (; src != k0; k = src, src = inverse ? unorder(k, P, L) : reorder(k, P, L)) {
+      seen[k] = 1;
+      CU(cudaMemcpy2DAsync(buf + (size_t)k * w, pitch, buf + (size_t)src * w, pitch, w,
+                           (size_t)ncols, cudaMemcpyDeviceToDevice, s));
+    }
+    seen[k] = 1;
+    CU(cudaMemcpy2DAsync(buf + (size_t)k * w, pitch, stage, w, w, (size_t)ncols,
+                         cudaMemcpyDeviceToDevice, s));
+  }
+  return 0;
+fail:
+  return -1;
+}
+
+/* b' = Q^T b (inverse = 0) or x = Q x' (1) on rank 0, n columns at a time:
+ * the staging unit holds T x n. */
+static int permute_rhs(const jmg_job* job, mg_context* ctx, char* b, int inverse,
+                       unsigned char* seen, char* err) {
+  size_t col = (size_t)job->n * jmg_dtype_size(job->dtype);
+  for (int64_t c0 = 0; c0 < job->nrhs; c0 += job->n) {
+    int64_t w = job->nrhs - c0 < job->n ? job->nrhs - c0 : job->n;
+    if (permute_rows(job, ctx, 0, b + (size_t)c0 * col, w, job->parties[0].work, inverse, seen, err))
+      return -1;
+  }
+  return 0;
+}
+
 static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
                      int32_t* info, char* err) {
   void* b[JMG_MAX_DEVICES];
   gather_ptrs(job, NULL, b, NULL);
   size_t es = jmg_dtype_size(job->dtype);
   int32_t h_info = 0;
+  int64_t P = job->nparties, L = job->nloc / job->tile;
+  unsigned char* seen = malloc((size_t)(P * L));
+  if (!seen) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  /* The staging units are the heads of the workspaces, which cuSolverMg
+   * only uses once the rows are in place. */
+  for (int r = 0; r < job->nparties; r++)
+    if (permute_rows(job, ctx, r, a[r], job->nloc, work[r], 0, seen, err)) goto fail;
+  if (permute_rhs(job, ctx, b[0], 0, seen, err) || gpu_sync_streams(ctx, err)) goto fail;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
-  if (!da) return -1;
-  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) return -1;
+  if (!da) goto fail;
+  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) goto fail;
+  if (h_info > 0) {
+    /* The pivot that failed, as a row of A rather than of A'. */
+    int64_t i = h_info - 1, T = job->tile;
+    h_info = (int32_t)(reorder(i / T, P, L) * T + i % T + 1);
+  }
   size_t xbytes = (size_t)job->n * (size_t)job->nrhs * es;
   if (h_info == 0) {
     int64_t pw = panel_width(job);
     for (int64_t c0 = 0; c0 < job->nrhs && h_info == 0; c0 += pw) {
       int64_t w = job->nrhs - c0 < pw ? job->nrhs - c0 : pw;
       void* b0 = (char*)b[0] + (size_t)c0 * (size_t)job->n * es;
-      if (solve_panel(job, ctx, a, da, b0, b, w, work, lwork, &h_info, err)) return -1;
+      if (solve_panel(job, ctx, a, da, b0, b, w, work, lwork, &h_info, err)) goto fail;
     }
   } else if (gpu_fill_nan(b[0], ctx->dev[0], xbytes, ctx->stream[0], err)) {
-    return -1;
+    goto fail;
   }
+  if (h_info == 0 && permute_rhs(job, ctx, b[0], 1, seen, err)) goto fail;
   CU(cudaStreamSynchronize(ctx->stream[0]));
-  for (int r = 1; r < job->nparties; r++)
-    CU(cudaMemcpyPeerAsync(b[r], ctx->dev[r], b[0], ctx->dev[0], xbytes, ctx->stream[r]));
+  free(seen);
   *info = h_info;
-  return gpu_sync_streams(ctx, err);
+  return gpu_broadcast(ctx, b, b[0], xbytes, err);
 fail:
+  free(seen);
   return -1;
 }
 
@@ -394,9 +468,10 @@ int mg_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
   void* work[JMG_MAX_DEVICES];
   gather_ptrs(job, a, NULL, work);
   int64_t lwork = 0;
-  if (solver_lwork(job, ctx, &lwork, err) || move_layout(job, ctx, 1, err)) return -1;
+  if (solver_lwork(job, ctx, &lwork, err)) return -1;
+  if (job->op == JMG_POTRS) return run_potrs(job, ctx, a, work, lwork, info, err);
+  if (move_layout(job, ctx, 1, err)) return -1;
   switch (job->op) {
-    case JMG_POTRS: return run_potrs(job, ctx, a, work, lwork, info, err);
     case JMG_POTRI: return run_potri(job, ctx, a, work, lwork, info, err);
     default: return run_syevd(job, ctx, a, work, lwork, info, err);
   }
