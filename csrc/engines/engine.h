@@ -100,6 +100,12 @@ typedef struct jmg_engine {
   int (*fetch)(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, int ok, char* err);
 } jmg_engine;
 
+/* Whether party r runs in another process than the leader (rank 0), whose
+ * buffers the leader can then reach only through the engine's share hooks. */
+static inline int jmg_job_remote(const jmg_job* job, int r) {
+  return job->parties[r].process != job->parties[0].process;
+}
+
 size_t jmg_dtype_size(jmg_dtype t);
 int jmg_dtype_is_complex(jmg_dtype t);
 

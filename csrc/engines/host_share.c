@@ -95,15 +95,11 @@ int jmg_host_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* m
   return 0;
 }
 
-static int remote(const jmg_job* job, int r) {
-  return job->parties[r].process != job->parties[0].process;
-}
-
 void jmg_host_close(jmg_job* job) {
   for (int r = 0; r < job->nparties; r++) {
     record rec;
     memcpy(&rec, job->parties[r].share, sizeof rec);
-    if (!remote(job, r) || !rec.opened) continue;
+    if (!jmg_job_remote(job, r) || !rec.opened) continue;
     munmap((void*)(uintptr_t)rec.base, rec.bytes);
     rec.opened = 0;
     memcpy(job->parties[r].share, &rec, sizeof rec);
@@ -115,7 +111,7 @@ int jmg_host_open(jmg_job* job, char* err) {
     jmg_party* p = &job->parties[r];
     record rec;
     memcpy(&rec, p->share, sizeof rec);
-    if (!remote(job, r)) continue;
+    if (!jmg_job_remote(job, r)) continue;
     rec.name[sizeof rec.name - 1] = '\0';
     int fd = shm_open(rec.name, O_RDWR, 0600);
     void* base = MAP_FAILED;

@@ -289,7 +289,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   job.dispatch = (jmg_dispatch)all[0].dispatch;
   job.parties = all;
 
-  for (int r = 0; r < np; r++) cross |= all[r].process != all[0].process;
+  for (int r = 0; r < np; r++) cross |= jmg_job_remote(&job, r);
 
   /* 2: the leader sizes the workspace. */
   verdict v;
@@ -335,7 +335,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
     int src = 0;
     if (!eng->share || !eng->open || !eng->close || !eng->fetch)
       src = fail(serr, "the %s engine cannot work across processes", eng->name);
-    else if (d.me.process != all[0].process)
+    else if (jmg_job_remote(&job, rank))
       shared = (src = eng->share(cf, &job, &d.me, serr)) == 0;
     rc = jmg_meeting_exchange(&m, &d.me, sizeof d.me, all, src ? serr : NULL, timeout, merr,
                               sizeof merr);

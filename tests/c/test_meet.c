@@ -11,18 +11,8 @@
 #include <time.h>
 
 #include "check.h"
+#include "clock.h"
 #include "rendezvous/meet.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void nap(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  nanosleep(&ts, NULL);
-}
 
 static void spawn(pthread_t* t, int n, void* (*fn)(void*), void* args, size_t argsize) {
   for (int i = 0; i < n; i++) pthread_create(&t[i], NULL, fn, (char*)args + (size_t)i * argsize);

@@ -20,20 +20,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "rendezvous/meet_shm.h"
 
 enum { MSG = 40 };
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void nap(double s) {
-  struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-  nanosleep(&ts, NULL);
-}
 
 static void seg_name(char* out, size_t cap, const char* what) {
   snprintf(out, cap, "/jaxmg-test.%d.%s", (int)getpid(), what);

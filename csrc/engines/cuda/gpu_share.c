@@ -51,10 +51,6 @@ static void** buffer(jmg_party* p, int k) {
   }
 }
 
-static int remote(const jmg_job* job, int r) {
-  return job->parties[r].process != job->parties[0].process;
-}
-
 static void close_fds(ipc_record* rec) {
   for (int i = 0; i < rec->nmem && i < NBUF; i++)
     if (rec->mem[i].vmm && rec->mem[i].fd >= 0) {
@@ -77,7 +73,7 @@ int gpu_share_mark(jmg_party* me, char* err) {
 
 int gpu_share_device(const jmg_job* job, int r, int32_t* dev, char* err) {
   const jmg_party* p = &job->parties[r];
-  if (!remote(job, r)) {
+  if (!jmg_job_remote(job, r)) {
     *dev = p->ordinal;
     return 0;
   }
@@ -144,7 +140,7 @@ fail:
 
 void gpu_share_close(jmg_job* job) {
   for (int r = 0; r < job->nparties; r++) {
-    if (!remote(job, r)) continue;
+    if (!jmg_job_remote(job, r)) continue;
     ipc_record rec;
     get(&job->parties[r], &rec);
     for (int i = 0; i < rec.nmem && i < NBUF; i++) {
@@ -161,7 +157,7 @@ int gpu_share_open(jmg_job* job, char* err) {
   for (int r = 0; r < job->nparties; r++)
     if (gpu_share_device(job, r, &devs[r], err)) return -1;
   for (int r = 0; r < job->nparties; r++) {
-    if (!remote(job, r)) continue;
+    if (!jmg_job_remote(job, r)) continue;
     jmg_party* p = &job->parties[r];
     ipc_record rec;
     get(p, &rec);
