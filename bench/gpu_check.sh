@@ -11,22 +11,33 @@
 #   potrs32k potrs f64 32768, multi only      extra    potrs 256 rhs, f32 potri/syevd, c128
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
+# mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
+# 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
+# takes MP_OPS and MP_SIZES.
 # Every bench step times jaxmg with cuSolverMg (multi) and on one GPU
 # (single), the raw cuSolverMg driver, and jnp on one GPU where it fits.
 set -uo pipefail
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/jaxmg_out}
 # The device tool brings back only a few files: logs are kept here and
-# packed into $OUT/logs.tgz at the end; tables and the summary go to $OUT.
+# packed into $OUT/logs.tgz every 20 s and at the end (so a call cut off at
+# its time limit still brings back the logs of the step it was in); tables
+# and the summary go to $OUT. STEP_LIMIT (seconds) kills a step that runs
+# longer, so that the steps after it still run.
 LOGS=${LOGS:-/tmp/jaxmg_logs}
 PY=${PY:-python3}
 REPS=${REPS:-3}
 mkdir -p "$OUT" "$LOGS"
 steps=${*:-build test core}
 status=0
+pack() { tar czf "$OUT/logs.tgz.tmp" -C "$LOGS" --exclude raw . 2>/dev/null && mv "$OUT/logs.tgz.tmp" "$OUT/logs.tgz"; }
+(while sleep 20; do pack; done) &
+packer=$!
+trap 'kill $packer 2>/dev/null' EXIT
 run() { # name, command...
   local name=$1; shift
   local t0=$SECONDS
+  if [ -n "${STEP_LIMIT:-}" ]; then set -- timeout -s KILL "$STEP_LIMIT" "$@"; fi
   "$@" >"$LOGS/$name.log" 2>&1
   local rc=$?
   printf '%-10s rc=%d  %4ds\n' "$name" "$rc" $((SECONDS - t0)) | tee -a "$OUT/summary.txt"
@@ -81,9 +92,10 @@ for s in $steps; do
         --dispatch multi,single --single
       bench c128 --ops potri,syevd --dtypes c128 --sizes 8192 --tiles 1024 --ndev "$ngpu" \
         --dispatch multi,single --single ;;
-    mp) run mp "$PY" -m pytest -q -rA -x tests/gpu/test_multiprocess_gpu.py -p no:cacheprovider \
-        -m "${MP_MARK:-not large}" -k "${MP_K:-}" ;;
-    mpbench) run mpbench "$PY" bench/mp_compare.py --ops potrs,potri,syevd --dtypes f64 \
+    mp) # the jobs' own logs, findings and (when stuck) stacks land in $LOGS/mp_jobs
+      run mp env JAXMG_VERBOSE="${MP_VERBOSE:-${JAXMG_VERBOSE:-0}}" "$PY" -m pytest -q -rA -x tests/gpu/test_multiprocess_gpu.py -p no:cacheprovider \
+        --basetemp="$LOGS/mp_jobs" -m "${MP_MARK-not large}" -k "${MP_K:-}" ;;
+    mpbench) run mpbench "$PY" bench/mp_compare.py --ops "${MP_OPS:-potrs,potri,syevd}" --dtypes f64 \
         --sizes ${MP_SIZES:-16384,32768} --reps "$REPS" --md "$OUT/mpbench.md" ;;
     memory)
       run memory "$PY" bench/memory.py --ops potrs,potri --dtypes f64 --sizes 32768 --tiles 1024 \
@@ -94,6 +106,7 @@ for s in $steps; do
   esac
 done
 for t in test large mp; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done
-tar czf "$OUT/logs.tgz" -C "$LOGS" --exclude raw . 2>/dev/null
+kill $packer 2>/dev/null
+pack
 for f in "$OUT"/*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
 exit $status

@@ -245,7 +245,7 @@ def solver_part(op, dt, n, nd, T_A, dispatch, w0):
 
 
 _VERBOSE = re.compile(
-    r"^jaxmg (?P<op>\w+): n=(?P<n>\d+) nloc=(?P<nloc>\d+) tile=(?P<tile>\d+) nrhs=\d+ parties=(?P<np>\d+) "
+    r"^jaxmg\[\d+\] [\d.]+ (?P<op>\w+): n=(?P<n>\d+) nloc=(?P<nloc>\d+) tile=(?P<tile>\d+) nrhs=\d+ parties=(?P<np>\d+) "
     r"dispatch=(?P<disp>\d+) workspace(?P<bytes>(?: \d+)*)\s*$", re.M)
 
 

@@ -19,10 +19,11 @@ def load(paths):
 
 
 def series(rows, op):
-    """{label: {N: seconds}} for one op (4-GPU rows at T_A 1024)."""
+    """{label: {N: seconds}} for one op (4-GPU rows at T_A 1024, potrs with
+    one right-hand side)."""
     out = defaultdict(dict)
     for r in rows:
-        if r["op"] != op or r["tile"] != "1024" or r["ndev"] != "4":
+        if r["op"] != op or r["tile"] != "1024" or r["ndev"] != "4" or r.get("nrhs", "1") != "1":
             continue
         n = int(r["n"])
         out[f"jaxmg {r['dispatch']}"][n] = float(r["jaxmg_s"])

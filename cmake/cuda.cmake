@@ -18,6 +18,7 @@ add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/dn_solve.c
   csrc/engines/cuda/gpu_share.c
   csrc/engines/cuda/gpu_vmm.c
+  csrc/engines/cuda/gpu_vmm_map.c
   csrc/engines/cuda/gpu_util.c
   csrc/ops/exports_cuda.c)
 target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core CUDA::cudart_static ${JAXMG_CUSOLVERMG} ${JAXMG_CUSOLVER})

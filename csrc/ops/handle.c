@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "diag/trace.h"
 #include "engines/engine.h"
 #include "ffi/seam.h"
 #include "ops/ops.h"
@@ -204,15 +205,16 @@ static int broadcast(jmg_meeting* m, int rank, int np, verdict* v, double timeou
   return rc;
 }
 
-/* JAXMG_VERBOSE=1: the leader logs each call's problem and workspace, for
- * checking memory use (bench/memory.py). */
-static int verbose(void) {
-  const char* v = getenv("JAXMG_VERBOSE");
-  return v && v[0] && strcmp(v, "0") != 0;
+/* JAXMG_VERBOSE=2: where this party is (trace.h). */
+static void step(jmg_op op, const decoded* d, const char* what) {
+  jmg_trace(2, "%s rank %d of %lld: %s", op_name(op), (int)d->me.rank, (long long)d->nparties,
+            what);
 }
 
 static XLA_FFI_Error* give_up(const XLA_FFI_CallFrame* cf, jmg_op op, const decoded* d,
                               const char* msg) {
+  jmg_trace(2, "%s rank %d of %lld: fails: %s", op_name(op), (int)d->me.rank,
+            (long long)d->nparties, msg);
   return jmg_ffi_error(cf, XLA_FFI_Error_Code_INTERNAL, "jaxmg %s (rank %d of %lld): %s",
                        op_name(op), d->me.rank, (long long)d->nparties, msg);
 }
@@ -228,9 +230,11 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
 
   int32_t where[2];
   char enter_err[JMG_ERRLEN] = "";
+  jmg_trace(2, "%s: called, waits for its inputs", op_name(op));
   if (eng->enter(cf, &d.me, d.where, where, enter_err))
     return jmg_ffi_error(cf, XLA_FFI_Error_Code_INTERNAL, "jaxmg %s: %s", op_name(op), enter_err);
   d.me.rank = where[0];
+  step(op, &d, "entered (inputs ready)");
 
   int64_t run_id = 0;
   XLA_FFI_Error* e = jmg_ffi_run_id(cf, &run_id);
@@ -254,6 +258,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   if (jmg_meeting_join(shm_name, (int)meet_procs, &key, (int)d.nparties, where[0], timeout, &m,
                        merr, sizeof merr))
     return give_up(cf, op, &d, merr);
+  step(op, &d, shm_name[0] ? "joined the node's meeting" : "joined the meeting");
 
   int np = (int)d.nparties, rank = where[0];
   jmg_party* all = calloc((size_t)np, sizeof(jmg_party));
@@ -290,6 +295,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   job.parties = all;
 
   for (int r = 0; r < np; r++) cross |= jmg_job_remote(&job, r);
+  step(op, &d, "all parties known");
 
   /* 2: the leader sizes the workspace. */
   verdict v;
@@ -303,12 +309,14 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
     out = give_up(cf, op, &d, v.msg);
     goto done;
   }
-  if (rank == 0 && verbose()) {
-    fprintf(stderr, "jaxmg %s: n=%lld nloc=%lld tile=%lld nrhs=%lld parties=%d dispatch=%d workspace",
-            op_name(op), (long long)job.n, (long long)job.nloc, (long long)job.tile,
-            (long long)job.nrhs, np, (int)job.dispatch);
-    for (int r = 0; r < np; r++) fprintf(stderr, " %lld", (long long)v.bytes[r]);
-    fprintf(stderr, "\n");
+  if (rank == 0 && jmg_trace_level() >= 1) {
+    char ws[JMG_MAX_DEVICES * 21 + 1] = "";
+    size_t at = 0;
+    for (int r = 0; r < np && at < sizeof ws; r++)
+      at += (size_t)snprintf(ws + at, sizeof ws - at, " %lld", (long long)v.bytes[r]);
+    jmg_trace(1, "%s: n=%lld nloc=%lld tile=%lld nrhs=%lld parties=%d dispatch=%d workspace%s",
+              op_name(op), (long long)job.n, (long long)job.nloc, (long long)job.tile,
+              (long long)job.nrhs, np, (int)job.dispatch, ws);
   }
 
   /* 3: everyone brings workspace from its own device's allocator. */
@@ -325,6 +333,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
       out = give_up(cf, op, &d, merr);
       goto done;
     }
+    step(op, &d, "workspace ready");
   }
 
   /* 3b: across processes, the parties the leader cannot address publish
@@ -343,15 +352,23 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
       out = give_up(cf, op, &d, merr);
       goto done;
     }
+    step(op, &d, "buffers shared across processes");
   }
 
   /* 4: the leader runs the op; the others wait as long as it takes. */
   memset(&v, 0, sizeof v);
+  step(op, &d, rank == 0 ? "runs the engine" : "waits for the leader");
   if (rank == 0) {
+    double t0 = jmg_trace_clock();
     int opened = cross && eng->open(&job, v.msg) == 0;
     if (cross && !opened) v.code = 1;
+    double t1 = jmg_trace_clock();
     if (!v.code && eng->run(&job, &v.info, v.msg)) v.code = 1;
+    double t2 = jmg_trace_clock();
     if (opened) eng->close(&job);
+    jmg_trace(2, "%s rank 0: open %.2f ms, run %.2f ms, close %.2f ms, info %d, code %d",
+              op_name(op), 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (jmg_trace_clock() - t2),
+              (int)v.info, (int)v.code);
   }
   int brc = broadcast(&m, rank, np, &v, -1.0, merr);
   if (shared) {
@@ -377,6 +394,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
 
   /* 5: every device stores the status and completes its outputs. */
   if (eng->finish(cf, &d.me, v.info, err)) out = give_up(cf, op, &d, err);
+  else step(op, &d, "done");
 
 done:
   if (shared) eng->fetch(cf, NULL, &d.me, 0, err);

@@ -25,9 +25,11 @@ next case runs; the launcher judges.
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +79,12 @@ def run_job(cfg: dict, nprocs: int, out: str, limit_s: float, jaxmg_timeout_s: f
     env = dict(os.environ if env is None else env, JAXMG_TIMEOUT_S=str(jaxmg_timeout_s),
                PYTHONUNBUFFERED="1")
     env.pop("XLA_FLAGS", None)  # the worker sets its own device count
+    # The host references (numpy's eigvalsh) would otherwise start a BLAS
+    # thread per core in every process: on the 4-GPU machine that made one
+    # complex eigvalsh of N = 2500 take minutes (seen as a "hang").
+    threads = str(max(1, min(8, (os.cpu_count() or 1) // nprocs)))
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
     port = free_port()
     procs, logs = [], []
     for pid in range(nprocs):
@@ -93,6 +101,8 @@ def run_job(cfg: dict, nprocs: int, out: str, limit_s: float, jaxmg_timeout_s: f
         while any(p.poll() is None for p in procs) and not hung:
             hung = time.monotonic() > deadline
             time.sleep(0.2)
+        if hung:
+            backtraces([(p.pid, log) for p, log in zip(procs, logs) if p.poll() is None])
     finally:
         # At the deadline, or when the parent is interrupted: SIGKILL, since
         # jax.distributed catches SIGTERM (preemption notice) and carries on.
@@ -112,6 +122,33 @@ def run_job(cfg: dict, nprocs: int, out: str, limit_s: float, jaxmg_timeout_s: f
         with open(path, errors="replace") as f:
             texts.append(f.read())
     return [p.returncode for p in procs], found, texts, hung
+
+
+def backtraces(stuck, limit_s=120):
+    """Writes every thread's native stack of each stuck (pid, log) process to
+    log + ".bt", with cuda-gdb (the GPU machine has no gdb) or gdb: the C frames
+    say whether a process waits in jaxmg's meeting, in the engine or in
+    XLA. Best effort, all processes at once, limit_s at most."""
+    gdb = shutil.which("cuda-gdb") or shutil.which("gdb")
+    if not gdb or not stuck:
+        return
+    cmds = [[gdb, "-q", "-batch", "-p", str(pid), "-ex", "thread apply all bt 25"] for pid, _ in stuck]
+    outs = [open(log + ".bt", "w") for _, log in stuck]
+    try:
+        running = [subprocess.Popen(c, stdout=o, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                   for c, o in zip(cmds, outs)]
+        end = time.monotonic() + limit_s
+        for r in running:
+            try:
+                r.wait(timeout=max(1.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                r.kill()
+                r.wait()
+    except OSError:
+        pass
+    finally:
+        for o in outs:
+            o.close()
 
 
 # ---------------------------------------------------------------------------
@@ -268,6 +305,7 @@ def main(cfg: dict) -> None:
             jax.distributed.initialize(f"127.0.0.1:{cfg['port']}", num_processes=nprocs,
                                        process_id=me, initialization_timeout=120, **kw)
         devs = jax.devices()
+        print(f"[{me}] {time.monotonic():.3f} JAX up: {len(devs)} devices", flush=True)
         findings["jax"] = jax.__version__
         findings["devices"] = f"{len(devs)} x {devs[0].device_kind} ({devs[0].platform})"
         if any(d.platform != ("gpu" if gpu else "cpu") for d in devs):
@@ -313,11 +351,16 @@ class Worker:
         """Runs fn, which returns a dict of findings; records it, or the
         error, with the seconds it took."""
         t0 = time.monotonic()
+        # A case still running after this long prints every Python thread's
+        # stack to the log (and again each period): where a hang sits.
+        faulthandler.dump_traceback_later(self.cfg.get("stacks_after_s", 100), repeat=True)
+        print(f"[{self.me}] {time.monotonic():.3f} {name}: starts", flush=True)
         try:
             rec = dict(ok=True, **fn())
         except Exception as e:  # noqa: BLE001 - recorded for the launcher
             rec = dict(ok=False, error=f"{type(e).__name__}: {e}"[:3000],
                        trace=traceback.format_exc()[-3000:])
+        faulthandler.cancel_dump_traceback_later()
         rec["secs"] = time.monotonic() - t0
         self.findings["cases"][name] = rec
         self.save()

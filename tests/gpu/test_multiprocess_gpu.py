@@ -57,6 +57,7 @@ def job(tmp_path, ngpu, scenario, nprocs):
     if nprocs > ngpu:
         pytest.skip(f"needs {nprocs} GPUs, JAX sees {ngpu}")
     jaxmg_timeout, limit = TIMEOUTS[scenario]
+    limit = float(os.environ.get("JAXMG_MP_LIMIT_S", limit))  # a shorter leash for a device call
     cfg = dict(scenario=scenario, platform=PLATFORM, **SIZES)
     codes, found, logs, hung = worker.run_job(cfg, nprocs, str(tmp_path), limit, jaxmg_timeout,
                                               env=WORKER_ENV)

@@ -126,7 +126,7 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
   CU(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s0));
   CU(cudaStreamSynchronize(s0));
 
-  size_t shard = (size_t)n * (size_t)job->nloc * es;
+  int spoil = 0; /* a failed potri or syevd leaves NaN in every shard of A */
   if (job->op == JMG_POTRS) {
     size_t xbytes = (size_t)n * (size_t)job->nrhs * es;
     void* b0 = job->parties[0].b;
@@ -149,8 +149,7 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
       CU(cudaStreamSynchronize(s0));
       if (move_shards(job, ctx, x, 0, err)) goto fail;
     } else {
-      for (int r = 0; r < np; r++)
-        if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
+      spoil = 1;
     }
   } else {
     size_t wbytes = (size_t)n * real_size(job->dtype);
@@ -161,10 +160,12 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
     if (h_info == 0 && job->jobz) {
       if (move_shards(job, ctx, g, 0, err)) goto fail;
     } else if (h_info != 0) {
-      for (int r = 0; r < np; r++)
-        if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
+      spoil = 1;
     }
   }
+  size_t shard = (size_t)n * (size_t)job->nloc * es;
+  for (int r = 0; spoil && r < np; r++)
+    if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
   if (gpu_sync_streams(ctx, err)) goto fail;
   free(hwork);
   *info = h_info;

@@ -4,17 +4,17 @@
  * each allocation by legacy IPC handle or as virtual memory (gpu_vmm.h):
  * both name a whole allocation, and XLA hands out pieces of a few large
  * ones (its memory pool), so the four buffers usually share one. The
- * leader maps each allocation for the length of one call and the engine
- * writes the owner's memory in place, so fetch has nothing to copy back. Ordering needs nothing more: the owner synced its stream
- * before the meeting, and the leader syncs every device before it
- * announces the result.
+ * leader maps each allocation (and keeps virtual-memory mappings for later
+ * calls, gpu_vmm.h) and the engine writes the owner's memory in place, so
+ * fetch has nothing to copy back. Ordering needs nothing more: the owner
+ * synced its stream before the meeting, and the leader syncs every device
+ * before it announces the result.
  */
 #include "engines/cuda/gpu_share.h"
 
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "engines/cuda/gpu_vmm.h"
 
@@ -23,8 +23,9 @@
 /* One allocation published by its owner. */
 typedef struct mem_ref {
   int32_t vmm;                /* 1: virtual memory, shared as fd; 0: legacy IPC */
-  int32_t fd;                 /* vmm: the owner's descriptor, open until fetch */
+  int32_t fd;                 /* vmm: the owner's descriptor (gpu_vmm_export) */
   uint64_t size;              /* vmm: bytes to map */
+  uint64_t base, id;          /* vmm: which allocation (gpu_vmm_export) */
   cudaIpcMemHandle_t legacy;
 } mem_ref;
 
@@ -51,10 +52,11 @@ static void** buffer(jmg_party* p, int k) {
   }
 }
 
-static void close_fds(ipc_record* rec) {
+/* The owner's call is over: its exports may be reused or dropped. */
+static void unexport(ipc_record* rec) {
   for (int i = 0; i < rec->nmem && i < NBUF; i++)
     if (rec->mem[i].vmm && rec->mem[i].fd >= 0) {
-      close(rec->mem[i].fd);
+      gpu_vmm_unexport(rec->mem[i].id);
       rec->mem[i].fd = -1;
     }
 }
@@ -118,7 +120,8 @@ int gpu_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, ch
       m->fd = -1;
       m->size = size;
       bases[rec.nmem++] = base;
-      int rc = gpu_vmm_export((void*)(uintptr_t)base, job->parties[0].process, &m->fd, err);
+      m->base = base;
+      int rc = gpu_vmm_export(base, job->parties[0].process, &m->fd, &m->id, err);
       if (rc < 0) goto fail;
       m->vmm = rc == 0;
       if (!m->vmm) e = cudaIpcGetMemHandle(&m->legacy, (void*)(uintptr_t)base);
@@ -134,7 +137,7 @@ int gpu_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, ch
   put(me, &rec);
   return 0;
 fail:
-  close_fds(&rec);
+  unexport(&rec);
   return -1;
 }
 
@@ -144,7 +147,7 @@ void gpu_share_close(jmg_job* job) {
     ipc_record rec;
     get(&job->parties[r], &rec);
     for (int i = 0; i < rec.nmem && i < NBUF; i++) {
-      if (rec.mapped[i] && rec.mem[i].vmm) gpu_vmm_unmap(rec.mapped[i], rec.mem[i].size);
+      if (rec.mapped[i] && rec.mem[i].vmm) gpu_vmm_detach(rec.mapped[i]);
       else if (rec.mapped[i]) cudaIpcCloseMemHandle((void*)(uintptr_t)rec.mapped[i]);
       rec.mapped[i] = 0;
     }
@@ -169,7 +172,8 @@ int gpu_share_open(jmg_job* job, char* err) {
     for (int i = 0; i < rec.nmem && e == cudaSuccess; i++) {
       const mem_ref* m = &rec.mem[i];
       if (m->vmm) {
-        if (gpu_vmm_import(p->process, m->fd, m->size, devs, job->nparties, &rec.mapped[i], err))
+        if (gpu_vmm_attach(p->process, m->base, m->id, m->fd, m->size, devs, job->nparties,
+                           &rec.mapped[i], err))
           goto fail;
       } else {
         void* v = NULL;
@@ -195,14 +199,14 @@ fail:
 
 int gpu_share_fetch(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, int ok,
                     char* err) {
-  /* The results are in place already: only the exported descriptors go. */
+  /* The results are in place already: the exports are only released. */
   (void)cf;
   (void)job;
   (void)ok;
   (void)err;
   ipc_record rec;
   get(me, &rec);
-  close_fds(&rec);
+  unexport(&rec);
   put(me, &rec);
   return 0;
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engines/engine.h"
@@ -73,23 +74,129 @@ int gpu_vmm_range(const void* p, uint64_t* base, uint64_t* size, char* err) {
   return 0;
 }
 
-int gpu_vmm_export(const void* p, int reader, int* fd, char* err) {
+/* The owner's side: the allocations it has exported, each with its
+ * descriptor kept open for the leader to take again in later calls, and
+ * its handle retained, which holds the allocation alive so that the handle
+ * value (the same for every retain of one allocation) keeps naming it. */
+#define NKNOWN 32
+typedef struct exported {
+  uint64_t base, id; /* id 0: free slot */
+  CUmemGenericAllocationHandle h;
+  int fd;
+  int users; /* calls that published it and have not fetched yet */
+} exported;
+static exported known[NKNOWN];
+static uint64_t next_id;
+static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A new id, unique across the processes the leader may meet: ids of two
+ * processes differ by their random start. */
+static uint64_t new_id(void) {
+  if (!next_id) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+    x ^= x >> 33; /* a splitmix step spreads the bits */
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    next_id = x | 1;
+  }
+  return next_id++;
+}
+
+static void forget(exported* e) {
+  close(e->fd);
+  drv.release(e->h);
+  memset(e, 0, sizeof *e);
+}
+
+/* Under known_lock: the entry for h at base, made if needed (takes over
+ * the reference h), or NULL with err set. */
+static exported* entry_for(uint64_t base, CUmemGenericAllocationHandle h, char* err) {
+  exported* spare = NULL;
+  for (int i = 0; i < NKNOWN; i++) {
+    exported* e = &known[i];
+    if (e->id && e->base == base && e->h == h) {
+      drv.release(h); /* held already */
+      return e;
+    }
+    if (e->id && e->base == base && !e->users) forget(e); /* a former allocation there */
+    if (!e->id && !spare) spare = e;
+  }
+  for (int i = 0; i < NKNOWN && !spare; i++)
+    if (!known[i].users) {
+      forget(&known[i]);
+      spare = &known[i];
+    }
+  int fd = -1;
+  CUresult r = spare ? drv.export_fd(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)
+                     : CUDA_ERROR_OUT_OF_MEMORY;
+  if (!spare || r != CUDA_SUCCESS) {
+    drv.release(h);
+    if (!spare)
+      snprintf(err, JMG_ERRLEN, "more than %d device allocations shared at once", NKNOWN);
+    else
+      snprintf(err, JMG_ERRLEN,
+               "XLA's device memory cannot be exported as a file descriptor (cuMemExport"
+               "ToShareableHandle: %d), so no other process can reach it", (int)r);
+    return NULL;
+  }
+  spare->base = base;
+  spare->h = h;
+  spare->fd = fd;
+  spare->id = new_id();
+  spare->users = 0;
+  return spare;
+}
+
+int gpu_vmm_export(uint64_t base, int reader, int* fd, uint64_t* id, char* err) {
   if (driver(err)) return -1;
   CUmemGenericAllocationHandle h;
-  if (drv.retain(&h, (void*)(uintptr_t)p) != CUDA_SUCCESS) return 1;
-  int out = -1;
-  CUresult r = drv.export_fd(&out, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
-  drv.release(h);
-  if (r != CUDA_SUCCESS) {
-    snprintf(err, JMG_ERRLEN,
-             "XLA's device memory cannot be exported as a file descriptor (cuMemExport"
-             "ToShareableHandle: %d), so no other process can reach it", (int)r);
-    return -1;
+  if (drv.retain(&h, (void*)(uintptr_t)base) != CUDA_SUCCESS) return 1;
+  pthread_mutex_lock(&known_lock);
+  exported* e = entry_for(base, h, err);
+  if (e) {
+    e->users++;
+    *fd = e->fd;
+    *id = e->id;
   }
+  pthread_mutex_unlock(&known_lock);
+  if (!e) return -1;
   /* Under Yama's ptrace_scope 1 only the processes we name may take our
    * descriptors (pidfd_getfd); elsewhere this call fails harmlessly. */
   prctl(PR_SET_PTRACER, (unsigned long)reader, 0, 0, 0);
-  *fd = out;
+  return 0;
+}
+
+void gpu_vmm_unexport(uint64_t id) {
+  pthread_mutex_lock(&known_lock);
+  for (int i = 0; i < NKNOWN; i++)
+    if (known[i].id == id && known[i].users > 0) {
+      known[i].users--;
+      break;
+    }
+  pthread_mutex_unlock(&known_lock);
+}
+
+static CUresult set_access(CUdeviceptr p, uint64_t size, const int32_t* devs, int ndev) {
+  CUmemAccessDesc acc[JMG_MAX_DEVICES];
+  int n = ndev < JMG_MAX_DEVICES ? ndev : JMG_MAX_DEVICES;
+  for (int i = 0; i < n; i++) {
+    memset(&acc[i], 0, sizeof acc[i]);
+    acc[i].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    acc[i].location.id = devs[i];
+    acc[i].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  }
+  return drv.set_access(p, (size_t)size, acc, (size_t)n);
+}
+
+int gpu_vmm_access(uint64_t va, uint64_t size, const int32_t* devs, int ndev, char* err) {
+  if (driver(err)) return -1;
+  CUresult r = set_access((CUdeviceptr)va, size, devs, ndev);
+  if (r != CUDA_SUCCESS) {
+    snprintf(err, JMG_ERRLEN, "cuMemSetAccess on another process's memory failed (%d)", (int)r);
+    return -1;
+  }
   return 0;
 }
 
@@ -125,16 +232,8 @@ int gpu_vmm_import(int pid, int fd, uint64_t size, const int32_t* devs, int ndev
     drv.release(h); /* the mapping keeps the memory */
   }
   if (mapped) {
-    CUmemAccessDesc acc[JMG_MAX_DEVICES];
-    int n = ndev < JMG_MAX_DEVICES ? ndev : JMG_MAX_DEVICES;
-    for (int i = 0; i < n; i++) {
-      memset(&acc[i], 0, sizeof acc[i]);
-      acc[i].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-      acc[i].location.id = devs[i];
-      acc[i].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    }
     what = "cuMemSetAccess";
-    r = drv.set_access(p, (size_t)size, acc, (size_t)n);
+    r = set_access(p, size, devs, ndev);
   }
   if (r != CUDA_SUCCESS) {
     if (mapped) drv.unmap(p, (size_t)size);

@@ -7,6 +7,12 @@
  * the leader takes from the owner's process with pidfd_getfd and maps at
  * an address of its own. The driver calls come through the runtime's entry
  * points, so jaxmg links no libcuda.
+ *
+ * Mapping a pool allocation of XLA (often most of a GPU) costs tens of
+ * milliseconds, so the leader keeps its mappings between calls
+ * (gpu_vmm_map.c): an allocation is named by (owner process, owner's base
+ * address, id), and the owner gives an allocation a new id whenever the
+ * memory at a base address is not the allocation it exported before.
  */
 #ifndef JAXMG_GPU_VMM_H
 #define JAXMG_GPU_VMM_H
@@ -16,15 +22,28 @@
 /* The allocation holding p: its base address and size. */
 int gpu_vmm_range(const void* p, uint64_t* base, uint64_t* size, char* err);
 
-/* Exports the virtual-memory allocation holding p as a file descriptor of
- * this process, readable by process `reader`. Returns 1 when p is not
- * virtual memory (use legacy IPC), 0 with *fd set, -1 on an error. */
-int gpu_vmm_export(const void* p, int reader, int* fd, char* err);
+/* Owner: the virtual-memory allocation at base as a file descriptor of
+ * this process that process `reader` may take, and which allocation it is
+ * (*id: the same for as long as that allocation lives at base, unique
+ * otherwise). The descriptor stays open for later calls; each export is
+ * paired with an unexport once the call is over. Returns 1 when base is
+ * not virtual memory (use legacy IPC), 0 with *fd and *id set, -1 on an
+ * error. */
+int gpu_vmm_export(uint64_t base, int reader, int* fd, uint64_t* id, char* err);
+void gpu_vmm_unexport(uint64_t id);
 
-/* Leader: maps the allocation that process `pid` exported as `fd` (size
- * bytes), readable and writable from the devs[ndev]. */
+/* Leader: the address where the allocation (pid, base, id) of size bytes
+ * is mapped in this process, readable and writable from devs[ndev];
+ * mapped from the owner's descriptor fd if it is not mapped yet. Each
+ * attach is paired with a detach once the call is over. */
+int gpu_vmm_attach(int pid, uint64_t base, uint64_t id, int fd, uint64_t size,
+                   const int32_t* devs, int ndev, uint64_t* va, char* err);
+void gpu_vmm_detach(uint64_t va);
+
+/* For gpu_vmm_map.c: one mapping made or undone (driver calls). */
 int gpu_vmm_import(int pid, int fd, uint64_t size, const int32_t* devs, int ndev, uint64_t* va,
                    char* err);
+int gpu_vmm_access(uint64_t va, uint64_t size, const int32_t* devs, int ndev, char* err);
 void gpu_vmm_unmap(uint64_t va, uint64_t size);
 
 #endif
