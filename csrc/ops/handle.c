@@ -19,11 +19,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "diag/trace.h"
 #include "engines/engine.h"
 #include "ffi/seam.h"
 #include "ops/ops.h"
 #include "rendezvous/meeting.h"
+#include "util/clock.h"
+#include "util/trace.h"
 
 static const char* op_name(jmg_op op) {
   switch (op) {
@@ -359,15 +360,15 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   memset(&v, 0, sizeof v);
   step(op, &d, rank == 0 ? "runs the engine" : "waits for the leader");
   if (rank == 0) {
-    double t0 = jmg_trace_clock();
+    double t0 = jmg_clock_now();
     int opened = cross && eng->open(&job, v.msg) == 0;
     if (cross && !opened) v.code = 1;
-    double t1 = jmg_trace_clock();
+    double t1 = jmg_clock_now();
     if (!v.code && eng->run(&job, &v.info, v.msg)) v.code = 1;
-    double t2 = jmg_trace_clock();
+    double t2 = jmg_clock_now();
     if (opened) eng->close(&job);
     jmg_trace(2, "%s rank 0: open %.2f ms, run %.2f ms, close %.2f ms, info %d, code %d",
-              op_name(op), 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (jmg_trace_clock() - t2),
+              op_name(op), 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (jmg_clock_now() - t2),
               (int)v.info, (int)v.code);
   }
   int brc = broadcast(&m, rank, np, &v, -1.0, merr);

@@ -30,23 +30,6 @@ void jmg_put(char* dst, size_t cap, const char* fmt, ...) {
   va_end(ap);
 }
 
-double jmg_clock_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-struct timespec jmg_clock_at(double t) {
-  struct timespec ts;
-  ts.tv_sec = (time_t)t;
-  ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return ts;
-}
-
 int jmg_round_check_join(const jmg_meet_key* key, const void* out, int nparties, int rank,
                          char* err, size_t errlen) {
   if (!key || !out) {

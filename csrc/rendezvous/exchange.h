@@ -13,9 +13,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <time.h>
 
 #include "rendezvous/meet.h"
+#include "util/clock.h" /* the deadlines below are jmg_clock_now() times */
 
 /* One of the two exchanges in flight (see exchange.c). */
 typedef struct jmg_round_slot {
@@ -62,10 +62,6 @@ struct jmg_sync {
 
 /* Writes a message to dst (cap bytes) unless dst is NULL. */
 void jmg_put(char* dst, size_t cap, const char* fmt, ...);
-
-/* CLOCK_MONOTONIC in seconds, and back to a timespec. */
-double jmg_clock_now(void);
-struct timespec jmg_clock_at(double t);
 
 /* Checks the arguments of a join (no lock needed). */
 int jmg_round_check_join(const jmg_meet_key* key, const void* out, int nparties, int rank,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 
 import jax
@@ -147,3 +150,19 @@ def check_eigh(A, w, V, dtype, c=30.0):
     V = up(V)
     assert np.linalg.norm(A @ V - V * w[None, :]) <= tol * np.sqrt(n)
     assert np.linalg.norm(V.conj().T @ V - np.eye(n)) <= c * n * e * np.sqrt(n)
+
+
+def run_fresh(args, env=None, cwd=None, timeout=180):
+    """Runs `python ARGS` in a fresh process on 8 CPU devices, with x64 as
+    JAX's default (off) unless the child turns it on, and env added on top;
+    asserts it exits 0 and returns the CompletedProcess (text)."""
+    full = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    flag = "--xla_force_host_platform_device_count"
+    if flag not in full.get("XLA_FLAGS", ""):
+        full["XLA_FLAGS"] = (full.get("XLA_FLAGS", "") + f" {flag}=8").strip()
+    full["JAX_PLATFORMS"] = "cpu"
+    full.update(env or {})
+    r = subprocess.run([sys.executable, *args], env=full, capture_output=True, text=True,
+                       timeout=timeout, cwd=cwd)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return r

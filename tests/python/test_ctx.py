@@ -3,8 +3,6 @@ import hygiene (in fresh processes)."""
 
 import functools
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -13,23 +11,14 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import jaxmg
-from helpers import REP, ROW, check_eigh, check_inverse, check_solve, hermitian, mesh, put, randn, spd
+from helpers import (REP, ROW, check_eigh, check_inverse, check_solve, hermitian, mesh, put, randn,
+                     run_fresh, spd)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _run_fresh(code, timeout=180):
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    flag = "--xla_force_host_platform_device_count"
-    if flag not in env.get("XLA_FLAGS", ""):
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" {flag}=8").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    r = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=HERE,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return r.stdout
+def _run_fresh(code):
+    return run_fresh(["-c", textwrap.dedent(code)], cwd=HERE).stdout
 
 
 def test_import_changes_no_global_setting():

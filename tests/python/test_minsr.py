@@ -3,8 +3,6 @@ reference, on 2-D ("S", "T") meshes of host devices, and its command line."""
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from helpers import eps, randn
+from helpers import eps, randn, run_fresh
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 EXAMPLE = os.path.join(ROOT, "examples", "minsr.py")
@@ -146,16 +144,9 @@ def test_rejects_sample_count_not_dividing_devices(rng):
 def test_main_runs_and_reports():
     """The command line on a (2, 4) mesh in complex128, which main() itself
     must enable x64 for (the variable is removed from the child's env)."""
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    env["JAX_PLATFORMS"] = "cpu"
     args = ["--samples", "64", "--params", "300", "--chunk", "128", "--T_A", "8"]
     args += ["--dtype", "complex128", "--mesh-s", "2", "--steps", "2"]
-    r = subprocess.run(
-        [sys.executable, EXAMPLE, *args], env=env, capture_output=True, text=True, timeout=180, cwd=ROOT
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    out = r.stdout
+    out = run_fresh([EXAMPLE, *args], cwd=ROOT).stdout
     assert "mesh (S, T) = (2, 4)" in out
     assert "warm-up" in out and "excluded" in out
     lines = [ln for ln in out.splitlines() if ln.startswith("step ")]

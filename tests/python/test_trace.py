@@ -3,9 +3,9 @@ a fresh process because the level is read once per process."""
 
 import os
 import re
-import subprocess
-import sys
 import textwrap
+
+from helpers import run_fresh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,13 +27,7 @@ CODE = textwrap.dedent(
 
 
 def run(level):
-    env = dict(os.environ, JAXMG_VERBOSE=level, JAX_PLATFORMS="cpu")
-    flag = "--xla_force_host_platform_device_count"
-    if flag not in env.get("XLA_FLAGS", ""):
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" {flag}=8").strip()
-    r = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True,
-                       timeout=180, cwd=HERE)
-    assert r.returncode == 0, r.stderr[-4000:]
+    r = run_fresh(["-c", CODE], env={"JAXMG_VERBOSE": level}, cwd=HERE)
     assert "status 6" in r.stdout, r.stdout
     return [line for line in r.stderr.splitlines() if line.startswith("jaxmg[")]
 

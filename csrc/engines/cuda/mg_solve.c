@@ -15,10 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "diag/trace.h"
 #include "engines/cuda/gpu_util.h"
 #include "engines/cuda/solvers.h"
 #include "layout/layout.h"
+#include "util/clock.h"
+#include "util/trace.h"
 
 #define MG_MAX_RHS 2048
 
@@ -331,15 +332,15 @@ static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   }
   /* The staging units are the heads of the workspaces, which cuSolverMg
    * only uses once the rows are in place. */
-  double t0 = jmg_trace_clock();
+  double t0 = jmg_clock_now();
   for (int r = 0; r < job->nparties; r++)
     if (permute_rows(job, ctx, r, a[r], job->nloc, work[r], 0, seen, err)) goto fail;
   if (permute_rhs(job, ctx, b[0], 0, seen, err) || gpu_sync_streams(ctx, err)) goto fail;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
   if (!da) goto fail;
-  double t1 = jmg_trace_clock();
+  double t1 = jmg_clock_now();
   if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) goto fail;
-  double t2 = jmg_trace_clock();
+  double t2 = jmg_clock_now();
   if (h_info > 0) {
     /* The pivot that failed, as a row of A rather than of A'. */
     int64_t i = h_info - 1, T = job->tile;
@@ -356,7 +357,7 @@ static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   } else if (gpu_fill_nan(b[0], ctx->dev[0], xbytes, ctx->stream[0], err)) {
     goto fail;
   }
-  double t3 = jmg_trace_clock();
+  double t3 = jmg_clock_now();
   if (h_info == 0 && permute_rhs(job, ctx, b[0], 1, seen, err)) goto fail;
   CU(cudaStreamSynchronize(ctx->stream[0]));
   free(seen);
@@ -364,7 +365,7 @@ static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   int rc = gpu_broadcast(ctx, b, b[0], xbytes, err);
   /* Where the time goes next to the raw engine (bench/README.md). */
   jmg_trace(2, "potrs engine: reorder %.2f ms, potrf %.2f ms, solve %.2f ms, x back and out %.2f ms",
-            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (jmg_trace_clock() - t3));
+            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (jmg_clock_now() - t3));
   return rc;
 fail:
   free(seen);

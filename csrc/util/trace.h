@@ -11,9 +11,6 @@
 /* 0, 1 or 2, read from the environment once. */
 int jmg_trace_level(void);
 
-/* Seconds on a monotonic clock (for the trace's times and durations). */
-double jmg_trace_clock(void);
-
 /* One line "jaxmg[pid] <clock> <text>" on stderr, at or above level `level`. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))

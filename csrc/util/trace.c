@@ -1,12 +1,13 @@
 /* trace.c - see trace.h. */
-#include "diag/trace.h"
+#include "util/trace.h"
 
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "util/clock.h"
 
 static int level;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -22,18 +23,12 @@ int jmg_trace_level(void) {
   return level;
 }
 
-double jmg_trace_clock(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void jmg_trace(int at, const char* fmt, ...) {
   if (jmg_trace_level() < at) return;
   /* One buffer, one write: lines of several threads and processes do not
    * interleave mid-line. */
   char line[1024];
-  int n = snprintf(line, sizeof line, "jaxmg[%d] %.3f ", (int)getpid(), jmg_trace_clock());
+  int n = snprintf(line, sizeof line, "jaxmg[%d] %.3f ", (int)getpid(), jmg_clock_now());
   va_list ap;
   va_start(ap, fmt);
   if (n > 0 && (size_t)n < sizeof line) n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
