@@ -9,11 +9,13 @@
 #   largest  potrs f64 131072, f32 196608     tiles    T_A sweep, potrs/potri f64 32768
 #   scaling  1 and 2 GPUs                     minsr    the MinSR demo at a GPU size
 #   potrs32k potrs f64 32768, multi only      extra    potrs 256 rhs, f32 potri/syevd, c128
+#   split    the engine's time split per call (JAXMG_VERBOSE=2), 3 ops f64 4096/16384, potri 32768
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
-# takes MP_OPS and MP_SIZES.
+# takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
+# run (about 90 s), so that eig32k fits in one call after core and big.
 # Every bench step times jaxmg with cuSolverMg (multi) and on one GPU
 # (single), the raw cuSolverMg driver, and jnp on one GPU where it fits.
 set -uo pipefail
@@ -71,7 +73,7 @@ for s in $steps; do
         --dispatch multi,single --single ;;
     eig32k)
       bench eig32k --ops syevd --dtypes f64 --sizes 32768 --tiles 1024 --ndev "$ngpu" \
-        --dispatch multi,single --single ;;
+        --dispatch "${EIG_DISPATCH:-multi,single}" --single ;;
     big)
       bench big --ops potrs --dtypes f64,f32 --sizes 65536 --tiles 1024 --ndev "$ngpu" --dispatch multi ;;
     largest)
@@ -85,6 +87,12 @@ for s in $steps; do
         --dispatch multi ;;
     potrs32k)
       bench potrs32k --ops potrs --dtypes f64 --sizes 16384,32768 --tiles 1024 --ndev "$ngpu" --dispatch multi ;;
+    split) # the engine's time split per call (JAXMG_VERBOSE=2), in $LOGS/split*.log
+      JAXMG_VERBOSE=2 bench split --ops potrs,potri,syevd --dtypes f64 --sizes 4096,16384 --tiles 1024 \
+        --ndev "$ngpu" --dispatch multi
+      JAXMG_VERBOSE=2 bench split32k --ops potri --dtypes f64 --sizes 32768 --tiles 1024 --ndev "$ngpu" \
+        --dispatch multi
+      grep -h "engine:\|open " "$LOGS"/split*.log | cut -d" " -f3- | head -80 ;;
     extra)
       bench rhs256 --ops potrs --dtypes f64 --sizes 4096,16384 --tiles 1024 --ndev "$ngpu" \
         --dispatch multi,single --single --nrhs 256
