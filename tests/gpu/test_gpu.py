@@ -20,13 +20,20 @@ DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 EPS = {np.float32: 1.2e-7, np.float64: 2.2e-16, np.complex64: 1.2e-7, np.complex128: 2.2e-16}
 
 
-def hpd(n, dtype, seed):
-    """A random, well-conditioned SPD/HPD matrix (genuinely complex if
-    complex), built on the host in float64."""
+def randn(n, dtype, seed):
+    """n x n standard normal entries in float64, complex (real and
+    imaginary parts both standard normal) if dtype is."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, n))
     if np.issubdtype(dtype, np.complexfloating):
         x = x + 1j * rng.standard_normal((n, n))
+    return x
+
+
+def hpd(n, dtype, seed):
+    """A random, well-conditioned SPD/HPD matrix (genuinely complex if
+    complex), built on the host in float64."""
+    x = randn(n, dtype, seed)
     a = x @ x.conj().T / n + np.eye(n)
     return a.astype(dtype)
 
@@ -125,10 +132,9 @@ def test_many_rhs_multi(gpus):
 def wigner_hpd(n, dtype, seed):
     """(R + Rᴴ)/(2√(2n)) + 2I, spectrum inside [1, 3]: HPD, well conditioned,
     and O(n²) to build and to check, for sizes where x xᴴ is slow."""
-    rng = np.random.default_rng(seed)
-    r = rng.standard_normal((n, n))
+    r = randn(n, dtype, seed)
     if np.issubdtype(dtype, np.complexfloating):
-        r = (r + 1j * rng.standard_normal((n, n))) / np.sqrt(2)
+        r = r / np.sqrt(2)  # entries of variance 1, as in the real case
     a = (r + r.conj().T) / (2 * np.sqrt(2 * n)) + 2 * np.eye(n)
     return a.astype(dtype)
 
