@@ -32,10 +32,11 @@ typedef enum { JMG_DISPATCH_AUTO = 0, JMG_DISPATCH_MULTI = 1, JMG_DISPATCH_SINGL
 typedef struct jmg_party {
   int32_t rank;
   int32_t ordinal;  /* device ordinal as XLA reports it */
-  int32_t process;  /* id (pid) of the process the party runs in */
+  int32_t pid;      /* the party's process id in its own PID namespace (GPU IPC only) */
   int32_t dtype;    /* jmg_dtype; all parties must agree */
   int32_t dispatch; /* jmg_dispatch */
   int64_t n, nloc, nrhs, tile, jobz;
+  uint64_t token;   /* the party's process, jmg_process_token(): never a PID */
   void* stream;     /* the device's XLA stream (GPU), NULL on the host */
   void* a;          /* nloc columns of M, in/out (aliased by XLA) */
   void* b;          /* potrs: n x nrhs right-hand sides, col-major; x overwrites them */
@@ -103,7 +104,7 @@ typedef struct jmg_engine {
 /* Whether party r runs in another process than the leader (rank 0), whose
  * buffers the leader can then reach only through the engine's share hooks. */
 static inline int jmg_job_remote(const jmg_job* job, int r) {
-  return job->parties[r].process != job->parties[0].process;
+  return job->parties[r].token != job->parties[0].token;
 }
 
 size_t jmg_dtype_size(jmg_dtype t);

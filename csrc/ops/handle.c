@@ -24,6 +24,7 @@
 #include "ops/ops.h"
 #include "rendezvous/meeting.h"
 #include "util/clock.h"
+#include "util/identity.h"
 #include "util/trace.h"
 
 static const char* op_name(jmg_op op) {
@@ -252,7 +253,8 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
     shm_name[meet_len] = '\0';
   }
   jmg_ffi_attr_int(cf, "meet_procs", &meet_procs);
-  d.me.process = (int32_t)getpid();
+  d.me.pid = (int32_t)getpid();
+  d.me.token = jmg_process_token();
   jmg_meeting m;
   char merr[JMG_ERRLEN];
   double timeout = jmg_meet_default_timeout();

@@ -90,7 +90,7 @@ int gpu_share_device(const jmg_job* job, int r, int32_t* dev, char* err) {
              "one process per GPU every process must see every GPU of its node (do not narrow "
              "CUDA_VISIBLE_DEVICES per process; pick each process's GPU with "
              "jax.distributed.initialize(local_device_ids=[...]))",
-             r, rec.bus[0] ? rec.bus : "?", (int)p->process, (int)job->parties[0].process);
+             r, rec.bus[0] ? rec.bus : "?", (int)p->pid, (int)job->parties[0].pid);
     return -1;
   }
   *dev = d;
@@ -121,7 +121,7 @@ int gpu_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, ch
       m->size = size;
       bases[rec.nmem++] = base;
       m->base = base;
-      int rc = gpu_vmm_export(base, job->parties[0].process, &m->fd, &m->id, err);
+      int rc = gpu_vmm_export(base, job->parties[0].pid, &m->fd, &m->id, err);
       if (rc < 0) goto fail;
       m->vmm = rc == 0;
       if (!m->vmm) e = cudaIpcGetMemHandle(&m->legacy, (void*)(uintptr_t)base);
@@ -172,7 +172,7 @@ int gpu_share_open(jmg_job* job, char* err) {
     for (int i = 0; i < rec.nmem && e == cudaSuccess; i++) {
       const mem_ref* m = &rec.mem[i];
       if (m->vmm) {
-        if (gpu_vmm_attach(p->process, m->base, m->id, m->fd, m->size, devs, job->nparties,
+        if (gpu_vmm_attach(p->pid, m->base, m->id, m->fd, m->size, devs, job->nparties,
                            &rec.mapped[i], err))
           goto fail;
       } else {
