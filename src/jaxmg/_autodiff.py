@@ -311,7 +311,8 @@ def potrs_logdet(core, potri_core, lay: Layout):
         d_logdet = jnp.real(jnp.sum(_conj(inv) * dA))
         if lay.per_shard:
             d_logdet = jax.lax.psum(d_logdet, lay.axes)
-        return (x, logdet, status), (dx, d_logdet.astype(logdet.dtype), _float0_zeros(status))
+        d_logdet = jnp.reshape(d_logdet, jnp.shape(logdet)).astype(logdet.dtype)
+        return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
 
     return f
 
@@ -407,3 +408,80 @@ def eigvalsh(core_w, core_wv, lay: Layout):
         return (w, status), (dw, _float0_zeros(status))
 
     return f
+
+
+# ---------------------------------------------------------------------------
+# wiring into _ops: the cores there take a static request last and return
+# (x, status, logdet or None), (inv, status), (w, V or None, status).
+
+
+def _replace(req, **fields):
+    return dataclasses.replace(req, **{k: v for k, v in fields.items() if hasattr(req, k)})
+
+
+def _with_opt(req, name, value):
+    opts = tuple((k, v) for k, v in req.opts if k != name) + ((name, value),)
+    return _replace(req, opts=opts)
+
+
+def differentiable(op: str, core, potri_core=None):
+    """A core of _ops (`core(*arrays, req)`) with the same signature and
+    outputs, differentiable and batchable. potrs with the request option
+    logdet needs potri_core (the potri core, same convention) for logdet's
+    derivative."""
+    if op == "potrs":
+        def f(A, b, req):
+            lay = layout_of(req)
+            if not req.opt("logdet", False):
+                x, status = potrs(lambda A, b: core(A, b, req)[:2], lay)(A, b)
+                return x, status, None
+            inv_req = _replace(req, op="potri", b_spec=None, b_vector=False, opts=())
+
+            def reordered(A, b):
+                x, status, logdet = core(A, b, req)
+                return x, logdet, status
+
+            x, logdet, status = potrs_logdet(
+                reordered, lambda A: potri_core(A, inv_req), lay)(A, b)
+            return x, status, logdet
+    elif op == "potri":
+        def f(A, req):
+            return potri(lambda A: core(A, req), layout_of(req))(A)
+    elif op == "syevd":
+        def f(A, req):
+            lay = layout_of(req)
+            if req.opt("jobz", True):
+                return syevd(lambda A: core(A, req), lay)(A)
+            full = _with_opt(req, "jobz", True)
+            w, status = eigvalsh(lambda A: core(A, req)[::2], lambda A: core(A, full), lay)(A)
+            return w, None, status
+    else:
+        raise ValueError(f"jaxmg: no derivative rule for {op!r}")
+    f.__name__ = f"differentiable_{op}"
+    return f
+
+
+def differentiable_local(op: str, body, axes, potri_body=None):
+    """The per-shard form (inside the caller's shard_map), for the bodies of
+    the *_shardmap_ctx functions with their statics closed over:
+    potrs: body(a, b) -> (x, status, logdet or None) [potri_body(a) ->
+    (inv, status) when logdet is wanted: pass want_logdet via
+    potri_body not None]; potri: body(a) -> (inv, status) with this
+    device's rows. axes: the resolved solve axes."""
+    lay = Layout(tuple(axes))
+    if op == "potrs":
+        if potri_body is None:
+            def f(a, b):
+                x, status = potrs(lambda a, b: body(a, b)[:2], lay)(a, b)
+                return x, status, None
+            return f
+
+        def reordered(a, b):
+            x, status, logdet = body(a, b)
+            return x, logdet, status
+
+        g = potrs_logdet(reordered, potri_body, lay)
+        return lambda a, b: (lambda x, ld, st: (x, st, ld))(*g(a, b))
+    if op == "potri":
+        return potri(body, lay)
+    raise ValueError(f"jaxmg: no per-shard derivative rule for {op!r}")
