@@ -216,12 +216,14 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
 # the cores: global arrays, traced, one per op
 
 
-def _pad_global(A, n, n1, diag):
+def _pad_global(A, n, n1, diag, req):
     """Pads A to n1 (a multiple of the device count) at its end; rare, and
-    costs one copy, unlike the per-shard tile padding."""
+    costs one copy, unlike the per-shard tile padding. A is replicated
+    first: JAX cannot pad a sharded dimension to a size its axes do not
+    divide."""
     if n1 == n:
         return A
-    A = jnp.pad(A, ((0, n1 - n), (0, n1 - n)))
+    A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
     idx = jnp.arange(n, n1)
     return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
 
@@ -252,8 +254,8 @@ def _potrs_full(A, b, req, factor=False):
     factor = factor and n1 == n and _factor_call(
         _potrs_with_logdet() if logdet else _calls.potrs)
     b2 = b[:, None] if b.ndim == 1 else b
-    A = _request.to_rows(_pad_global(A, n, n1, 1), req)
-    b2 = _shard.constrain(jnp.pad(b2, ((0, n1 - n), (0, 0))), req.mesh, REP)
+    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
     body = functools.partial(_potrs_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
                              dispatch=req.dispatch, logdet=logdet, factor=factor)
     keep = (True, True, logdet, factor)
@@ -284,7 +286,7 @@ def _potrs_donating(A, b, req):
 def _core_potri(A, req):
     """Global (A^-1 in A's layout, status)."""
     n, n1 = req.n, _padded_n(req)
-    A = _request.to_rows(_pad_global(A, n, n1, 1), req)
+    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     body = functools.partial(_potri_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
                              dispatch=req.dispatch)
     inv, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, P(None)))(A)
@@ -297,7 +299,7 @@ def _core_syevd(A, req):
     jobz = bool(req.opt("jobz", True))
     if n1 != n:
         bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(_shard.real_dtype(A.dtype))
-        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1))
+        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1), req)
     A = _request.to_rows(A, req)
     body = functools.partial(_syevd_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
                              axis_name=req.axes, dispatch=req.dispatch, v_layout="rows")
