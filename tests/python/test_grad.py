@@ -356,3 +356,54 @@ def test_logdet_grad_not_positive_definite_is_nan(rng, make):
     A[3, 3] = -5.0
     status, g = jax.jit(lambda A: (f(A, b)[2], jax.grad(lambda A: f(A, b)[1])(A)))(A)
     assert int(status) > 0 and np.all(np.isnan(np.asarray(g)))
+
+
+# ---------------------------------------------------------------------------
+# the adapter for _ops's cores, and the rule for general (LU) solves
+
+
+def test_differentiable_wraps_the_ops_cores(rng):
+    """ad.differentiable keeps each core's signature and outputs: potrs with
+    a vector b, potri, syevd with and without eigenvectors."""
+    from jaxmg import _ops, _request
+
+    m, n = mesh(4), 8
+    A, b, H = spd(rng, n, np.float64), randn(rng, (n,), np.float64), hermitian(rng, n, np.float64)
+    req = _request.normalise("potrs", A, b, T_A=None, mesh=m, specs=(ROW, REP))
+    f = ad.differentiable("potrs", _ops._core_potrs, _ops._core_potri)
+    x, status, logdet = f(A, b, req)
+    assert x.shape == (n,) and logdet is None and int(status) == 0
+    g = jax.jit(jax.grad(lambda A, b: jnp.sum(f(A, b, req)[0] ** 2), (0, 1)))(A, b)
+    r = jax.grad(lambda A, b: jnp.sum(jnp.linalg.solve(sym(A), b) ** 2), (0, 1))(A, b)
+    for a, e in zip(g, r):
+        np.testing.assert_allclose(np.asarray(a), e, atol=1e-12 * np.abs(e).max())
+    for jobz in (True, False):
+        req = _request.normalise("syevd", H, T_A=None, mesh=m, specs=(ROW,),
+                                 opts=(("jobz", jobz),))
+        f = ad.differentiable("syevd", _ops._core_syevd)
+        assert (f(H, req)[1] is None) == (not jobz)
+        g = jax.jit(jax.grad(lambda A: f(A, req)[0][0]))(H)
+        r = jax.grad(lambda A: jnp.linalg.eigvalsh(A)[0])(H)
+        np.testing.assert_allclose(np.asarray(g), r, atol=1e-12)
+    req = _request.normalise("potri", A, T_A=None, mesh=m, specs=(ROW,))
+    f = ad.differentiable("potri", _ops._core_potri)
+    g = jax.jit(jax.grad(lambda A: jnp.sum(f(A, req)[0])))(A)
+    r = jax.grad(lambda A: jnp.sum(jnp.linalg.inv(sym(A))))(A)
+    np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_linear_solve_rule_general_matrix(rng, dtype):
+    """The rule for lu_solve-like ops (issue 15), over a stand-in core: the
+    transposed solve runs the core on A^T (distributed transpose)."""
+    m, n = mesh(4), 8
+    lay = ad.Layout(("x",), m)
+    core = lambda A, b: (jnp.linalg.solve(A, b), jnp.int32(0))  # noqa: E731
+    f = ad.linear_solve(core, lay)
+    A = randn(rng, (n, n), dtype) + 4 * np.eye(n)
+    b = randn(rng, (n, 2), dtype)
+    check_grads(jax.jit(lambda A, b: f(A, b)[0]), (A, b), order=2, modes=("fwd", "rev"))
+    g = jax.jit(jax.grad(lambda A: jnp.sum(jnp.abs(f(A, b)[0]) ** 2)))(put(A, m, ROW))
+    r = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.solve(A, b)) ** 2))(A)
+    np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
+    assert g.sharding.is_equivalent_to(jax.sharding.NamedSharding(m, ROW), 2), g.sharding
