@@ -254,9 +254,9 @@ def _hpd_solve(core, A, b, lay: Layout):
 
 def potrs(core, lay: Layout):
     """Differentiable x, status = potrs(A, b). Costs: forward mode one more
-    solve with A per tangent; reverse mode one solve with A (two for
-    complex, see _solve_fns) and the rank-K products x y^H for A's
-    cotangent, computed in A's row layout."""
+    solve with A per tangent; reverse mode one solve with A (for complex A
+    on conjugated right-hand sides, see _solve_fns) and the rank-K product
+    -(y x^H + x y^H) / 2 for A's cotangent, computed in A's layout."""
     core = _batching.potrs(core)
 
     def f(A, b):
@@ -391,7 +391,7 @@ def syevd(core, lay: Layout):
 def eigvalsh(core_w, core_wv, lay: Layout):
     """Differentiable w, status = syevd(A, return_eigenvectors=False): the
     primal computes eigenvalues only; a derivative needs V, so its JVP runs
-    the eigenvector solver once (one ring product per tangent after it)."""
+    the eigenvector solver once (then one ring product per tangent)."""
     core_w = _batching.matrix_op(core_w)
     full = syevd(core_wv, lay)
 
@@ -403,8 +403,8 @@ def eigvalsh(core_w, core_wv, lay: Layout):
     def f_jvp(primals, tangents):
         (A,), (dA,) = primals, tangents
         w, V, status = full(A)
-        s = hermitian_part(keep(dA, lay), lay)
-        dw = jnp.real(_col_sums(_conj(V) * matmul(s, V, lay), lay)).astype(w.dtype)
+        # Re diag(V^H dA^H V) = Re diag(V^H dA V): no transpose of dA needed.
+        dw = jnp.real(_col_sums(_conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
         return (w, status), (dw, _float0_zeros(status))
 
     return f
