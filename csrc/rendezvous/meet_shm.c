@@ -265,9 +265,9 @@ static int owner_dead(const char* name, const char* prefix) {
 /* Removes from /dev/shm what dead processes left behind, whatever its age:
  * their life files, per-call segments (host_share.c) and half-made
  * segments by their owner's token, rendezvous segments once every process
- * that attached is dead. Only this user's files are touched. Names are
+ * that attached is dead (except `keep`, the one being joined). Only this user's files are touched. Names are
  * unique, so a leftover never disturbs a new job; this returns the memory. */
-static void sweep(void) {
+static void sweep(const char* keep) {
   DIR* dir = opendir(JMG_SHM_DIR);
   if (!dir) return;
   struct dirent* e;
@@ -276,6 +276,7 @@ static void sweep(void) {
     char name[JMG_SHM_NAME_MAX + 8];
     if (strncmp(d, "jaxmg", 5) || strlen(d) + 2 > JMG_SHM_NAME_MAX) continue;
     snprintf(name, sizeof name, "/%s", d);
+    if (keep && !strcmp(name, keep)) continue;
     int stale = owner_dead(d, "jaxmg-part.") || owner_dead(d, "jaxmg-new.") ||
                 (!strncmp(d, "jaxmg.", 6) && segment_dead(name));
     if (stale) {
@@ -290,7 +291,7 @@ static void sweep(void) {
   closedir(dir);
 }
 
-void jmg_shm_sweep(void) { sweep(); }
+void jmg_shm_sweep(void) { sweep(NULL); }
 
 /* Records this process in the segment; the last expected one unlinks the
  * name, since every process that needs it has it mapped by then. */
@@ -328,7 +329,9 @@ static int attach(const char* name, int expected, header** out, char* err, size_
   static pid_t swept_by; /* once per process, forked children included */
   if (swept_by != getpid()) {
     swept_by = getpid();
-    sweep();
+    /* Not the segment we are joining: if its processes so far are dead,
+     * this job's meeting is where we learn it ("rank R died"). */
+    sweep(name);
   }
   seg* s = calloc(1, sizeof *s);
   header* h = NULL;
@@ -597,5 +600,5 @@ void jmg_shm_leave(jmg_shm_meet* p) {
    * kernel drops a killed process's file lock a moment after its robust
    * mutexes, hence the short wait for it. */
   if (dead) jmg_token_wait_dead(dead, 1.0);
-  if (failed) sweep();
+  if (failed) sweep(NULL);
 }
