@@ -22,6 +22,7 @@
 #include "check.h"
 #include "clock.h"
 #include "rendezvous/meet_shm.h"
+#include "rendezvous/meeting.h"
 #include "util/identity.h"
 
 enum { MSG = 40 };
@@ -386,6 +387,28 @@ static void test_bad_args(void) {
         "too many parties");
 }
 
+/* A meet name that does not fit is an error, never a silent fall-back
+ * to the thread rendezvous (which would pair nobody across processes). */
+static void test_long_name(void) {
+  jmg_meet_key key = {0, 1, 0};
+  jmg_meeting m;
+  char err[JMG_MEET_ERRLEN], name[200];
+  memset(name, 'x', sizeof name);
+  memcpy(name, "/jaxmg.", 7);
+  CHECK(jmg_meeting_join_n(name, 96, 2, &key, 2, 0, 1.0, &m, err, sizeof err) ==
+                JMG_MEET_EINVAL &&
+            !m.shm && !m.thr,
+        "a 96-byte meet name was accepted");
+  CHECK(strstr(err, "96 bytes") != NULL, "message: %s", err);
+  name[96] = '\0';
+  CHECK(jmg_meeting_join(name, 2, &key, 2, 0, 1.0, &m, err, sizeof err) == JMG_MEET_EINVAL &&
+            !m.shm && !m.thr,
+        "a 96-byte meet name (NUL-terminated) was accepted");
+  CHECK(jmg_meeting_join_n("/jaxmg.a\0b", 10, 2, &key, 2, 0, 1.0, &m, err, sizeof err) ==
+            JMG_MEET_EINVAL,
+        "a meet name with a NUL inside was accepted");
+}
+
 int main(void) {
   test_bad_args();
   test_success();
@@ -395,5 +418,6 @@ int main(void) {
   test_two_jobs();
   test_sweep();
   test_foreign_segment();
+  test_long_name();
   return CHECK_DONE("test_meet_shm");
 }
