@@ -38,6 +38,10 @@ INFO_FILE = "jaxmg_cuda.txt"
 _loaded: set[tuple[str, str]] = set()
 
 
+def _open(path: str) -> None:
+    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+
+
 def build_info(folder: pathlib.Path) -> dict[str, str]:
     """The key=value lines CMake wrote next to the libraries ({} if none:
     a build configured with -DJAXMG_CUDA=OFF)."""
@@ -87,7 +91,7 @@ def preload(folder: pathlib.Path, engine: str = "mg") -> None:
         errors = []
         for path in list(_candidates(soname, subdirs)) + [soname]:
             try:
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                _open(path)
                 break
             except OSError as e:
                 errors.append(f"{path}: {e}")
