@@ -43,7 +43,8 @@ if [ $gpu = 1 ]; then
   cuda=13
   "$PY" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('jax_plugins.xla_cuda12') or u.find_spec('jax_cuda12_plugin') else 1)" 2>/dev/null && cuda=12
   mapfile -t extra < <("$PY" -c "import sys, tomllib; print('\n'.join(tomllib.load(open(sys.argv[1], 'rb'))['project']['optional-dependencies']['cuda' + sys.argv[2]]))" "$ROOT/pyproject.toml" $cuda)
-  "$PY" -m pip install -q "${extra[@]}"
+  "$PY" -m pip install -q "${extra[@]}" ||
+    echo "==== jaxmg: could not install ${extra[*]} (offline?); GPU engines that need them will be missing ====" >&2
 fi
 # The C library is built against this venv's jaxlib headers.
 mkdir -p "$ROOT/build"
