@@ -26,9 +26,46 @@ find_path(JAXMG_NCCL_INCLUDE nccl.h PATHS "${_jmg_nv}/nccl/include" NO_DEFAULT_P
 find_library(JAXMG_CUSOLVERMP_LIB NAMES cusolverMp libcusolverMp.so.0
              PATHS "${_jmg_nv}/cu13/lib" NO_DEFAULT_PATH)
 find_library(JAXMG_NCCL_LIB NAMES nccl libnccl.so.2 PATHS "${_jmg_nv}/nccl/lib" NO_DEFAULT_PATH)
-find_package(CUDAToolkit QUIET)
+# Issue 21's cmake/cuda_paths.cmake, where merged, finds the wheels and CUDA
+# for every engine: take what it found for anything not found above.
+if(COMMAND jaxmg_cuda_find_header)
+  if(NOT JAXMG_CUSOLVERMP_INCLUDE)
+    jaxmg_cuda_find_header(JAXMG_CUSOLVERMP_INCLUDE cusolverMp.h)
+  endif()
+  if(NOT JAXMG_NCCL_INCLUDE)
+    jaxmg_cuda_find_header(JAXMG_NCCL_INCLUDE nccl.h)
+  endif()
+  if(NOT JAXMG_CUSOLVERMP_LIB)
+    jaxmg_cuda_find_library(JAXMG_CUSOLVERMP_LIB libcusolverMp.so.0 cusolverMp)
+  endif()
+  if(NOT JAXMG_NCCL_LIB)
+    jaxmg_cuda_find_library(JAXMG_NCCL_LIB libnccl.so.2 nccl)
+  endif()
+endif()
+if(DEFINED JAXMG_CUDA_SOURCE AND COMMAND jaxmg_cuda_find_library)
+  if(JAXMG_CUDA_SOURCE STREQUAL "none")
+    return()
+  endif()
+  jaxmg_cuda_find_library(_jmg_cublas libcublas.so.13 cublas)
+  jaxmg_cuda_find_library(_jmg_cudart libcudart.so.13 cudart)
+  set(_jmg_cuda_ok TRUE)
+  if(NOT _jmg_cublas OR NOT _jmg_cudart)
+    set(_jmg_cuda_ok FALSE)
+  endif()
+  set(_jmg_cuda_incs ${JAXMG_CUDA_INCLUDE_DIRS})
+else()
+  find_package(CUDAToolkit QUIET)
+  set(_jmg_cuda_ok ${CUDAToolkit_FOUND})
+  if(_jmg_cuda_ok AND TARGET CUDA::cublas)
+    set(_jmg_cublas CUDA::cublas)
+    set(_jmg_cudart CUDA::cudart)
+  else()
+    set(_jmg_cuda_ok FALSE)
+  endif()
+  set(_jmg_cuda_incs ${JAXMG_CUDA_INCLUDE_DIRS})
+endif()
 if(NOT JAXMG_CUSOLVERMP_INCLUDE OR NOT JAXMG_NCCL_INCLUDE OR NOT JAXMG_CUSOLVERMP_LIB
-   OR NOT JAXMG_NCCL_LIB OR NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cublas)
+   OR NOT JAXMG_NCCL_LIB OR NOT _jmg_cuda_ok)
   message(STATUS "cuSOLVERMp, NCCL or CUDA headers not found under ${JAXMG_CUSOLVERMP_ROOT}: "
                  "not building the cuSOLVERMp engine (set JAXMG_CUSOLVERMP_ROOT)")
   return()
@@ -44,11 +81,11 @@ add_library(jaxmg_mp SHARED
   csrc/engines/mp/mp_util.c
   csrc/engines/mp/mp_exports.c)
 target_include_directories(jaxmg_mp BEFORE PRIVATE ${JAXMG_NCCL_INCLUDE} ${JAXMG_CUSOLVERMP_INCLUDE})
-target_include_directories(jaxmg_mp PRIVATE ${JAXMG_CUDA_INCLUDE_DIRS})
+target_include_directories(jaxmg_mp PRIVATE ${_jmg_cuda_incs})
 # Everything dynamic: cuSOLVERMp itself needs libcudart.so.13, libcublas.so.13
 # and libnccl.so.2, which JAX's wheels have loaded by then (one copy each).
 target_link_libraries(jaxmg_mp PRIVATE jaxmg_core ${JAXMG_CUSOLVERMP_LIB} ${JAXMG_NCCL_LIB}
-                      CUDA::cublas CUDA::cudart)
+                      ${_jmg_cublas} ${_jmg_cudart})
 set_target_properties(jaxmg_mp PROPERTIES
   INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/nccl/lib;$ORIGIN/../nvidia/cublasmp/cu13/lib")
 install(TARGETS jaxmg_mp LIBRARY DESTINATION jaxmg)
