@@ -87,7 +87,7 @@ def rel(x, y):
 def run_op(op, dtype, n, tile, rng):
     eps = np.finfo(dtype).eps
     tol = 200 * n * eps
-    m = 2 * n if op in ("least_squares", "qr", "gesvd", "polar") else n
+    m = cfg.get("tall", 2) * n if op in ("least_squares", "qr", "gesvd", "polar") else n
     if op in ("potrs", "potri", "syevd"):
         x = randn(rng, (n, n), dtype)
         a = (x @ x.conj().T / n + np.eye(n)).astype(dtype)
@@ -97,8 +97,15 @@ def run_op(op, dtype, n, tile, rng):
         a = randn(rng, (m, n), dtype).astype(dtype)
     b = randn(rng, (m, 3), dtype).astype(dtype)
     has_b = op in ("potrs", "lu_solve", "least_squares")
-    res = _mp.call(op, grid, mesh, put(a), rep(b) if has_b else None, spec=spec, tile=tile)
+    ga, gb = put(a), rep(b) if has_b else None
+    res = _mp.call(op, grid, mesh, ga, gb, spec=spec, tile=tile)
     status = full(res[-1]).max()
+    if scenario == "time":  # the first call above paid for set-up and compiles
+        t0 = time.perf_counter()
+        jax.block_until_ready(_mp.call(op, grid, mesh, ga, gb, spec=spec, tile=tile))
+        record["cases"][case]["time_s"] = time.perf_counter() - t0
+        record["cases"][case]["status"] = int(status)
+        return
     record["cases"][case]["status"] = int(status)
     A = a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)
     M = A.T  # the Hermitian ops work on M = A^T (engine.h)
