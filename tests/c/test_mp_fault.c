@@ -27,6 +27,8 @@ typedef struct world {
   int nranks, joined, release, fail_rank, version;
   int in_coll[8]; /* per collective generation */
   int aborts, destroys;
+  void* comms[64]; /* every fake comm, freed at the end (an aborted one may still be read) */
+  int ncomms;
 } world;
 
 static world W;
@@ -68,6 +70,9 @@ static int f_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTE
   fcomm* f = calloc(1, sizeof *f);
   f->rank = rank;
   *comm = f;
+  pthread_mutex_lock(&W.mu);
+  if (W.ncomms < 64) W.comms[W.ncomms++] = f;
+  pthread_mutex_unlock(&W.mu);
   return 0;
 }
 static int f_abort(void* comm) {
@@ -76,13 +81,13 @@ static int f_abort(void* comm) {
   W.aborts++;
   pthread_cond_broadcast(&W.cv);
   pthread_mutex_unlock(&W.mu);
-  return 0; /* the double leaks the aborted comm: a blocked collective may still read it */
+  return 0;
 }
 static int f_destroy(void* comm) {
   pthread_mutex_lock(&W.mu);
   W.destroys++;
   pthread_mutex_unlock(&W.mu);
-  free(comm);
+  (void)comm;
   return 0;
 }
 static const char* f_str(int r) { return r == 2 ? "fake system error" : "fake error"; }
@@ -159,9 +164,16 @@ static void init_jobs(rankjob* jobs, int n, int nranks, int colls, double timeou
   }
 }
 
-static void nap(void) {
+/* Waits (a second at most) until `want` aborts were seen; returns the count. */
+static int aborts_reach(int want) {
   struct timespec ts = {0, 5000000};
-  nanosleep(&ts, NULL);
+  for (int k = 0;; k++) {
+    pthread_mutex_lock(&W.mu);
+    int n = W.aborts;
+    pthread_mutex_unlock(&W.mu);
+    if (n >= want || k == 200) return n;
+    nanosleep(&ts, NULL);
+  }
 }
 
 static int has(const char* s, const char* sub) { return strstr(s, sub) != NULL; }
@@ -202,8 +214,8 @@ static void never_joins(void) {
   W.release = 1;
   pthread_cond_broadcast(&W.cv);
   pthread_mutex_unlock(&W.mu);
-  for (int k = 0; k < 200 && W.aborts < 2; k++) nap();
-  CHECK(W.aborts == 2, "late comms aborted: %d", W.aborts);
+  int n = aborts_reach(2);
+  CHECK(n == 2, "late comms aborted: %d", n);
 }
 
 static void skips_a_collective(void) {
@@ -242,7 +254,7 @@ static void init_fails(void) {
   W.release = 1;
   pthread_cond_broadcast(&W.cv);
   pthread_mutex_unlock(&W.mu);
-  for (int k = 0; k < 200 && W.aborts < 1; k++) nap();
+  aborts_reach(1);
 }
 
 static void old_nccl(void) {
@@ -294,5 +306,6 @@ int main(void) {
   init_fails();
   old_nccl();
   body_failures();
+  for (int k = 0; k < W.ncomms; k++) free(W.comms[k]);
   return CHECK_DONE("test_mp_fault");
 }
