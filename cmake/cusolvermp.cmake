@@ -29,6 +29,9 @@ find_library(JAXMG_NCCL_LIB NAMES nccl libnccl.so.2 PATHS "${_jmg_nv}/nccl/lib" 
 # Issue 21's cmake/cuda_paths.cmake, where merged, finds the wheels and CUDA
 # for every engine: take what it found for anything not found above.
 if(COMMAND jaxmg_cuda_find_header)
+  if(NOT JAXMG_NCCL_INCLUDE AND JAXMG_CUDA_WHEEL_INCLUDE_DIRS)  # the wheel's nccl.h, not a toolkit's older one
+    find_path(JAXMG_NCCL_INCLUDE nccl.h PATHS ${JAXMG_CUDA_WHEEL_INCLUDE_DIRS} NO_DEFAULT_PATH)
+  endif()
   if(NOT JAXMG_CUSOLVERMP_INCLUDE)
     jaxmg_cuda_find_header(JAXMG_CUSOLVERMP_INCLUDE cusolverMp.h)
   endif()
