@@ -80,6 +80,7 @@ add_library(jaxmg_mp SHARED
   csrc/engines/mp/mp_nccl.c
   csrc/engines/mp/mp_set.c
   csrc/engines/mp/mp_move.c
+  csrc/engines/mp/mp_exchange.c
   csrc/engines/mp/mp_ops.c
   csrc/engines/mp/mp_util.c
   csrc/engines/mp/mp_exports.c)

@@ -1,17 +1,13 @@
 /* mp_move.c - moving matrices between JAX's shards and the block-cyclic
- * layout (a layout2d plan), and replicated operands in and out of it.
- *
- * The plan's patches are run peer by peer: at step d each rank sends to
- * rank + d and receives from rank - d (one grouped ncclSend/ncclRecv), the
- * patches packed back to back in plan order, which both ends enumerate
- * alike. A transposing plan transposes while packing (cublas geam); the
- * receiver only copies. Staging: one send and one receive buffer, each the
- * largest volume this rank exchanges with one peer (at most its shard and
- * its cyclic part), from the stream-ordered pool, freed before returning. */
+ * layout (a layout2d plan, run by mp_exchange.c over this GPU transport:
+ * cudaMemcpy2DAsync, cuBLAS geam for transposes, grouped ncclSend/ncclRecv,
+ * staging from the stream-ordered pool), and replicated operands in and
+ * out of it. Everything is queued on the call's stream, in order. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "engines/mp/mp_engine.h"
+#include "engines/mp/mp_exchange.h"
 
 static int copy2d(cudaStream_t st, size_t esz, void* dst, int64_t dld, const void* src,
                   int64_t sld, int64_t rows, int64_t cols, char* err) {
@@ -45,101 +41,42 @@ static const char* at(const void* base, int64_t r, int64_t c, int64_t ld, size_t
   return (const char*)base + ((size_t)r + (size_t)c * (size_t)ld) * esz;
 }
 
-/* Copies one patch from `src` (ld sld) to `dst` (ld dld), transposing if
- * the plan does: the destination then holds cols x rows. */
-static int put(const jmg_mp_mover* mv, int tr, void* dst, int64_t dld, const void* src,
-               int64_t sld, int64_t rows, int64_t cols, char* err) {
-  size_t esz = jmg_dtype_size(mv->dtype);
-  if (tr) return transpose2d(mv->set->blas, mv->dtype, dst, dld, src, sld, rows, cols, err);
-  return copy2d(mv->stream, esz, dst, dld, src, sld, rows, cols, err);
+/* The transport of mp_exchange.h on one GPU of an NCCL communicator. */
+typedef struct gpu_xfer {
+  const jmg_mp_mover* mv;
+} gpu_xfer;
+
+static int g_copy(void* ctx, void* dst, int64_t dld, const void* src, int64_t sld, int64_t rows,
+                  int64_t cols, int transpose, char* err) {
+  const jmg_mp_mover* mv = ((gpu_xfer*)ctx)->mv;
+  if (transpose) return transpose2d(mv->set->blas, mv->dtype, dst, dld, src, sld, rows, cols, err);
+  return copy2d(mv->stream, jmg_dtype_size(mv->dtype), dst, dld, src, sld, rows, cols, err);
 }
 
-typedef struct peer_step {
-  int to, from;
-  char *sbuf, *rbuf;
-} peer_step;
-
-/* Packs (or unpacks) every patch between this rank and one peer. */
-static int pack(const jmg_plan2d* p, const jmg_mp_mover* mv, const peer_step* ps, int unpack,
-                char* err) {
-  size_t esz = jmg_dtype_size(mv->dtype);
-  int me = mv->set->comm.rank;
-  size_t off = 0;
-  for (int64_t k = 0; k < jmg_plan2d_count(p); k++) {
-    jmg_patch b = jmg_plan2d_patch(p, k);
-    int64_t drows = p->transpose ? b.cols : b.rows;
-    int rc;
-    if (!unpack && b.src == me && b.dst == ps->to) {
-      rc = put(mv, p->transpose, ps->sbuf + off, drows,
-               at(mv->src, b.src_row, b.src_col, mv->src_ld, esz), mv->src_ld, b.rows, b.cols,
-               err);
-    } else if (unpack && b.src == ps->from && b.dst == me) {
-      rc = copy2d(mv->stream, esz, (char*)at(mv->dst, b.dst_row, b.dst_col, mv->dst_ld, esz),
-                  mv->dst_ld, ps->rbuf + off, drows, drows, b.rows * b.cols / drows, err);
-    } else {
-      continue;
-    }
-    if (rc) return rc;
-    off += (size_t)(b.rows * b.cols) * esz;
-  }
-  return JMG_MP_OK;
+static int g_exchange(void* ctx, const void* sbuf, size_t sbytes, int to, void* rbuf,
+                      size_t rbytes, int from, char* err) {
+  const jmg_mp_mover* mv = ((gpu_xfer*)ctx)->mv;
+  ncclComm_t comm = (ncclComm_t)mv->set->comm.nccl;
+  ncclGroupStart();
+  if (sbytes) ncclSend(sbuf, sbytes, ncclInt8, to, comm, mv->stream);
+  if (rbytes) ncclRecv(rbuf, rbytes, ncclInt8, from, comm, mv->stream);
+  return jmg_mp_nccl_fail(ncclGroupEnd(), "ncclSend/ncclRecv (layout move)", err);
 }
 
-static int local_patches(const jmg_plan2d* p, const jmg_mp_mover* mv, char* err) {
-  size_t esz = jmg_dtype_size(mv->dtype);
-  int me = mv->set->comm.rank;
-  for (int64_t k = 0; k < jmg_plan2d_count(p); k++) {
-    jmg_patch b = jmg_plan2d_patch(p, k);
-    if (b.src != me || b.dst != me) continue;
-    int rc = put(mv, p->transpose, (char*)at(mv->dst, b.dst_row, b.dst_col, mv->dst_ld, esz),
-                 mv->dst_ld, at(mv->src, b.src_row, b.src_col, mv->src_ld, esz), mv->src_ld,
-                 b.rows, b.cols, err);
-    if (rc) return rc;
-  }
-  return JMG_MP_OK;
+static void* g_alloc(void* ctx, size_t bytes) {
+  void* p = NULL;
+  const jmg_mp_mover* mv = ((gpu_xfer*)ctx)->mv;
+  return cudaMallocAsync(&p, bytes, mv->stream) == cudaSuccess ? p : NULL;
 }
+
+static void g_release(void* ctx, void* p) { cudaFreeAsync(p, ((gpu_xfer*)ctx)->mv->stream); }
 
 int jmg_mp_move(const jmg_plan2d* p, const jmg_mp_mover* mv, char* err) {
-  int me = mv->set->comm.rank, R = mv->set->comm.nranks;
-  size_t esz = jmg_dtype_size(mv->dtype);
-  int64_t* vol = calloc(2 * (size_t)R, sizeof *vol); /* sent to / received from each peer */
-  if (vol == NULL) return JMG_MP_ENOMEM;
-  for (int64_t k = 0; k < jmg_plan2d_count(p); k++) {
-    jmg_patch b = jmg_plan2d_patch(p, k);
-    if (b.src == me && b.dst != me) vol[b.dst] += b.rows * b.cols;
-    if (b.dst == me && b.src != me) vol[R + b.src] += b.rows * b.cols;
-  }
-  int64_t smax = 0, rmax = 0;
-  for (int r = 0; r < R; r++) {
-    if (vol[r] > smax) smax = vol[r];
-    if (vol[R + r] > rmax) rmax = vol[R + r];
-  }
-  peer_step ps = {0, 0, NULL, NULL};
-  int rc = local_patches(p, mv, err);
-  if (!rc && smax > 0)
-    rc = jmg_mp_cuda_fail(cudaMallocAsync((void**)&ps.sbuf, (size_t)smax * esz, mv->stream),
-                          "cudaMallocAsync(send staging)", err);
-  if (!rc && rmax > 0)
-    rc = jmg_mp_cuda_fail(cudaMallocAsync((void**)&ps.rbuf, (size_t)rmax * esz, mv->stream),
-                          "cudaMallocAsync(receive staging)", err);
-  ncclComm_t comm = (ncclComm_t)mv->set->comm.nccl;
-  for (int d = 1; d < R && !rc; d++) {
-    ps.to = (me + d) % R;
-    ps.from = (me - d + R) % R;
-    size_t sb = (size_t)vol[ps.to] * esz, rb = (size_t)vol[R + ps.from] * esz;
-    if (sb == 0 && rb == 0) continue; /* the peers compute the same: they skip too */
-    rc = pack(p, mv, &ps, 0, err);
-    if (rc) break;
-    ncclGroupStart();
-    if (sb) ncclSend(ps.sbuf, sb, ncclInt8, ps.to, comm, mv->stream);
-    if (rb) ncclRecv(ps.rbuf, rb, ncclInt8, ps.from, comm, mv->stream);
-    rc = jmg_mp_nccl_fail(ncclGroupEnd(), "ncclSend/ncclRecv (layout move)", err);
-    if (!rc) rc = pack(p, mv, &ps, 1, err);
-  }
-  if (ps.sbuf) cudaFreeAsync(ps.sbuf, mv->stream);
-  if (ps.rbuf) cudaFreeAsync(ps.rbuf, mv->stream);
-  free(vol);
-  return rc;
+  gpu_xfer g = {mv};
+  jmg_mp_xfer x = {&g, g_copy, g_exchange, g_alloc, g_release};
+  return jmg_mp_exchange_run(p, mv->set->comm.rank, mv->set->comm.nranks,
+                             jmg_dtype_size(mv->dtype), mv->src, mv->src_ld, mv->dst, mv->dst_ld,
+                             &x, err);
 }
 
 /* ------------------------------------------------------------------------ */
