@@ -160,10 +160,10 @@ def mean_over_parties(r, lay: Layout):
 
 
 def _ring_matmul_shard(x, y, axes, nparties):
-    """Per shard: rows of X @ Y from row blocks x, y (nloc, N) of X and Y.
+    """Per shard: rows of X @ Y from row blocks x (M/P, K) and y (K/P, N).
     The row blocks of Y travel round the ring (ppermute), so each device
     holds at most two blocks at any time and never Y whole."""
-    nloc = x.shape[0]
+    nloc = y.shape[0]  # rows of Y per device = the width of X's column blocks
     me = jax.lax.axis_index(axes)
     perm = [(j, (j - 1) % nparties) for j in range(nparties)]
     blk, acc = y, None
@@ -177,14 +177,13 @@ def _ring_matmul_shard(x, y, axes, nparties):
 
 
 def matmul(X, Y, lay: Layout):
-    """X @ Y for two N x N matrices in rows over the solve axes, the result
-    in rows too. Mesh level through a shard_map of the ring product; where
-    the device count does not divide N (jaxmg's results are then
-    replicated anyway) a plain product."""
-    n = X.shape[0]
+    """X @ Y for X (M, K) and Y (K, N) in rows over the solve axes, the
+    result in rows too. Mesh level through a shard_map of the ring product;
+    where the device count does not divide M and K (jaxmg's results are
+    then replicated anyway) a plain product."""
     if lay.per_shard:
         return _ring_matmul_shard(X, Y, lay.axes, lay.nparties)
-    if n % lay.nparties:
+    if X.shape[0] % lay.nparties or Y.shape[0] % lay.nparties:
         return X @ Y
     rows = lay.row_spec
     body = functools.partial(_ring_matmul_shard, axes=lay.axes, nparties=lay.nparties)
@@ -465,9 +464,9 @@ def differentiable_local(op: str, body, axes, potri_body=None):
     """The per-shard form (inside the caller's shard_map), for the bodies of
     the *_shardmap_ctx functions with their statics closed over:
     potrs: body(a, b) -> (x, status, logdet or None) [potri_body(a) ->
-    (inv, status) when logdet is wanted: pass want_logdet via
-    potri_body not None]; potri: body(a) -> (inv, status) with this
-    device's rows. axes: the resolved solve axes."""
+    (inv, status), given exactly when logdet is wanted]; potri: body(a)
+    -> (inv, status), this device's rows; syevd: body(a) -> (w, V,
+    status) with V in rows (N/P, N). axes: the resolved solve axes."""
     lay = Layout(tuple(axes))
     if op == "potrs":
         if potri_body is None:
@@ -484,4 +483,6 @@ def differentiable_local(op: str, body, axes, potri_body=None):
         return lambda a, b: (lambda x, ld, st: (x, st, ld))(*g(a, b))
     if op == "potri":
         return potri(body, lay)
+    if op == "syevd":  # body(a) -> (w, V rows (N/P, N), status): the "rows" layout of V
+        return syevd(body, lay)
     raise ValueError(f"jaxmg: no per-shard derivative rule for {op!r}")

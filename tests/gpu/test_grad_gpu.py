@@ -75,8 +75,6 @@ def test_potrs_grad_gpu(gpus, dtype, dispatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_logdet_grad_gpu(gpus, dtype):
-    if not hasattr(jaxmg._calls, "potrs_with_logdet"):
-        pytest.xfail("needs issue15 merge (the engine's logdet)")
     m = _mesh(gpus)
     rng = np.random.default_rng(161)
     A, b = _hpd(rng, N, dtype), _rand(rng, (N, 1), dtype)

@@ -279,18 +279,6 @@ def test_grad_through_potrs_shardmap_ctx(rng, dtype):
 # logdet
 
 
-def _logdet_standin(m):
-    """A core (A, b) -> (x, logdet, status) standing in for the engine's
-    logdet until issue 15 is merged: x and status from jaxmg.potrs, logdet
-    from jnp (only the rule is under test here)."""
-
-    def core(A, b):
-        x, status = jaxmg.potrs(A, b, None, m, (ROW, REP), return_status=True)
-        return x, jnp.linalg.slogdet(sym(A))[1], status
-
-    return core
-
-
 def _logdet_engine(m):
     def core(A, b):
         return jaxmg.potrs(A, b, None, m, (ROW, REP), return_logdet=True, return_status=True)
@@ -298,27 +286,18 @@ def _logdet_engine(m):
     return core
 
 
-HAVE_LOGDET = hasattr(jaxmg._calls, "potrs_with_logdet")
-CORES = [
-    pytest.param(_logdet_standin, id="standin"),
-    pytest.param(_logdet_engine, id="engine", marks=pytest.mark.xfail(
-        not HAVE_LOGDET, reason="needs issue15 merge", raises=(TypeError, NotImplementedError), strict=True)),
-]
-
-
-def _logdet_rule(m, make):
+def _logdet_rule(m):
     lay = ad.Layout(("x",), m)
     potri_core = lambda A: jaxmg.potri(A, None, m, (ROW,), return_status=True)  # noqa: E731
-    return ad.potrs_logdet(make(m), potri_core, lay)
+    return ad.potrs_logdet(_logdet_engine(m), potri_core, lay)
 
 
-@pytest.mark.parametrize("make", CORES)
 @pytest.mark.parametrize("dtype", CDT, ids=IDS)
-def test_logdet_grad_matches_jnp(rng, dtype, make):
+def test_logdet_grad_matches_jnp(rng, dtype):
     """A Gaussian-process style loss, x^H b / 2 + logdet / 2: both
     cotangents equal jnp's (slogdet and solve of sym(A)), sharded like A."""
     m, n = mesh(4), 8
-    f = _logdet_rule(m, make)
+    f = _logdet_rule(m)
     A, b = spd(rng, n, dtype), randn(rng, (n, 1), dtype)
 
     def loss(A, b):
@@ -340,18 +319,16 @@ def test_logdet_grad_matches_jnp(rng, dtype, make):
     assert gA.sharding.is_equivalent_to(jax.sharding.NamedSharding(m, ROW), 2), gA.sharding
 
 
-@pytest.mark.parametrize("make", CORES)
-def test_logdet_check_grads_second_order(rng, make):
+def test_logdet_check_grads_second_order(rng):
     m, n = mesh(2), 6
-    f = _logdet_rule(m, make)
+    f = _logdet_rule(m)
     A, b = spd(rng, n, np.complex128), randn(rng, (n, 1), np.complex128)
     check_grads(herm_dir(lambda A, b: f(A, b)[:2]), (A / 2, b), order=2, modes=("fwd", "rev"))
 
 
-@pytest.mark.parametrize("make", CORES)
-def test_logdet_grad_not_positive_definite_is_nan(rng, make):
+def test_logdet_grad_not_positive_definite_is_nan(rng):
     m, n = mesh(2), 6
-    f = _logdet_rule(m, make)
+    f = _logdet_rule(m)
     A, b = spd(rng, n, np.float64), randn(rng, (n, 1), np.float64)
     A[3, 3] = -5.0
     status, g = jax.jit(lambda A: (f(A, b)[2], jax.grad(lambda A: f(A, b)[1])(A)))(A)
@@ -407,3 +384,98 @@ def test_linear_solve_rule_general_matrix(rng, dtype):
     r = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.solve(A, b)) ** 2))(A)
     np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
     assert g.sharding.is_equivalent_to(jax.sharding.NamedSharding(m, ROW), 2), g.sharding
+
+
+# ---------------------------------------------------------------------------
+# the public functions (their cores are wrapped in _ops._entry)
+
+
+def test_public_potrs_grad_tutorial_and_14_forms(rng):
+    """The issue's reproduction: jax.grad through jaxmg.potrs, both call
+    forms (tutorial: mesh and 2-tuple specs; 1.4: inferred from A)."""
+    m, n = mesh(4), 8
+    A, b = spd(rng, n, np.complex128), randn(rng, (n,), np.complex128)
+    Ar = put(A, m, ROW)
+    ref = jax.grad(lambda A, b: jnp.sum(jnp.abs(jnp.linalg.solve(sym(A), b)) ** 2), (0, 1))(A, b)
+    forms = [
+        lambda A, b: jaxmg.potrs(A, b, None, m, (ROW, REP)),
+        lambda A, b: jaxmg.potrs(A, b, 2),
+    ]
+    for form in forms:
+        g = jax.jit(jax.grad(lambda A, b: jnp.sum(jnp.abs(form(A, b)) ** 2), (0, 1)))(Ar, b)
+        for a, e in zip(g, ref):
+            np.testing.assert_allclose(np.asarray(a), e, atol=1e-12 * np.abs(e).max())
+        assert g[0].sharding.is_equivalent_to(jax.sharding.NamedSharding(m, ROW), 2)
+    g_eager = jax.grad(lambda A: jnp.sum(jnp.abs(forms[1](A, b)) ** 2))(Ar)
+    np.testing.assert_allclose(np.asarray(g_eager), ref[0], atol=1e-12 * np.abs(ref[0]).max())
+
+
+def test_public_potri_and_syevd_grad(rng):
+    """The issue's other reproduction (grad through syevd failed on pmax)."""
+    m, n = mesh(4), 8
+    A, H = spd(rng, n, np.float64), hermitian(rng, n, np.float64)
+    g = jax.jit(jax.grad(lambda A: jnp.sum(jaxmg.potri(A, None, m, (ROW,)) ** 2)))(put(A, m, ROW))
+    r = jax.grad(lambda A: jnp.sum(jnp.linalg.inv(sym(A)) ** 2))(A)
+    np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
+    c = rng.standard_normal(n)
+    for jobz in (True, False):
+        def loss(A):
+            out = jaxmg.syevd(A, None, m, (ROW,), return_eigenvectors=jobz)
+            return jnp.sum(c * (out[0] if jobz else out))
+
+        g = jax.jit(jax.grad(loss))(put(H, m, ROW))
+        r = jax.grad(lambda A: jnp.sum(c * jnp.linalg.eigvalsh(A)))(H)
+        np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_public_grad_through_potrs_shardmap_ctx(rng, dtype):
+    m, n = mesh(4), 8
+    A, b = spd(rng, n, dtype), randn(rng, (n, 2), dtype)
+
+    def body(a, b):
+        x, status = jaxmg.potrs_shardmap_ctx(a, b, None)
+        return jnp.sum(jnp.abs(x) ** 2)
+
+    loss = jax.shard_map(body, mesh=m, in_specs=(ROW, REP), out_specs=P(), check_vma=False)
+    gA, gb = jax.jit(jax.grad(loss, argnums=(0, 1)))(put(A, m, ROW), b)
+    rA, rb = jax.grad(lambda A, b: jnp.sum(jnp.abs(jnp.linalg.solve(sym(A), b)) ** 2), (0, 1))(A, b)
+    np.testing.assert_allclose(np.asarray(gA), rA, atol=tol(dtype, n) * np.abs(rA).max())
+    np.testing.assert_allclose(np.asarray(gb), rb, atol=tol(dtype, n) * np.abs(rA).max())
+
+
+def test_public_vmap_potrs(rng):
+    m, n = mesh(4), 8
+    As = np.stack([spd(rng, n, np.float64) for _ in range(2)])
+    bs = randn(rng, (2, n, 3), np.float64)
+    x = jax.jit(jax.vmap(lambda A, b: jaxmg.potrs(A, b, None, m, (ROW, REP))))(As, bs)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(As, bs), rtol=1e-12, atol=1e-12)
+    f = lambda b: jaxmg.potrs(As[0], b, None, m, (ROW, REP))  # noqa: E731
+    x = jax.jit(jax.vmap(f))(bs)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(As[0], bs), rtol=1e-12, atol=1e-12)
+    text = jax.jit(jax.vmap(f)).lower(bs).as_text()
+    assert text.count("jaxmg_potrs") == 1 and "stablehlo.while" not in text
+
+
+def test_syevd_rule_per_shard(rng):
+    """The syevd rule inside the caller's shard_map (V in rows)."""
+    from jaxmg import _ops
+
+    m, n = mesh(4), 8
+    H = hermitian(rng, n, np.complex128)
+    f = ad.differentiable_local(
+        "syevd", lambda a: _ops._syevd_local(a, None, True, True, None, "auto", "rows"), ("x",))
+    cw, cv = rng.standard_normal(n), rng.standard_normal((n, n))
+
+    def body(a):
+        w, V, _ = f(a)
+        return jnp.sum(cw * w) + jax.lax.psum(jnp.sum(_my(cv) * jnp.abs(V) ** 2), "x")
+
+    def _my(c):
+        return jax.lax.dynamic_slice_in_dim(c, jax.lax.axis_index("x") * (n // 4), n // 4)
+
+    loss = jax.shard_map(body, mesh=m, in_specs=(ROW,), out_specs=P(), check_vma=False)
+    g = jax.jit(jax.grad(loss))(put(H, m, ROW))
+    r = jax.grad(lambda A: _eig_loss(cw, cv)(*jnp.linalg.eigh(A)))(H)
+    gaps = np.diff(np.linalg.eigvalsh(H)).min()
+    np.testing.assert_allclose(np.asarray(g), r, atol=tol(np.complex128, n, 1 / gaps) * np.abs(r).max())
