@@ -16,8 +16,9 @@ closed over) and returns a differentiable function of the same arguments:
 
 Forward and reverse mode, and higher orders, come from one JVP per op: the
 tangent solves go through jax.lax.custom_linear_solve with jaxmg's own
-solve as both solve and transpose solve, so JAX transposes them into more
-jaxmg solves with the same matrix; everything else is linear algebra on
+solve as solve and (on conjugated right-hand sides for complex A) as
+transpose solve, so JAX transposes them into more jaxmg solves with the
+same matrix; everything else is linear algebra on
 row-sharded matrices (sharded matrix-vector products, a ring matrix product
 that never holds more than two row blocks per device, and a distributed
 transpose by all_to_all).
@@ -30,6 +31,9 @@ sym(dA), and a cotangent comes back Hermitian. Along Hermitian directions
 this is the derivative of the op itself.
 
 Batching (vmap) is in _batching.py: every rule wraps its core there first.
+`differentiable` / `differentiable_local` (at the end) put the rules in
+_ops's core convention; the general ops' rules are in _autodiff_general.py.
+docs/derivatives.md has the conventions and the cost of each derivative.
 """
 
 from __future__ import annotations
@@ -102,23 +106,25 @@ def _conj(x):
     return jnp.conj(x) if _is_complex(x) else x
 
 
-def _fits(n: int, lay: Layout, spec: P) -> bool:
+def _fits(shape, lay: Layout, spec: P) -> bool:
+    """Whether JAX can hold an array of `shape` in `spec` (every sharded
+    dimension divisible by its axes' size)."""
     sizes = dict(zip(lay.mesh.axis_names, lay.mesh.axis_sizes))
-    for part in spec:
+    for dim, part in zip(shape, spec):
         names = () if part is None else (part if isinstance(part, tuple) else (part,))
-        if n % int(np.prod([sizes[a] for a in names] or [1])):
+        if dim % int(np.prod([sizes[a] for a in names] or [1])):
             return False
     return True
 
 
 def keep(M, lay: Layout, spec: P | None = None):
-    """M (N x N, mesh level) constrained to `spec` (default A's layout),
+    """M (a matrix, mesh level) constrained to `spec` (default A's layout),
     where JAX can hold it so; per shard, M unchanged. Under differentiation
     the constraint transposes to itself, so cotangents keep the layout."""
     if lay.per_shard:
         return M
     spec = lay.a_spec if spec is None else spec
-    return _shard.constrain(M, lay.mesh, spec) if _fits(M.shape[0], lay, spec) else M
+    return _shard.constrain(M, lay.mesh, spec) if _fits(M.shape, lay, spec) else M
 
 
 def _my_rows(v, lay: Layout):

@@ -479,3 +479,20 @@ def test_syevd_rule_per_shard(rng):
     r = jax.grad(lambda A: _eig_loss(cw, cv)(*jnp.linalg.eigh(A)))(H)
     gaps = np.diff(np.linalg.eigvalsh(H)).min()
     np.testing.assert_allclose(np.asarray(g), r, atol=tol(np.complex128, n, 1 / gaps) * np.abs(r).max())
+
+
+def test_public_grad_through_potri_shardmap_ctx(rng):
+    """potri_shardmap_ctx inside a shard_map: a loss of this device's rows
+    of A^-1, summed over the devices."""
+    m, n = mesh(4), 8
+    A = spd(rng, n, np.complex128)
+    w = randn(rng, (n, n), np.complex128)
+
+    def body(a, w_rows):
+        inv, _ = jaxmg.potri_shardmap_ctx(a, None)
+        return jax.lax.psum(jnp.real(jnp.sum(w_rows * inv)), "x")
+
+    loss = jax.shard_map(body, mesh=m, in_specs=(ROW, ROW), out_specs=P(), check_vma=False)
+    g = jax.jit(jax.grad(loss))(put(A, m, ROW), put(w, m, ROW))
+    r = jax.grad(lambda A: jnp.real(jnp.sum(w * jnp.linalg.inv(sym(A)))))(A)
+    np.testing.assert_allclose(np.asarray(g), r, atol=tol(np.complex128, n) * np.abs(r).max())
