@@ -496,3 +496,14 @@ def test_public_grad_through_potri_shardmap_ctx(rng):
     g = jax.jit(jax.grad(loss))(put(A, m, ROW), put(w, m, ROW))
     r = jax.grad(lambda A: jnp.real(jnp.sum(w * jnp.linalg.inv(sym(A)))))(A)
     np.testing.assert_allclose(np.asarray(g), r, atol=tol(np.complex128, n) * np.abs(r).max())
+
+
+def test_syevd_grad_at_non_finite_input_is_nan(rng):
+    """A failing eigensolve (here: a non-finite entry, status != 0): NaN
+    eigenpairs and NaN derivatives, no error."""
+    m, n = mesh(2), 6
+    f = rules(m)["syevd"]
+    H = hermitian(rng, n, np.float64)
+    H[1, 4] = H[4, 1] = np.nan
+    status, g = jax.jit(lambda A: (f(A)[2], jax.grad(lambda A: jnp.sum(f(A)[0]))(A)))(H)
+    assert int(status) != 0 and np.all(np.isnan(np.asarray(g)))
