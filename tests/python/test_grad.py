@@ -507,3 +507,38 @@ def test_syevd_grad_at_non_finite_input_is_nan(rng):
     H[1, 4] = H[4, 1] = np.nan
     status, g = jax.jit(lambda A: (f(A)[2], jax.grad(lambda A: jnp.sum(f(A)[0]))(A)))(H)
     assert int(status) != 0 and np.all(np.isnan(np.asarray(g)))
+
+
+def _collective_sizes(fn, *args):
+    """Elements of every collective's result in fn's compiled program."""
+    import re
+
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    sizes = []
+    for line in text.splitlines():
+        op = re.search(r" (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"
+                       r"(-start)?\(", line)
+        if op and " = " in line:
+            result = line[line.index(" = ") + 3 : op.start()]
+            for dims in re.findall(r"\[([\d,]*)\]", result):
+                sizes.append(int(np.prod([int(d) for d in dims.split(",") if d] or [1])))
+    return sizes
+
+
+def test_derivatives_move_no_full_matrix(rng):
+    """Requirement of issue 16: no collective of a derivative program (grad
+    of potrs, logdet, potri, syevd) carries an N x N matrix; the largest
+    are row blocks (N/P x N) and right-hand sides (N x K)."""
+    m, n = mesh(4), 32
+    A, b = put(spd(rng, n, np.float64), m, ROW), randn(rng, (n, 2), np.float64)
+    losses = {
+        "potrs": lambda A: jnp.sum(jaxmg.potrs(A, b, None, m, (ROW, REP)) ** 2),
+        "logdet": lambda A: jaxmg.potrs(A, b, None, m, (ROW, REP), return_logdet=True)[1],
+        "potri": lambda A: jnp.sum(jaxmg.potri(A, None, m, (ROW,)) ** 2),
+        "syevd": lambda A: jnp.sum(jnp.abs(jaxmg.syevd(A, None, m, (ROW,))[1]) ** 3),
+    }
+    for name, loss in losses.items():
+        sizes = _collective_sizes(jax.grad(loss), A)
+        assert sizes and max(sizes) <= n * n // 4, (name, sorted(sizes)[-3:])
+    # the check can fail: jnp's inverse of a row-sharded A gathers it
+    assert max(_collective_sizes(lambda A: jnp.sum(jnp.linalg.inv(A)), A)) >= n * n
