@@ -127,6 +127,28 @@ def keep(M, lay: Layout, spec: P | None = None):
     return _shard.constrain(M, lay.mesh, spec) if _fits(M.shape, lay, spec) else M
 
 
+def _explicit(lay: Layout) -> bool:
+    types = getattr(lay.mesh, "axis_types", ()) or ()
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    return explicit is not None and any(t == explicit for t in types)
+
+
+def like(out, v, lay: Layout):
+    """out in v's sharding at mesh level on Explicit axes, where types
+    carry shardings and a solve's tangent must have its right-hand side's
+    (a no-op on Auto axes, where XLA propagates)."""
+    if lay.per_shard or not _explicit(lay):
+        return out
+    return _shard.constrain(out, lay.mesh, jax.typeof(v).sharding.spec)
+
+
+def _replicated(v, lay: Layout):
+    """v replicated, on Explicit axes (Auto: left to XLA)."""
+    if lay.per_shard or not _explicit(lay):
+        return v
+    return _shard.constrain(v, lay.mesh, P(*((None,) * v.ndim)))
+
+
 def _my_rows(v, lay: Layout):
     """Per shard: this device's rows of a replicated (N, ...) array."""
     nloc = v.shape[0] // lay.nparties
@@ -138,7 +160,7 @@ def matvec(M, v, lay: Layout):
     """M v for M (N x N, or a row block per shard) and v (N,) or (N, K)
     replicated; the result replicated."""
     if not lay.per_shard:
-        return keep(M, lay, lay.row_spec) @ v
+        return like(keep(M, lay, lay.row_spec) @ _replicated(v, lay), v, lay)
     return jax.lax.all_gather(M @ v, lay.axes, axis=0, tiled=True)
 
 
@@ -146,7 +168,8 @@ def rmatvec(M, v, lay: Layout):
     """M^H v, a contraction over the sharded rows: per-device partial sums
     and one all-reduce of the (N, K) result; M is never transposed."""
     if not lay.per_shard:
-        return jnp.einsum("ij,i...->j...", _conj(keep(M, lay, lay.row_spec)), v)
+        out = jnp.einsum("ij,i...->j...", _conj(keep(M, lay, lay.row_spec)), _replicated(v, lay))
+        return like(out, v, lay)
     return jax.lax.psum(jnp.einsum("ij,i...->j...", _conj(M), _my_rows(v, lay)), lay.axes)
 
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import _batching
-from ._autodiff import Layout, _conj, _float0_zeros, _is_complex, keep
+from ._autodiff import Layout, _conj, _explicit, _float0_zeros, _is_complex, keep
 
 _REP = P(None, None)
 
@@ -52,7 +52,11 @@ def gram(X, Y, lay: Layout):
     all-reduce of the (N, K) result, replicated."""
     if lay.per_shard:
         return jax.lax.psum(_H(X) @ Y, lay.axes)
-    return jnp.einsum("ij,ik->jk", _conj(keep(X, lay, lay.row_spec)), keep(Y, lay, lay.row_spec))
+    X, Y = _conj(keep(X, lay, lay.row_spec)), keep(Y, lay, lay.row_spec)
+    if _explicit(lay):  # the all-reduced result, replicated, stated for the typed shardings
+        return jnp.einsum("ij,ik->jk", X, Y,
+                          out_sharding=jax.sharding.NamedSharding(lay.mesh, _REP))
+    return jnp.einsum("ij,ik->jk", X, Y)
 
 
 def _right_solve_upper(X, R, lay: Layout):

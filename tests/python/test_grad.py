@@ -542,3 +542,46 @@ def test_derivatives_move_no_full_matrix(rng):
         assert sizes and max(sizes) <= n * n // 4, (name, sorted(sizes)[-3:])
     # the check can fail: jnp's inverse of a row-sharded A gathers it
     assert max(_collective_sizes(lambda A: jnp.sum(jnp.linalg.inv(A)), A)) >= n * n
+
+
+def test_explicit_mesh_axes(rng):
+    """On Explicit mesh axes (shardings in the types): grads of potrs (b
+    replicated, and b row-sharded as 1.4 allows), its logdet, potri, syevd
+    without eigenvectors, and vmap over b, through the _ops cores."""
+    from jax.sharding import AxisType, NamedSharding
+
+    from jaxmg import _ops, _request
+
+    m = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("x",), axis_types=(AxisType.Explicit,))
+    n = 8
+    A, H = spd(rng, n, np.complex128), hermitian(rng, n, np.complex128)
+    b = randn(rng, (n, 2), np.complex128)
+    on = lambda x, spec: jax.device_put(x, NamedSharding(m, spec))  # noqa: E731
+    Ar, Hr = on(A, ROW), on(H, ROW)
+    req = lambda op, *xs, **kw: _request.normalise(op, *xs, T_A=2, mesh=m, specs=ROW, **kw)  # noqa: E731
+    potrs = ad.differentiable("potrs", _ops.CORES["potrs"], _ops.CORES["potri"])
+    ref = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.solve(sym(A), b)) ** 2))(A)
+    for b_spec in (REP, ROW):
+        br = on(b, b_spec)
+        r = req("potrs", Ar, br)
+        g = jax.jit(jax.grad(lambda A, b: jnp.sum(jnp.abs(potrs(A, b, r)[0]) ** 2), (0, 1)))(Ar, br)
+        np.testing.assert_allclose(np.asarray(g[0]), ref, atol=1e-12 * np.abs(ref).max())
+        assert g[0].sharding.spec == ROW and g[1].sharding.spec == b_spec
+    br = on(b, REP)
+    r = req("potrs", Ar, br, opts=(("logdet", True),))
+    g = jax.jit(jax.grad(lambda A: potrs(A, br, r)[2]))(Ar)
+    rl = jax.grad(lambda A: jnp.linalg.slogdet(sym(A))[1])(A)
+    np.testing.assert_allclose(np.asarray(g), rl, atol=1e-12 * np.abs(rl).max())
+    potri = ad.differentiable("potri", _ops.CORES["potri"])
+    g = jax.jit(jax.grad(lambda A: jnp.sum(jnp.abs(potri(A, req("potri", Ar))[0]) ** 2)))(Ar)
+    ri = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.inv(sym(A))) ** 2))(A)
+    np.testing.assert_allclose(np.asarray(g), ri, atol=1e-12 * np.abs(ri).max())
+    syevd = ad.differentiable("syevd", _ops.CORES["syevd"])
+    r = req("syevd", Hr, opts=(("jobz", False),))
+    g = jax.jit(jax.grad(lambda A: syevd(A, r)[0][-1]))(Hr)
+    rw = jax.grad(lambda A: jnp.linalg.eigvalsh(A)[-1])(H)
+    np.testing.assert_allclose(np.asarray(g), rw, atol=1e-12)
+    bs = on(randn(rng, (3, n, 2), np.complex128), P(None, None, None))
+    r = req("potrs", Ar, bs[0])
+    x = jax.jit(jax.vmap(lambda b: potrs(Ar, b, r)[0]))(bs)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, np.asarray(bs)), atol=1e-12)

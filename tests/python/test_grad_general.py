@@ -172,3 +172,35 @@ def test_vmap_general_ops(rng):
     Q, R, status = jax.jit(jax.vmap(q))(As)
     _close(Q @ R, As, 1e-12)
     assert status.shape == (3,)
+
+
+def test_general_rules_on_explicit_mesh_axes(rng):
+    """Explicit mesh axes (shardings in the types): the contractions over
+    the rows state their replicated result; gradients match jnp and stay in
+    rows."""
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    m = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("x",), axis_types=(AxisType.Explicit,))
+    kw = dict(mesh=m, axes=("x",), T_A=None, pad=True, dispatch="auto")
+    lay = ad.Layout(("x",), m)
+    A, b = _tall(rng, np.float64), randn(rng, (M, 2), np.float64)
+    Ar, br = (jax.device_put(x, NamedSharding(m, s)) for x, s in ((A, ROW), (b, P(None, None))))
+    svd = lambda A: g._core_gesvd(A, compute_u=True, compute_vh=True,  # noqa: E731
+                                  full_matrices=False, **kw)
+    lstsq = adg.least_squares(lambda A, b: g._core_least_squares(A, b, **kw), lay)
+    qr = adg.qr(lambda A: g._core_qr(A, **kw), lay)
+    polar = adg.polar(lambda A: g._core_polar(A, compute_h=True, **kw), lay, svd)
+    cases = [
+        (lambda A: jnp.sum(lstsq(A, br)[0] ** 2),
+         lambda A: jnp.sum(jnp.linalg.solve(A.T @ A, A.T @ b) ** 2)),
+        (lambda A: jnp.sum(qr(A)[1] ** 3), lambda A: jnp.sum(jnp.linalg.qr(A)[1] ** 3)),
+        (lambda A: jnp.sum(adg.gesvd(svd, lay)(A)[1] ** 3),
+         lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False) ** 3)),
+        (lambda A: jnp.sum(polar(A)[0] ** 3),
+         lambda A: jnp.sum(jax.scipy.linalg.polar(A, method="svd")[0] ** 3)),
+    ]
+    for loss, ref in cases:
+        gA = jax.jit(jax.grad(loss))(Ar)
+        _close(gA, jax.grad(ref)(A))
+        _in_rows(gA, m)
