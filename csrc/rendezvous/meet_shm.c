@@ -500,6 +500,7 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
   rc = jmg_round_check_join(key, out, nparties, rank, err, errlen);
   if (rc) return rc;
   (void)timeout_s; /* a segment appears complete or not at all (create_linked) */
+  jmg_test_point("attach");
   /* Before this process names anything shared: the survivors of a crash
    * tell by its life file that it is gone. */
   if (jmg_identity_live(err, errlen)) return JMG_MEET_EINVAL;

@@ -13,9 +13,7 @@ on; JAXMG_TIMEOUT_S bounds every wait.
 import json
 import os
 import pickle
-import signal
 import sys
-import threading
 import time
 
 SHM = "/dev/shm"
@@ -191,26 +189,29 @@ def st():
     record("cross_ST", lambda: jaxmg.potri(put(spd("A", n3), m, ST), 2, m, (ST,)))
 
 def killed():
-    """Rank 1 is killed inside the call, while waiting for rank 0, which
-    comes later and must fail fast (the liveness probe), not time out."""
+    """Rank 1 is killed inside the call, right after it joined the meeting
+    (JAXMG_TEST_KILL_AT: inside jaxmg's own wait, not in an XLA collective
+    that the call may run before), and rank 0 comes later: it must fail
+    fast (the liveness probe), not time out."""
     m, row = mesh_1d(), P("x", None)
     n = 8 * m.shape["x"]
     A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
     record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
     if ME == 1:
-        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        os.environ["JAXMG_TEST_KILL_AT"] = "exchange0"
     else:
         time.sleep(2.5)
     record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
 
 def vanished():
-    """Rank 1 leaves the job before the call: rank 0 times out, naming it."""
+    """Rank 1 dies on its way into the call, before it reaches jaxmg's
+    meeting: rank 0 times out, naming it."""
     m, row = mesh_1d(), P("x", None)
     n = 8 * m.shape["x"]
     A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
     record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
     if ME == 1:
-        os._exit(0)
+        os.environ["JAXMG_TEST_KILL_AT"] = "attach"
     record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
 
 def one_call():
