@@ -234,8 +234,24 @@ def room():
     one_call()
 
 
+def retrace():
+    """Process 1 alone traces an extra jaxmg program first (a retrace, a
+    program it compiles but never runs): the calls that both run must still
+    pair. With a per-process count of traces they no longer did."""
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    if ME == 1:
+        A2 = put(spd("A", 4 * k), m, row)
+        b2 = put(rng("b").standard_normal((4 * k, 1)), m, REP)
+        jax.jit(lambda a, bb: jaxmg.potrs(a, bb, 2, m, (row, REP))).lower(A2, b2)
+    n = 5 * k
+    A, b = spd("A", n), rng("b").standard_normal((n, 2))
+    record("potrs", lambda: jaxmg.potrs(put(A, m, row), put(b, m, REP), 4, m, (row, REP)))
+    record("potri", lambda: jaxmg.potri(put(A, m, row), 4, m, (row,)))
+
+
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
-             "room": room}
+             "room": room, "retrace": retrace}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:

@@ -165,3 +165,15 @@ def test_vanished_rank_times_out(tmp_path):
     status, msg, secs = seen[0]["call"]
     assert status == "error" and "timed out" in msg and "missing rank 1" in msg, msg
     assert 1.5 < secs < 15, secs
+
+def test_retrace_in_one_process_does_not_shift_pairings(tmp_path):
+    """Process 1 traces an extra jaxmg program that process 0 never sees;
+    the calls both make still pair by call site and give the right answers
+    (a per-process count of traces shifted every later pairing: a timeout,
+    or two different calls of equal shape paired silently)."""
+    codes, seen, logs = launch(tmp_path, "retrace", 2, timeout_s=10.0)
+    assert codes == [0, 0], "\n".join(logs)
+    n = 10
+    A, b = spd("A", n), rng("b").standard_normal((n, 2))
+    helpers.check_solve(A, replicas([p[0] for p in ok(seen, "potrs")]), b, np.float64)
+    helpers.check_inverse(A, assemble([p[0] for p in ok(seen, "potri")], n), np.float64)
