@@ -227,6 +227,15 @@ static int map_segment(const char* name, int expected, header** out, char* err,
     if (rc != -2) return rc;
     rc = create_linked(name, expected, out, err, errlen);
     if (rc == 1) return JMG_MEET_OK;
+    if (rc == JMG_MEET_ENOMEM) {
+      /* Room for one segment but not for two made at once: another
+       * process may be linking its own right now. */
+      char spare[JMG_MEET_ERRLEN];
+      struct timespec ms = {0, 1000000};
+      for (int i = 0; i < 2000; i++, nanosleep(&ms, NULL))
+        if (open_existing(name, out, spare, sizeof spare) == JMG_MEET_OK) return JMG_MEET_OK;
+      return rc;
+    }
     if (rc != -2) return rc;
     /* Lost the race to another process: open its segment. */
   }
@@ -510,9 +519,9 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
     return JMG_MEET_ENOMEM;
   }
   rc = attach(name, expected, &h, err, errlen);
-  if (!rc) rc = next_seq(h, key, rank, &seq);
+  if (!rc && (rc = next_seq(h, key, rank, &seq)))
+    jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
   if (rc) {
-    if (rc == JMG_MEET_ENOMEM) jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     free(p);
     return rc;
   }
