@@ -274,8 +274,9 @@ static int owner_dead(const char* name, const char* prefix) {
 /* Removes from /dev/shm what dead processes left behind, whatever its age:
  * their life files, per-call segments (host_share.c) and half-made
  * segments by their owner's token, rendezvous segments once every process
- * that attached is dead (except `keep`, the one being joined). Only this user's files are touched. Names are
- * unique, so a leftover never disturbs a new job; this returns the memory. */
+ * that attached is dead (except `keep`, the one being joined). Only this
+ * user's files are touched. Names are unique, so a leftover never disturbs
+ * a new job; this returns the memory. */
 static void sweep(const char* keep) {
   DIR* dir = opendir(JMG_SHM_DIR);
   if (!dir) return;

@@ -51,7 +51,9 @@ uint64_t jmg_process_token(void) {
   return atomic_load(&token);
 }
 
-void jmg_token_hex(uint64_t t, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)t); }
+void jmg_token_hex(uint64_t t, char out[17]) {
+  snprintf(out, 17, "%016llx", (unsigned long long)t);
+}
 
 int jmg_token_parse(const char* s, uint64_t* t) {
   uint64_t v = 0;

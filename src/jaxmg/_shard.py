@@ -48,7 +48,8 @@ def _user_frames(depth: int = 4) -> list[str]:
     while f is not None and len(out) < depth and not inside(f, _JAX):
         if not inside(f, _PKG):
             code = f.f_code
-            out.append(f"{os.path.basename(code.co_filename)}:{code.co_name}:{f.f_lineno}:{f.f_lasti}")
+            name = os.path.basename(code.co_filename)
+            out.append(f"{name}:{code.co_name}:{f.f_lineno}:{f.f_lasti}")
         f = f.f_back
     return out
 

@@ -56,7 +56,8 @@ def drive(spec: dict) -> int:
             penv = dict(env)
             if str(i) in job.get("kill", {}):
                 penv["JAXMG_TEST_KILL_AT"] = job["kill"][str(i)]
-            wrap = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"] if job.get("pidns") else []
+            pidns = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"]
+            wrap = pidns if job.get("pidns") else []
             procs.append(subprocess.Popen(
                 wrap + [sys.executable, os.path.abspath(__file__), json.dumps(cfg)], env=penv,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
