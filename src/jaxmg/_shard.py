@@ -30,17 +30,26 @@ _named: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDic
 
 
 def _user_frames(depth: int = 4) -> list[str]:
-    """The innermost `depth` frames of the caller outside jaxmg and JAX, as
-    "file:function:line:offset". The offset (bytecode position) keeps two
-    calls on one line apart; file names are reduced to their base name, so
-    that processes running the same program from different folders (one
-    container each) name a site alike."""
-    out = []
+    """The caller's frames that make the call site, innermost first, as
+    "file:function:line:offset": from the first frame outside jaxmg and JAX
+    up to `depth` frames, stopping at the first JAX frame above it (the
+    tracing of the user's function: where that was started from differs
+    between a trace and a retrace, the traced code does not). The offset
+    (bytecode position) keeps two calls on one line apart; file names are
+    reduced to their base name, so that processes running the same program
+    from different folders (one container each) name a site alike."""
+    def inside(f, root):
+        return os.path.abspath(f.f_code.co_filename).startswith(root + os.sep)
+
     f = sys._getframe(2)
-    while f is not None and len(out) < depth:
-        path = os.path.abspath(f.f_code.co_filename)
-        if not (path.startswith(_PKG + os.sep) or path.startswith(_JAX + os.sep)):
-            out.append(f"{os.path.basename(path)}:{f.f_code.co_name}:{f.f_lineno}:{f.f_lasti}")
+    while f is not None and (inside(f, _PKG) or inside(f, _JAX)):
+        f = f.f_back
+    out = []
+    while f is not None and len(out) < depth and not inside(f, _JAX):
+        if not inside(f, _PKG):
+            code = f.f_code
+            name = os.path.basename(code.co_filename)
+            out.append(f"{name}:{code.co_name}:{f.f_lineno}:{f.f_lasti}")
         f = f.f_back
     return out
 
