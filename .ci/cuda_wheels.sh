@@ -76,7 +76,7 @@ assert abs(float(x[0, 0]) - 0.5) < 1e-5, x[0, 0]
 gpu = re.findall(r'\S*lib(?:jaxmg_cuda|cusolver|cudart|cublas|nccl)\S*', open('/proc/self/maps').read())
 assert not gpu, gpu
 ") || ci_fail "the wheel on CPU"
-  echo "wheel: $(basename "$whl") ($(du -k "$whl" | cut -f1) kB: $(unzip -Z1 "$whl" | grep -c '\.so$') libraries), runs on CPU, loads no CUDA library"
+  echo "wheel: $(basename "$whl") ($(du -k "$whl" | cut -f1) kB: $("$PY" -c "import sys, zipfile; print(sum(n.endswith('.so') for n in zipfile.ZipFile(sys.argv[1]).namelist()))" "$whl") libraries), runs on CPU, loads no CUDA library"
 }
 
 gpu_build() {
