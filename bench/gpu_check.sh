@@ -71,7 +71,9 @@ wheel_step() {
     echo "wheel: no wheel (set WHEEL or carry dist/jaxmg-*.whl)" | tee -a "$OUT/summary.txt"; status=1; return
   fi
   rm -rf "$venv"
+  # The .pth adds $PY's own site-packages where $PY is itself a venv's python.
   run wheel_install bash -c "'$PY' -m venv --system-site-packages '$venv' &&
+    '$PY' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' >\"\$('$venv/bin/python' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/outer.pth\" &&
     '$venv/bin/python' -m pip install --no-deps --force-reinstall '$whl'"
   [ -x "$venv/bin/python" ] || return
   run wheel_libs env -u JAXMG_LIBRARY_DIR "$venv/bin/python" -c "
