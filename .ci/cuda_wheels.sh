@@ -1,5 +1,5 @@
 # Sourced by .ci/run after the test suite (issue 21). Two checks:
-#   wheel_check     `pip wheel .` makes one wheel; on CPU it imports, runs, and
+#   wheel_check     scripts/wheel.sh makes one wheel; on CPU it imports, runs, and
 #                   loads no CUDA library; nothing on the CPU path NEEDs one.
 #   gpu_build MAJOR the GPU libraries build with the CUDA toolkit hidden from
 #                   CMake, against only parts of JAX's nvidia wheels (headers
@@ -55,8 +55,7 @@ hidden() {
 wheel_check() {
   local out=build/ci/wheel
   rm -rf "$out" && mkdir -p "$out"
-  "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$out/dist" >"$out/pip.log" 2>&1 ||
-    { cat "$out/pip.log"; ci_fail "pip wheel ."; }
+  PY="$PY" bash scripts/wheel.sh "$out/dist" >"$out/pip.log" 2>&1 || { cat "$out/pip.log"; ci_fail "scripts/wheel.sh"; }
   local whl
   whl=$(ls "$out"/dist/jaxmg-*.whl)
   "$PY" -m pip install -q --no-deps --target "$out/site" "$whl"

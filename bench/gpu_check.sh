@@ -59,8 +59,8 @@ bench() { # name, bench.py arguments...
 }
 
 # ---- step "wheel" (issue 21): one wheel for CPU and GPU -------------------
-# The wheel is built on a machine with no GPU (pip wheel --no-build-isolation
-# --no-deps . -w dist) and carried here. It goes into a fresh venv that sees
+# The wheel is built on a machine with no GPU (bash scripts/wheel.sh: every
+# engine, glibc 2.28, py3-none-manylinux_2_27_x86_64) and carried here. It goes into a fresh venv that sees
 # this machine's JAX (--system-site-packages), then the GPU suite runs against
 # it (not against ./src or a build tree); wheel_libs.txt lists the CUDA
 # libraries the process loaded and where from.
