@@ -59,8 +59,8 @@ bench() { # name, bench.py arguments...
 }
 
 # ---- step "wheel" (issue 21): one wheel for CPU and GPU -------------------
-# The wheel is built on a machine with no GPU (pip wheel --no-build-isolation
-# --no-deps . -w dist) and carried here. It goes into a fresh venv that sees
+# The wheel is built on a machine with no GPU (bash scripts/wheel.sh: every
+# engine, glibc 2.28, py3-none-manylinux_2_27_x86_64) and carried here. It goes into a fresh venv that sees
 # this machine's JAX (--system-site-packages), then the GPU suite runs against
 # it (not against ./src or a build tree); wheel_libs.txt lists the CUDA
 # libraries the process loaded and where from.
@@ -71,7 +71,9 @@ wheel_step() {
     echo "wheel: no wheel (set WHEEL or carry dist/jaxmg-*.whl)" | tee -a "$OUT/summary.txt"; status=1; return
   fi
   rm -rf "$venv"
+  # The .pth adds $PY's own site-packages where $PY is itself a venv's python.
   run wheel_install bash -c "'$PY' -m venv --system-site-packages '$venv' &&
+    '$PY' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' >\"\$('$venv/bin/python' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/outer.pth\" &&
     '$venv/bin/python' -m pip install --no-deps --force-reinstall '$whl'"
   [ -x "$venv/bin/python" ] || return
   run wheel_libs env -u JAXMG_LIBRARY_DIR "$venv/bin/python" -c "
