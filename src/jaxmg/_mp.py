@@ -189,12 +189,50 @@ def _outputs(op: str, m: int, n: int, nrhs: int, dtype, spec, shard_shape):
     return res, specs
 
 
+_SQUARE = {"potrs", "potri", "syevd", "lu_solve"}
+_TALL = {"least_squares", "qr", "gesvd", "polar"}
+_WITH_B = {"potrs", "lu_solve", "least_squares"}
+_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128)}
+
+
+def validate(op: str, grid: _grid.Grid, mesh, a, b, spec, tile) -> None:
+    """ValueError / TypeError naming the problem, before anything runs (the
+    C engine checks again, alike on every rank)."""
+    if op not in OPS:
+        raise ValueError(f"jaxmg: unknown op {op!r}")
+    if len(getattr(a, "shape", ())) != 2:
+        raise ValueError(f"jaxmg: {op} takes a 2-D matrix, got shape {getattr(a, 'shape', None)}")
+    if np.dtype(a.dtype) not in _DTYPES:
+        raise TypeError(f"jaxmg: {op} takes float32, float64, complex64 or complex128, got {a.dtype}")
+    m, n = a.shape
+    if op in _SQUARE and m != n:
+        raise ValueError(f"jaxmg: {op} needs a square matrix, got {m} x {n}")
+    if op in _TALL and m < n:
+        raise ValueError(f"jaxmg: {op} needs m >= n, got {m} x {n} (pass the transpose)")
+    if (b is None) == (op in _WITH_B):
+        raise ValueError(f"jaxmg: {op} {'needs' if op in _WITH_B else 'takes no'} right-hand sides")
+    if b is not None:
+        if len(b.shape) != 2 or b.shape[0] != m or b.shape[1] < 1:
+            raise ValueError(f"jaxmg: {op}: b must be {m} x k with k >= 1, got {b.shape}")
+        if b.dtype != a.dtype:
+            raise TypeError(f"jaxmg: {op}: b is {b.dtype} but A is {a.dtype}")
+    if not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"jaxmg: the tile must be a positive integer, got {tile!r}")
+    kind, _, _ = shard_kind(spec, grid.axes)
+    sizes = [mesh.shape[ax] for ax in grid.axes]
+    splits = {SHARD_ROWS: (sizes[0], 1), SHARD_COLS: (1, sizes[0])}.get(kind, tuple(sizes))
+    if m % splits[0] or n % splits[1]:
+        raise ValueError(
+            f"jaxmg: a {m} x {n} matrix does not split evenly into {splits[0]} x {splits[1]} "
+            "shards; pad it"
+        )
+
+
 def call(op: str, grid: _grid.Grid, mesh, a, b=None, *, spec, tile: int, jobz: int = 1):
     """Runs op on the cuSOLVERMp engine. Returns the ffi results (global),
     the last being the per-device status. Replicated matrices come back
     transposed (column-major), as the engine writes them."""
-    if op not in OPS:
-        raise ValueError(f"jaxmg: unknown op {op!r}")
+    validate(op, grid, mesh, a, b, spec, tile)
     kind, _, _ = shard_kind(spec, grid.axes)
     m, n = a.shape
     sizes = [mesh.shape[ax] for ax in grid.axes]
