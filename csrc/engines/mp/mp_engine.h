@@ -74,6 +74,7 @@ typedef struct jmg_mp_desc {
   cusolverMpMatrixDescriptor_t d;
   cudaDataType t;
   int64_t m, n, tile, lld;
+  uint64_t used; /* the call (jmg_mp_set.calls) that last used it */
 } jmg_mp_desc;
 
 #define JMG_MP_NDESC 8
@@ -93,7 +94,7 @@ typedef struct jmg_mp_set {
   int* d_info;
   void* d_scalar; /* 16 bytes for small all-reduces */
   jmg_mp_desc descs[JMG_MP_NDESC];
-  int next_desc;
+  uint64_t calls; /* counts jmg_mp_set_ready: a descriptor of this call is never evicted */
 } jmg_mp_set;
 
 typedef int (*jmg_mp_op_fn)(jmg_mp_set* set, const jmg_mp_job* job, int32_t* info, char* err);

@@ -49,6 +49,7 @@ void jmg_mp_set_close(jmg_mp_set* s) {
 int jmg_mp_set_ready(jmg_mp_set* s, cudaStream_t stream, char* err) {
   int rc = jmg_mp_cuda_fail(cudaSetDevice(s->comm.ordinal), "cudaSetDevice", err);
   if (rc) return rc;
+  s->calls++;
   if (s->handle == NULL) {
     rc = jmg_mp_solver_fail(cusolverMpCreate(&s->handle, s->comm.ordinal, stream),
                             "cusolverMpCreate", err);
@@ -79,15 +80,20 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
   int pr = s->comm.rank / s->q; /* ROW_MAJOR */
   int64_t lld = jmg_bc_count(m, tile, pr, s->p);
   if (lld < 1) lld = 1;
+  jmg_mp_desc* d = NULL; /* a hit, else the least recently used slot */
   for (int k = 0; k < JMG_MP_NDESC; k++) {
-    jmg_mp_desc* d = &s->descs[k];
-    if (d->d && d->t == t && d->m == m && d->n == n && d->tile == tile && d->lld == lld) {
-      *out = d->d;
+    jmg_mp_desc* e = &s->descs[k];
+    if (e->d && e->t == t && e->m == m && e->n == n && e->tile == tile && e->lld == lld) {
+      e->used = s->calls;
+      *out = e->d;
       return JMG_MP_OK;
     }
+    if (d == NULL || e->used < d->used) d = e;
   }
-  jmg_mp_desc* d = &s->descs[s->next_desc];
-  s->next_desc = (s->next_desc + 1) % JMG_MP_NDESC;
+  if (d->d && d->used == s->calls) { /* every slot is this call's: cannot happen (<= 4 each) */
+    snprintf(err, JMG_MP_ERRLEN, "internal: more than %d descriptors in one call", JMG_MP_NDESC);
+    return JMG_MP_ENOMEM;
+  }
   if (d->d) cusolverMpDestroyMatrixDesc(d->d);
   memset(d, 0, sizeof *d);
   int rc = jmg_mp_solver_fail(
@@ -102,6 +108,7 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
   d->n = n;
   d->tile = tile;
   d->lld = lld;
+  d->used = s->calls;
   *out = d->d;
   return JMG_MP_OK;
 }
