@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "engines/mp/mp_comm.h"
@@ -297,15 +299,92 @@ static void body_failures(void) {
   jmg_mp_comm_close(&j[0].comm);
 }
 
+/* A collective that cuSOLVERMp runs on a communicator of its own: our
+ * abort does not reach it, it returns only when released. */
+static pthread_mutex_t deaf_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t deaf_cv = PTHREAD_COND_INITIALIZER;
+static int deaf_released, stuck_calls;
+static double stuck_at;
+
+static int body_deaf(void* arg, char* err) {
+  (void)arg;
+  (void)err;
+  pthread_mutex_lock(&deaf_mu);
+  while (!deaf_released) pthread_cond_wait(&deaf_cv, &deaf_mu);
+  pthread_mutex_unlock(&deaf_mu);
+  return JMG_MP_OK;
+}
+
+static void stuck_hook(jmg_mp_comm* c) {
+  (void)c;
+  stuck_at = jmg_clock_now();
+  pthread_mutex_lock(&deaf_mu);
+  stuck_calls++;
+  deaf_released = 1;
+  pthread_cond_broadcast(&deaf_cv);
+  pthread_mutex_unlock(&deaf_mu);
+}
+
+static void stuck_after_abort(void) {
+  rankjob j[1];
+  world_reset(1, -1, 23203);
+  init_jobs(j, 1, 1, 0, 0.3);
+  run_ranks(j, 1);
+  j[0].comm.grace_s = 0.2;
+  j[0].comm.on_stuck = stuck_hook;
+  char err[JMG_MP_ERRLEN];
+  double t0 = jmg_clock_now();
+  int rc = jmg_mp_comm_guard(&j[0].comm, "syevd", body_deaf, NULL, err);
+  CHECK(rc == JMG_MP_ETIMEOUT && has(err, "syevd did not finish"), "%d %s", rc, err);
+  CHECK(stuck_calls == 1 && stuck_at - t0 >= 0.49 && stuck_at - t0 < 2.0,
+        "on_stuck once, after timeout + grace: %d calls at %.2f s", stuck_calls, stuck_at - t0);
+  jmg_mp_comm_close(&j[0].comm);
+}
+
+/* The default last resort, in a child process: it must end with status 75
+ * and say why on stderr. */
+static void stuck_exits(void) {
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    close(fds[0]);
+    rankjob j[1];
+    world_reset(1, -1, 23203);
+    init_jobs(j, 1, 1, 0, 0.2);
+    run_ranks(j, 1);
+    j[0].comm.grace_s = 0.2;
+    char err[JMG_MP_ERRLEN];
+    jmg_mp_comm_guard(&j[0].comm, "potrs", body_deaf, NULL, err);
+    _exit(0); /* not reached: on_stuck ends the process */
+  }
+  close(fds[1]);
+  char buf[2048] = "";
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof buf - 1 && (k = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)k;
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 75, "child status %d", status);
+  CHECK(has(buf, "rank 0 of 1") && has(buf, "potrs is still blocked") &&
+            has(buf, "ending this process"),
+        "stderr: %s", buf);
+}
+
 int main(void) {
   pthread_mutex_init(&W.mu, NULL);
   pthread_cond_init(&W.cv, NULL);
+  stuck_exits(); /* first: fork before this process has other threads */
   all_arrive();
   never_joins();
   skips_a_collective();
   init_fails();
   old_nccl();
   body_failures();
+  stuck_after_abort();
   for (int k = 0; k < W.ncomms; k++) free(W.comms[k]);
   return CHECK_DONE("test_mp_fault");
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/clock.h"
 
@@ -107,6 +108,8 @@ int jmg_mp_comm_open(jmg_mp_comm* c, const jmg_mp_api* api, const char* tag,
   c->rank = rank;
   c->ordinal = ordinal;
   c->timeout_s = timeout_s > 0 ? timeout_s : 180.0;
+  c->grace_s = 10.0;
+  c->on_stuck = jmg_mp_comm_stuck_exit;
   snprintf(c->tag, sizeof c->tag, "%s", tag ? tag : "?");
   pthread_mutex_init(&c->mu, NULL);
   snprintf(c->lost, sizeof c->lost, "not joined");
@@ -177,6 +180,27 @@ static void abort_comm(void* vc) {
   pthread_mutex_unlock(&c->mu);
 }
 
+void jmg_mp_comm_stuck_exit(jmg_mp_comm* c) {
+  char err[JMG_MP_ERRLEN];
+  jmg_mp_comm_errorf(c, err,
+                     "%s is still blocked %g s after its communicator was aborted (a peer died "
+                     "or never arrived; cuSOLVERMp's own communicators did not see the abort)",
+                     c->what ? c->what : "a collective", c->grace_s);
+  const char* keep = getenv("JAXMG_MP_STUCK_EXIT");
+  int leave = !(keep && keep[0] == '0');
+  fprintf(stderr, "%s; %s\n", err,
+          leave ? "ending this process so that the job fails instead of hanging "
+                  "(JAXMG_MP_STUCK_EXIT=0 keeps waiting)"
+                : "still waiting (JAXMG_MP_STUCK_EXIT=0)");
+  fflush(stderr);
+  if (leave) _exit(75);
+}
+
+static void on_stuck(void* vc) {
+  jmg_mp_comm* c = vc;
+  if (c->on_stuck) c->on_stuck(c);
+}
+
 static void lose(jmg_mp_comm* c, const char* why) {
   snprintf(c->lost, sizeof c->lost, "%s", why);
 }
@@ -191,7 +215,8 @@ int jmg_mp_comm_guard(jmg_mp_comm* c, const char* what, jmg_mp_body body, void* 
     return JMG_MP_ELOST;
   }
   char detail[JMG_MP_ERRLEN] = "";
-  jmg_mp_watch_arm(&c->watch, c->timeout_s, abort_comm, c);
+  c->what = what;
+  jmg_mp_watch_arm(&c->watch, c->timeout_s, abort_comm, on_stuck, c->grace_s, c);
   int rc = body(arg, detail);
   int fired = jmg_mp_watch_disarm(&c->watch);
   if (fired) {
