@@ -113,15 +113,25 @@ def test_one_process_two_gpus(tmp_path):
 
 
 def test_killed_rank(tmp_path):
+    """Every surviving rank reports a jaxmg error naming itself: from the
+    watchdog's abort (the call returns), or, where the abort does not reach
+    cuSOLVERMp's own communicators, from the last resort (the process says so
+    and exits 75). Which of the two happened is printed: the first is the
+    one wanted."""
     need(4)
     codes, recs, logs = launch(tmp_path, 4, (2, 2), per_node=2, scenario="killed",
                                ops=["potrs"], dtypes=["float64"], victim=1)
     assert codes[1] != 0  # SIGKILLed
     for i in (0, 2, 3):
         rec = recs[i]
-        assert rec and rec.get("done"), f"process {i}:\n{logs[i][-3000:]}"
-        first, second = rec["cases"]["potrs/float64/0"], rec["cases"]["potrs/float64/1"]
-        assert first["ok"], first.get("error")
+        assert rec and rec["cases"]["potrs/float64/0"]["ok"], f"process {i}:\n{logs[i][-3000:]}"
+        if codes[i] == 75:
+            print(f"process {i}: last resort (exit 75): the abort did not release cuSOLVERMp")
+            assert f"rank {i} of 4" in logs[i] and "is still blocked" in logs[i], logs[i][-3000:]
+            continue
+        assert rec.get("done"), f"process {i} ({codes[i]}):\n{logs[i][-3000:]}"
+        second = rec["cases"]["potrs/float64/1"]
         assert not second["ok"] and "did not finish within" in second["error"], second
         assert f"rank {i} of 4" in second["error"]
         assert second["seconds"] < TIMEOUT_S + 30
+        print(f"process {i}: released by the abort after {second['seconds']:.1f} s")
