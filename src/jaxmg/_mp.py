@@ -259,3 +259,46 @@ def call(op: str, grid: _grid.Grid, mesh, a, b=None, *, spec, tile: int, jobz: i
     args = (a, b.T) if has_b else (a,)
     return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=tuple(out_specs),
                          check_vma=False)(*args)
+
+
+def solve(op: str, a, b=None, *, mesh, axes, tile: int, grid=None, jobz: int = 1) -> dict:
+    """One op on the cuSOLVERMp engine, in the caller's terms: A's sharding
+    as given (see shard_kind), results as global arrays named per op, the
+    status the largest over the devices. The engine's own conventions
+    (mp_ops.c) are undone here:
+      - the Hermitian ops work on M = A^T = conj(A): potrs solves with
+        conj(b) and conjugates x back; syevd's V is the transpose-conjugate
+        of what comes back; potri's result is A^-1 as it stands;
+      - replicated matrices come back column-major (transposed);
+      - least_squares returns the first n rows; qr's R is the upper
+        triangle of what comes back.
+    Keys: potrs x, logdet; potri inv; syevd w, v (jobz); lu_solve and
+    least_squares x; qr q, r; gesvd u, s, vh; polar u, h; always status."""
+    spec = a.sharding.spec if hasattr(a, "sharding") and hasattr(a.sharding, "spec") else None
+    if spec is None:
+        raise ValueError("jaxmg: the cuSOLVERMp engine needs A as a sharded global array")
+    g = _grid.grid_from_mesh(mesh, axes, op=op, grid=grid)
+    if op == "potrs":
+        b = jnp.conj(b)
+    res = call(op, g, mesh, a, b, spec=spec, tile=tile, jobz=jobz)
+    out = {"status": jnp.max(res[-1])}
+    n = a.shape[1]
+    if op == "potrs":
+        out["x"], out["logdet"] = jnp.conj(res[1].T), res[2]
+    elif op == "potri":
+        out["inv"] = res[0]
+    elif op == "syevd":
+        out["w"] = res[1]
+        if jobz:
+            out["v"] = jnp.conj(res[0].T)
+    elif op == "lu_solve":
+        out["x"] = res[1].T
+    elif op == "least_squares":
+        out["x"] = res[1].T[:n]
+    elif op == "qr":
+        out["q"], out["r"] = res[0], jnp.triu(res[1].T)
+    elif op == "gesvd":
+        out["u"], out["s"], out["vh"] = res[0], res[1], res[2].T
+    elif op == "polar":
+        out["u"], out["h"] = res[0], res[1].T
+    return out
