@@ -89,6 +89,7 @@ typedef struct jmg_mp_set {
   cublasHandle_t blas;
   void* work;
   size_t work_bytes;
+  int work_registered; /* work from cusolverMpMalloc (else cudaMalloc) */
   void* hwork;
   size_t hwork_bytes;
   int* d_info;

@@ -34,7 +34,7 @@ void jmg_mp_set_close(jmg_mp_set* s) {
     cudaSetDevice(s->comm.ordinal);
     for (int k = 0; k < JMG_MP_NDESC; k++)
       if (s->descs[k].d) cusolverMpDestroyMatrixDesc(s->descs[k].d);
-    if (s->work) cusolverMpFree(s->grid, s->work);
+    if (s->work) s->work_registered ? cusolverMpFree(s->grid, s->work) : cudaFree(s->work);
     if (s->grid) cusolverMpDestroyGrid(s->grid);
     if (s->handle) cusolverMpDestroy(s->handle);
     if (s->blas) cublasDestroy(s->blas);
@@ -140,11 +140,20 @@ int jmg_mp_set_workspace(jmg_mp_set* s, cudaStream_t st, size_t dev, size_t host
   int rc = allreduce(s, st, &need, sizeof need, ncclUint64, ncclMax, err);
   if (rc) return rc;
   if (need > s->work_bytes) {
-    /* Registration needs quiet streams: the allreduce above synchronised. */
-    if (s->work) cusolverMpFree(s->grid, s->work);
+    /* Registration needs quiet streams: the allreduce above synchronised.
+     * JAXMG_MP_REGISTER=0 (the same on every rank) takes plain cudaMalloc
+     * memory instead: slower syevd/gesvd, but no NCCL symmetric memory. */
+    if (s->work) s->work_registered ? cusolverMpFree(s->grid, s->work) : cudaFree(s->work);
     s->work = NULL;
     s->work_bytes = 0;
-    rc = jmg_mp_solver_fail(cusolverMpMalloc(s->grid, &s->work, need), "cusolverMpMalloc", err);
+    const char* reg = getenv("JAXMG_MP_REGISTER");
+    s->work_registered = !(reg && reg[0] == '0');
+    rc = s->work_registered
+             ? jmg_mp_solver_fail(cusolverMpMalloc(s->grid, &s->work, need),
+                                  "cusolverMpMalloc (registered workspace; JAXMG_MP_REGISTER=0 "
+                                  "avoids it)",
+                                  err)
+             : jmg_mp_cuda_fail(cudaMalloc(&s->work, need), "cudaMalloc(workspace)", err);
     if (rc) return rc;
     s->work_bytes = need;
   }
