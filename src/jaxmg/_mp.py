@@ -63,7 +63,7 @@ def library() -> ctypes.CDLL:
     with _lock:
         if _lib is not None:
             return _lib
-        from ._library import _capsule_address, _library_path
+        from ._library import _library_path
 
         jax.devices()  # the CUDA plugin loads its libnccl first
         _preload()
