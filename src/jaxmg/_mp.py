@@ -9,8 +9,11 @@ also resolves. Its NCCL version is checked before anything else.
 A device set is the devices of one solve group in NCCL rank order
 (_grid.grid_from_mesh). open_sets(grid) makes every group's communicator:
 the process of rank 0 draws an NCCL id, _nccl_bootstrap moves it to the
-group's other processes, and every local rank joins, one Python thread per
-local device (each rank's ncclCommInitRank blocks until all have joined).
+group's other processes, and every local rank joins: one Python thread per
+local device (each rank's ncclCommInitRank blocks until all have joined),
+or, with JAXMG_MP_INIT=group, all local ranks from one thread in an NCCL
+group (ncclGroupStart/End). Which of the two works with cuSOLVERMp on
+hardware is for the GPU run to show (test_one_process_all_gpus runs both).
 Sets are cached per (mesh devices, grid); a set whose communicator was lost
 (a timeout or an NCCL failure) is closed and made again on the next call.
 
@@ -21,6 +24,7 @@ whose body is one ffi_call per device (mp_exports.c documents the buffers).
 from __future__ import annotations
 
 import ctypes
+import os
 import pathlib
 import threading
 
@@ -74,6 +78,10 @@ def library() -> ctypes.CDLL:
             ctypes.c_double,
             ctypes.c_char_p,
         ]
+        lib.jmg_mp_open_local.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                                          ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                          ctypes.POINTER(ctypes.c_int), ctypes.c_int,
+                                          ctypes.c_int, ctypes.c_double, ctypes.c_char_p]
         lib.jmg_mp_close.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.jmg_mp_lost.argtypes = [ctypes.c_char_p, ctypes.c_int]
         v = lib.jmg_mp_nccl_version()
@@ -125,6 +133,17 @@ def open_sets(grid: _grid.Grid) -> str:
         joins = [(r, devices[d].local_hardware_id) for r, d in enumerate(group)
                  if devices[d].process_index == me]
         errors: list[str] = []
+        if len(joins) > 1 and os.environ.get("JAXMG_MP_INIT", "threads") == "group":
+            # All local ranks from this thread in one NCCL group.
+            n = len(joins)
+            ranks = (ctypes.c_int * n)(*[r for r, _ in joins])
+            ords = (ctypes.c_int * n)(*[o for _, o in joins])
+            err = ctypes.create_string_buffer(ERRLEN)
+            if lib.jmg_mp_open_local(tag.encode(), uid, len(group), n, ranks, ords, grid.p,
+                                     grid.q, timeout, err):
+                raise MpError(err.value.decode(errors="replace"))
+            local_ordinals += [o for _, o in joins]
+            continue
 
         def join(rank: int, ordinal: int) -> None:
             err = ctypes.create_string_buffer(ERRLEN)

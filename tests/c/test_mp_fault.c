@@ -58,6 +58,27 @@ static int f_uid(unsigned char id[JMG_MP_ID_BYTES]) {
   memset(id, 7, JMG_MP_ID_BYTES);
   return 0;
 }
+/* Inside a group (this thread's), inits only register; the group's end
+ * waits for everyone, as NCCL's does. */
+static _Thread_local int in_group;
+
+static void wait_all_joined(void) {
+  while (W.joined < W.nranks && !W.release) pthread_cond_wait(&W.cv, &W.mu);
+}
+
+static int f_group_start(void) {
+  in_group = 1;
+  return 0;
+}
+
+static int f_group_end(void) {
+  in_group = 0;
+  pthread_mutex_lock(&W.mu);
+  wait_all_joined();
+  pthread_mutex_unlock(&W.mu);
+  return 0;
+}
+
 static int f_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTES], int rank,
                   int ordinal) {
   (void)id;
@@ -67,7 +88,7 @@ static int f_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTE
   pthread_mutex_lock(&W.mu);
   W.joined++;
   pthread_cond_broadcast(&W.cv);
-  while (W.joined < W.nranks && !W.release) pthread_cond_wait(&W.cv, &W.mu);
+  if (!in_group) wait_all_joined();
   pthread_mutex_unlock(&W.mu);
   fcomm* f = calloc(1, sizeof *f);
   f->rank = rank;
@@ -94,7 +115,8 @@ static int f_destroy(void* comm) {
 }
 static const char* f_str(int r) { return r == 2 ? "fake system error" : "fake error"; }
 
-static const jmg_mp_api fake = {f_version, f_uid, f_init, f_abort, f_destroy, f_str};
+static const jmg_mp_api fake = {f_version,     f_uid,       f_init,    f_abort,
+                                f_group_start, f_group_end, f_destroy, f_str};
 
 /* A collective: all ranks in, or aborted. */
 static int collective(void* vcomm, char* err) {
@@ -374,6 +396,63 @@ static void stuck_exits(void) {
         "stderr: %s", buf);
 }
 
+/* One thread opens ranks 0 and 1 in a group while another opens rank 2
+ * alone; then ranks 0 and 1 grouped while rank 2 never comes. */
+typedef struct group_job {
+  jmg_mp_comm comm[2];
+  int rc;
+  double secs;
+  char err[JMG_MP_ERRLEN];
+} group_job;
+
+static void* group_main(void* vg) {
+  group_job* g = vg;
+  unsigned char id[JMG_MP_ID_BYTES];
+  f_uid(id);
+  jmg_mp_comm* cs[2] = {&g->comm[0], &g->comm[1]};
+  int ranks[2] = {0, 1}, ords[2] = {0, 1};
+  double t0 = jmg_clock_now();
+  g->rc = jmg_mp_comm_open_group(cs, 2, &fake, "g", id, 3, ranks, ords, 0.3, g->err);
+  g->secs = jmg_clock_now() - t0;
+  return NULL;
+}
+
+static void grouped_open(void) {
+  world_reset(3, -1, 23203);
+  group_job g;
+  memset(&g, 0, sizeof g);
+  rankjob single[3];
+  init_jobs(single, 3, 3, 1, 1.0);
+  pthread_t t, u;
+  pthread_create(&t, NULL, group_main, &g);
+  pthread_create(&u, NULL, rank_main, &single[2]);
+  pthread_join(t, NULL);
+  pthread_join(u, NULL);
+  CHECK(g.rc == JMG_MP_OK && single[2].open_rc == JMG_MP_OK, "grouped: %s / %s", g.err,
+        single[2].open_err);
+  CHECK(g.comm[0].rank == 0 && g.comm[1].rank == 1 && g.comm[0].nccl && g.comm[1].nccl,
+        "two local ranks");
+  jmg_mp_comm_close(&g.comm[0]);
+  jmg_mp_comm_close(&g.comm[1]);
+  jmg_mp_comm_close(&single[2].comm);
+
+  world_reset(3, -1, 23203);
+  memset(&g, 0, sizeof g);
+  pthread_create(&t, NULL, group_main, &g);
+  pthread_join(t, NULL);
+  CHECK(g.rc == JMG_MP_ETIMEOUT && has(g.err, "(grouped) of local ranks 0,1 did not complete") &&
+            g.secs < 2.0,
+        "%d %s", g.rc, g.err);
+  jmg_mp_comm_close(&g.comm[0]);
+  jmg_mp_comm_close(&g.comm[1]);
+  pthread_mutex_lock(&W.mu);
+  W.release = 1;
+  pthread_cond_broadcast(&W.cv);
+  pthread_mutex_unlock(&W.mu);
+  int n = aborts_reach(2);
+  CHECK(n == 2, "late grouped comms aborted: %d", n);
+}
+
 int main(void) {
   pthread_mutex_init(&W.mu, NULL);
   pthread_cond_init(&W.cv, NULL);
@@ -385,6 +464,7 @@ int main(void) {
   old_nccl();
   body_failures();
   stuck_after_abort();
+  grouped_open();
   for (int k = 0; k < W.ncomms; k++) free(W.comms[k]);
   return CHECK_DONE("test_mp_fault");
 }

@@ -101,10 +101,11 @@ def test_four_gpus_network_only(tmp_path):
     judge(*launch(tmp_path, 4, (2, 2), per_node=2, env=env, dtypes=["float64", "complex64"]))
 
 
+@pytest.mark.parametrize("init", ["threads", "group"])
 @pytest.mark.parametrize("grid", [(1, 4), (2, 2)])
-def test_one_process_all_gpus(tmp_path, grid):
+def test_one_process_all_gpus(tmp_path, grid, init):
     need(4)
-    judge(*launch(tmp_path, 1, grid))
+    judge(*launch(tmp_path, 1, grid, env={"JAXMG_MP_INIT": init}))
 
 
 def test_one_process_two_gpus(tmp_path):

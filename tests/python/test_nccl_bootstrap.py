@@ -71,6 +71,14 @@ mesh = Mesh(np.array(jax.devices()).reshape(2, 3), ("g", "x"))
 grid = _grid.grid_from_mesh(mesh, "x", grid=(1, 3))
 tag = _mp.open_sets(grid)
 rec["same_tag_again"] = _mp.open_sets(grid) == tag
+grouped = []
+FakeLib.jmg_mp_open_local = lambda self, tag, uid, nranks, count, ranks, ords, p, q, t, err: (
+    grouped.append([tag.decode(), bytes(uid).hex(), nranks, list(ranks[:count]),
+                    list(ords[:count]), p, q]) or 0)
+os.environ["JAXMG_MP_INIT"] = "group"
+mesh1 = Mesh(np.array(jax.devices()).reshape(3, 2), ("g", "x"))  # each group in one process
+tag1 = _mp.open_sets(_grid.grid_from_mesh(mesh1, "x", grid=(1, 2)))
+rec["grouped"] = grouped
 rec["opened"] = opened
 rec["groups"] = [list(g) for g in grid.groups]
 rec["devices"] = {d.id: [d.process_index, d.local_hardware_id] for d in jax.devices()}
@@ -165,6 +173,15 @@ def test_open_sets_joins_every_rank_once(job):
         assert len(uids) == 1  # one id per group, on all its ranks
         group_ids.append(uids.pop())
     assert len(set(group_ids)) == len(groups)
+
+
+def test_open_sets_grouped(job):
+    """JAXMG_MP_INIT=group: a process opens its ranks of a group in one call
+    (one NCCL group), no exchange needed when it holds them all."""
+    rec, _ = job
+    for p, r in enumerate(rec):
+        (g,) = r["grouped"]  # one group per process: its own two devices
+        assert g[2] == 2 and g[3] == [0, 1] and g[4] == [0, 1] and (g[5], g[6]) == (1, 2)
 
 
 def test_single_process_and_bad_input():

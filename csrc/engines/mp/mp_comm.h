@@ -32,6 +32,7 @@
 #include "engines/mp/mp_watch.h"
 
 #define JMG_MP_ERRLEN 512
+#define JMG_MP_MAX_LOCAL 16 /* ranks one process joins at once */
 
 enum {
   JMG_MP_OK = 0,
@@ -65,6 +66,12 @@ typedef struct jmg_mp_comm {
 int jmg_mp_comm_open(jmg_mp_comm* c, const jmg_mp_api* api, const char* tag,
                      const unsigned char id[JMG_MP_ID_BYTES], int nranks, int rank,
                      int ordinal, double timeout_s, char* err);
+/* The same for `count` ranks of one process at once, from one thread inside
+ * an NCCL group (ncclGroupStart/End), as NCCL requires when one thread
+ * creates several ranks; errors are named on cs[0] with the local ranks. */
+int jmg_mp_comm_open_group(jmg_mp_comm* const* cs, int count, const jmg_mp_api* api,
+                           const char* tag, const unsigned char id[JMG_MP_ID_BYTES], int nranks,
+                           const int* ranks, const int* ordinals, double timeout_s, char* err);
 /* Destroys the communicator (aborts it if it was lost). */
 void jmg_mp_comm_close(jmg_mp_comm* c);
 

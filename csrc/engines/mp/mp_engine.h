@@ -115,6 +115,10 @@ extern const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS];
 int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
                     int nranks, int rank, int ordinal, int p, int q, double timeout_s,
                     char* err);
+/* The same for several ranks of this process at once, in one NCCL group. */
+int jmg_mp_sets_open(jmg_mp_set* const* sets, int count, const char* tag,
+                     const unsigned char id[JMG_MP_ID_BYTES], int nranks, const int* ranks,
+                     const int* ordinals, int p, int q, double timeout_s, char* err);
 void jmg_mp_set_close(jmg_mp_set* s);
 /* Inside a guard: the handle, grid and cuBLAS handle on first use (grid
  * creation is collective), all bound to the call's stream. */

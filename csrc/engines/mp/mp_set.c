@@ -11,19 +11,34 @@
 
 #include "engines/mp/mp_engine.h"
 
-int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
-                    int nranks, int rank, int ordinal, int p, int q, double timeout_s,
-                    char* err) {
-  memset(s, 0, sizeof *s);
-  s->p = p;
-  s->q = q;
-  int rc = jmg_mp_comm_open(&s->comm, &jmg_mp_nccl_api, tag, id, nranks, rank, ordinal,
-                            timeout_s, err);
+int jmg_mp_sets_open(jmg_mp_set* const* sets, int count, const char* tag,
+                     const unsigned char id[JMG_MP_ID_BYTES], int nranks, const int* ranks,
+                     const int* ordinals, int p, int q, double timeout_s, char* err) {
+  jmg_mp_comm* cs[JMG_MP_MAX_LOCAL];
+  if (count < 1 || count > JMG_MP_MAX_LOCAL) {
+    snprintf(err, JMG_MP_ERRLEN, "jaxmg: a process opens 1 to %d ranks at once", JMG_MP_MAX_LOCAL);
+    return JMG_MP_EINVAL;
+  }
+  for (int k = 0; k < count; k++) {
+    memset(sets[k], 0, sizeof *sets[k]);
+    sets[k]->p = p;
+    sets[k]->q = q;
+    cs[k] = &sets[k]->comm;
+  }
+  int rc = jmg_mp_comm_open_group(cs, count, &jmg_mp_nccl_api, tag, id, nranks, ranks, ordinals,
+                                  timeout_s, err);
   if (rc == JMG_MP_OK && (p < 1 || q < 1 || (int64_t)p * q != nranks)) {
-    jmg_mp_comm_errorf(&s->comm, err, "grid %d x %d does not have %d ranks", p, q, nranks);
+    jmg_mp_comm_errorf(cs[0], err, "grid %d x %d does not have %d ranks", p, q, nranks);
     rc = JMG_MP_EINVAL;
   }
   return rc;
+}
+
+int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
+                    int nranks, int rank, int ordinal, int p, int q, double timeout_s,
+                    char* err) {
+  jmg_mp_set* sets[1] = {s};
+  return jmg_mp_sets_open(sets, 1, tag, id, nranks, &rank, &ordinal, p, q, timeout_s, err);
 }
 
 void jmg_mp_set_close(jmg_mp_set* s) {
