@@ -1,13 +1,18 @@
-/* engine.h - what an engine (LAPACK on the host, cuSolverMg on GPUs) must
- * provide to run one jaxmg op.
+/* engine.h - what an engine (LAPACK on the host, cuSolverMg/cuSOLVER on
+ * GPUs) must provide to run the jaxmg ops.
  *
- * The ops layer decodes each device's FFI call into a jmg_party, gathers the
- * parties at the rendezvous and lets rank 0 (the leader) hand the whole job
- * to the engine. The engine sees the matrix M, which is the caller's
- * row-sharded A read as column-major: device r holds columns
- * [r*nloc, (r+1)*nloc) of M, column length n. For symmetric or Hermitian A,
- * M = A^T = conj(A); the Python layer accounts for the conjugate, so the
- * engine simply works on M.
+ * The ops layer decodes each device's FFI call into a jmg_party (following
+ * the op's row in the op table, ops/op_table.h), gathers the parties at the
+ * rendezvous and lets rank 0 (the leader) hand the whole job to the
+ * engine's function for that op. The engine sees the matrix E, which is the
+ * caller's row-sharded A (m x n) read as column-major: device r holds
+ * columns [r*nloc, (r+1)*nloc) of E = A^T, column length n. The general
+ * ops may be padded at the end with rows that the engine ignores (their
+ * `mrows` attribute is m; the shards hold mpad = nparties * nloc rows) and
+ * whose results it sets to zero. For symmetric
+ * or Hermitian A, E = A^T = conj(A); the Python layer accounts for the
+ * conjugate, so those engines simply work on E. The general ops (lu_solve,
+ * least_squares, qr, gesvd, polar) undo the transpose themselves.
  */
 #ifndef JAXMG_ENGINE_H
 #define JAXMG_ENGINE_H
@@ -20,12 +25,26 @@
 #define JMG_MAX_DEVICES 32 /* cuSolverMg's limit on one device grid */
 #define JMG_ERRLEN 512
 #define JMG_SHARE_BYTES 512 /* see jmg_party.share */
+#define JMG_MAX_BUFS 6      /* data buffers of one party (op_table.h: slots) */
+#define JMG_MAX_ATTRS 3     /* op-specific integer attributes */
+#define JMG_MAX_SCALARS 2   /* real scalar results, sent in the leader's verdict */
 
-typedef enum { JMG_POTRS = 0, JMG_POTRI = 1, JMG_SYEVD = 2 } jmg_op;
+/* An op: its index in the op table (ops/op_table.h). */
+typedef int jmg_op;
+enum { JMG_POTRS = 0, JMG_POTRI, JMG_SYEVD, JMG_LU_SOLVE, JMG_LSTSQ, JMG_QR, JMG_GESVD,
+       JMG_POLAR, JMG_NOPS };
+
 typedef enum { JMG_F32 = 0, JMG_F64 = 1, JMG_C64 = 2, JMG_C128 = 3 } jmg_dtype;
 /* Which solver runs the op, as the caller asked (the Python layer resolves
  * "auto" from the problem size; an engine treats AUTO as MULTI). */
 typedef enum { JMG_DISPATCH_AUTO = 0, JMG_DISPATCH_MULTI = 1, JMG_DISPATCH_SINGLE = 2 } jmg_dispatch;
+
+/* How the leader uses a party's buffer (jmg_party.buf_flags). */
+enum {
+  JMG_BUF_IN = 1,  /* read from every party (A's shards) */
+  JMG_BUF_OUT = 2, /* written into every party (results, sharded or replicated) */
+  JMG_BUF_OWN = 4, /* replicated input: the leader reads only its own copy */
+};
 
 /* One device's part in a call. It is copied to every party at the
  * rendezvous, so it holds plain values and pointers only. */
@@ -35,16 +54,32 @@ typedef struct jmg_party {
   int32_t pid;      /* the party's process id in its own PID namespace (GPU IPC only) */
   int32_t dtype;    /* jmg_dtype; all parties must agree */
   int32_t dispatch; /* jmg_dispatch */
-  int64_t n, nloc, nrhs, tile, jobz;
+  int32_t op;       /* jmg_op */
+  int64_t m, n;     /* A is m x n: its first m of mpad rows (the rest pad) */
+  int64_t mpad;     /* rows of all shards: nparties * nloc */
+  int64_t nloc, nrhs, tile;
+  int64_t attr[JMG_MAX_ATTRS]; /* the op's own attributes, in its row's order */
+  uint64_t site;    /* hash of the call site */
   uint64_t token;   /* the party's process, jmg_process_token(): never a PID */
   void* stream;     /* the device's XLA stream (GPU), NULL on the host */
-  void* a;          /* nloc columns of M, in/out (aliased by XLA) */
-  void* b;          /* potrs: n x nrhs right-hand sides, col-major; x overwrites them */
-  void* w;          /* syevd: n eigenvalues (real dtype) */
+  /* The op's data buffers by slot (op_table.h). Slots 0-2 keep the names
+   * of the first ops: a (A's shard, in place), b (right-hand sides and
+   * solutions, square results), w (eigen/singular values). */
+  union {
+    void* buf[JMG_MAX_BUFS];
+    struct {
+      void* a;
+      void* b;
+      void* w;
+    };
+  };
+  int64_t buf_bytes[JMG_MAX_BUFS];
+  uint8_t buf_flags[JMG_MAX_BUFS];
   int32_t* status;  /* the op's int32 status output */
+  void* scalar[JMG_MAX_SCALARS]; /* real scalar outputs (potrs: logdet), or NULL */
   void* work;       /* workspace on this device, work_bytes long, or NULL */
   int64_t work_bytes;
-  /* Multi-process mode: how another process reaches a, b and w (a shared
+  /* Multi-process mode: how another process reaches the buffers (a shared
    * memory name, CUDA IPC handles...), written by the engine's share(). */
   unsigned char share[JMG_SHARE_BYTES];
 } jmg_party;
@@ -54,32 +89,49 @@ typedef struct jmg_job {
   jmg_op op;
   jmg_dtype dtype;
   int nparties;
-  int64_t n, nloc, nrhs, tile;
-  int jobz;                 /* syevd: 1 eigenvectors, 0 eigenvalues only */
+  int64_t m, n, nloc, nrhs, tile;
+  int64_t mpad;             /* nparties * nloc >= m; rows past m are padding */
+  int64_t attr[JMG_MAX_ATTRS];
+  int jobz;                 /* syevd: 1 eigenvectors, 0 eigenvalues only (= attr[0]) */
   jmg_dispatch dispatch;
   jmg_party* parties;       /* nparties, in rank order */
 } jmg_job;
 
+/* What the leader's run returns to every party. */
+typedef struct jmg_result {
+  int32_t info;                   /* LAPACK-style status: 0 ok, > 0 failing minor/pivot, ... */
+  double scalar[JMG_MAX_SCALARS]; /* the op's scalar results (NaN when info != 0) */
+} jmg_result;
+
+/* One op on one engine: the leader's two steps. */
+typedef struct jmg_engine_op {
+  /* bytes[r] of device workspace party r must bring (0: none); also where
+   * an engine checks its library's size limits, before anything runs.
+   * NULL: none. */
+  int (*workspace)(const jmg_job* job, int64_t* bytes, char* err);
+  /* Runs the op on all parties' buffers. Returns 0 (res->info says how
+   * the matrix fared) or non-zero with a message for an engine failure. */
+  int (*run)(jmg_job* job, jmg_result* res, char* err);
+} jmg_engine_op;
+
 typedef struct jmg_engine {
   const char* name;
+  /* Per op (indexed by jmg_op); an op with run == NULL is not available on
+   * this engine (a clear error on every party). */
+  jmg_engine_op ops[JMG_NOPS];
   /* Every party, before the meeting: fill ordinal and stream, make the
    * inputs complete (GPU: the XLA stream has finished producing them) and
    * read the small int32 `where` input (rank, group) into host memory. */
   int (*enter)(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                int32_t where_out[2], char* err);
-  /* Leader: bytes[r] of workspace party r must bring (0: none). */
-  int (*workspace)(const jmg_job* job, int64_t* bytes, char* err);
   /* Every party: allocate / free its workspace (the ops layer calls these
    * only when workspace() asked for some). */
   int (*alloc)(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err);
   void (*release)(const XLA_FFI_CallFrame* cf, jmg_party* me);
-  /* Leader: run the op on all parties' buffers; *info gets the LAPACK-style
-   * status (0 ok, > 0 failing minor or no convergence). Returns 0, or
-   * non-zero with a message in err for an engine failure. */
-  int (*run)(jmg_job* job, int32_t* info, char* err);
-  /* Every party, after the leader: store `info` into its status output and
-   * make all outputs complete before returning to XLA. */
-  int (*finish)(const XLA_FFI_CallFrame* cf, jmg_party* me, int32_t info, char* err);
+  /* Every party, after the leader: store res->info into its status output
+   * and the scalars into me->scalar[k] (the op's real dtype), and make all
+   * outputs complete before returning to XLA. */
+  int (*finish)(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res, char* err);
 
   /* Multi-process mode, used only when some party of the call runs in
    * another process than the leader (whose buffers the leader then cannot
@@ -88,9 +140,9 @@ typedef struct jmg_engine {
    * the leader, and fetch on every party that shared, after the leader's
    * verdict and whether or not it succeeded.
    *
-   * share: publish me's a, b and w for the leader's process, recorded in
+   * share: publish me's buffers for the leader's process, recorded in
    *   me->share (host: a copy in a shared memory segment; GPU: IPC handles).
-   * open:  leader: point a, b and w of every such party in job->parties at
+   * open:  leader: point the buffers of every such party in job->parties at
    *   memory the leader can address, from its share record.
    * close: leader: undo open once run is over.
    * fetch: ok != 0: bring the results back into me's own buffers; always:
@@ -99,6 +151,10 @@ typedef struct jmg_engine {
   int (*open)(jmg_job* job, char* err);
   void (*close)(jmg_job* job);
   int (*fetch)(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, int ok, char* err);
+  /* 1 when share/open/fetch carry every slot by buf_bytes/buf_flags; 0
+   * when they carry a, b and w only, sized from n, nloc and nrhs as for
+   * potrs/potri/syevd (the ops layer then refuses calls that need more). */
+  int shares_every_buffer;
 } jmg_engine;
 
 /* Whether party r runs in another process than the leader (rank 0), whose
@@ -108,6 +164,8 @@ static inline int jmg_job_remote(const jmg_job* job, int r) {
 }
 
 size_t jmg_dtype_size(jmg_dtype t);
+size_t jmg_dtype_real_size(jmg_dtype t);
 int jmg_dtype_is_complex(jmg_dtype t);
+const char* jmg_dtype_name(jmg_dtype t);
 
 #endif

@@ -1,15 +1,10 @@
 /* ops.h - run one jaxmg op end to end from an FFI call frame.
  *
- * Every exported handler (one per op and platform) is a one-line call to
- * jmg_op_handle with its op and its engine. The FFI interface, per device:
- *
- *   potrs  args (a[nloc, n], b[n, nrhs] col-major, where[2] int32)
- *          rets (a[nloc, n], x[n, nrhs] col-major, status int32[])
- *   potri  args (a, where)        rets (a = inverse, status)
- *   syevd  args (a, where)        rets (a = eigenvectors of M, w[n], status)
- *
- * with rets aliasing args (a -> a, b -> x) and attributes
- *   site (string: unique per call site), tile, nparties, jobz (syevd).
+ * Every exported handler (one per op and platform, made from JMG_OP_LIST in
+ * exports_*.c) is a one-line call to jmg_op_handle with its op and its
+ * engine. What each op's FFI call carries is its row in op_table.h; the
+ * attributes every op takes are site (string: unique per call site), tile,
+ * nparties, dispatch, and optionally meet / meet_procs (multi-process).
  * `where` is (rank along the solve axis, group id over the other axes).
  */
 #ifndef JAXMG_OPS_H

@@ -1,11 +1,18 @@
-"""The FFI calls themselves, one per op, on one device's padded shard.
+"""The FFI calls themselves, on one device's padded shard, built from the C
+core's op table (csrc/ops/op_table.h, read through _library.op_table_text):
+each op's arguments and results, their shapes, dtypes and layouts and which
+result aliases which argument are data in C, so there is one generic
+`ffi` call here and a thin function per op that names its results.
 
-Shapes follow csrc/ops/ops.h. The matrix result aliases A and the potrs
-solution aliases b, so the engine works in place; XLA copies an input first
-unless the caller donated it, which keeps the caller's arrays intact.
+The matrix result aliases A (and potrs/lu_solve's solution aliases b), so
+the engine works in place; XLA copies an input first unless the caller
+donated it, which keeps the caller's arrays intact.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,62 +20,163 @@ import numpy as np
 
 from . import _library, _multiproc, _shard
 
-# Right-hand sides travel column-major (major-to-minor (1, 0)), as LAPACK and
-# cuSolverMg read them; XLA transposes the small (N, K) array for us.
+# Column-major layouts (major-to-minor (1, 0)), as LAPACK and cuSolverMg read
+# them; XLA transposes small arrays such as right-hand sides for us.
 _COL_MAJOR = (1, 0)
 
 
-def _attrs(site: str, tile: int, nparties: int, dispatch: int, **extra) -> dict:
-    attrs = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
-                 dispatch=np.int64(dispatch))
-    attrs.update({k: np.int64(v) for k, v in extra.items()})
-    attrs.update(_multiproc.meet_attrs(_library.current_platform()))
-    return attrs
+@dataclasses.dataclass(frozen=True)
+class Buf:
+    name: str
+    dims: str      # one letter per dimension (op_table.h), "" for a scalar
+    type: str      # "A" A's dtype, "R" its real dtype, "I" int32
+    col_major: bool
+    alias: int | None
 
 
-def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
-    out = (
-        jax.ShapeDtypeStruct(a.shape, a.dtype),
-        jax.ShapeDtypeStruct(b.shape, b.dtype),
-        jax.ShapeDtypeStruct((), jnp.int32),
+@dataclasses.dataclass(frozen=True)
+class Op:
+    name: str
+    shape: str     # "square", "tall" or "any"
+    attrs: tuple[str, ...]
+    args: tuple[Buf, ...]
+    rets: tuple[Buf, ...]
+
+
+def _parse(text: str) -> dict[str, Op]:
+    ops: dict[str, dict] = {}
+    cur = None
+    for line in text.splitlines():
+        f = line.split()
+        if not f:
+            continue
+        if f[0] == "op":
+            cur = dict(name=f[1], shape=f[2], attrs=() if f[3] == "-" else tuple(f[3].split(",")),
+                       args=[], rets=[])
+            ops[f[1]] = cur
+        else:
+            buf = Buf(f[1], "" if f[2] == "-" else f[2], f[3], f[4] == "col",
+                      None if f[5] == "-" else int(f[5]))
+            cur["args" if f[0] == "arg" else "rets"].append(buf)
+    return {k: Op(v["name"], v["shape"], v["attrs"], tuple(v["args"]), tuple(v["rets"]))
+            for k, v in ops.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def table() -> dict[str, Op]:
+    return _parse(_library.op_table_text())
+
+
+def _dims(op: Op, arrays, nparties: int, attrs: dict) -> dict[str, int]:
+    nloc, n = arrays[0].shape
+    m = nparties * nloc
+    rows = int(attrs.get("mrows", m))  # A's own rows; the shards' past them are padding
+    d = {"L": nloc, "N": n, "M": m, "S": min(rows, n), "2": 2, "K": 0}
+    for buf, x in zip(op.args, arrays):
+        if "K" in buf.dims:
+            d["K"] = x.shape[buf.dims.index("K")]
+    for letter, name in zip("ab", op.attrs):
+        d[letter] = int(attrs[name])
+    return d
+
+
+def _dtype(t: str, a_dtype):
+    return {"A": a_dtype, "R": _shard.real_dtype(a_dtype), "I": jnp.int32}[t]
+
+
+def _layout(buf: Buf):
+    return _COL_MAJOR if buf.col_major and len(buf.dims) == 2 else None
+
+
+def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, **attrs):
+    """Calls op `name` of the table on per-shard arrays (its arguments in
+    table order); returns all its results in table order."""
+    op = table()[name]
+    if len(arrays) != len(op.args):
+        raise TypeError(f"jaxmg: {name} takes {len(op.args)} arrays, got {len(arrays)}")
+    missing = set(op.attrs) - set(attrs)
+    if missing:
+        raise TypeError(f"jaxmg: {name} needs the attributes {sorted(missing)}")
+    d = _dims(op, arrays, nparties, attrs)
+    a_dtype = arrays[0].dtype
+    out = tuple(
+        jax.ShapeDtypeStruct(tuple(d[c] for c in r.dims), _dtype(r.type, a_dtype)) for r in op.rets
     )
     call = jax.ffi.ffi_call(
-        _library.target_name("potrs"),
+        _library.target_name(name),
         out,
-        input_layouts=(None, _COL_MAJOR, None),
-        output_layouts=(None, _COL_MAJOR, None),
-        input_output_aliases={0: 0, 1: 1},
+        input_layouts=tuple(_layout(b) for b in op.args),
+        output_layouts=tuple(_layout(r) for r in op.rets),
+        input_output_aliases={r.alias: i for i, r in enumerate(op.rets) if r.alias is not None},
         has_side_effect=True,
         vmap_method="sequential",
     )
-    _, x, status = call(a, b, where, **_attrs(site, tile, nparties, dispatch))
+    kw = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
+              dispatch=np.int64(dispatch))
+    kw.update({k: np.int64(v) for k, v in attrs.items()})
+    kw.update(_multiproc.meet_attrs(_library.current_platform()))
+    return call(*arrays, **kw)
+
+
+# ---- the ops, naming their results ----------------------------------------
+
+
+def potrs_with_logdet(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    """(x, status, logdet): logdet is log det of the padded matrix, a real
+    scalar identical on every shard, NaN when status != 0."""
+    _, x, status, logdet = ffi("potrs", a, b, where, site=site, tile=tile, nparties=nparties,
+                               dispatch=dispatch)
+    return x, status, logdet
+
+
+def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    x, status, _ = potrs_with_logdet(a, b, where, site=site, tile=tile, nparties=nparties,
+                                     dispatch=dispatch)
     return x, status
 
 
 def potri(a, where, *, site: str, tile: int, nparties: int, dispatch: int):
-    out = (jax.ShapeDtypeStruct(a.shape, a.dtype), jax.ShapeDtypeStruct((), jnp.int32))
-    call = jax.ffi.ffi_call(
-        _library.target_name("potri"),
-        out,
-        input_output_aliases={0: 0},
-        has_side_effect=True,
-        vmap_method="sequential",
-    )
-    return call(a, where, **_attrs(site, tile, nparties, dispatch))
+    return ffi("potri", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch)
 
 
 def syevd(a, where, *, site: str, tile: int, nparties: int, dispatch: int, jobz: bool):
+    return ffi("syevd", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
+               jobz=int(jobz))
+
+
+def lu_solve(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    """(x, status): A x = b with b (N, K) replicated, x likewise."""
+    _, x, status = ffi("lu_solve", a, b, where, site=site, tile=tile, nparties=nparties,
+                       dispatch=dispatch)
+    return x, status
+
+
+def least_squares(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
+                  mrows: int):
+    """(x, status): min ||A x - b|| with b (M, K) replicated, x (N, K); A
+    has mrows rows, the shards' rows past them are padding."""
+    _, x, status = ffi("least_squares", a, b, where, site=site, tile=tile, nparties=nparties,
+                       dispatch=dispatch, mrows=mrows)
+    return x, status
+
+
+def qr(a, where, *, site: str, tile: int, nparties: int, dispatch: int, mrows: int):
+    """(Q's rows of this shard, R replicated, status)."""
+    return ffi("qr", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
+               mrows=mrows)
+
+
+def gesvd(a, where, *, site: str, tile: int, nparties: int, dispatch: int, ucols: int,
+          vrows: int, mrows: int):
+    """(U's rows of this shard (ucols columns), s, Vh (vrows rows), status)."""
+    _, u, s, vh, status = ffi("gesvd", a, where, site=site, tile=tile, nparties=nparties,
+                              dispatch=dispatch, ucols=ucols, vrows=vrows, mrows=mrows)
+    return u, s, vh, status
+
+
+def polar(a, where, *, site: str, tile: int, nparties: int, dispatch: int, compute_h: bool,
+          mrows: int):
+    """(Up's rows of this shard, H replicated (or (0, N)), status)."""
     n = a.shape[1]
-    out = (
-        jax.ShapeDtypeStruct(a.shape, a.dtype),
-        jax.ShapeDtypeStruct((n,), _shard.real_dtype(a.dtype)),
-        jax.ShapeDtypeStruct((), jnp.int32),
-    )
-    call = jax.ffi.ffi_call(
-        _library.target_name("syevd"),
-        out,
-        input_output_aliases={0: 0},
-        has_side_effect=True,
-        vmap_method="sequential",
-    )
-    return call(a, where, **_attrs(site, tile, nparties, dispatch, jobz=int(jobz)))
+    return ffi("polar", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
+               hrows=n if compute_h else 0, mrows=mrows)

@@ -23,7 +23,14 @@ _CODES = {"auto": AUTO, "multi": MULTI, "single": SINGLE}
 # potrs 45 ms against 50 at 16384, 0.29 s against 0.19 at 32768; syevd
 # 3.2 s against 6.0 at 16384, 22.6 against 21.8 at 32768). potri has no
 # crossover: one GPU was faster at every N measured, up to 32768.
-SINGLE_MAX_N = {"potrs": 16384, "potri": None, "syevd": 24576}
+# lu_solve is not measured yet (bench/bench.py --ops lu_solve times it):
+# until then it takes potrs's crossover, the closest factorisation.
+SINGLE_MAX_N = {"potrs": 16384, "potri": None, "syevd": 24576, "lu_solve": 16384}
+
+# The ops with a cuSolverMg solver; the others (least_squares, qr, gesvd,
+# polar) run on one GPU after a gather until the cuSOLVERMp engine runs
+# them distributed.
+MULTI_OPS = frozenset(SINGLE_MAX_N)
 
 # One GPU must hold the gathered matrix (potri: and the inverse) next to
 # everything else the program keeps; use at most this share of its memory.
@@ -52,11 +59,15 @@ def _device_memory() -> int | None:
     return stats.get("bytes_limit")
 
 
+# n x n matrices the one-GPU path holds on the first device, per op (the
+# general ops: the gathered matrix and their outputs, at their largest).
+_SINGLE_MATRICES = {"potri": 2, "qr": 2, "gesvd": 3, "polar": 3, "least_squares": 1}
+
+
 def single_bytes(op: str, n: int, dtype) -> int:
     """Bytes the one-GPU path gathers on the first device (its cuSOLVER
     workspace comes on top: at most a few n x 32 panels)."""
-    matrices = 2 if op == "potri" else 1
-    return matrices * n * n * np.dtype(dtype).itemsize
+    return _SINGLE_MATRICES.get(op, 1) * n * n * np.dtype(dtype).itemsize
 
 
 def resolve(dispatch: str, op: str, n: int, nparties: int, dtype, platform: str) -> int:
@@ -64,6 +75,8 @@ def resolve(dispatch: str, op: str, n: int, nparties: int, dtype, platform: str)
     code = _CODES[check(dispatch)]
     if code != AUTO or platform != "gpu":
         return code
+    if op not in MULTI_OPS:
+        return SINGLE
     limit = _device_memory()
     fits = limit is None or single_bytes(op, n, dtype) <= SINGLE_MEMORY_SHARE * limit
     if not fits:

@@ -17,15 +17,16 @@ import threading
 import jax
 
 _HERE = pathlib.Path(__file__).resolve().parent
-_OPS = ("potrs", "potri", "syevd")
 _lock = threading.Lock()
 _registered: set[str] = set()
 _libs: dict[str, ctypes.CDLL] = {}
 
-# LAPACK routines the host engine takes from scipy, by function pointer.
+# LAPACK (and BLAS) routines the host engine takes from scipy, by function
+# pointer (csrc/engines/host_lapack.h).
 _LAPACK = [
-    p + r for p in "sdcz" for r in ("potrf", "potrs", "potri")
-] + ["ssyevd", "dsyevd", "cheevd", "zheevd"]
+    p + r for p in "sdcz" for r in ("potrf", "potrs", "potri", "getrf", "getrs", "gels", "gelqf", "gesdd")
+] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq"]
+_BLAS = [p + "gemm" for p in "sdcz"]
 
 
 def target_name(op: str) -> str:
@@ -60,20 +61,66 @@ def _load_host() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(_library_path("jaxmg_host")))
     from scipy.linalg import cython_lapack
 
+    from scipy.linalg import cython_blas
+
     lib.jaxmg_host_set_lapack.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
     lib.jaxmg_host_set_lapack.restype = ctypes.c_int
-    capsules = cython_lapack.__pyx_capi__
-    for name in _LAPACK:
-        if lib.jaxmg_host_set_lapack(name.encode(), _capsule_address(capsules[name])):
+    routines = [(n, cython_lapack.__pyx_capi__[n]) for n in _LAPACK]
+    routines += [(n, cython_blas.__pyx_capi__[n]) for n in _BLAS]
+    for name, capsule in routines:
+        if lib.jaxmg_host_set_lapack(name.encode(), _capsule_address(capsule)):
             raise ImportError(f"jaxmg: the host library does not know LAPACK routine {name}")
     return lib
 
 
+def _read_table(lib: ctypes.CDLL) -> str:
+    fn = lib.jaxmg_op_table
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_size_t
+    need = fn(None, 0)
+    buf = ctypes.create_string_buffer(need + 1)
+    fn(buf, need + 1)
+    return buf.value.decode()
+
+
+_table_text: str | None = None
+
+
+def op_table_text() -> str:
+    """The C core's op table (csrc/ops/op_table.h), as text; read from the
+    host library, which is always built (the CUDA one carries the same)."""
+    global _table_text
+    if _table_text is None:
+        with _lock:
+            if _table_text is None:
+                lib = _libs.get("cpu") or _load_host_once()
+                _table_text = _read_table(lib)
+    return _table_text
+
+
+def _load_host_once() -> ctypes.CDLL:
+    if "host" not in _libs:
+        _libs["host"] = _load_host()
+    return _libs["host"]
+
+
+def op_names(lib: ctypes.CDLL) -> list[str]:
+    return [line.split()[1] for line in _read_table(lib).splitlines() if line.startswith("op ")]
+
+
 def _load_cuda() -> ctypes.CDLL:
+    """The cuSolverMg engine's library, after the CUDA libraries it needs
+    (from JAX's nvidia wheels first; _cuda_libs.py). ImportError saying what
+    is missing and the command that fixes it."""
     from . import _cuda_libs
 
-    _cuda_libs.preload()
-    return ctypes.CDLL(str(_library_path("jaxmg_cuda")))
+    try:
+        path = _library_path("jaxmg_cuda")
+    except ImportError:
+        override = os.environ.get("JAXMG_LIBRARY_DIR")
+        raise ImportError(_cuda_libs.missing_engine(pathlib.Path(override) if override else _HERE)) from None
+    _cuda_libs.preload(path.parent, "mg")
+    return ctypes.CDLL(str(path))
 
 
 def platform_of(devices) -> str:
@@ -98,26 +145,24 @@ def current_platform() -> str:
 
 
 def ensure_registered(platform: str) -> None:
-    """Registers the three handlers for `platform` ('cpu' or 'gpu')."""
+    """Registers the handler of every op in the C core's table for
+    `platform` ('cpu' or 'gpu')."""
     if platform in _registered:
         return
     with _lock:
         if platform in _registered:
             return
         if platform == "cpu":
-            lib, xla_platform, suffix = _load_host(), "cpu", "host"
+            lib, xla_platform, suffix = _load_host_once(), "cpu", "host"
         elif platform in ("gpu", "cuda"):
             try:
                 lib = _load_cuda()
             except (ImportError, OSError) as e:
-                raise RuntimeError(
-                    "jaxmg: the GPU engine is not available in this build "
-                    f"({e}); rebuild with the CUDA toolkit present"
-                ) from e
+                raise RuntimeError(f"jaxmg: the GPU engine cannot be used: {e}") from e
             xla_platform, suffix = "CUDA", "cuda"
         else:
             raise ValueError(f"jaxmg: unsupported platform {platform!r} (cpu or gpu)")
-        for op in _OPS:
+        for op in op_names(lib):
             fn = getattr(lib, f"jaxmg_{op}_{suffix}")
             jax.ffi.register_ffi_target(
                 target_name(op), jax.ffi.pycapsule(fn), platform=xla_platform

@@ -14,6 +14,7 @@
  *   dwork  cuSOLVER's device workspace
  * The other ranks bring none.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,12 +68,36 @@ fail:
   return -1;
 }
 
-int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
+static int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
   dn_plan p;
   if (plan(job, ctx, &p, err)) return -1;
   bytes[0] = p.total;
   for (int r = 1; r < job->nparties; r++) bytes[r] = 0;
   return 0;
+}
+
+/* log det from the Cholesky factor at g (n x n on the context's first
+ * device, current): 2 sum log L_ii, the diagonal read with stride n + 1. */
+static int dn_logdet(const jmg_job* job, const char* g, double* logdet, char* err) {
+  size_t es = jmg_dtype_size(job->dtype);
+  int64_t n = job->n;
+  char* diag = malloc((size_t)n * es + 1);
+  if (!diag) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  CU(cudaMemcpy2D(diag, es, g, (size_t)(n + 1) * es, es, (size_t)n, cudaMemcpyDeviceToHost));
+  double sum = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const void* d = diag + (size_t)i * es;
+    sum += log(fabs(jmg_dtype_real_size(job->dtype) == 4 ? (double)*(const float*)d : *(const double*)d));
+  }
+  free(diag);
+  *logdet = 2 * sum;
+  return 0;
+fail:
+  free(diag);
+  return -1;
 }
 
 /* Shard r (n x nloc) <-> columns [r nloc, (r+1) nloc) of g. */
@@ -91,7 +116,7 @@ fail:
   return -1;
 }
 
-int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
+static int dn_solve_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   dn_plan p;
   if (plan(job, ctx, &p, err)) return -1;
   int np = job->nparties;
@@ -139,6 +164,8 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
     CU(cudaStreamSynchronize(s0));
     for (int r = 0; r < np; r++) outs[r] = job->parties[r].b;
     if (gpu_broadcast(ctx, outs, b0, xbytes, err)) goto fail;
+    res->scalar[0] = NAN;
+    if (h_info == 0 && dn_logdet(job, g, &res->scalar[0], err)) goto fail;
   } else if (job->op == JMG_POTRI) {
     /* A X = I gives both triangles of the inverse, where potri would give
      * one and need a mirror. */
@@ -168,7 +195,7 @@ int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
     if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
   if (gpu_sync_streams(ctx, err)) goto fail;
   free(hwork);
-  *info = h_info;
+  res->info = h_info;
   return 0;
 fail:;
   char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
@@ -176,3 +203,11 @@ fail:;
   free(hwork);
   return -1;
 }
+
+/* potrs, potri and syevd share the gather and the Cholesky/eigensolver
+ * call above; the general ops are in dn_general.c. */
+const gpu_solver dn_solvers[JMG_NOPS] = {
+    [JMG_POTRS] = {dn_solve_workspace, dn_solve_run},
+    [JMG_POTRI] = {dn_solve_workspace, dn_solve_run},
+    [JMG_SYEVD] = {dn_solve_workspace, dn_solve_run},
+};

@@ -17,6 +17,7 @@
 #include "engines/cuda/gpu_util.h"
 #include "engines/cuda/solvers.h"
 #include "ffi/seam.h"
+#include "ops/op_table.h"
 
 static mg_context* job_context(const jmg_job* job, char* err) {
   int32_t dev[JMG_MAX_DEVICES];
@@ -27,30 +28,49 @@ static mg_context* job_context(const jmg_job* job, char* err) {
 
 static int single(const jmg_job* job) { return job->dispatch == JMG_DISPATCH_SINGLE; }
 
-static int mg_workspace(const jmg_job* job, int64_t* bytes, char* err) {
-  mg_context* ctx = job_context(job, err);
-  if (!ctx) return -1;
-  pthread_mutex_lock(&ctx->lock);
-  int rc = single(job) ? dn_solve_workspace(job, ctx, bytes, err)
-                       : mg_solve_workspace(job, ctx, bytes, err);
-  pthread_mutex_unlock(&ctx->lock);
-  return rc;
-}
-
-static int mg_run(jmg_job* job, int32_t* info, char* err) {
+/* Per op: cuSolverMg on every device, or cuSOLVER on the first one, as
+ * the call's dispatch says (solvers.h). */
+static int with_context(const jmg_job* job, char* err, int (*fn)(const jmg_job*, mg_context*,
+                                                                   void*, char*), void* arg) {
   mg_context* ctx = job_context(job, err);
   if (!ctx) return -1;
   int prev = 0;
   cudaGetDevice(&prev);
   pthread_mutex_lock(&ctx->lock);
-  int rc = single(job) ? dn_solve_run(job, ctx, info, err) : mg_solve_run(job, ctx, info, err);
+  int rc = fn(job, ctx, arg, err);
   pthread_mutex_unlock(&ctx->lock);
   cudaSetDevice(prev);
   return rc;
 }
 
+static int workspace_in(const jmg_job* job, mg_context* ctx, void* bytes, char* err) {
+  const gpu_solver* s = single(job) ? &dn_solvers[job->op] : &mg_solvers[job->op];
+  if (!s->run) {
+    snprintf(err, JMG_ERRLEN, "%s has no %s solver on GPUs; use dispatch=\"%s\"",
+             jmg_op_name(job->op), single(job) ? "one-GPU" : "multi-GPU",
+             single(job) ? "multi" : "single");
+    return -1;
+  }
+  return s->workspace ? s->workspace(job, ctx, bytes, err) : 0;
+}
+
+static int run_in(const jmg_job* job, mg_context* ctx, void* res, char* err) {
+  const gpu_solver* s = single(job) ? &dn_solvers[job->op] : &mg_solvers[job->op];
+  return s->run((jmg_job*)job, ctx, res, err);
+}
+
+static int mg_workspace(const jmg_job* job, int64_t* bytes, char* err) {
+  return with_context(job, err, workspace_in, bytes);
+}
+
+static int mg_run(jmg_job* job, jmg_result* res, char* err) {
+  return with_context(job, err, run_in, res);
+}
+
 /* ---- the per-device steps ---- */
 
+/* Reads `where` first: a party that knows its rank can still meet the
+ * others and report a later failure (returns 1 then, -1 before). */
 static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                     int32_t where_out[2], char* err) {
   XLA_FFI_Error* e = jmg_ffi_device_ordinal(cf, &me->ordinal);
@@ -60,13 +80,13 @@ static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wher
     snprintf(err, JMG_ERRLEN, "no device ordinal or stream from XLA");
     return -1;
   }
-  if (gpu_share_mark(me, err)) return -1;
   CU(cudaSetDevice(me->ordinal));
   /* The sync makes this device's inputs complete before the leader reads
    * them on its own streams. */
   CU(cudaMemcpyAsync(where_out, where, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost,
                      (cudaStream_t)me->stream));
   CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  if (gpu_share_mark(me, err)) return 1;
   return 0;
 fail:
   return -1;
@@ -89,19 +109,42 @@ static void mg_release(const XLA_FFI_CallFrame* cf, jmg_party* me) {
   me->work = NULL;
 }
 
-static int mg_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, int32_t info, char* err) {
+static int mg_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
+                     char* err) {
   (void)cf;
+  /* The values live on this stack frame until the sync below. */
+  int32_t info = res->info;
+  float f[JMG_MAX_SCALARS];
+  int single_prec = jmg_dtype_real_size((jmg_dtype)me->dtype) == 4;
   CU(cudaSetDevice(me->ordinal));
-  CU(cudaMemcpyAsync(me->status, &info, sizeof info, cudaMemcpyHostToDevice,
-                     (cudaStream_t)me->stream));
-  /* info lives on this stack frame. */
-  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  cudaStream_t s = (cudaStream_t)me->stream;
+  CU(cudaMemcpyAsync(me->status, &info, sizeof info, cudaMemcpyHostToDevice, s));
+  for (int k = 0; k < JMG_MAX_SCALARS; k++) {
+    if (!me->scalar[k]) continue;
+    f[k] = (float)res->scalar[k];
+    if (single_prec) CU(cudaMemcpyAsync(me->scalar[k], &f[k], sizeof f[k], cudaMemcpyHostToDevice, s));
+    else CU(cudaMemcpyAsync(me->scalar[k], &res->scalar[k], sizeof(double), cudaMemcpyHostToDevice, s));
+  }
+  CU(cudaStreamSynchronize(s));
   return 0;
 fail:
   return -1;
 }
 
+#define ALL_OPS(X) X(JMG_POTRS) X(JMG_POTRI) X(JMG_SYEVD) X(JMG_LU_SOLVE) X(JMG_LSTSQ) X(JMG_QR) \
+  X(JMG_GESVD) X(JMG_POLAR)
+#define GPU_OP(op) [op] = {mg_workspace, mg_run},
+
 const jmg_engine jmg_cusolvermg_engine = {
-    "cusolvermg", mg_enter,       mg_workspace,    mg_alloc,        mg_release, mg_run, mg_finish,
-    gpu_share,    gpu_share_open, gpu_share_close, gpu_share_fetch,
+    .name = "cusolvermg",
+    .ops = {ALL_OPS(GPU_OP)},
+    .enter = mg_enter,
+    .alloc = mg_alloc,
+    .release = mg_release,
+    .finish = mg_finish,
+    .share = gpu_share,
+    .open = gpu_share_open,
+    .close = gpu_share_close,
+    .fetch = gpu_share_fetch,
+    .shares_every_buffer = 0,
 };

@@ -12,6 +12,7 @@
  * solve goes in panels of at most MG_MAX_RHS columns, and the inverse is
  * the solution of A X = I, panel by panel.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,7 +155,7 @@ static int64_t staging_bytes(const jmg_job* job) {
   return jmg_layout_unit(&l) * job->n * (int64_t)jmg_dtype_size(job->dtype);
 }
 
-int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
+static int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
   if (job->n > 2147483647 || job->nrhs > 2147483647) {
     snprintf(err, JMG_ERRLEN, "n = %lld exceeds cuSolverMg's int", (long long)job->n);
     return -1;
@@ -177,20 +178,12 @@ int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char
 
 /* ---- the ops ---- */
 
-/* cuSolverMg reports a matrix that is not positive definite as
- * CUSOLVER_STATUS_INTERNAL_ERROR, without LAPACK's info. The factor still
- * tells: Cholesky stops at the first pivot that is not positive and leaves
- * it on the diagonal, after the positive pivots of the minors before it.
- * So the failing minor is the first diagonal entry that is not > 0. The
- * diagonal is read tile by tile (stride n + 1), only on this failure path. */
-static int failing_minor(const jmg_job* job, mg_context* ctx, void** a, int32_t* info, char* err) {
+/* The diagonal of the n x n matrix in cuSolverMg's layout (tile k on
+ * device k % P, local tile k / P), into host memory: n elements, read tile
+ * by tile with stride n + 1. */
+static int read_diag(const jmg_job* job, mg_context* ctx, void** a, char* diag, char* err) {
   size_t es = jmg_dtype_size(job->dtype);
   int64_t n = job->n, T = job->tile, P = job->nparties;
-  char* diag = malloc((size_t)n * es);
-  if (!diag) {
-    snprintf(err, JMG_ERRLEN, "out of host memory");
-    return -1;
-  }
   for (int64_t k = 0; k * T < n; k++) {
     int r = (int)(k % P);
     int64_t rows = n - k * T < T ? n - k * T : T;
@@ -199,23 +192,57 @@ static int failing_minor(const jmg_job* job, mg_context* ctx, void** a, int32_t*
     CU(cudaMemcpy2D(diag + (size_t)(k * T) * es, es, src, (size_t)(n + 1) * es, es, (size_t)rows,
                     cudaMemcpyDeviceToHost));
   }
-  *info = 0;
-  for (int64_t i = 0; i < n && *info == 0; i++) {
-    /* The real part leads every element type we handle. */
-    double d = (job->dtype == JMG_F32 || job->dtype == JMG_C64) ? (double)((float*)(void*)(diag + i * es))[0]
-                                                                 : ((double*)(void*)(diag + i * es))[0];
-    if (!(d > 0)) *info = (int32_t)(i + 1);
+  return 0;
+fail:
+  return -1;
+}
+
+/* The real part of diagonal element i (it leads every element type). */
+static double diag_at(const jmg_job* job, const char* diag, int64_t i) {
+  size_t es = jmg_dtype_size(job->dtype);
+  return jmg_dtype_real_size(job->dtype) == 4 ? (double)((const float*)(const void*)(diag + i * es))[0]
+                                              : ((const double*)(const void*)(diag + i * es))[0];
+}
+
+/* cuSolverMg reports a matrix that is not positive definite as
+ * CUSOLVER_STATUS_INTERNAL_ERROR, without LAPACK's info. The factor still
+ * tells: Cholesky stops at the first pivot that is not positive and leaves
+ * it on the diagonal, after the positive pivots of the minors before it.
+ * So the failing minor is the first diagonal entry that is not > 0 (read
+ * only on this failure path). With info == 0, the same diagonal gives log
+ * det = 2 sum log L_ii (logdet != NULL). */
+static int factor_diag(const jmg_job* job, mg_context* ctx, void** a, int32_t* info,
+                       double* logdet, char* err) {
+  char* diag = malloc((size_t)job->n * jmg_dtype_size(job->dtype));
+  if (!diag) {
+    snprintf(err, JMG_ERRLEN, "out of host memory");
+    return -1;
+  }
+  if (read_diag(job, ctx, a, diag, err)) {
+    free(diag);
+    return -1;
+  }
+  double sum = 0;
+  int32_t first_bad = 0;
+  for (int64_t i = 0; i < job->n; i++) {
+    double d = diag_at(job, diag, i);
+    if (!(d > 0) && !first_bad) first_bad = (int32_t)(i + 1);
+    sum += log(fabs(d));
   }
   free(diag);
+  if (logdet) *logdet = 2 * sum;
+  if (info) *info = first_bad;
+  return 0;
+}
+
+static int failing_minor(const jmg_job* job, mg_context* ctx, void** a, int32_t* info, char* err) {
+  if (factor_diag(job, ctx, a, info, NULL, err)) return -1;
   if (*info == 0) {
     snprintf(err, JMG_ERRLEN, "cusolverMgPotrf failed (CUSOLVER_STATUS_INTERNAL_ERROR) on a matrix "
                               "whose factor has a positive diagonal");
     return -1;
   }
   return 0;
-fail:
-  free(diag);
-  return -1;
 }
 
 /* potrf with LAPACK's info, whichever way cuSolverMg reports a failure. */
@@ -319,7 +346,7 @@ static int permute_rhs(const jmg_job* job, mg_context* ctx, char* b, int inverse
 }
 
 static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
-                     int32_t* info, char* err) {
+                     jmg_result* res, char* err) {
   void* b[JMG_MAX_DEVICES];
   gather_ptrs(job, NULL, b, NULL);
   size_t es = jmg_dtype_size(job->dtype);
@@ -341,6 +368,9 @@ static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   double t1 = jmg_clock_now();
   if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) goto fail;
   double t2 = jmg_clock_now();
+  /* log det A' = log det A: Q is a permutation. */
+  res->scalar[0] = NAN;
+  if (h_info == 0 && factor_diag(job, ctx, a, NULL, &res->scalar[0], err)) goto fail;
   if (h_info > 0) {
     /* The pivot that failed, as a row of A rather than of A'. */
     int64_t i = h_info - 1, T = job->tile;
@@ -361,7 +391,8 @@ static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64
   if (h_info == 0 && permute_rhs(job, ctx, b[0], 1, seen, err)) goto fail;
   CU(cudaStreamSynchronize(ctx->stream[0]));
   free(seen);
-  *info = h_info;
+  res->info = h_info;
+  if (h_info != 0) res->scalar[0] = NAN;
   int rc = gpu_broadcast(ctx, b, b[0], xbytes, err);
   /* Where the time goes next to the raw engine (bench/README.md). */
   jmg_trace(2, "potrs engine: reorder %.2f ms, potrf %.2f ms, solve %.2f ms, x back and out %.2f ms",
@@ -397,7 +428,8 @@ fail:
  * start before the copies ended (4 H200, N = 16384: 4.5 ms per call either
  * way), as if cuSolverMg waited for the devices to be idle. */
 static int run_potri(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
-                     int32_t* info, char* err) {
+                     jmg_result* res, char* err) {
+  int32_t* info = &res->info;
   int32_t h_info = 0;
   size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
   void* x[JMG_MAX_DEVICES];
@@ -450,7 +482,8 @@ fail:
 }
 
 static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
-                     int32_t* info, char* err) {
+                     jmg_result* res, char* err) {
+  int32_t* info = &res->info;
   cudaDataType t = mg_cuda_type(job->dtype);
   int n = (int)job->n, h_info = 0;
   size_t rsize = (job->dtype == JMG_F32 || job->dtype == JMG_C64) ? 4 : 8;
@@ -495,15 +528,30 @@ fail:;
   return -1;
 }
 
-int mg_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err) {
+typedef int mg_op_fn(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                     jmg_result* res, char* err);
+
+static int on_all(jmg_job* job, mg_context* ctx, jmg_result* res, char* err, mg_op_fn* fn) {
   void* a[JMG_MAX_DEVICES];
   void* work[JMG_MAX_DEVICES];
   gather_ptrs(job, a, NULL, work);
   int64_t lwork = 0;
   if (solver_lwork(job, ctx, &lwork, err)) return -1;
-  switch (job->op) {
-    case JMG_POTRS: return run_potrs(job, ctx, a, work, lwork, info, err);
-    case JMG_POTRI: return run_potri(job, ctx, a, work, lwork, info, err);
-    default: return run_syevd(job, ctx, a, work, lwork, info, err);
-  }
+  return fn(job, ctx, a, work, lwork, res, err);
 }
+
+static int mg_potrs(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_potrs);
+}
+static int mg_potri(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_potri);
+}
+static int mg_syevd(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_syevd);
+}
+
+const gpu_solver mg_solvers[JMG_NOPS] = {
+    [JMG_POTRS] = {mg_solve_workspace, mg_potrs},
+    [JMG_POTRI] = {mg_solve_workspace, mg_potri},
+    [JMG_SYEVD] = {mg_solve_workspace, mg_syevd},
+};

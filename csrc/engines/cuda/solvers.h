@@ -1,21 +1,25 @@
 /* solvers.h - the GPU engine's two ways to run an op, both called by the
- * leader with the context locked:
+ * leader with the context locked, each a table with one row per op
+ * (jmg_op; an op without a solver has run == NULL):
  *
- *   mg_solve_*  cuSolverMg over every device of the group, the matrix moved
- *               in place into its block-cyclic layout (mg_solve.c);
- *   dn_solve_*  cuSOLVER on the group's first device: gather, solve,
- *               scatter (dn_solve.c).
+ *   mg_solvers  cuSolverMg over every device of the group, the matrix
+ *               moved in place into its block-cyclic layout (mg_solve.c,
+ *               mg_getrs.c);
+ *   dn_solvers  cuSOLVER on the group's first device: gather, solve,
+ *               scatter (dn_solve.c, dn_general.c).
  *
- * *_workspace fills bytes[r], the workspace rank r must bring. */
+ * workspace fills bytes[r], the workspace rank r must bring. */
 #ifndef JAXMG_SOLVERS_H
 #define JAXMG_SOLVERS_H
 
 #include "engines/cuda/mg_context.h"
 
-int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err);
-int mg_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err);
+typedef struct gpu_solver {
+  int (*workspace)(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err);
+  int (*run)(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+} gpu_solver;
 
-int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err);
-int dn_solve_run(jmg_job* job, mg_context* ctx, int32_t* info, char* err);
+extern const gpu_solver mg_solvers[JMG_NOPS];
+extern const gpu_solver dn_solvers[JMG_NOPS];
 
 #endif

@@ -1,0 +1,46 @@
+/* host_ops.h - the host engine's op functions (engine.h, jmg_engine_op)
+ * and the helpers they share. Internal to the host engine. */
+#ifndef JAXMG_HOST_OPS_H
+#define JAXMG_HOST_OPS_H
+
+#include "engines/engine.h"
+
+/* The symmetric/Hermitian ops (host_sym.c), on the block-cyclic path. */
+int jmg_host_potrs(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_potri(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_syevd_workspace(const jmg_job* job, int64_t* bytes, char* err);
+int jmg_host_syevd(jmg_job* job, jmg_result* res, char* err);
+
+/* The general ops (host_general.c), on the gathered matrix. */
+int jmg_host_general_workspace(const jmg_job* job, int64_t* bytes, char* err);
+int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_qr(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_gesvd(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_polar(jmg_job* job, jmg_result* res, char* err);
+
+/* ---- helpers (host_engine.c) ---- */
+
+/* count elements of type t at p set to NaN (both parts if complex). */
+void jmg_host_fill_nan(jmg_dtype t, void* p, int64_t count);
+
+/* Copies src (bytes) into slot `slot` of every party but where it is src. */
+void jmg_host_broadcast(const jmg_job* job, int slot, const void* src, size_t bytes);
+
+/* E = A^T (n x mpad, column-major: the first m columns are A's rows, the
+ * rest padding), the parties' shards side by side, in a fresh malloc'd
+ * buffer; NULL (message in err) when out of memory. */
+char* jmg_host_gather(const jmg_job* job, char* err);
+
+/* Writes the rows x m column-major matrix src (leading dimension ld) into
+ * slot `slot` of the parties: party r gets columns [r nloc, (r+1) nloc),
+ * zeros for the pad columns past m. */
+void jmg_host_scatter(const jmg_job* job, int slot, const char* src, int64_t rows, int64_t ld);
+
+/* 0 if v fits LAPACK's int, else -1 with a message naming `what`. */
+int jmg_host_fits_int(int64_t v, const char* what, const jmg_job* job, char* err);
+
+/* malloc of count elements of size es each, checked for overflow. */
+void* jmg_host_alloc(int64_t count, size_t es);
+
+#endif

@@ -1,0 +1,52 @@
+/* call.h - one party's call in progress, shared by the phases of
+ * handle.c and the decoder (decode.c). Internal to csrc/ops. */
+#ifndef JAXMG_CALL_H
+#define JAXMG_CALL_H
+
+#include <stddef.h>
+
+#include "engines/engine.h"
+#include "ops/op_table.h"
+#include "rendezvous/meeting.h"
+#include "xla/ffi/api/c_api.h"
+
+typedef struct jmg_call {
+  XLA_FFI_CallFrame* cf;
+  const jmg_op_row* row;
+  const jmg_engine* eng;
+  jmg_party me;
+  int64_t nparties;
+  const void* where_in; /* the `where` buffer (device memory on GPUs) */
+  int32_t where[2];     /* (rank, group), read by the engine's enter */
+  const char* site;
+  size_t site_len;
+  char own[JMG_ERRLEN]; /* this party's own failure, reported at the next exchange */
+
+  jmg_meeting m;
+  int joined;
+  double timeout;
+  jmg_party* all; /* every party, after the first exchange */
+  jmg_job job;
+  int cross;      /* some party runs in another process */
+  int shared;     /* this party shared its buffers (fetch owed) */
+  int have_work;  /* this party holds workspace (release owed) */
+  char err[JMG_ERRLEN]; /* why the call fails, once it does */
+} jmg_call;
+
+/* Reads what a party must know to meet the others: nparties, site and the
+ * `where` buffer. Returns -1 (message in c->err) when it cannot. */
+int jmg_decode_identity(jmg_call* c);
+
+/* Reads and checks the rest of the call against its row into c->me.
+ * Returns -1 with the message in c->own: the call is bad, but the party
+ * can still meet and report it. */
+int jmg_decode_problem(jmg_call* c);
+
+/* One line about a party's problem for messages: op, shapes, dtype, ... */
+void jmg_describe(const jmg_party* p, char* out, size_t cap);
+
+/* Whether two parties' calls agree (the fingerprint: op, shapes, dtype,
+ * tile, attributes, site, dispatch). */
+int jmg_same_call(const jmg_party* x, const jmg_party* y);
+
+#endif

@@ -1,0 +1,215 @@
+/* decode.c - one device's FFI call frame, checked against its op's row
+ * (op_table.h) and read into a jmg_party. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ffi/seam.h"
+#include "ops/call.h"
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static int fail(char* err, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, JMG_ERRLEN, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static int to_dtype(XLA_FFI_DataType t, jmg_dtype* out) {
+  switch (t) {
+    case XLA_FFI_DataType_F32: *out = JMG_F32; return 0;
+    case XLA_FFI_DataType_F64: *out = JMG_F64; return 0;
+    case XLA_FFI_DataType_C64: *out = JMG_C64; return 0;
+    case XLA_FFI_DataType_C128: *out = JMG_C128; return 0;
+    default: return -1;
+  }
+}
+
+static XLA_FFI_DataType ffi_type(char type, XLA_FFI_DataType a) {
+  if (type == 'I') return XLA_FFI_DataType_S32;
+  if (type == 'R' && a == XLA_FFI_DataType_C64) return XLA_FFI_DataType_F32;
+  if (type == 'R' && a == XLA_FFI_DataType_C128) return XLA_FFI_DataType_F64;
+  return a;
+}
+
+static const jmg_buf_rule* where_rule(const jmg_op_row* row, int64_t* index) {
+  for (int i = 0; i < row->nargs; i++)
+    if (row->args[i].slot == JMG_SLOT_WHERE) {
+      *index = i;
+      return &row->args[i];
+    }
+  return NULL;
+}
+
+int jmg_decode_identity(jmg_call* c) {
+  const jmg_op_row* row = c->row;
+  const XLA_FFI_CallFrame* cf = c->cf;
+  int64_t wi = -1;
+  where_rule(row, &wi);
+  const XLA_FFI_Buffer* where = wi >= 0 ? jmg_ffi_arg(cf, wi) : NULL;
+  if (cf->args.size != row->nargs || cf->rets.size != row->nrets || !where ||
+      where->dtype != XLA_FFI_DataType_S32 || jmg_ffi_numel(where) != 2 ||
+      jmg_ffi_attr_str(cf, "site", &c->site, &c->site_len) ||
+      jmg_ffi_attr_int(cf, "nparties", &c->nparties) || c->nparties < 1 ||
+      c->nparties > JMG_MAX_DEVICES)
+    return fail(c->err,
+                "malformed %s call: %lld args, %lld results (expected %d, %d), or a bad "
+                "where/site/nparties (at most %d devices); without them it cannot find its "
+                "peers, which will time out",
+                row->name, (long long)cf->args.size, (long long)cf->rets.size, row->nargs,
+                row->nrets, JMG_MAX_DEVICES);
+  c->where_in = where->data;
+  c->me.site = jmg_meet_hash(c->site, c->site_len);
+  return 0;
+}
+
+/* The problem's sizes, from A and (where the row has one) the K of b. */
+static int sizes(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) {
+  const jmg_op_row* row = c->row;
+  if (!a || a->rank != 2) return fail(err, "%s: A must be a matrix", row->name);
+  jmg_dtype dt;
+  if (to_dtype(a->dtype, &dt))
+    return fail(err, "%s: unsupported dtype %s", row->name, jmg_ffi_dtype_name(a->dtype));
+  p->dtype = dt;
+  p->nloc = a->dims[0];
+  p->n = a->dims[1];
+  p->mpad = c->nparties * p->nloc;
+  p->m = p->mpad;
+  p->nrhs = 0;
+  for (int i = 0; i < row->nargs; i++) {
+    const char* k = strchr(row->args[i].dims, 'K');
+    const XLA_FFI_Buffer* b = jmg_ffi_arg(c->cf, i);
+    if (!k) continue;
+    if (!b || b->rank != (int64_t)strlen(row->args[i].dims))
+      return fail(err, "%s: %s must have rank %d", row->name, row->args[i].name,
+                  (int)strlen(row->args[i].dims));
+    p->nrhs = b->dims[k - row->args[i].dims];
+  }
+  return 0;
+}
+
+/* A's rows: the mrows attribute where the row has one. */
+static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
+  const jmg_op_row* row = c->row;
+  for (int k = 0; k < JMG_MAX_ATTRS && row->attrs[k]; k++) {
+    if (strcmp(row->attrs[k], "mrows")) continue;
+    if (p->attr[k] < 1 || p->attr[k] > p->mpad)
+      return fail(err, "%s: mrows = %lld is not in [1, %lld]", row->name, (long long)p->attr[k],
+                  (long long)p->mpad);
+    p->m = p->attr[k];
+  }
+  if (row->shape == JMG_SHAPE_SQUARE && p->m != p->n)
+    return fail(err, "%s: %lld columns is not nparties * %lld rows (A must be square)", row->name,
+                (long long)p->n, (long long)p->nloc);
+  if (row->shape == JMG_SHAPE_TALL && p->m < p->n)
+    return fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
+                row->name, (long long)p->m, (long long)p->n);
+  return 0;
+}
+
+static int attributes(jmg_call* c, jmg_party* p, char* err) {
+  const jmg_op_row* row = c->row;
+  if (jmg_ffi_attr_int(c->cf, "tile", &p->tile) || p->tile < 1)
+    return fail(err, "%s: the tile attribute is missing or < 1", row->name);
+  for (int k = 0; k < JMG_MAX_ATTRS && row->attrs[k]; k++)
+    if (jmg_ffi_attr_int(c->cf, row->attrs[k], &p->attr[k]) || p->attr[k] < 0)
+      return fail(err, "%s: the %s attribute is missing or negative", row->name, row->attrs[k]);
+  int64_t dispatch = JMG_DISPATCH_AUTO; /* optional: absent means auto */
+  jmg_ffi_attr_int(c->cf, "dispatch", &dispatch);
+  if (dispatch < JMG_DISPATCH_AUTO || dispatch > JMG_DISPATCH_SINGLE)
+    return fail(err, "%s: bad dispatch attribute %lld", row->name, (long long)dispatch);
+  p->dispatch = (int32_t)dispatch;
+  if (p->nloc % p->tile)
+    return fail(err, "%s: shard height %lld is not a multiple of the tile %lld", row->name,
+                (long long)p->nloc, (long long)p->tile);
+  return 0;
+}
+
+/* Checks one buffer against its rule (rank, dims, dtype). */
+static int check_buf(const jmg_call* c, const XLA_FFI_Buffer* b, const jmg_buf_rule* r,
+                     XLA_FFI_DataType a_type, const char* kind, char* err) {
+  const jmg_party* p = &c->me;
+  const char* op = c->row->name;
+  if (!b) return fail(err, "%s: %s %s is missing", op, kind, r->name);
+  XLA_FFI_DataType want = ffi_type(r->type, a_type);
+  if (b->dtype != want)
+    return fail(err, "%s: %s %s has dtype %s, expected %s", op, kind, r->name,
+                jmg_ffi_dtype_name(b->dtype), jmg_ffi_dtype_name(want));
+  int64_t rank = (int64_t)strlen(r->dims);
+  if (b->rank != rank)
+    return fail(err, "%s: %s %s has rank %lld, expected %lld", op, kind, r->name,
+                (long long)b->rank, (long long)rank);
+  for (int64_t d = 0; d < rank; d++) {
+    int64_t v = jmg_dim_value(r->dims[d], p);
+    if (b->dims[d] != v)
+      return fail(err, "%s: %s %s has %lld in dimension %lld, expected %lld", op, kind, r->name,
+                  (long long)b->dims[d], (long long)d, (long long)v);
+  }
+  return 0;
+}
+
+/* Puts a checked buffer where its rule says. */
+static void place(jmg_party* p, const jmg_buf_rule* r, XLA_FFI_Buffer* b) {
+  if (r->slot >= 0) {
+    int64_t numel = jmg_ffi_numel(b);
+    size_t es = r->type == 'R' ? jmg_dtype_real_size((jmg_dtype)p->dtype)
+                               : jmg_dtype_size((jmg_dtype)p->dtype);
+    p->buf[r->slot] = b->data;
+    p->buf_bytes[r->slot] = numel * (int64_t)es;
+    p->buf_flags[r->slot] |= (uint8_t)(r->flags & (JMG_BUF_IN | JMG_BUF_OUT | JMG_BUF_OWN));
+  } else if (r->slot == JMG_SLOT_STATUS) {
+    p->status = b->data;
+  } else if (r->slot <= JMG_SLOT_SCALAR) {
+    p->scalar[JMG_SLOT_SCALAR - r->slot] = b->data;
+  }
+}
+
+int jmg_decode_problem(jmg_call* c) {
+  const jmg_op_row* row = c->row;
+  jmg_party* p = &c->me;
+  char* err = c->own;
+  XLA_FFI_Buffer* a = jmg_ffi_arg(c->cf, 0);
+  if (sizes(c, p, a, err) || attributes(c, p, err) || shape_rule(c, p, err)) return -1;
+  for (int i = 0; i < row->nargs; i++) {
+    const jmg_buf_rule* r = &row->args[i];
+    XLA_FFI_Buffer* b = jmg_ffi_arg(c->cf, i);
+    if (check_buf(c, b, r, a->dtype, "argument", err)) return -1;
+    place(p, r, b);
+  }
+  for (int i = 0; i < row->nrets; i++) {
+    const jmg_buf_rule* r = &row->rets[i];
+    XLA_FFI_Buffer* b = jmg_ffi_ret(c->cf, i);
+    if (check_buf(c, b, r, a->dtype, "result", err)) return -1;
+    /* An op that works in place needs XLA to have aliased the result. */
+    if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data)
+      return fail(err, "%s: the %s result is not aliased to %s", row->name, r->name,
+                  row->args[r->alias].name);
+    place(p, r, b);
+  }
+  if (!p->status) return fail(err, "%s: no status result", row->name);
+  return 0;
+}
+
+void jmg_describe(const jmg_party* p, char* out, size_t cap) {
+  snprintf(out, cap,
+           "rank %d: %s of a %lld x %lld %s matrix (shard %lld rows, tile %lld, nrhs %lld, "
+           "attributes %lld %lld %lld, dispatch %d, site %016llx)",
+           (int)p->rank, jmg_op_name(p->op), (long long)p->m, (long long)p->n,
+           jmg_dtype_name((jmg_dtype)p->dtype), (long long)p->nloc, (long long)p->tile,
+           (long long)p->nrhs, (long long)p->attr[0], (long long)p->attr[1],
+           (long long)p->attr[2], (int)p->dispatch, (unsigned long long)p->site);
+}
+
+int jmg_same_call(const jmg_party* x, const jmg_party* y) {
+  int same = x->op == y->op && x->dtype == y->dtype && x->m == y->m && x->n == y->n &&
+             x->mpad == y->mpad &&
+             x->nloc == y->nloc && x->nrhs == y->nrhs && x->tile == y->tile &&
+             x->dispatch == y->dispatch && x->site == y->site;
+  for (int k = 0; k < JMG_MAX_ATTRS; k++) same = same && x->attr[k] == y->attr[k];
+  for (int k = 0; k < JMG_MAX_BUFS; k++)
+    same = same && x->buf_bytes[k] == y->buf_bytes[k] && x->buf_flags[k] == y->buf_flags[k];
+  return same;
+}

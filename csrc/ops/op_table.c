@@ -1,0 +1,118 @@
+/* op_table.c - the rows of op_table.h.
+ *
+ * Slots: 0 is A's shard, which every op takes and returns in place (the
+ * result the engine writes there, or scratch); 1 holds right-hand sides,
+ * solutions and N x N results; 2 eigen/singular values; 3 what fits
+ * nowhere else (gesvd's U, the least-squares right-hand sides). Square
+ * results travel row-major when the engine's column-major view of them is
+ * already the transpose the caller wants (R, Vh, H: engines work on A^T).
+ */
+#include "ops/op_table.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SQ JMG_SHAPE_SQUARE
+#define TALL JMG_SHAPE_TALL
+#define ANY JMG_SHAPE_ANY
+#define IN JMG_BUF_IN
+#define OUT JMG_BUF_OUT
+#define OWN JMG_BUF_OWN
+#define COL JMG_COL_MAJOR
+
+/* The pieces every op has. */
+#define A_ARG {"a", "LN", 'A', 0, -1, IN}
+#define A_RET {"a", "LN", 'A', 0, 0, OUT}
+#define WHERE {"where", "2", 'I', JMG_SLOT_WHERE, -1, 0}
+#define STATUS {"status", "", 'I', JMG_SLOT_STATUS, -1, 0}
+
+const jmg_op_row jmg_op_rows[JMG_NOPS] = {
+    [JMG_POTRS] = {"potrs", SQ, 3, 4,
+                   {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
+                   {A_RET, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS,
+                    {"logdet", "", 'R', JMG_SLOT_SCALAR, -1, 0}},
+                   {NULL}},
+    [JMG_POTRI] = {"potri", SQ, 2, 2, {A_ARG, WHERE}, {A_RET, STATUS}, {NULL}},
+    [JMG_SYEVD] = {"syevd", SQ, 2, 3, {A_ARG, WHERE},
+                   {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz"}},
+    [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
+                      {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
+                      {A_RET, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},
+                      {NULL}},
+    [JMG_LSTSQ] = {"least_squares", TALL, 3, 3,
+                   {A_ARG, {"b", "MK", 'A', 3, -1, OWN | COL}, WHERE},
+                   {A_RET, {"x", "NK", 'A', 1, -1, OUT | COL}, STATUS},
+                   {"mrows"}},
+    [JMG_QR] = {"qr", TALL, 2, 3, {A_ARG, WHERE},
+                {A_RET, {"r", "NN", 'A', 1, -1, OUT}, STATUS}, {"mrows"}},
+    /* attrs: U's columns (0, S or m) and Vh's rows (0, S or N). */
+    [JMG_GESVD] = {"gesvd", ANY, 2, 5, {A_ARG, WHERE},
+                   {A_RET, {"u", "La", 'A', 3, -1, OUT}, {"s", "S", 'R', 2, -1, OUT},
+                    {"vh", "bN", 'A', 1, -1, OUT}, STATUS},
+                   {"ucols", "vrows", "mrows"}},
+    /* attr: H's rows (0 or N). */
+    [JMG_POLAR] = {"polar", ANY, 2, 3, {A_ARG, WHERE},
+                   {A_RET, {"h", "aN", 'A', 1, -1, OUT}, STATUS}, {"hrows", "mrows"}},
+};
+
+const jmg_op_row* jmg_op_row_of(jmg_op op) {
+  return (op >= 0 && op < JMG_NOPS && jmg_op_rows[op].name) ? &jmg_op_rows[op] : NULL;
+}
+
+const char* jmg_op_name(jmg_op op) {
+  const jmg_op_row* r = jmg_op_row_of(op);
+  return r ? r->name : "?";
+}
+
+int64_t jmg_dim_value(char d, const jmg_party* p) {
+  switch (d) {
+    case 'L': return p->nloc;
+    case 'M': return p->mpad;
+    case 'N': return p->n;
+    case 'K': return p->nrhs;
+    case 'S': return p->m < p->n ? p->m : p->n;
+    case '2': return 2;
+    case 'a': return p->attr[0];
+    case 'b': return p->attr[1];
+    case 'c': return p->attr[2];
+    default: return -1;
+  }
+}
+
+/* Appends to buf at *at, keeping count of what would not fit. */
+static void put(char* buf, size_t cap, size_t* at, const char* s) {
+  size_t len = strlen(s);
+  if (*at < cap) {
+    size_t room = cap - *at;
+    memcpy(buf + *at, s, len < room ? len : room);
+  }
+  *at += len;
+}
+
+static void put_rule(char* buf, size_t cap, size_t* at, const char* kind, const jmg_buf_rule* r) {
+  char line[160], alias[8] = "-";
+  if (r->alias >= 0) snprintf(alias, sizeof alias, "%d", (int)r->alias);
+  snprintf(line, sizeof line, "%s %s %s %c %s %s\n", kind, r->name, r->dims[0] ? r->dims : "-",
+           r->type, (r->flags & JMG_COL_MAJOR) ? "col" : "row", alias);
+  put(buf, cap, at, line);
+}
+
+size_t jmg_op_table_text(char* buf, size_t cap) {
+  static const char* shape[3] = {"square", "tall", "any"};
+  size_t at = 0;
+  for (int op = 0; op < JMG_NOPS; op++) {
+    const jmg_op_row* row = &jmg_op_rows[op];
+    char line[160], attrs[80] = "";
+    for (int k = 0; k < JMG_MAX_ATTRS && row->attrs[k]; k++) {
+      if (k) strncat(attrs, ",", sizeof attrs - strlen(attrs) - 1);
+      strncat(attrs, row->attrs[k], sizeof attrs - strlen(attrs) - 1);
+    }
+    snprintf(line, sizeof line, "op %s %s %s\n", row->name, shape[row->shape],
+             attrs[0] ? attrs : "-");
+    put(buf, cap, &at, line);
+    for (int i = 0; i < row->nargs; i++) put_rule(buf, cap, &at, "arg", &row->args[i]);
+    for (int i = 0; i < row->nrets; i++) put_rule(buf, cap, &at, "ret", &row->rets[i]);
+  }
+  if (cap) buf[at < cap ? at : cap - 1] = '\0';
+  return at;
+}

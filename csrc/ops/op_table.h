@@ -1,0 +1,84 @@
+/* op_table.h - every jaxmg op described once, as data.
+ *
+ * A row says what the op's FFI call carries (arguments and results, their
+ * shapes, types and layouts, which result aliases which argument), which
+ * integer attributes it takes, and its shape rule. The decoder
+ * (ops/decode.c) checks each call frame against its row and fills the
+ * party's buffer slots from it; the Python layer builds its ffi_call from
+ * the same rows (jaxmg_op_table, read by src/jaxmg/_calls.py); each engine
+ * has one function per row (engine.h, jmg_engine.ops). Adding an op is a
+ * row here, a name in JMG_OP_LIST and an engine function.
+ *
+ * Shapes are strings of one letter per dimension ("" is a scalar):
+ *   L  the shard's rows (nloc)          M  all shards' rows (nparties * nloc)
+ *   N  A's columns                      K  right-hand-side columns
+ *   S  min(m, N), m = A's rows          2  the literal 2
+ *   a, b, c  the value of the op's first / second / third attribute
+ * An op with an attribute `mrows` takes A's rows m from it (m <= M: rows
+ * past m are padding, which the engine ignores); otherwise m = M.
+ */
+#ifndef JAXMG_OP_TABLE_H
+#define JAXMG_OP_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engines/engine.h"
+
+#define JMG_MAX_ARGS 4
+#define JMG_MAX_RETS 6
+
+/* Where a buffer goes in the party (jmg_party): a data slot 0..5, or one
+ * of these. */
+enum { JMG_SLOT_WHERE = -1, JMG_SLOT_STATUS = -2, JMG_SLOT_SCALAR = -3 /* - k */ };
+
+/* Layout flag beside the JMG_BUF_* flags of engine.h. */
+enum { JMG_COL_MAJOR = 16 };
+
+typedef struct jmg_buf_rule {
+  const char* name;
+  const char* dims;
+  char type;       /* 'A': A's dtype, 'R': its real type, 'I': int32 */
+  int8_t slot;     /* data slot, or JMG_SLOT_* (scalar k: JMG_SLOT_SCALAR - k) */
+  int8_t alias;    /* results: the argument it aliases (in place), -1: none */
+  uint8_t flags;   /* JMG_BUF_* for data slots, | JMG_COL_MAJOR */
+} jmg_buf_rule;
+
+typedef enum {
+  JMG_SHAPE_SQUARE = 0, /* M == N */
+  JMG_SHAPE_TALL = 1,   /* M >= N */
+  JMG_SHAPE_ANY = 2
+} jmg_shape;
+
+typedef struct jmg_op_row {
+  const char* name;
+  jmg_shape shape;
+  int nargs, nrets;
+  jmg_buf_rule args[JMG_MAX_ARGS];
+  jmg_buf_rule rets[JMG_MAX_RETS];
+  const char* attrs[JMG_MAX_ATTRS]; /* NULL-padded */
+} jmg_op_row;
+
+/* The export names, in jmg_op order (exports_*.c make one handler each). */
+#define JMG_OP_LIST(X)                                                                  \
+  X(potrs, JMG_POTRS) X(potri, JMG_POTRI) X(syevd, JMG_SYEVD) X(lu_solve, JMG_LU_SOLVE) \
+  X(least_squares, JMG_LSTSQ) X(qr, JMG_QR) X(gesvd, JMG_GESVD) X(polar, JMG_POLAR)
+
+extern const jmg_op_row jmg_op_rows[JMG_NOPS];
+
+/* The row of op, or NULL. */
+const jmg_op_row* jmg_op_row_of(jmg_op op);
+const char* jmg_op_name(jmg_op op);
+
+/* The value of a dimension letter for a problem (-1: unknown letter). */
+int64_t jmg_dim_value(char d, const jmg_party* p);
+
+/* Writes the whole table as text into buf (cap bytes, NUL-terminated when
+ * it fits) and returns the length it needs (without the NUL):
+ *   op <name> <square|tall|any> <attr,attr|->
+ *   arg <name> <dims|-> <A|R|I> <row|col> -
+ *   ret <name> <dims|-> <A|R|I> <row|col> <aliased argument index|->
+ * one line each, the args and rets of an op after its op line. */
+size_t jmg_op_table_text(char* buf, size_t cap);
+
+#endif
