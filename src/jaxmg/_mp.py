@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import pathlib
 import threading
 
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _grid, _nccl_bootstrap
+from . import _cuda_libs, _grid, _nccl_bootstrap
 
 NCCL_MIN = 22902
 ERRLEN = 512
@@ -49,19 +48,6 @@ class MpError(RuntimeError):
     """The cuSOLVERMp engine failed on this rank (the message names it)."""
 
 
-def _preload() -> None:
-    try:
-        import nvidia
-    except ImportError:
-        return
-    for sub, soname in (("nccl/lib", "libnccl.so.2"), ("cu13/lib", "libcusolverMp.so.0")):
-        for root in getattr(nvidia, "__path__", []):
-            path = pathlib.Path(root) / sub / soname
-            if path.exists():
-                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-                break
-
-
 def library() -> ctypes.CDLL:
     global _lib
     with _lock:
@@ -69,9 +55,12 @@ def library() -> ctypes.CDLL:
             return _lib
         from ._library import _library_path
 
+        path = _library_path("jaxmg_mp")
         jax.devices()  # the CUDA plugin loads its libnccl first
-        _preload()
-        lib = ctypes.CDLL(str(_library_path("jaxmg_mp")))
+        # libnccl.so.2 then libcusolverMp.so.0 from the nvidia wheels of the
+        # CUDA major this library was built for (ImportError naming the package).
+        _cuda_libs.preload(path.parent, "mp")
+        lib = ctypes.CDLL(str(path))
         lib.jmg_mp_nccl_version.restype = ctypes.c_int
         lib.jmg_mp_unique_id.argtypes = [ctypes.c_char_p]
         lib.jmg_mp_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int] * 5 + [
@@ -86,9 +75,10 @@ def library() -> ctypes.CDLL:
         lib.jmg_mp_lost.argtypes = [ctypes.c_char_p, ctypes.c_int]
         v = lib.jmg_mp_nccl_version()
         if v < NCCL_MIN:
+            major = _cuda_libs.build_info(path.parent).get("cuda_major", "13")
             raise ImportError(
                 f"jaxmg: the NCCL in this process is {v // 10000}.{v // 100 % 100}.{v % 100}; "
-                "the cuSOLVERMp engine needs >= 2.29.2 (pip install -U nvidia-nccl-cu13)"
+                f"the cuSOLVERMp engine needs >= 2.29.2 (pip install -U nvidia-nccl-cu{major})"
             )
         for op in OPS:
             fn = getattr(lib, f"jaxmg_mp_{op}_cuda")
