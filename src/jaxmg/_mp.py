@@ -270,7 +270,8 @@ def call(op: str, grid: _grid.Grid, mesh, a, b=None, *, spec, tile: int, jobz: i
                          check_vma=False)(*args)
 
 
-def solve(op: str, a, b=None, *, mesh, axes, tile: int, grid=None, jobz: int = 1) -> dict:
+def solve(op: str, a, b=None, *, mesh, axes, tile: int, grid=None, jobz: int = 1,
+          spec=None) -> dict:
     """One op on the cuSOLVERMp engine, in the caller's terms: A's sharding
     as given (see shard_kind), results as global arrays named per op, the
     status the largest over the devices. The engine's own conventions
@@ -282,8 +283,10 @@ def solve(op: str, a, b=None, *, mesh, axes, tile: int, grid=None, jobz: int = 1
       - least_squares returns the first n rows; qr's R is the upper
         triangle of what comes back.
     Keys: potrs x, logdet; potri inv; syevd w, v (jobz); lu_solve and
-    least_squares x; qr q, r; gesvd u, s, vh; polar u, h; always status."""
-    spec = a.sharding.spec if hasattr(a, "sharding") and hasattr(a.sharding, "spec") else None
+    least_squares x; qr q, r; gesvd u, s, vh; polar u, h; always status.
+    spec: A's PartitionSpec (default: A's own sharding, eager arrays only)."""
+    if spec is None:  # eager: A's own sharding (under jit pass spec=: Auto axes hide it)
+        spec = getattr(getattr(a, "sharding", None), "spec", None)
     if spec is None:
         raise ValueError("jaxmg: the cuSOLVERMp engine needs A as a sharded global array")
     g = _grid.grid_from_mesh(mesh, axes, op=op, grid=grid)
