@@ -128,7 +128,11 @@ assert (0, 11, 1) <= v(j) < (0, 11, 3), f'jax {j}: JAXMg 1.4.1 needs jax >= 0.11
       "$PY" -m pip install --no-build-isolation --no-deps -v .
     grep -E "cuSOLVERMp engine" "$LOGS/peer_build.log" | head -2
   fi
-  run peer env -u JAXMG_LIBRARY_DIR "$PY" bench/peer_jaxmg14.py --peer-site "$peer" --mp-site "$mpw" \
+  # LD_LIBRARY_PATH too: where site-packages/nvidia is a regular package, the
+  # folder's nvidia/ is no part of the nvidia namespace that jaxmg searches.
+  run peer env -u JAXMG_LIBRARY_DIR \
+    LD_LIBRARY_PATH="$mpw/nvidia/cu13/lib:$mpw/nvidia/cublasmp/cu13/lib:${LD_LIBRARY_PATH:-}" \
+    "$PY" bench/peer_jaxmg14.py --peer-site "$peer" --mp-site "$mpw" \
     --impls "${PEER_IMPLS:-peer,mp,multi,single}" --ops "${PEER_OPS:-potrs}" \
     --dtypes "${PEER_DTYPES:-f64}" --sizes "${PEER_SIZES:-32768,65536}" \
     --grids "${PEER_GRIDS:-2x2,1x4}" --reps "$REPS" --workdir "$LOGS" \
