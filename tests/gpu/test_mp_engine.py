@@ -21,6 +21,7 @@ import sys
 import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "mp_engine_worker.py")
+ROUTE_WORKER = os.path.join(os.path.dirname(__file__), "mp_route_worker.py")
 LIMIT_S = 540
 TIMEOUT_S = 30  # JAXMG_TIMEOUT_S in the jobs: the killed-rank test waits this long
 
@@ -39,7 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(tmp_path, nprocs, grid, *, per_node=None, env=None, **cfg):
+def launch(tmp_path, nprocs, grid, *, per_node=None, env=None, worker=WORKER, **cfg):
     port = free_port()
     base = dict(os.environ, JAXMG_TIMEOUT_S=str(TIMEOUT_S), NCCL_NVLS_ENABLE="0")
     base.pop("XLA_FLAGS", None)
@@ -49,7 +50,7 @@ def launch(tmp_path, nprocs, grid, *, per_node=None, env=None, **cfg):
         c = dict(cfg, port=port, nprocs=nprocs, pid=i, grid=list(grid), out=str(tmp_path),
                  gpus_per_host=gpu_count())
         node = f"node{i // per_node}" if per_node else "node0"
-        procs.append(subprocess.Popen([sys.executable, WORKER, json.dumps(c)],
+        procs.append(subprocess.Popen([sys.executable, worker, json.dumps(c)],
                                       env=dict(base, JAXMG_NODE_ID=node),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
@@ -136,3 +137,15 @@ def test_killed_rank(tmp_path):
         assert f"rank {i} of 4" in second["error"]
         assert second["seconds"] < TIMEOUT_S + 30
         print(f"process {i}: released by the abort after {second['seconds']:.1f} s")
+
+
+def test_public_calls_route(tmp_path):
+    """jaxmg.potrs/potri/syevd on 4 processes as 2 nodes: A over P("S", "T")
+    spans the nodes and goes to the cuSOLVERMp engine; P("T", None) with
+    dispatch="mp" is forced there; P("T", None) with "auto" stays on the
+    one-node engines. Every result against its defining equation."""
+    need(4)
+    codes, recs, logs = launch(tmp_path, 4, (2, 2), per_node=2, worker=ROUTE_WORKER, nodes=2)
+    judge(codes, recs, logs)
+    for name, case in recs[0]["cases"].items():
+        assert case["routed"] == (not name.startswith("node/")), name
