@@ -172,8 +172,12 @@ def _pad(A, req, m1, n1, diag):
     A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, m1 - m), (0, n1 - n)))
     if req.op in _TALL:
         return A
-    idx = jnp.arange(n, n1)
-    return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
+    # An elementwise select, not A.at[idx, idx].set: that scatter, followed
+    # by a P(r, c) constraint, came out wrong under jit (jax 0.10.2, CPU:
+    # written at [k - N/2, k - N/2] of the first block), while rows were fine.
+    i = jnp.arange(n1)
+    new = (i[:, None] == i[None, :]) & (i[:, None] >= n)
+    return jnp.where(new, jnp.asarray(diag, A.dtype), A)
 
 
 def _syevd_diag(A):

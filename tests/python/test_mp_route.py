@@ -198,3 +198,50 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     req = _request.normalise("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
     x, status, ld = _mp_route.route("potrs", req, A, b)
     assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
+
+
+def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+    """The numpy engine's conventions in jnp, so that route runs under jit."""
+    from jaxmg import _shard
+
+    _mp.validate(op, grid, mesh, a, b, spec, tile)
+    a = _shard.constrain(a, mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
+    M = a.T
+    st = jnp.zeros(grid.p * grid.q, jnp.int32)
+    back = lambda x: _shard.constrain(x, mesh, spec)  # noqa: E731 - matrix results in A's spec
+    if op == "potrs":
+        return back(a), jnp.linalg.solve(M, b).T, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype), st
+    if op == "syevd":
+        w, Q = jnp.linalg.eigh(M)
+        return back(Q.T), w, st
+    if op == "qr":
+        Q, R = jnp.linalg.qr(a)
+        return back(Q), R.T, st
+    raise NotImplementedError(op)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("op", ["potrs", "syevd", "qr"])
+def test_routed_under_jit(monkeypatch, rng, op, explicit):
+    """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
+    Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
+    monkeypatch.setattr(_mp, "call", jnp_engine)
+    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
+    mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
+    n, m = 7, 10
+    a = _input(op, rng, 6 if op == "qr" else n, m, np.float64)
+    A = jax.device_put(a, NamedSharding(mesh, P()))
+    b = jnp.asarray(rand(rng, (a.shape[0],), np.float64)) if op == "potrs" else None
+    req = _request.normalise(op, A, b, T_A=2, mesh=mesh, specs=P(("r", "c"), None),
+                             square=op != "qr", opts=(("jobz", True),) if op == "syevd" else ())
+    args = (A, b) if b is not None else (A,)
+    out = jax.jit(lambda *xs: _mp_route.route(op, req, *xs))(*args)
+    out = [None if o is None else np.asarray(o) for o in out]
+    if op == "potrs":
+        np.testing.assert_allclose(a @ out[0], np.asarray(b), atol=1e-10)
+        assert out[2] is None  # no logdet asked
+    elif op == "syevd":
+        np.testing.assert_allclose(a @ out[1], out[1] * out[0], atol=1e-10)
+    else:
+        np.testing.assert_allclose(out[0] @ out[1], a, atol=1e-10)
