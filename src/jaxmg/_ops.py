@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _dispatch, _library, _multiproc, _request, _shard
+from . import _autodiff, _calls, _dispatch, _library, _multiproc, _request, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
@@ -106,7 +106,7 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     b2 = b[:, None] if vector else b
     bad = _nonfinite(axes, a, b2)
     a = _sanitised(a, bad, where[0])
-    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
+    # b is not replaced: a NaN in b only flows into x, which is NaN anyway
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
     b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
     if _shard.is_complex(dt):
@@ -216,14 +216,16 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
 # the cores: global arrays, traced, one per op
 
 
-def _pad_global(A, n, n1, diag, req):
+def _pad_global(A, n, n1, diag, req=None):
     """Pads A to n1 (a multiple of the device count) at its end; rare, and
-    costs one copy, unlike the per-shard tile padding. A is replicated
-    first: JAX cannot pad a sharded dimension to a size its axes do not
-    divide."""
+    costs one copy, unlike the per-shard tile padding. With a request, A is
+    replicated first: JAX cannot pad a dimension sharded on Explicit axes
+    to a size they do not divide."""
     if n1 == n:
         return A
-    A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
+    if req is not None:
+        A = _shard.constrain(A, req.mesh, REP)
+    A = jnp.pad(A, ((0, n1 - n), (0, n1 - n)))
     idx = jnp.arange(n, n1)
     return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
 
@@ -312,12 +314,49 @@ def _core_syevd(A, req):
     return w[:n], V, status[0]
 
 
-# The cores that the public forms call; _autodiff (issue 16) may wrap them.
+# --- for _general_ops (issue 15), until it goes through _request.run
+
+
+def _row_spec(axes):
+    return P(axes if len(axes) > 1 else axes[0], None)
+
+
+def _call(impl, *args, **static):
+    """impl(*args, **static) eagerly through a cached jit, inlined under an
+    outer trace (_request.run for cores that take a Request)."""
+    if _request.traced(*args):
+        return impl(*args, **static)
+    return _jitted_legacy(impl, tuple(sorted(static)))(*args, **static)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_legacy(impl, statics):
+    return jax.jit(impl, static_argnames=statics)
+
+
+# The cores that every public form calls, through _entry: issue 16's
+# derivative and vmap rules wrap them there (same signature and outputs).
 CORES = {"potrs": _core_potrs, "potri": _core_potri, "syevd": _core_syevd}
 
 
-def _entry(op):
-    return CORES[op]
+def _entry(op, req):
+    """The core of op that the public forms run: issue 16's differentiable
+    one. On Explicit mesh axes the bare core for now: the rules' sharded
+    products do not yet type-check there (coord NOTES, H20 -> H16)."""
+    return _entry_for(op, _explicit(req.mesh))
+
+
+@functools.lru_cache(maxsize=None)
+def _entry_for(op, explicit: bool):
+    # cached: _request.run caches its jit per (function, request)
+    if explicit:
+        return CORES[op]
+    return _autodiff.differentiable(op, CORES[op], CORES["potri"])
+
+
+def _explicit(mesh) -> bool:
+    types = tuple(getattr(mesh, "axis_types", ()) or ())
+    return any(t == jax.sharding.AxisType.Explicit for t in types)
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +402,7 @@ def potrs(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True, di
     elif req.donate and not _request.traced(A, b):
         x, status, ld, _ = _request.run(_potrs_donating, req, A, b)
     else:
-        x, status, ld = _request.run(_entry("potrs"), req, A, b)
+        x, status, ld = _request.run(_entry("potrs", req), req, A, b)
     out = (x,) + ((ld,) if logdet else ()) + ((status,) if want_status else ())
     return out if len(out) > 1 else x
 
@@ -379,7 +418,7 @@ def potri(A, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispa
     if req.n == 0:
         inv, status = _empty_matrix(req), jnp.int32(0)
     else:
-        inv, status = _request.run(_entry("potri"), req, A)
+        inv, status = _request.run(_entry("potri", req), req, A)
     return (inv, status) if want_status else inv
 
 
@@ -402,7 +441,7 @@ def syevd(A, T_A, mesh=None, in_specs=None, return_eigenvectors=True, return_sta
         w = jnp.zeros((0,), _shard.real_dtype(jnp.dtype(req.dtype)))
         vecs, status = _empty_matrix(req), jnp.int32(0)
     else:
-        w, vecs, status = _request.run(_entry("syevd"), req, A)
+        w, vecs, status = _request.run(_entry("syevd", req), req, A)
     out = (w, vecs) if jobz else (w,)
     if want_status:
         out = out + (status,)
@@ -460,7 +499,16 @@ def _potrs_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", *,
     if a.shape[0] == 0 and a.shape[1] == 0:
         return (b, jnp.zeros((1,), _shard.real_dtype(b.dtype)), _status(0)) if logdet \
             else (b, _status(0))
-    x, status, ld, _ = _potrs_local(a, b, T_A, pad, axis_name, dispatch, logdet)
+    axes = v.shard_axes(axis_name)
+
+    def body(a, b):
+        return _potrs_local(a, b, T_A, pad, axis_name, dispatch, logdet)[:3]
+
+    def potri_body(a):
+        return _potri_local(a, T_A, pad, axis_name, dispatch)
+
+    x, status, ld = _autodiff.differentiable_local(
+        "potrs", body, axes, potri_body if logdet else None)(a, b)
     return (x, ld, status) if logdet else (x, status)
 
 
@@ -489,9 +537,15 @@ def _potrs_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
     return (a_work, x, ld, status) if logdet else (a_work, x, status)
 
 
+def _a_work(A, req):
+    """1.4's a_work: A in the engines' row layout (replicated where that
+    cannot hold N)."""
+    return _request.to_rows(A, req) if _request.fits(req.n, req.mesh, req.row_spec) else A
+
+
 def _ctx_core_potrs(A, b, req):
-    x, status, ld = _entry("potrs")(A, b, req)
-    return _request.to_rows(A, req), x, status, ld
+    x, status, ld = _entry("potrs", req)(A, b, req)
+    return _a_work(A, req), x, status, ld
 
 
 def _potri_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
@@ -499,7 +553,9 @@ def _potri_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     status (1,) as for potrs)."""
     if a.shape[0] == 0 and a.shape[1] == 0:
         return a, _status(0)
-    return _potri_local(a, T_A, pad, axis_name, dispatch)
+    return _autodiff.differentiable_local(
+        "potri", lambda a: _potri_local(a, T_A, pad, axis_name, dispatch),
+        v.shard_axes(axis_name))(a)
 
 
 def _potri_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
@@ -512,8 +568,8 @@ def _potri_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pa
 
 
 def _ctx_core_potri(A, req):
-    inv, status = _entry("potri")(A, req)
-    return _request.to_rows(A, req), inv, status
+    inv, status = _entry("potri", req)(A, req)
+    return _a_work(A, req), inv, status
 
 
 def _syevd_ctx_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
@@ -551,8 +607,8 @@ def _syevd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
 
 
 def _ctx_core_syevd(A, req):
-    w, V, status = _entry("syevd")(A, req)
-    return _request.to_rows(A, req), w, V, status
+    w, V, status = _entry("syevd", req)(A, req)
+    return _a_work(A, req), w, V, status
 
 
 potrs_shardmap_ctx = _two_forms(_potrs_ctx_local, _potrs_ctx_global, "potrs_shardmap_ctx")

@@ -585,3 +585,30 @@ def test_explicit_mesh_axes(rng):
     r = req("potrs", Ar, bs[0])
     x = jax.jit(jax.vmap(lambda b: potrs(Ar, b, r)[0]))(bs)
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, np.asarray(bs)), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64], ids=IDS)
+def test_single_precision_grads(rng, dtype):
+    """float32 / complex64: every rule keeps the dtypes (w and logdet real),
+    and the gradients match jnp's float64 ones to single precision."""
+    m, n = mesh(4), 8
+    r = rules(m)
+    A, H, b = spd(rng, n, dtype), hermitian(rng, n, dtype), randn(rng, (n, 2), dtype)
+    up = lambda x: x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)  # noqa: E731
+    logdet = _logdet_rule(m)
+    cases = [
+        (lambda A: jnp.sum(jnp.abs(r["potrs"](A, b)[0]) ** 2), A,
+         lambda A: jnp.sum(jnp.abs(jnp.linalg.solve(sym(A), up(b))) ** 2)),
+        (lambda A: logdet(A, b)[1], A, lambda A: jnp.linalg.slogdet(sym(A))[1]),
+        (lambda A: jnp.sum(jnp.abs(r["potri"](A)[0]) ** 2), A,
+         lambda A: jnp.sum(jnp.abs(jnp.linalg.inv(sym(A))) ** 2)),
+        (lambda A: r["syevd"](A)[0][-1] + jnp.sum(jnp.abs(r["syevd"](A)[1][:, 0]) ** 4), H,
+         lambda A: jnp.linalg.eigh(A)[0][-1] + jnp.sum(jnp.abs(jnp.linalg.eigh(A)[1][:, 0]) ** 4)),
+    ]
+    for loss, X, ref in cases:
+        g = jax.jit(jax.grad(loss))(X)
+        assert g.dtype == np.dtype(dtype)
+        e = jax.grad(ref)(up(X))
+        w = np.linalg.eigvalsh(up(X))
+        scale = 1 / np.diff(w).min() if X is H else np.linalg.cond(up(X)) ** 2
+        np.testing.assert_allclose(np.asarray(g), e, atol=tol(dtype, n, scale) * np.abs(e).max())
