@@ -13,6 +13,7 @@
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
 #   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
+#   peer     JAXMg 1.4.1 itself next to jaxmg, one process per GPU (wheels: bench/README.md)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -95,6 +96,52 @@ for lib in sorted({m for m in re.findall(r'\S*/lib(?:jaxmg|cusolver|cudart|nccl)
 }
 # ---- end of step "wheel" ------------------------------------------------------
 
+# ---- step "peer" (issue 17, H17): JAXMg 1.4.1 itself next to jaxmg -------------
+# Carry the wheels bench/README.md lists (PEER_WHEELS, default .whl). JAXMg 1.4.1
+# goes into a --target folder of its own (it is also named jaxmg); cuSOLVERMp and
+# cuBLASMp into another, on the path of both jobs. This machine's jax (0.11.1-0.11.2
+# for JAXMg 1.4.1) and nvidia-nccl-cu13 (>= 2.29.2 for cuSOLVERMp 0.9.1; its wheel is
+# too large to carry) are checked first. jaxmg is rebuilt against those wheels so
+# that it has its cuSOLVERMp engine (PEER_BUILD=0: keep the installed one).
+# bench/peer_jaxmg14.py runs each implementation as its own job, one process per GPU.
+# PEER_IMPLS, PEER_OPS, PEER_DTYPES, PEER_SIZES, PEER_GRIDS choose the rows.
+peer_step() {
+  local w=${PEER_WHEELS:-.whl} peer="$LOGS/peer14" mpw="$LOGS/mpwheels"
+  local jx
+  jx=$(ls "$w"/jaxmg-1.4.1-*.whl 2>/dev/null | head -1)
+  if [ -z "$jx" ] || ! ls "$w"/nvidia_cusolvermp_cu13-*.whl "$w"/nvidia_cublasmp_cu13-*.whl >/dev/null 2>&1; then
+    echo "peer: wheels missing under $w (bench/README.md lists them)" | tee -a "$OUT/summary.txt"; status=1; return
+  fi
+  run peer_env "$PY" -c "
+import importlib.metadata as m
+def v(s): return tuple(int(x) for x in s.split('.')[:3])
+j, n = m.version('jax'), m.version('nvidia-nccl-cu13')
+print('jax', j, 'nvidia-nccl-cu13', n)
+assert v(n) >= (2, 29, 2), f'nvidia-nccl-cu13 {n} < 2.29.2: cuSOLVERMp 0.9.1 cannot run here'
+assert (0, 11, 1) <= v(j) < (0, 11, 3), f'jax {j}: JAXMg 1.4.1 needs jax >= 0.11.1, < 0.11.3'"
+  grep -qE "^peer_env +rc=0" "$OUT/summary.txt" || return
+  run peer_install bash -c "rm -rf '$peer' '$mpw' &&
+    '$PY' -m pip install -q --no-index --no-deps --no-compile --target '$peer' '$jx' &&
+    '$PY' -m pip install -q --no-index --no-deps --no-compile --target '$mpw' \
+      $w/nvidia_cusolvermp_cu13-*.whl $w/nvidia_cublasmp_cu13-*.whl"
+  grep -qE "^peer_install +rc=0" "$OUT/summary.txt" || return
+  if [ "${PEER_BUILD:-1}" = 1 ]; then
+    run peer_build env CMAKE_ARGS="-DJAXMG_CUSOLVERMP_ROOT=$mpw" \
+      "$PY" -m pip install --no-build-isolation --no-deps -v .
+    grep -E "cuSOLVERMp engine" "$LOGS/peer_build.log" | head -2
+  fi
+  # LD_LIBRARY_PATH too: where site-packages/nvidia is a regular package, the
+  # folder's nvidia/ is no part of the nvidia namespace that jaxmg searches.
+  run peer env -u JAXMG_LIBRARY_DIR \
+    LD_LIBRARY_PATH="$mpw/nvidia/cu13/lib:$mpw/nvidia/cublasmp/cu13/lib:${LD_LIBRARY_PATH:-}" \
+    "$PY" bench/peer_jaxmg14.py --peer-site "$peer" --mp-site "$mpw" \
+    --impls "${PEER_IMPLS:-peer,mp,multi,single}" --ops "${PEER_OPS:-potrs}" \
+    --dtypes "${PEER_DTYPES:-f64}" --sizes "${PEER_SIZES:-32768,65536}" \
+    --grids "${PEER_GRIDS:-2x2,1x4}" --reps "$REPS" --workdir "$LOGS" \
+    --md "$OUT/peer.md" --csv "$LOGS/peer.csv"
+}
+# ---- end of step "peer" ------------------------------------------------------
+
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOGS/gpus.txt"
 ngpu=$(wc -l <"$LOGS/gpus.txt")
 for s in $steps; do
@@ -150,6 +197,7 @@ for s in $steps; do
         --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory_eig.md" --csv "$LOGS/memory_eig.csv" ;;
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
     wheel) wheel_step ;;
+    peer) peer_step ;;
   esac
 done
 for t in test large mp wheel_test; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done

@@ -263,7 +263,9 @@ def _parse(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None, mesh=None):
+    """mesh: a ("S", "T") mesh built by the caller (examples/launch_minsr.py);
+    default make_mesh_2d(--mesh-s)."""
     args = _parse(argv)
     if args.dtype in ("float64", "complex128"):
         jax.config.update("jax_enable_x64", True)
@@ -283,7 +285,7 @@ def main(argv=None):
             "hint: one CPU device only; set XLA_FLAGS=--xla_force_host_platform_device_count=8 "
             "to spread the work over 8 host devices"
         )
-    mesh = make_mesh_2d(args.mesh_s)
+    mesh = make_mesh_2d(args.mesh_s) if mesh is None else mesh
     S, Tn = mesh.shape["S"], mesh.shape["T"]
     say(
         f"minsr: N_s={n_s} N_p={n_p} {args.dtype} on {backend}, mesh (S, T) = ({S}, {Tn}), "

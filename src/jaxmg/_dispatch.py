@@ -43,12 +43,22 @@ TILE_TARGET = 1024
 TILE_MIN, TILE_MAX = 256, 2048
 
 
+# "mp" (issue 17, H17): the cuSOLVERMp engine, forced; mesh-level calls on
+# GPUs only (_mp_route takes them before any engine code is chosen here).
+ACCEPTED = ("auto", "multi", "single", "mp")
+
+
 def check(dispatch) -> str:
-    if not isinstance(dispatch, str) or dispatch not in _CODES:
+    if not isinstance(dispatch, str) or dispatch not in ACCEPTED:
         raise ValueError(
-            f"jaxmg: dispatch must be 'auto', 'multi' or 'single', got {dispatch!r}"
+            f"jaxmg: dispatch must be 'auto', 'multi', 'single' or 'mp', got {dispatch!r}"
         )
     return dispatch
+
+
+def engine_of(dispatch: str) -> str:
+    """dispatch in _grid.choose_engine's names ("multi" is cuSolverMg, "mg")."""
+    return {"multi": "mg"}.get(check(dispatch), dispatch)
 
 
 def _device_memory() -> int | None:
@@ -72,7 +82,12 @@ def single_bytes(op: str, n: int, dtype) -> int:
 
 def resolve(dispatch: str, op: str, n: int, nparties: int, dtype, platform: str) -> int:
     """The solver code passed to the engine, for a padded n x n problem."""
-    code = _CODES[check(dispatch)]
+    if check(dispatch) == "mp":  # reached only where _mp_route does not run
+        raise ValueError(
+            "jaxmg: dispatch='mp' (the cuSOLVERMp engine) runs mesh-level calls on GPUs only "
+            "(jaxmg.potrs(A, b, T_A, mesh, ...)), not inside the caller's shard_map"
+        )
+    code = _CODES[dispatch]
     if code != AUTO or platform != "gpu":
         return code
     if op not in MULTI_OPS:

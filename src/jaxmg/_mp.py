@@ -9,8 +9,11 @@ also resolves. Its NCCL version is checked before anything else.
 A device set is the devices of one solve group in NCCL rank order
 (_grid.grid_from_mesh). open_sets(grid) makes every group's communicator:
 the process of rank 0 draws an NCCL id, _nccl_bootstrap moves it to the
-group's other processes, and every local rank joins, one Python thread per
-local device (each rank's ncclCommInitRank blocks until all have joined).
+group's other processes, and every local rank joins: one Python thread per
+local device (each rank's ncclCommInitRank blocks until all have joined),
+or, with JAXMG_MP_INIT=group, all local ranks from one thread in an NCCL
+group (ncclGroupStart/End). Which of the two works with cuSOLVERMp on
+hardware is for the GPU run to show (test_one_process_all_gpus runs both).
 Sets are cached per (mesh devices, grid); a set whose communicator was lost
 (a timeout or an NCCL failure) is closed and made again on the next call.
 
@@ -21,7 +24,7 @@ whose body is one ffi_call per device (mp_exports.c documents the buffers).
 from __future__ import annotations
 
 import ctypes
-import pathlib
+import os
 import threading
 
 import jax
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _grid, _nccl_bootstrap
+from . import _cuda_libs, _grid, _nccl_bootstrap
 
 NCCL_MIN = 22902
 ERRLEN = 512
@@ -45,42 +48,37 @@ class MpError(RuntimeError):
     """The cuSOLVERMp engine failed on this rank (the message names it)."""
 
 
-def _preload() -> None:
-    try:
-        import nvidia
-    except ImportError:
-        return
-    for sub, soname in (("nccl/lib", "libnccl.so.2"), ("cu13/lib", "libcusolverMp.so.0")):
-        for root in getattr(nvidia, "__path__", []):
-            path = pathlib.Path(root) / sub / soname
-            if path.exists():
-                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-                break
-
-
 def library() -> ctypes.CDLL:
     global _lib
     with _lock:
         if _lib is not None:
             return _lib
-        from ._library import _capsule_address, _library_path
+        from ._library import _library_path
 
+        path = _library_path("jaxmg_mp")
         jax.devices()  # the CUDA plugin loads its libnccl first
-        _preload()
-        lib = ctypes.CDLL(str(_library_path("jaxmg_mp")))
+        # libnccl.so.2 then libcusolverMp.so.0 from the nvidia wheels of the
+        # CUDA major this library was built for (ImportError naming the package).
+        _cuda_libs.preload(path.parent, "mp")
+        lib = ctypes.CDLL(str(path))
         lib.jmg_mp_nccl_version.restype = ctypes.c_int
         lib.jmg_mp_unique_id.argtypes = [ctypes.c_char_p]
         lib.jmg_mp_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int] * 5 + [
             ctypes.c_double,
             ctypes.c_char_p,
         ]
+        lib.jmg_mp_open_local.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
+                                          ctypes.c_int, ctypes.POINTER(ctypes.c_int),
+                                          ctypes.POINTER(ctypes.c_int), ctypes.c_int,
+                                          ctypes.c_int, ctypes.c_double, ctypes.c_char_p]
         lib.jmg_mp_close.argtypes = [ctypes.c_char_p, ctypes.c_int]
         lib.jmg_mp_lost.argtypes = [ctypes.c_char_p, ctypes.c_int]
         v = lib.jmg_mp_nccl_version()
         if v < NCCL_MIN:
+            major = _cuda_libs.build_info(path.parent).get("cuda_major", "13")
             raise ImportError(
                 f"jaxmg: the NCCL in this process is {v // 10000}.{v // 100 % 100}.{v % 100}; "
-                "the cuSOLVERMp engine needs >= 2.29.2 (pip install -U nvidia-nccl-cu13)"
+                f"the cuSOLVERMp engine needs >= 2.29.2 (pip install -U nvidia-nccl-cu{major})"
             )
         for op in OPS:
             fn = getattr(lib, f"jaxmg_mp_{op}_cuda")
@@ -125,6 +123,17 @@ def open_sets(grid: _grid.Grid) -> str:
         joins = [(r, devices[d].local_hardware_id) for r, d in enumerate(group)
                  if devices[d].process_index == me]
         errors: list[str] = []
+        if len(joins) > 1 and os.environ.get("JAXMG_MP_INIT", "threads") == "group":
+            # All local ranks from this thread in one NCCL group.
+            n = len(joins)
+            ranks = (ctypes.c_int * n)(*[r for r, _ in joins])
+            ords = (ctypes.c_int * n)(*[o for _, o in joins])
+            err = ctypes.create_string_buffer(ERRLEN)
+            if lib.jmg_mp_open_local(tag.encode(), uid, len(group), n, ranks, ords, grid.p,
+                                     grid.q, timeout, err):
+                raise MpError(err.value.decode(errors="replace"))
+            local_ordinals += [o for _, o in joins]
+            continue
 
         def join(rank: int, ordinal: int) -> None:
             err = ctypes.create_string_buffer(ERRLEN)
@@ -189,12 +198,50 @@ def _outputs(op: str, m: int, n: int, nrhs: int, dtype, spec, shard_shape):
     return res, specs
 
 
+_SQUARE = {"potrs", "potri", "syevd", "lu_solve"}
+_TALL = {"least_squares", "qr", "gesvd", "polar"}
+_WITH_B = {"potrs", "lu_solve", "least_squares"}
+_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128)}
+
+
+def validate(op: str, grid: _grid.Grid, mesh, a, b, spec, tile) -> None:
+    """ValueError / TypeError naming the problem, before anything runs (the
+    C engine checks again, alike on every rank)."""
+    if op not in OPS:
+        raise ValueError(f"jaxmg: unknown op {op!r}")
+    if len(getattr(a, "shape", ())) != 2:
+        raise ValueError(f"jaxmg: {op} takes a 2-D matrix, got shape {getattr(a, 'shape', None)}")
+    if np.dtype(a.dtype) not in _DTYPES:
+        raise TypeError(f"jaxmg: {op} takes float32, float64, complex64 or complex128, got {a.dtype}")
+    m, n = a.shape
+    if op in _SQUARE and m != n:
+        raise ValueError(f"jaxmg: {op} needs a square matrix, got {m} x {n}")
+    if op in _TALL and m < n:
+        raise ValueError(f"jaxmg: {op} needs m >= n, got {m} x {n} (pass the transpose)")
+    if (b is None) == (op in _WITH_B):
+        raise ValueError(f"jaxmg: {op} {'needs' if op in _WITH_B else 'takes no'} right-hand sides")
+    if b is not None:
+        if len(b.shape) != 2 or b.shape[0] != m or b.shape[1] < 1:
+            raise ValueError(f"jaxmg: {op}: b must be {m} x k with k >= 1, got {b.shape}")
+        if b.dtype != a.dtype:
+            raise TypeError(f"jaxmg: {op}: b is {b.dtype} but A is {a.dtype}")
+    if not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"jaxmg: the tile must be a positive integer, got {tile!r}")
+    kind, _, _ = shard_kind(spec, grid.axes)
+    sizes = [mesh.shape[ax] for ax in grid.axes]
+    splits = {SHARD_ROWS: (sizes[0], 1), SHARD_COLS: (1, sizes[0])}.get(kind, tuple(sizes))
+    if m % splits[0] or n % splits[1]:
+        raise ValueError(
+            f"jaxmg: a {m} x {n} matrix does not split evenly into {splits[0]} x {splits[1]} "
+            "shards; pad it"
+        )
+
+
 def call(op: str, grid: _grid.Grid, mesh, a, b=None, *, spec, tile: int, jobz: int = 1):
     """Runs op on the cuSOLVERMp engine. Returns the ffi results (global),
     the last being the per-device status. Replicated matrices come back
     transposed (column-major), as the engine writes them."""
-    if op not in OPS:
-        raise ValueError(f"jaxmg: unknown op {op!r}")
+    validate(op, grid, mesh, a, b, spec, tile)
     kind, _, _ = shard_kind(spec, grid.axes)
     m, n = a.shape
     sizes = [mesh.shape[ax] for ax in grid.axes]
@@ -221,3 +268,49 @@ def call(op: str, grid: _grid.Grid, mesh, a, b=None, *, spec, tile: int, jobz: i
     args = (a, b.T) if has_b else (a,)
     return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=tuple(out_specs),
                          check_vma=False)(*args)
+
+
+def solve(op: str, a, b=None, *, mesh, axes, tile: int, grid=None, jobz: int = 1,
+          spec=None) -> dict:
+    """One op on the cuSOLVERMp engine, in the caller's terms: A's sharding
+    as given (see shard_kind), results as global arrays named per op, the
+    status the largest over the devices. The engine's own conventions
+    (mp_ops.c) are undone here:
+      - the Hermitian ops work on M = A^T = conj(A): potrs solves with
+        conj(b) and conjugates x back; syevd's V is the transpose-conjugate
+        of what comes back; potri's result is A^-1 as it stands;
+      - replicated matrices come back column-major (transposed);
+      - least_squares returns the first n rows; qr's R is the upper
+        triangle of what comes back.
+    Keys: potrs x, logdet; potri inv; syevd w, v (jobz); lu_solve and
+    least_squares x; qr q, r; gesvd u, s, vh; polar u, h; always status.
+    spec: A's PartitionSpec (default: A's own sharding, eager arrays only)."""
+    if spec is None:  # eager: A's own sharding (under jit pass spec=: Auto axes hide it)
+        spec = getattr(getattr(a, "sharding", None), "spec", None)
+    if spec is None:
+        raise ValueError("jaxmg: the cuSOLVERMp engine needs A as a sharded global array")
+    g = _grid.grid_from_mesh(mesh, axes, op=op, grid=grid)
+    if op == "potrs":
+        b = jnp.conj(b)
+    res = call(op, g, mesh, a, b, spec=spec, tile=tile, jobz=jobz)
+    out = {"status": jnp.max(res[-1])}
+    n = a.shape[1]
+    if op == "potrs":
+        out["x"], out["logdet"] = jnp.conj(res[1].T), res[2]
+    elif op == "potri":
+        out["inv"] = res[0]
+    elif op == "syevd":
+        out["w"] = res[1]
+        if jobz:
+            out["v"] = jnp.conj(res[0].T)
+    elif op == "lu_solve":
+        out["x"] = res[1].T
+    elif op == "least_squares":
+        out["x"] = res[1].T[:n]
+    elif op == "qr":
+        out["q"], out["r"] = res[0], jnp.triu(res[1].T)
+    elif op == "gesvd":
+        out["u"], out["s"], out["vh"] = res[0], res[1], res[2].T
+    elif op == "polar":
+        out["u"], out["h"] = res[0], res[1].T
+    return out

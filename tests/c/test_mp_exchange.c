@@ -205,7 +205,52 @@ static void one_case(jmg_layout2d l, int transpose) {
   jmg_plan2d_free(&back);
 }
 
+/* jmg_mp_each_tile: over all processes, every element of the m x n matrix
+ * exactly once, at the local place the layout2d index math gives. */
+typedef struct tile_seen {
+  const jmg_layout2d* l;
+  int rank;
+  unsigned* count;
+  int64_t bad;
+} tile_seen;
+
+static int see_tile(void* vctx, int64_t r0, int64_t c0, int64_t lr, int64_t lc, int64_t rows,
+                    int64_t cols, char* err) {
+  (void)err;
+  tile_seen* t = vctx;
+  for (int64_t c = 0; c < cols; c++)
+    for (int64_t r = 0; r < rows; r++) {
+      jmg_where2d w = jmg_layout2d_cyclic_at(t->l, r0 + r, c0 + c);
+      t->bad += w.rank != t->rank || w.row != lr + r || w.col != lc + c;
+      t->count[(r0 + r) + (c0 + c) * t->l->m]++;
+    }
+  return 0;
+}
+
+static void check_tiles(int64_t m, int64_t n, int64_t tile, int p, int q) {
+  jmg_layout2d l = {m, n, tile, {p, q, JMG_GRID_ROW_MAJOR}, {p * q, 1, JMG_GRID_ROW_MAJOR}};
+  unsigned* count = calloc((size_t)(m * n), sizeof *count);
+  int64_t bad = 0;
+  for (int pr = 0; pr < p; pr++)
+    for (int pc = 0; pc < q; pc++) {
+      tile_seen t = {&l, pr * q + pc, count, 0};
+      char err[JMG_MP_ERRLEN];
+      jmg_mp_each_tile(m, n, tile, pr, pc, p, q, see_tile, &t, err);
+      bad += t.bad;
+    }
+  int64_t once = 0;
+  for (int64_t k = 0; k < m * n; k++) once += count[k] == 1;
+  CHECK(bad == 0 && once == m * n, "tiles m=%lld n=%lld T=%lld %dx%d: %lld misplaced, %lld once",
+        (long long)m, (long long)n, (long long)tile, p, q, (long long)bad, (long long)once);
+  free(count);
+}
+
 int main(void) {
+  for (int p = 1; p <= 3; p++)
+    for (int q = 1; q <= 3; q++)
+      for (int64_t m = 1; m <= 9; m++)
+        for (int64_t n = 1; n <= 7; n += 2)
+          for (int64_t t = 1; t <= 4; t++) check_tiles(m * p * q, n, t, p, q);
   long cases = 0;
   const int locs[] = {1, 2, 3, 5};
   for (int p = 1; p <= 3; p++)

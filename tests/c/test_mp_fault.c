@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "engines/mp/mp_comm.h"
@@ -56,6 +58,27 @@ static int f_uid(unsigned char id[JMG_MP_ID_BYTES]) {
   memset(id, 7, JMG_MP_ID_BYTES);
   return 0;
 }
+/* Inside a group (this thread's), inits only register; the group's end
+ * waits for everyone, as NCCL's does. */
+static _Thread_local int in_group;
+
+static void wait_all_joined(void) {
+  while (W.joined < W.nranks && !W.release) pthread_cond_wait(&W.cv, &W.mu);
+}
+
+static int f_group_start(void) {
+  in_group = 1;
+  return 0;
+}
+
+static int f_group_end(void) {
+  in_group = 0;
+  pthread_mutex_lock(&W.mu);
+  wait_all_joined();
+  pthread_mutex_unlock(&W.mu);
+  return 0;
+}
+
 static int f_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTES], int rank,
                   int ordinal) {
   (void)id;
@@ -65,7 +88,7 @@ static int f_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTE
   pthread_mutex_lock(&W.mu);
   W.joined++;
   pthread_cond_broadcast(&W.cv);
-  while (W.joined < W.nranks && !W.release) pthread_cond_wait(&W.cv, &W.mu);
+  if (!in_group) wait_all_joined();
   pthread_mutex_unlock(&W.mu);
   fcomm* f = calloc(1, sizeof *f);
   f->rank = rank;
@@ -92,7 +115,8 @@ static int f_destroy(void* comm) {
 }
 static const char* f_str(int r) { return r == 2 ? "fake system error" : "fake error"; }
 
-static const jmg_mp_api fake = {f_version, f_uid, f_init, f_abort, f_destroy, f_str};
+static const jmg_mp_api fake = {f_version,     f_uid,       f_init,    f_abort,
+                                f_group_start, f_group_end, f_destroy, f_str};
 
 /* A collective: all ranks in, or aborted. */
 static int collective(void* vcomm, char* err) {
@@ -297,15 +321,150 @@ static void body_failures(void) {
   jmg_mp_comm_close(&j[0].comm);
 }
 
+/* A collective that cuSOLVERMp runs on a communicator of its own: our
+ * abort does not reach it, it returns only when released. */
+static pthread_mutex_t deaf_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t deaf_cv = PTHREAD_COND_INITIALIZER;
+static int deaf_released, stuck_calls;
+static double stuck_at;
+
+static int body_deaf(void* arg, char* err) {
+  (void)arg;
+  (void)err;
+  pthread_mutex_lock(&deaf_mu);
+  while (!deaf_released) pthread_cond_wait(&deaf_cv, &deaf_mu);
+  pthread_mutex_unlock(&deaf_mu);
+  return JMG_MP_OK;
+}
+
+static void stuck_hook(jmg_mp_comm* c) {
+  (void)c;
+  stuck_at = jmg_clock_now();
+  pthread_mutex_lock(&deaf_mu);
+  stuck_calls++;
+  deaf_released = 1;
+  pthread_cond_broadcast(&deaf_cv);
+  pthread_mutex_unlock(&deaf_mu);
+}
+
+static void stuck_after_abort(void) {
+  rankjob j[1];
+  world_reset(1, -1, 23203);
+  init_jobs(j, 1, 1, 0, 0.3);
+  run_ranks(j, 1);
+  j[0].comm.grace_s = 0.2;
+  j[0].comm.on_stuck = stuck_hook;
+  char err[JMG_MP_ERRLEN];
+  double t0 = jmg_clock_now();
+  int rc = jmg_mp_comm_guard(&j[0].comm, "syevd", body_deaf, NULL, err);
+  CHECK(rc == JMG_MP_ETIMEOUT && has(err, "syevd did not finish"), "%d %s", rc, err);
+  CHECK(stuck_calls == 1 && stuck_at - t0 >= 0.49 && stuck_at - t0 < 2.0,
+        "on_stuck once, after timeout + grace: %d calls at %.2f s", stuck_calls, stuck_at - t0);
+  jmg_mp_comm_close(&j[0].comm);
+}
+
+/* The default last resort, in a child process: it must end with status 75
+ * and say why on stderr. */
+static void stuck_exits(void) {
+  int fds[2];
+  if (pipe(fds) != 0) return;
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    close(fds[0]);
+    rankjob j[1];
+    world_reset(1, -1, 23203);
+    init_jobs(j, 1, 1, 0, 0.2);
+    run_ranks(j, 1);
+    j[0].comm.grace_s = 0.2;
+    char err[JMG_MP_ERRLEN];
+    jmg_mp_comm_guard(&j[0].comm, "potrs", body_deaf, NULL, err);
+    _exit(0); /* not reached: on_stuck ends the process */
+  }
+  close(fds[1]);
+  char buf[2048] = "";
+  size_t got = 0;
+  ssize_t k;
+  while (got < sizeof buf - 1 && (k = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0)
+    got += (size_t)k;
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 75, "child status %d", status);
+  CHECK(has(buf, "rank 0 of 1") && has(buf, "potrs is still blocked") &&
+            has(buf, "ending this process"),
+        "stderr: %s", buf);
+}
+
+/* One thread opens ranks 0 and 1 in a group while another opens rank 2
+ * alone; then ranks 0 and 1 grouped while rank 2 never comes. */
+typedef struct group_job {
+  jmg_mp_comm comm[2];
+  int rc;
+  double secs;
+  char err[JMG_MP_ERRLEN];
+} group_job;
+
+static void* group_main(void* vg) {
+  group_job* g = vg;
+  unsigned char id[JMG_MP_ID_BYTES];
+  f_uid(id);
+  jmg_mp_comm* cs[2] = {&g->comm[0], &g->comm[1]};
+  int ranks[2] = {0, 1}, ords[2] = {0, 1};
+  double t0 = jmg_clock_now();
+  g->rc = jmg_mp_comm_open_group(cs, 2, &fake, "g", id, 3, ranks, ords, 0.3, g->err);
+  g->secs = jmg_clock_now() - t0;
+  return NULL;
+}
+
+static void grouped_open(void) {
+  world_reset(3, -1, 23203);
+  group_job g;
+  memset(&g, 0, sizeof g);
+  rankjob single[3];
+  init_jobs(single, 3, 3, 1, 1.0);
+  pthread_t t, u;
+  pthread_create(&t, NULL, group_main, &g);
+  pthread_create(&u, NULL, rank_main, &single[2]);
+  pthread_join(t, NULL);
+  pthread_join(u, NULL);
+  CHECK(g.rc == JMG_MP_OK && single[2].open_rc == JMG_MP_OK, "grouped: %s / %s", g.err,
+        single[2].open_err);
+  CHECK(g.comm[0].rank == 0 && g.comm[1].rank == 1 && g.comm[0].nccl && g.comm[1].nccl,
+        "two local ranks");
+  jmg_mp_comm_close(&g.comm[0]);
+  jmg_mp_comm_close(&g.comm[1]);
+  jmg_mp_comm_close(&single[2].comm);
+
+  world_reset(3, -1, 23203);
+  memset(&g, 0, sizeof g);
+  pthread_create(&t, NULL, group_main, &g);
+  pthread_join(t, NULL);
+  CHECK(g.rc == JMG_MP_ETIMEOUT && has(g.err, "(grouped) of local ranks 0,1 did not complete") &&
+            g.secs < 2.0,
+        "%d %s", g.rc, g.err);
+  jmg_mp_comm_close(&g.comm[0]);
+  jmg_mp_comm_close(&g.comm[1]);
+  pthread_mutex_lock(&W.mu);
+  W.release = 1;
+  pthread_cond_broadcast(&W.cv);
+  pthread_mutex_unlock(&W.mu);
+  int n = aborts_reach(2);
+  CHECK(n == 2, "late grouped comms aborted: %d", n);
+}
+
 int main(void) {
   pthread_mutex_init(&W.mu, NULL);
   pthread_cond_init(&W.cv, NULL);
+  stuck_exits(); /* first: fork before this process has other threads */
   all_arrive();
   never_joins();
   skips_a_collective();
   init_fails();
   old_nccl();
   body_failures();
+  stuck_after_abort();
+  grouped_open();
   for (int k = 0; k < W.ncomms; k++) free(W.comms[k]);
   return CHECK_DONE("test_mp_fault");
 }

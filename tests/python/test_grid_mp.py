@@ -68,3 +68,28 @@ def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape):
     want = {"syevd": [(n,)], "qr": [(n, n)], "gesvd": [(n,), (n, n)], "polar": [(n, n)],
             "potrs": [(2, m), ()], "lu_solve": [(2, m)], "least_squares": [(2, m)]}.get(op, [])
     assert [o.shape for o in out[1:-1]] == want
+
+
+@pytest.mark.parametrize(
+    "op, a_shape, b_shape, dtype, tile, exc, match",
+    [
+        ("potrs", (8, 6), (8, 1), np.float32, 2, ValueError, "square"),
+        ("qr", (4, 8), None, np.float32, 2, ValueError, "m >= n"),
+        ("potrs", (8, 8), None, np.float32, 2, ValueError, "needs right-hand sides"),
+        ("potri", (8, 8), (8, 1), np.float32, 2, ValueError, "takes no right-hand sides"),
+        ("potrs", (8, 8), (6, 1), np.float32, 2, ValueError, "b must be 8 x k"),
+        ("potrs", (8, 8), (8, 1), np.int32, 2, TypeError, "float32, float64"),
+        ("potri", (8, 8), None, np.float64, 0, ValueError, "tile must be"),
+        ("potri", (6, 6), None, np.float64, 2, ValueError, "split evenly"),
+        ("eig", (8, 8), None, np.float64, 2, ValueError, "unknown op"),
+    ],
+)
+def test_bad_calls_are_refused_before_anything_runs(monkeypatch, op, a_shape, b_shape, dtype,
+                                                    tile, exc, match):
+    monkeypatch.setattr(_mp, "open_sets", lambda grid: pytest.fail("opened a set"))
+    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
+    grid = _grid.grid_from_mesh(mesh, "x")
+    a = jax.ShapeDtypeStruct(a_shape, dtype)
+    b = None if b_shape is None else jax.ShapeDtypeStruct(b_shape, dtype)
+    with pytest.raises(exc, match=match):
+        _mp.call(op, grid, mesh, a, b, spec=P("x", None), tile=tile)

@@ -50,6 +50,38 @@ run("subset", [1, 2, 2, 1], "B")           # process 0 holds no rank
 run("no_leader", [0, 1, 2], "C", short, skip=(0,))
 run("no_member", [0, 1, 2], "D", short, skip=(2,))
 run("after", [2, 0, 1], "A")              # a different leader, same tag
+
+# _mp.open_sets over a fake engine library: 2 groups of 3 devices, each
+# group spanning 2 processes (2 CPU devices per process).
+import numpy as np
+from jax.sharding import Mesh
+from jaxmg import _grid, _mp
+opened = []
+
+class FakeLib:
+    def jmg_mp_open(self, tag, uid, nranks, rank, ordinal, p, q, timeout, err):
+        opened.append([tag.decode(), bytes(uid).hex(), nranks, rank, ordinal, p, q])
+        return 0
+    def jmg_mp_lost(self, tag, ordinal):
+        return 0
+
+_mp.library = lambda: FakeLib()
+_mp._unique_id = lambda: os.urandom(128)
+mesh = Mesh(np.array(jax.devices()).reshape(2, 3), ("g", "x"))
+grid = _grid.grid_from_mesh(mesh, "x", grid=(1, 3))
+tag = _mp.open_sets(grid)
+rec["same_tag_again"] = _mp.open_sets(grid) == tag
+grouped = []
+FakeLib.jmg_mp_open_local = lambda self, tag, uid, nranks, count, ranks, ords, p, q, t, err: (
+    grouped.append([tag.decode(), bytes(uid).hex(), nranks, list(ranks[:count]),
+                    list(ords[:count]), p, q]) or 0)
+os.environ["JAXMG_MP_INIT"] = "group"
+mesh1 = Mesh(np.array(jax.devices()).reshape(3, 2), ("g", "x"))  # each group in one process
+tag1 = _mp.open_sets(_grid.grid_from_mesh(mesh1, "x", grid=(1, 2)))
+rec["grouped"] = grouped
+rec["opened"] = opened
+rec["groups"] = [list(g) for g in grid.groups]
+rec["devices"] = {d.id: [d.process_index, d.local_hardware_id] for d in jax.devices()}
 from jax._src import distributed
 distributed.global_state.client.wait_at_barrier("test_end", 60000)
 with open(cfg['out'], "w") as f:
@@ -67,8 +99,7 @@ def free_port() -> int:
 def job(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bootstrap")
     port = free_port()
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = []
     t0 = time.monotonic()
     for i in range(NPROCS):
@@ -118,6 +149,39 @@ def test_missing_member_is_named(job):
         assert msg.startswith("error: ") and "process 2 (NCCL ranks [2])" in msg, msg
     # Two short timeouts and the start-up; no waiting for JAXMG_TIMEOUT_S.
     assert wall < 60
+
+
+def test_open_sets_joins_every_rank_once(job):
+    """Every rank of every group is opened exactly once, by the process that
+    holds its device, with that device's ordinal and its group's id."""
+    rec, _ = job
+    groups = rec[0]["groups"]
+    owner = {int(d): v[0] for d, v in rec[0]["devices"].items()}
+    assert sum(len(r["opened"]) for r in rec) == sum(len(g) for g in groups)
+    assert all(r["same_tag_again"] for r in rec)  # cached: no second join
+    assert len({o[0] for r in rec for o in r["opened"]}) == 1  # one tag for the FFI calls
+    group_ids = []
+    for group in groups:
+        assert len({owner[d] for d in group}) > 1  # the case spans processes
+        uids = set()
+        for rank, d in enumerate(group):
+            ordinal = rec[owner[d]]["devices"][str(d)][1]  # as its own process sees it
+            mine = [o for o in rec[owner[d]]["opened"] if o[3] == rank and o[4] == ordinal]
+            assert len(mine) == 1, (rank, d, rec[owner[d]]["opened"])
+            assert mine[0][2] == len(group) and (mine[0][5], mine[0][6]) == (1, 3)
+            uids.add(mine[0][1])
+        assert len(uids) == 1  # one id per group, on all its ranks
+        group_ids.append(uids.pop())
+    assert len(set(group_ids)) == len(groups)
+
+
+def test_open_sets_grouped(job):
+    """JAXMG_MP_INIT=group: a process opens its ranks of a group in one call
+    (one NCCL group), no exchange needed when it holds them all."""
+    rec, _ = job
+    for p, r in enumerate(rec):
+        (g,) = r["grouped"]  # one group per process: its own two devices
+        assert g[2] == 2 and g[3] == [0, 1] and g[4] == [0, 1] and (g[5], g[6]) == (1, 2)
 
 
 def test_single_process_and_bad_input():

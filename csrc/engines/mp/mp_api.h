@@ -26,6 +26,9 @@ typedef struct jmg_mp_api {
   /* Safe from another thread while a collective on comm is blocked: it
    * makes that collective return with an error. */
   int (*comm_abort)(void* comm);
+  /* ncclGroupStart / ncclGroupEnd: inits inside a group complete at its end. */
+  int (*group_start)(void);
+  int (*group_end)(void);
   int (*comm_destroy)(void* comm);
   const char* (*error_string)(int result);
 } jmg_mp_api;

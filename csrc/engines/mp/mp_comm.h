@@ -14,6 +14,14 @@
  * After any of these the communicator is lost: every later guard fails at
  * once with JMG_MP_ELOST (no NCCL call), until the Python layer drops the
  * device set and builds a new one (new unique id, new communicator).
+ *
+ * The last resort: cuSOLVERMp runs much of its work on row and column
+ * communicators it split off ours, which an abort of ours may not reach.
+ * If the call has still not returned grace_s after the abort, on_stuck runs:
+ * by default it prints the rank's error and ends the process (exit status
+ * 75), so that a multi-node job fails instead of hanging for ever;
+ * JAXMG_MP_STUCK_EXIT=0 makes it print and keep waiting. Whether the abort
+ * suffices (so that this never triggers) only a GPU run can show.
  */
 #ifndef JAXMG_MP_COMM_H
 #define JAXMG_MP_COMM_H
@@ -24,6 +32,7 @@
 #include "engines/mp/mp_watch.h"
 
 #define JMG_MP_ERRLEN 512
+#define JMG_MP_MAX_LOCAL 16 /* ranks one process joins at once */
 
 enum {
   JMG_MP_OK = 0,
@@ -42,6 +51,9 @@ typedef struct jmg_mp_comm {
   void* nccl; /* the communicator, NULL until joined and after a loss */
   int rank, nranks, ordinal;
   double timeout_s;
+  double grace_s;         /* abort -> on_stuck (default 10 s) */
+  void (*on_stuck)(struct jmg_mp_comm* c); /* default: print, then _exit(75) */
+  const char* what;       /* the guarded call running now */
   char tag[64];           /* the device set, for messages */
   char lost[JMG_MP_ERRLEN]; /* why the communicator was lost, "" while usable */
   pthread_mutex_t mu;     /* guards nccl against abort racing teardown */
@@ -54,6 +66,12 @@ typedef struct jmg_mp_comm {
 int jmg_mp_comm_open(jmg_mp_comm* c, const jmg_mp_api* api, const char* tag,
                      const unsigned char id[JMG_MP_ID_BYTES], int nranks, int rank,
                      int ordinal, double timeout_s, char* err);
+/* The same for `count` ranks of one process at once, from one thread inside
+ * an NCCL group (ncclGroupStart/End), as NCCL requires when one thread
+ * creates several ranks; errors are named on cs[0] with the local ranks. */
+int jmg_mp_comm_open_group(jmg_mp_comm* const* cs, int count, const jmg_mp_api* api,
+                           const char* tag, const unsigned char id[JMG_MP_ID_BYTES], int nranks,
+                           const int* ranks, const int* ordinals, double timeout_s, char* err);
 /* Destroys the communicator (aborts it if it was lost). */
 void jmg_mp_comm_close(jmg_mp_comm* c);
 
@@ -66,6 +84,9 @@ typedef int (*jmg_mp_body)(void* arg, char* err);
  * failure but EINVAL loses the communicator (its state is unknown). */
 int jmg_mp_comm_guard(jmg_mp_comm* c, const char* what, jmg_mp_body body, void* arg,
                       char* err);
+
+/* The default on_stuck (see above). */
+void jmg_mp_comm_stuck_exit(jmg_mp_comm* c);
 
 /* Formats "jaxmg: rank R of N (device D, set TAG): " + message into err. */
 void jmg_mp_comm_errorf(const jmg_mp_comm* c, char* err, const char* fmt, ...)

@@ -74,6 +74,7 @@ typedef struct jmg_mp_desc {
   cusolverMpMatrixDescriptor_t d;
   cudaDataType t;
   int64_t m, n, tile, lld;
+  uint64_t used; /* the call (jmg_mp_set.calls) that last used it */
 } jmg_mp_desc;
 
 #define JMG_MP_NDESC 8
@@ -88,12 +89,13 @@ typedef struct jmg_mp_set {
   cublasHandle_t blas;
   void* work;
   size_t work_bytes;
+  int work_registered; /* work from cusolverMpMalloc (else cudaMalloc) */
   void* hwork;
   size_t hwork_bytes;
   int* d_info;
   void* d_scalar; /* 16 bytes for small all-reduces */
   jmg_mp_desc descs[JMG_MP_NDESC];
-  int next_desc;
+  uint64_t calls; /* counts jmg_mp_set_ready: a descriptor of this call is never evicted */
 } jmg_mp_set;
 
 typedef int (*jmg_mp_op_fn)(jmg_mp_set* set, const jmg_mp_job* job, int32_t* info, char* err);
@@ -113,6 +115,10 @@ extern const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS];
 int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
                     int nranks, int rank, int ordinal, int p, int q, double timeout_s,
                     char* err);
+/* The same for several ranks of this process at once, in one NCCL group. */
+int jmg_mp_sets_open(jmg_mp_set* const* sets, int count, const char* tag,
+                     const unsigned char id[JMG_MP_ID_BYTES], int nranks, const int* ranks,
+                     const int* ordinals, int p, int q, double timeout_s, char* err);
 void jmg_mp_set_close(jmg_mp_set* s);
 /* Inside a guard: the handle, grid and cuBLAS handle on first use (grid
  * creation is collective), all bound to the call's stream. */

@@ -94,3 +94,17 @@ int jmg_mp_exchange_run(const jmg_plan2d* p, int me, int nranks, size_t esz, con
   free(vol);
   return rc;
 }
+
+int jmg_mp_each_tile(int64_t m, int64_t n, int64_t tile, int pr, int pc, int p, int q,
+                     jmg_mp_tile_fn fn, void* ctx, char* err) {
+  for (int64_t tj = pc; tj * tile < n; tj += q) {
+    int64_t c0 = tj * tile, cols = n - c0 < tile ? n - c0 : tile;
+    for (int64_t ti = pr; ti * tile < m; ti += p) {
+      int64_t r0 = ti * tile, rows = m - r0 < tile ? m - r0 : tile;
+      int rc = fn(ctx, r0, c0, jmg_bc_local(r0, tile, p), jmg_bc_local(c0, tile, q), rows, cols,
+                  err);
+      if (rc) return rc;
+    }
+  }
+  return JMG_MP_OK;
+}

@@ -42,4 +42,13 @@ int jmg_mp_exchange_run(const jmg_plan2d* p, int me, int nranks, size_t esz, con
                         int64_t src_ld, void* dst, int64_t dst_ld, const jmg_mp_xfer* x,
                         char* err);
 
+/* Replicated operands: calls fn on every tile process (pr, pc) of a P x Q
+ * grid owns in the block-cyclic layout of an m x n matrix: its global
+ * corner (r0, c0), local corner (lr, lc) and size. Every element is in the
+ * tiles of exactly one process, so a gather can sum zero-filled copies. */
+typedef int (*jmg_mp_tile_fn)(void* ctx, int64_t r0, int64_t c0, int64_t lr, int64_t lc,
+                              int64_t rows, int64_t cols, char* err);
+int jmg_mp_each_tile(int64_t m, int64_t n, int64_t tile, int pr, int pc, int p, int q,
+                     jmg_mp_tile_fn fn, void* ctx, char* err);
+
 #endif

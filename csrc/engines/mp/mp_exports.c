@@ -3,10 +3,12 @@
  * and one FFI handler per op.
  *
  * Sets are kept in a registry keyed by (tag, device ordinal): the Python
- * layer opens each local rank once per device set (jmg_mp_open, one Python
- * thread per local device when a process drives several, since every rank's
- * ncclCommInitRank blocks until all have joined), and the FFI call of a
- * device finds its rank by the call's `tag` attribute and its ordinal.
+ * layer opens each local rank once per device set, and the FFI call of a
+ * device finds its rank by the call's `tag` attribute and its ordinal. A
+ * process that drives several devices opens its ranks either from one
+ * Python thread each (jmg_mp_open; every rank's ncclCommInitRank blocks
+ * until all have joined) or all at once from one thread in an NCCL group
+ * (jmg_mp_open_local, JAXMG_MP_INIT=group).
  *
  * FFI interface, per device (rets alias args a -> a, b -> b):
  *   args (a[, b])    rets (a[, b], outs..., status int32[])
@@ -49,35 +51,69 @@ JMG_EXPORT int jmg_mp_unique_id(unsigned char out[JMG_MP_ID_BYTES]) {
   return jmg_mp_nccl_api.get_unique_id(out);
 }
 
-/* Joins rank `rank` of the device set `tag` on device `ordinal`; blocks
- * until all ranks have joined or timeout_s passes. 0 or JMG_MP_*, with a
- * message in err (JMG_MP_ERRLEN bytes). */
-JMG_EXPORT int jmg_mp_open(const char* tag, const unsigned char* id, int nranks, int rank,
-                           int ordinal, int p, int q, double timeout_s, char* err) {
-  if (tag == NULL || strlen(tag) >= sizeof(((entry*)0)->tag)) {
-    snprintf(err, JMG_MP_ERRLEN, "jaxmg: a device set tag has at most 63 characters");
-    return JMG_MP_EINVAL;
-  }
-  pthread_mutex_lock(&reg_mu);
-  int exists = find(tag, strlen(tag), ordinal) != NULL;
-  pthread_mutex_unlock(&reg_mu);
-  if (exists) return JMG_MP_OK;
-  entry* e = calloc(1, sizeof *e);
-  if (e == NULL) return JMG_MP_ENOMEM;
-  snprintf(e->tag, sizeof e->tag, "%s", tag);
-  e->ordinal = ordinal;
-  int rc = jmg_mp_set_open(&e->set, tag, id, nranks, rank, ordinal, p, q, timeout_s, err);
-  if (rc != JMG_MP_OK) {
-    jmg_mp_set_close(&e->set);
-    free(e);
-    return rc;
-  }
+static void add(entry* e) {
   pthread_mutex_init(&e->busy, NULL);
   pthread_mutex_lock(&reg_mu);
   e->next = reg_head;
   reg_head = e;
   pthread_mutex_unlock(&reg_mu);
-  return JMG_MP_OK;
+}
+
+/* Joins `count` ranks (ranks[k] on device ordinals[k]) of the device set
+ * `tag`: one rank alone, or several from this one thread in an NCCL group;
+ * blocks until all ranks of the set have joined or timeout_s passes. 0 or
+ * JMG_MP_*, with a message in err (JMG_MP_ERRLEN bytes). Ranks already open
+ * are an error: close the set first. */
+JMG_EXPORT int jmg_mp_open_local(const char* tag, const unsigned char* id, int nranks, int count,
+                                 const int* ranks, const int* ordinals, int p, int q,
+                                 double timeout_s, char* err) {
+  if (tag == NULL || strlen(tag) >= sizeof(((entry*)0)->tag) || count < 1 ||
+      count > JMG_MP_MAX_LOCAL) {
+    snprintf(err, JMG_MP_ERRLEN, "jaxmg: bad device set tag or rank count");
+    return JMG_MP_EINVAL;
+  }
+  entry* es[JMG_MP_MAX_LOCAL] = {NULL};
+  jmg_mp_set* sets[JMG_MP_MAX_LOCAL];
+  int rc = JMG_MP_OK;
+  pthread_mutex_lock(&reg_mu);
+  for (int k = 0; k < count; k++)
+    if (find(tag, strlen(tag), ordinals[k])) rc = JMG_MP_EINVAL;
+  pthread_mutex_unlock(&reg_mu);
+  if (rc) {
+    snprintf(err, JMG_MP_ERRLEN, "jaxmg: a rank of device set %s is already open here", tag);
+    return rc;
+  }
+  for (int k = 0; k < count && !rc; k++) {
+    es[k] = calloc(1, sizeof *es[k]);
+    if (es[k] == NULL) rc = JMG_MP_ENOMEM;
+    else {
+      snprintf(es[k]->tag, sizeof es[k]->tag, "%s", tag);
+      es[k]->ordinal = ordinals[k];
+      sets[k] = &es[k]->set;
+    }
+  }
+  if (!rc) rc = jmg_mp_sets_open(sets, count, tag, id, nranks, ranks, ordinals, p, q, timeout_s, err);
+  for (int k = 0; k < count; k++) {
+    if (es[k] == NULL) continue;
+    if (rc) {
+      jmg_mp_set_close(&es[k]->set);
+      free(es[k]);
+    } else {
+      add(es[k]);
+    }
+  }
+  return rc;
+}
+
+/* One rank: jmg_mp_open_local with count 1 (already open: nothing to do). */
+JMG_EXPORT int jmg_mp_open(const char* tag, const unsigned char* id, int nranks, int rank,
+                           int ordinal, int p, int q, double timeout_s, char* err) {
+  if (tag == NULL) return JMG_MP_EINVAL;
+  pthread_mutex_lock(&reg_mu);
+  int exists = find(tag, strlen(tag), ordinal) != NULL;
+  pthread_mutex_unlock(&reg_mu);
+  if (exists) return JMG_MP_OK;
+  return jmg_mp_open_local(tag, id, nranks, 1, &rank, &ordinal, p, q, timeout_s, err);
 }
 
 /* Closes a rank (the solver's teardown is collective: every rank of the

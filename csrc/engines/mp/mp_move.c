@@ -82,35 +82,32 @@ int jmg_mp_move(const jmg_plan2d* p, const jmg_mp_mover* mv, char* err) {
 /* ------------------------------------------------------------------------ */
 /* Replicated operands. */
 
-typedef struct tiles {
-  int pr, pc, p, q;
-} tiles;
+typedef struct tile_copy {
+  cudaStream_t st;
+  size_t esz;
+  char* full;
+  int64_t m;
+  char* local;
+  int64_t lld;
+  int to_local;
+} tile_copy;
 
-static tiles my_tiles(const jmg_mp_set* s) {
-  tiles t = {s->comm.rank / s->q, s->comm.rank % s->q, s->p, s->q};
-  return t;
+static int copy_tile(void* vctx, int64_t r0, int64_t c0, int64_t lr, int64_t lc, int64_t rows,
+                     int64_t cols, char* err) {
+  tile_copy* t = vctx;
+  char* g = (char*)at(t->full, r0, c0, t->m, t->esz);
+  char* l = (char*)at(t->local, lr, lc, t->lld, t->esz);
+  return t->to_local ? copy2d(t->st, t->esz, l, t->lld, g, t->m, rows, cols, err)
+                     : copy2d(t->st, t->esz, g, t->m, l, t->lld, rows, cols, err);
 }
 
-/* Calls each owned tile's copy: to_local copies full -> local, else back. */
+/* full <-> this rank's tiles (ROW_MAJOR grid). */
 static int each_tile(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, void* full, int64_t m,
                      int64_t n, int64_t tile, void* local, int64_t lld, int to_local,
                      char* err) {
-  size_t esz = jmg_dtype_size(t);
-  tiles me = my_tiles(s);
-  for (int64_t tj = me.pc; tj * tile < n; tj += me.q) {
-    int64_t c0 = tj * tile, cols = n - c0 < tile ? n - c0 : tile;
-    int64_t lc = jmg_bc_local(c0, tile, me.q);
-    for (int64_t ti = me.pr; ti * tile < m; ti += me.p) {
-      int64_t r0 = ti * tile, rows = m - r0 < tile ? m - r0 : tile;
-      int64_t lr = jmg_bc_local(r0, tile, me.p);
-      char* g = (char*)at(full, r0, c0, m, esz);
-      char* l = (char*)at(local, lr, lc, lld, esz);
-      int rc = to_local ? copy2d(st, esz, l, lld, g, m, rows, cols, err)
-                        : copy2d(st, esz, g, m, l, lld, rows, cols, err);
-      if (rc) return rc;
-    }
-  }
-  return JMG_MP_OK;
+  tile_copy tc = {st, jmg_dtype_size(t), full, m, local, lld, to_local};
+  return jmg_mp_each_tile(m, n, tile, s->comm.rank / s->q, s->comm.rank % s->q, s->p, s->q,
+                          copy_tile, &tc, err);
 }
 
 int jmg_mp_scatter(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* full, int64_t m,

@@ -29,7 +29,10 @@ static int r_init(void** comm, int nranks, const unsigned char id[JMG_MP_ID_BYTE
 }
 
 static int r_abort(void* comm) { return (int)ncclCommAbort((ncclComm_t)comm); }
+static int r_group_start(void) { return (int)ncclGroupStart(); }
+static int r_group_end(void) { return (int)ncclGroupEnd(); }
 static int r_destroy(void* comm) { return (int)ncclCommDestroy((ncclComm_t)comm); }
 static const char* r_str(int r) { return ncclGetErrorString((ncclResult_t)r); }
 
-const jmg_mp_api jmg_mp_nccl_api = {r_version, r_uid, r_init, r_abort, r_destroy, r_str};
+const jmg_mp_api jmg_mp_nccl_api = {r_version,     r_uid,       r_init,    r_abort,
+                                     r_group_start, r_group_end, r_destroy, r_str};

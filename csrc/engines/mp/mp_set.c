@@ -11,19 +11,34 @@
 
 #include "engines/mp/mp_engine.h"
 
-int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
-                    int nranks, int rank, int ordinal, int p, int q, double timeout_s,
-                    char* err) {
-  memset(s, 0, sizeof *s);
-  s->p = p;
-  s->q = q;
-  int rc = jmg_mp_comm_open(&s->comm, &jmg_mp_nccl_api, tag, id, nranks, rank, ordinal,
-                            timeout_s, err);
+int jmg_mp_sets_open(jmg_mp_set* const* sets, int count, const char* tag,
+                     const unsigned char id[JMG_MP_ID_BYTES], int nranks, const int* ranks,
+                     const int* ordinals, int p, int q, double timeout_s, char* err) {
+  jmg_mp_comm* cs[JMG_MP_MAX_LOCAL];
+  if (count < 1 || count > JMG_MP_MAX_LOCAL) {
+    snprintf(err, JMG_MP_ERRLEN, "jaxmg: a process opens 1 to %d ranks at once", JMG_MP_MAX_LOCAL);
+    return JMG_MP_EINVAL;
+  }
+  for (int k = 0; k < count; k++) {
+    memset(sets[k], 0, sizeof *sets[k]);
+    sets[k]->p = p;
+    sets[k]->q = q;
+    cs[k] = &sets[k]->comm;
+  }
+  int rc = jmg_mp_comm_open_group(cs, count, &jmg_mp_nccl_api, tag, id, nranks, ranks, ordinals,
+                                  timeout_s, err);
   if (rc == JMG_MP_OK && (p < 1 || q < 1 || (int64_t)p * q != nranks)) {
-    jmg_mp_comm_errorf(&s->comm, err, "grid %d x %d does not have %d ranks", p, q, nranks);
+    jmg_mp_comm_errorf(cs[0], err, "grid %d x %d does not have %d ranks", p, q, nranks);
     rc = JMG_MP_EINVAL;
   }
   return rc;
+}
+
+int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
+                    int nranks, int rank, int ordinal, int p, int q, double timeout_s,
+                    char* err) {
+  jmg_mp_set* sets[1] = {s};
+  return jmg_mp_sets_open(sets, 1, tag, id, nranks, &rank, &ordinal, p, q, timeout_s, err);
 }
 
 void jmg_mp_set_close(jmg_mp_set* s) {
@@ -34,7 +49,7 @@ void jmg_mp_set_close(jmg_mp_set* s) {
     cudaSetDevice(s->comm.ordinal);
     for (int k = 0; k < JMG_MP_NDESC; k++)
       if (s->descs[k].d) cusolverMpDestroyMatrixDesc(s->descs[k].d);
-    if (s->work) cusolverMpFree(s->grid, s->work);
+    if (s->work) s->work_registered ? cusolverMpFree(s->grid, s->work) : cudaFree(s->work);
     if (s->grid) cusolverMpDestroyGrid(s->grid);
     if (s->handle) cusolverMpDestroy(s->handle);
     if (s->blas) cublasDestroy(s->blas);
@@ -49,6 +64,7 @@ void jmg_mp_set_close(jmg_mp_set* s) {
 int jmg_mp_set_ready(jmg_mp_set* s, cudaStream_t stream, char* err) {
   int rc = jmg_mp_cuda_fail(cudaSetDevice(s->comm.ordinal), "cudaSetDevice", err);
   if (rc) return rc;
+  s->calls++;
   if (s->handle == NULL) {
     rc = jmg_mp_solver_fail(cusolverMpCreate(&s->handle, s->comm.ordinal, stream),
                             "cusolverMpCreate", err);
@@ -79,15 +95,20 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
   int pr = s->comm.rank / s->q; /* ROW_MAJOR */
   int64_t lld = jmg_bc_count(m, tile, pr, s->p);
   if (lld < 1) lld = 1;
+  jmg_mp_desc* d = NULL; /* a hit, else the least recently used slot */
   for (int k = 0; k < JMG_MP_NDESC; k++) {
-    jmg_mp_desc* d = &s->descs[k];
-    if (d->d && d->t == t && d->m == m && d->n == n && d->tile == tile && d->lld == lld) {
-      *out = d->d;
+    jmg_mp_desc* e = &s->descs[k];
+    if (e->d && e->t == t && e->m == m && e->n == n && e->tile == tile && e->lld == lld) {
+      e->used = s->calls;
+      *out = e->d;
       return JMG_MP_OK;
     }
+    if (d == NULL || e->used < d->used) d = e;
   }
-  jmg_mp_desc* d = &s->descs[s->next_desc];
-  s->next_desc = (s->next_desc + 1) % JMG_MP_NDESC;
+  if (d->d && d->used == s->calls) { /* every slot is this call's: cannot happen (<= 4 each) */
+    snprintf(err, JMG_MP_ERRLEN, "internal: more than %d descriptors in one call", JMG_MP_NDESC);
+    return JMG_MP_ENOMEM;
+  }
   if (d->d) cusolverMpDestroyMatrixDesc(d->d);
   memset(d, 0, sizeof *d);
   int rc = jmg_mp_solver_fail(
@@ -102,6 +123,7 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
   d->n = n;
   d->tile = tile;
   d->lld = lld;
+  d->used = s->calls;
   *out = d->d;
   return JMG_MP_OK;
 }
@@ -133,11 +155,20 @@ int jmg_mp_set_workspace(jmg_mp_set* s, cudaStream_t st, size_t dev, size_t host
   int rc = allreduce(s, st, &need, sizeof need, ncclUint64, ncclMax, err);
   if (rc) return rc;
   if (need > s->work_bytes) {
-    /* Registration needs quiet streams: the allreduce above synchronised. */
-    if (s->work) cusolverMpFree(s->grid, s->work);
+    /* Registration needs quiet streams: the allreduce above synchronised.
+     * JAXMG_MP_REGISTER=0 (the same on every rank) takes plain cudaMalloc
+     * memory instead: slower syevd/gesvd, but no NCCL symmetric memory. */
+    if (s->work) s->work_registered ? cusolverMpFree(s->grid, s->work) : cudaFree(s->work);
     s->work = NULL;
     s->work_bytes = 0;
-    rc = jmg_mp_solver_fail(cusolverMpMalloc(s->grid, &s->work, need), "cusolverMpMalloc", err);
+    const char* reg = getenv("JAXMG_MP_REGISTER");
+    s->work_registered = !(reg && reg[0] == '0');
+    rc = s->work_registered
+             ? jmg_mp_solver_fail(cusolverMpMalloc(s->grid, &s->work, need),
+                                  "cusolverMpMalloc (registered workspace; JAXMG_MP_REGISTER=0 "
+                                  "avoids it)",
+                                  err)
+             : jmg_mp_cuda_fail(cudaMalloc(&s->work, need), "cudaMalloc(workspace)", err);
     if (rc) return rc;
     s->work_bytes = need;
   }

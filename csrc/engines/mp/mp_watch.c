@@ -9,27 +9,39 @@
 
 #include "util/clock.h"
 
+/* Runs fn(arg) outside the lock; `firing` keeps disarm waiting meanwhile. */
+static void call_unlocked(jmg_mp_watch* w, void (*fn)(void*)) {
+  void* arg = w->arg;
+  w->firing = 1;
+  pthread_mutex_unlock(&w->mu);
+  if (fn) fn(arg);
+  pthread_mutex_lock(&w->mu);
+  w->firing = 0;
+  pthread_cond_broadcast(&w->cv);
+}
+
 static void* watch_main(void* vw) {
   jmg_mp_watch* w = vw;
   pthread_mutex_lock(&w->mu);
   while (!w->stop) {
-    if (!w->armed || w->fired) {
+    int done = w->fired && (w->stuck || w->on_stuck == NULL);
+    if (!w->armed || done) {
       pthread_cond_wait(&w->cv, &w->mu);
       continue;
     }
-    if (jmg_clock_now() < w->deadline) {
-      struct timespec at = jmg_clock_at(w->deadline);
-      pthread_cond_timedwait(&w->cv, &w->mu, &at);
+    double at = w->fired ? w->deadline + w->grace_s : w->deadline;
+    if (jmg_clock_now() < at) {
+      struct timespec ts = jmg_clock_at(at);
+      pthread_cond_timedwait(&w->cv, &w->mu, &ts);
       continue;
     }
-    w->fired = w->firing = 1;
-    void (*fire)(void*) = w->on_fire;
-    void* arg = w->arg;
-    pthread_mutex_unlock(&w->mu);
-    if (fire) fire(arg);
-    pthread_mutex_lock(&w->mu);
-    w->firing = 0;
-    pthread_cond_broadcast(&w->cv);
+    if (!w->fired) {
+      w->fired = 1;
+      call_unlocked(w, w->on_fire);
+    } else {
+      w->stuck = 1;
+      call_unlocked(w, w->on_stuck);
+    }
   }
   pthread_mutex_unlock(&w->mu);
   return NULL;
@@ -46,7 +58,7 @@ int jmg_mp_watch_start(jmg_mp_watch* w) {
     pthread_cond_destroy(&w->cv);
     return -1;
   }
-  w->stop = w->armed = w->fired = w->firing = 0;
+  w->stop = w->armed = w->fired = w->firing = w->stuck = 0;
   if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
@@ -68,12 +80,15 @@ void jmg_mp_watch_stop(jmg_mp_watch* w) {
   w->running = 0;
 }
 
-void jmg_mp_watch_arm(jmg_mp_watch* w, double timeout_s, void (*on_fire)(void*), void* arg) {
+void jmg_mp_watch_arm(jmg_mp_watch* w, double timeout_s, void (*on_fire)(void*),
+                      void (*on_stuck)(void*), double grace_s, void* arg) {
   pthread_mutex_lock(&w->mu);
   w->deadline = jmg_clock_now() + timeout_s;
+  w->grace_s = grace_s;
   w->on_fire = on_fire;
+  w->on_stuck = on_stuck;
   w->arg = arg;
-  w->fired = 0;
+  w->fired = w->stuck = 0;
   w->armed = 1;
   pthread_cond_broadcast(&w->cv);
   pthread_mutex_unlock(&w->mu);

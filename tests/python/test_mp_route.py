@@ -1,0 +1,247 @@
+"""Routing to the cuSOLVERMp engine (_mp_route): the decision on CPU and on
+stand-in GPU meshes, and the routed results in the cores' convention, with
+_mp.call replaced by the numpy engine of test_mp_solve (mp_ops.c's
+conventions), on sizes that need padding."""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import jaxmg
+from jaxmg import _dispatch, _mp, _mp_route, _multiproc, _request
+
+from test_mp_solve import engine, rand
+
+
+def fake_mesh(shape, names, procs_per_node, platform="gpu"):
+    """A mesh of stand-in devices, one per process, procs_per_node processes
+    per node, in id order."""
+    n = int(np.prod(shape))
+    devs = np.array([types.SimpleNamespace(id=i, process_index=i, platform=platform)
+                     for i in range(n)], dtype=object).reshape(shape)
+    nodes = tuple(f"node{i // procs_per_node}" for i in range(n))
+    return types.SimpleNamespace(axis_names=names, shape=dict(zip(names, shape)),
+                                 devices=devs), nodes
+
+
+@pytest.fixture
+def two_nodes(monkeypatch):
+    """4 processes on 2 nodes, mesh ("S", "T") with "T" inside a node; the
+    cuSOLVERMp library present."""
+    mesh, nodes = fake_mesh((2, 2), ("S", "T"), 2)
+    monkeypatch.setattr(_multiproc, "active", lambda: True)
+    monkeypatch.setattr(_multiproc, "job", lambda: ("nonce", nodes))
+    monkeypatch.setattr(_mp_route, "available", lambda: True)
+    return mesh
+
+
+def test_across_nodes_rule(two_nodes):
+    assert _mp_route.spans_nodes(two_nodes, ("S",))
+    assert _mp_route.spans_nodes(two_nodes, ("S", "T"))
+    assert not _mp_route.spans_nodes(two_nodes, ("T",))
+    # across nodes: only cuSOLVERMp may solve, whatever the op and size
+    for op in _mp.OPS:
+        assert _mp_route.takes(op, two_nodes, ("S", "T"), "auto", 64)
+        assert _mp_route.takes(op, two_nodes, ("S",), "auto", 1 << 16)
+    # within a node, "auto" keeps the one-node engines; "mp" forces
+    for n in (64, 1 << 16):
+        assert not _mp_route.takes("potrs", two_nodes, ("T",), "auto", n)
+    assert _mp_route.takes("potrs", two_nodes, ("T",), "mp", 64)
+    assert not _mp_route.takes("potrs", two_nodes, ("T",), "multi", 1 << 16)
+
+
+def test_across_nodes_refuses_one_node_engines(two_nodes, monkeypatch):
+    for forced in ("multi", "single"):
+        with pytest.raises(ValueError, match="only the cuSOLVERMp engine"):
+            _mp_route.takes("potrs", two_nodes, ("S", "T"), forced, 64)
+    monkeypatch.setattr(_mp_route, "available", lambda: False)
+    with pytest.raises(ValueError, match="nvidia-cusolvermp"):
+        _mp_route.takes("syevd", two_nodes, ("S",), "auto", 64)
+    with pytest.raises(ValueError, match="not available"):
+        _mp_route.takes("syevd", two_nodes, ("T",), "mp", 64)
+
+
+def test_single_process_gpu_never_spans_nodes(monkeypatch):
+    mesh, _ = fake_mesh((4,), ("x",), 4)
+    monkeypatch.setattr(_multiproc, "active", lambda: False)
+    monkeypatch.setattr(_mp_route, "available", lambda: True)
+    assert not _mp_route.spans_nodes(mesh, ("x",))
+    assert not _mp_route.takes("potrs", mesh, ("x",), "auto", 1 << 16)
+    assert _mp_route.takes("potrs", mesh, ("x",), "mp", 64)
+
+
+def test_cpu_never_routes_and_forced_mp_is_an_error(two_nodes):
+    mesh, _ = fake_mesh((2, 2), ("S", "T"), 2, platform="cpu")
+    assert not _mp_route.takes("potrs", mesh, ("S", "T"), "auto", 64)
+    with pytest.raises(ValueError, match="runs on GPUs only"):
+        _mp_route.takes("potrs", mesh, ("T",), "mp", 64)
+
+
+def test_route_is_none_on_cpu(rng):
+    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
+    a = np.eye(8) * 2
+    A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
+    req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None)
+    assert _mp_route.route("potrs", req, A, jnp.ones(8)) is None
+
+
+@pytest.mark.parametrize("call", [
+    lambda A, b, m: jaxmg.potrs(A, b, 2, m, P("x", None), dispatch="mp"),
+    lambda A, b, m: jaxmg.potri(A, 2, m, P("x", None), dispatch="mp"),
+    lambda A, b, m: jaxmg.syevd(A, 2, m, P("x", None), dispatch="mp"),
+])
+def test_public_forced_mp_on_cpu_is_a_clear_error(call):
+    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
+    A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))
+    with pytest.raises(ValueError, match="GPUs only"):
+        call(A, jnp.ones(8), mesh)
+
+
+def test_dispatch_accepts_mp():
+    assert _dispatch.check("mp") == "mp"
+    assert _dispatch.engine_of("multi") == "mg" and _dispatch.engine_of("auto") == "auto"
+    with pytest.raises(ValueError, match="'mp'"):
+        _dispatch.check("cusolvermp")
+    with pytest.raises(ValueError, match="shard_map"):
+        _dispatch.resolve("mp", "potrs", 64, 4, np.float64, "gpu")
+
+
+# ---------------------------------------------------------------------------
+# routed results, eager, with the numpy engine
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+
+
+def _input(op, rng, n, m, dtype):
+    if op in ("potrs", "potri", "syevd"):
+        x = rand(rng, (n, n), dtype)
+        return (x @ x.conj().T / n + np.eye(n)).astype(dtype)
+    if op == "lu_solve":
+        return (rand(rng, (n, n), dtype) + 4 * np.eye(n)).astype(dtype)
+    return rand(rng, (m, n), dtype).astype(dtype)
+
+
+LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",), P("x", None)),
+           (("x",), P(None, "x"))]
+
+
+@pytest.mark.parametrize("axes,spec", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+@pytest.mark.parametrize("op", _mp.OPS)
+def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, spec):
+    devs = np.array(jax.devices()[:4])
+    mesh = Mesh(devs.reshape(2, 2) if len(axes) == 2 else devs, axes)
+    n = 6 if op in _mp_route._TALL else 7  # 7 is split by no grid here: padded
+    m = 10
+    if op in _mp_route._TALL and tuple(spec)[1] is not None:
+        n = 8  # the engine cannot pad columns of a tall matrix
+    a = _input(op, rng, n, m, dtype)
+    rows = a.shape[0]
+    b = rand(rng, (rows, 2), dtype).astype(dtype)
+    # JAX cannot hold 7 rows in 2 shards: A comes replicated, the spec names the layout
+    put = spec if _request.fits(a.shape[0], mesh, spec) and _request.fits(a.shape[1], mesh, spec) else P()
+    A = jax.device_put(a, NamedSharding(mesh, put))
+    opts = {"potrs": (("logdet", True),), "syevd": (("jobz", True),)}.get(op, ())
+    B = jnp.asarray(b[:, 0]) if op in _mp_route._WITH_B else None  # a vector b
+    req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=spec, square=op not in _mp_route._TALL,
+                             opts=opts)
+    out = _mp_route.route(op, req, *((A, B) if B is not None else (A,)))
+    out = [None if o is None else np.asarray(o) for o in out]
+    assert out[1 if op == "potrs" else -1] == 0  # potrs: (x, status, logdet)
+    tol = 1e-9 * max(1.0, np.linalg.cond(a))
+    bv = b[:, 0]
+    if op == "potrs":
+        x, _, ld = out
+        assert x.shape == (n,)
+        np.testing.assert_allclose(a @ x, bv, atol=tol)
+        np.testing.assert_allclose(ld, np.linalg.slogdet(a)[1], atol=1e-9)
+    elif op == "potri":
+        np.testing.assert_allclose(out[0] @ a, np.eye(n), atol=tol)
+    elif op == "syevd":
+        w, V, _ = out
+        np.testing.assert_allclose(a @ V, V * w, atol=tol)
+        np.testing.assert_allclose(w, np.linalg.eigvalsh(a), atol=tol)
+    elif op == "lu_solve":
+        np.testing.assert_allclose(a @ out[0], bv, atol=tol)
+    elif op == "least_squares":
+        np.testing.assert_allclose(out[0], np.linalg.lstsq(a, bv, rcond=None)[0], atol=tol)
+    elif op == "qr":
+        Q, R, _ = out
+        assert Q.shape == (m, n) and R.shape == (n, n)
+        np.testing.assert_allclose(Q @ R, a, atol=tol)
+        np.testing.assert_allclose(R, np.triu(R))
+    elif op == "gesvd":
+        U, s, Vh, _ = out
+        np.testing.assert_allclose((U * s) @ Vh, a, atol=tol)
+    else:
+        U, H, _ = out
+        np.testing.assert_allclose(U @ H, a, atol=tol)
+        np.testing.assert_allclose(U.conj().T @ U, np.eye(n), atol=tol)
+
+
+def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    a = np.eye(8) * 2
+    a[3, 5] = np.nan
+    A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
+    b = jnp.ones((8, 2))
+    req = _request.normalise("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
+    x, status, ld = _mp_route.route("potrs", req, A, b)
+    assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
+
+
+def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+    """The numpy engine's conventions in jnp, so that route runs under jit."""
+    from jaxmg import _shard
+
+    _mp.validate(op, grid, mesh, a, b, spec, tile)
+    a = _shard.constrain(a, mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
+    M = a.T
+    st = jnp.zeros(grid.p * grid.q, jnp.int32)
+    back = lambda x: _shard.constrain(x, mesh, spec)  # noqa: E731 - matrix results in A's spec
+    if op == "potrs":
+        return back(a), jnp.linalg.solve(M, b).T, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype), st
+    if op == "syevd":
+        w, Q = jnp.linalg.eigh(M)
+        return back(Q.T), w, st
+    if op == "qr":
+        Q, R = jnp.linalg.qr(a)
+        return back(Q), R.T, st
+    raise NotImplementedError(op)
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+@pytest.mark.parametrize("op", ["potrs", "syevd", "qr"])
+def test_routed_under_jit(monkeypatch, rng, op, explicit):
+    """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
+    Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
+    monkeypatch.setattr(_mp, "call", jnp_engine)
+    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
+    mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
+    n, m = 7, 10
+    a = _input(op, rng, 6 if op == "qr" else n, m, np.float64)
+    A = jax.device_put(a, NamedSharding(mesh, P()))
+    b = jnp.asarray(rand(rng, (a.shape[0],), np.float64)) if op == "potrs" else None
+    req = _request.normalise(op, A, b, T_A=2, mesh=mesh, specs=P(("r", "c"), None),
+                             square=op != "qr", opts=(("jobz", True),) if op == "syevd" else ())
+    args = (A, b) if b is not None else (A,)
+    out = jax.jit(lambda *xs: _mp_route.route(op, req, *xs))(*args)
+    out = [None if o is None else np.asarray(o) for o in out]
+    if op == "potrs":
+        np.testing.assert_allclose(a @ out[0], np.asarray(b), atol=1e-10)
+        assert out[2] is None  # no logdet asked
+    elif op == "syevd":
+        np.testing.assert_allclose(a @ out[1], out[1] * out[0], atol=1e-10)
+    else:
+        np.testing.assert_allclose(out[0] @ out[1], a, atol=1e-10)

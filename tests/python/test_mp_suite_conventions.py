@@ -1,0 +1,91 @@
+"""The GPU suite's checks (tests/gpu/mp_engine_worker.py) against an engine
+that is right by construction: _mp.call replaced by numpy following the
+engine's documented conventions (mp_ops.c: Hermitian ops on M = A^T,
+replicated results column-major). This runs the worker's matrices, result
+handling and checks on CPU, so that a GPU run's failure means the engine,
+not the suite. It also shows the checks can fail: a wrong answer must be
+caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+WORKER = os.path.join(os.path.dirname(__file__), "..", "gpu", "mp_engine_worker.py")
+
+SHIM = r"""
+import sys, runpy
+import numpy as np, jax, jax.numpy as jnp
+from jaxmg import _mp
+
+WRONG = sys.argv.pop(2) == "wrong"
+
+def fake_call(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+    A = np.asarray(a).astype(np.complex128 if np.iscomplexobj(np.asarray(a)) else np.float64)
+    if WRONG:
+        A = A + 1e-2
+    M, dt = A.T, a.dtype
+    n = A.shape[1]
+    st = np.zeros(grid.p * grid.q, np.int32)
+    rd = np.finfo(dt).dtype
+    c = lambda x, t=dt: jnp.asarray(np.asarray(x).astype(t))
+    if op == "potrs":
+        x = np.linalg.solve(M, np.asarray(b))
+        return c(a), c(x.T), c(np.linalg.slogdet(M)[1], rd), st
+    if op == "potri":
+        return c(np.linalg.inv(M).T), st
+    if op == "syevd":
+        w, Q = np.linalg.eigh(M)
+        return c(Q.T), c(w, rd), st
+    if op == "lu_solve":
+        return c(a), c(np.linalg.solve(A, np.asarray(b)).T), st
+    if op == "least_squares":
+        out = np.array(np.asarray(b), dtype=A.dtype)
+        out[:n] = np.linalg.lstsq(A, np.asarray(b), rcond=None)[0]
+        return c(a), c(out.T), st
+    if op == "qr":
+        Q, R = np.linalg.qr(A)
+        return c(Q), c(R.T), st
+    if op == "gesvd":
+        U, s, VT = np.linalg.svd(A, full_matrices=False)
+        return c(U), c(s, rd), c(VT.T), st
+    if op == "polar":
+        U, s, VT = np.linalg.svd(A, full_matrices=False)
+        return c(U @ VT), c(((VT.conj().T * s) @ VT).T), st
+    raise ValueError(op)
+
+_mp.call = fake_call
+sys.argv = [sys.argv[0]] + sys.argv[2:]
+runpy.run_path(WORKER_PATH, run_name="__main__")
+"""
+
+
+def run(tmp_path, wrong):
+    cfg = dict(port=0, nprocs=1, pid=0, grid=[2, 2], n=32, tile=4, out=str(tmp_path))
+    code = SHIM.replace("WORKER_PATH", repr(os.path.abspath(WORKER)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", code, "x", "wrong" if wrong else "right",
+                          json.dumps(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return json.loads((tmp_path / "0.json").read_text())
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_worker_checks_pass_a_right_engine_and_catch_a_wrong_one(tmp_path, wrong):
+    rec = run(tmp_path, wrong)
+    assert rec.get("done") and len(rec["cases"]) == 8 * 4
+    bad = []
+    for name, case in rec["cases"].items():
+        assert case["ok"], (name, case.get("error"), case.get("trace"))
+        failed = [w for w, (v, lim) in case["checks"].items() if not v <= lim]
+        if failed:
+            bad.append((name, failed))
+    if wrong:  # every op's answer is off by 1e-2 somewhere: each op must notice
+        assert {name.split("/")[0] for name, _ in bad} == {
+            "potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar"}
+    else:
+        assert not bad, bad
