@@ -10,9 +10,11 @@ forms) over a core (`_core_<op>`) that takes already-validated arguments
 output, status last, so that other call forms can share it.
 
 Conventions. The C engines read each row shard column-major, that is they
-see E = A^T, and undo the transpose themselves (csrc/engines/
-host_general.c), so no conjugation happens here. lu_solve is square and is
-padded like potrs (blockdiag(A, I), exact). The rectangular ops gather onto
+see E = A^T. lu_solve hands them A^T's row shards instead (one all_to_all),
+so that they factor A itself: cuSolverMg's getrs has no transpose. The
+other ops undo the transpose in the engine (csrc/engines/host_general.c),
+so no conjugation happens here. lu_solve is square and is padded like
+potrs (blockdiag(A, I), exact). The rectangular ops gather onto
 one device on every engine; T_A is validated but does not change their
 results. Their A is padded at the end with zero rows when M is not a
 multiple of the device count, and the engine is told A's true row count
@@ -122,9 +124,12 @@ def lu_solve_shardmap_ctx(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    # This device's rows of A^T (read column-major by the engine: A's own
+    # columns, as getrf/getrs without transpose want them).
+    a_t = jax.lax.all_to_all(a_p, axes, split_axis=1, concat_axis=0, tiled=True).T
     b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
     x, status = _calls.lu_solve(
-        a_p, b_p, where, site=_site("lu_solve"), tile=tile, nparties=nparties, dispatch=solver
+        a_t, b_p, where, site=_site("lu_solve"), tile=tile, nparties=nparties, dispatch=solver
     )
     x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
     return (x[:, 0] if vector else x), _status(_shard.unpad_status(status, nloc, nloc_p))
