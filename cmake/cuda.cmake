@@ -16,12 +16,18 @@ add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/mg_engine.c
   csrc/engines/cuda/mg_solve.c
   csrc/engines/cuda/dn_solve.c
+  csrc/engines/cuda/dn_general.c
+  csrc/engines/cuda/gpu_typed.c
+  csrc/engines/cuda/mg_getrs.c
   csrc/engines/cuda/gpu_share.c
   csrc/engines/cuda/gpu_vmm.c
   csrc/engines/cuda/gpu_vmm_map.c
   csrc/engines/cuda/gpu_util.c
   csrc/ops/exports_cuda.c)
-target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core CUDA::cudart_static ${JAXMG_CUSOLVERMG} ${JAXMG_CUSOLVER})
+# cuBLAS (transposes and products of the general ops) is a dependency of
+# cuSOLVER anyway, loaded with it from the same wheels.
+target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core CUDA::cudart_static ${JAXMG_CUSOLVERMG} ${JAXMG_CUSOLVER}
+  CUDA::cublas)
 # Found next to the wheels' other CUDA libraries, whichever loads us.
 set_target_properties(jaxmg_cuda PROPERTIES
   INSTALL_RPATH "$ORIGIN/../nvidia/cu13/lib;$ORIGIN/../nvidia/cusolver/lib")
