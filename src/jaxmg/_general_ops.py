@@ -34,6 +34,11 @@ from . import _calls, _dispatch, _library, _multiproc, _shard
 from . import _validate as v
 from ._ops import _call, _pad_global, _row_spec, _setup, _status
 
+# cuSolverMg's getrf/getrs take tiles of at most 512 columns; every
+# platform uses the same limit so that all of them solve the same padded
+# problem (as for syevd's 1024).
+LU_MAX_TILE = 512
+
 # ---------------------------------------------------------------------------
 # validation of the general ops' own arguments
 
@@ -117,7 +122,7 @@ def lu_solve_shardmap_ctx(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     status an int32 of shape (1,): 0, or k > 0 when U(k, k) is exactly zero
     (A singular; x is NaN)."""
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
-        a, axis_name, T_A, pad, "lu_solve", dispatch
+        a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE
     )
     _dispatch_for("lu_solve", dispatch)
     n = a.shape[1]
@@ -377,7 +382,8 @@ def lu_solve(A, b, T_A, mesh, in_specs, return_status=False, pad=True, dispatch=
     replicated (in_specs[1] = P(None, None)). Returns x replicated, of b's
     shape; with return_status (x, status): 0, or k > 0 when U(k, k) is
     exactly zero (A singular; x is NaN). T_A, pad and dispatch as for
-    potrs ("multi": cuSolverMg getrf/getrs on every GPU of the axis)."""
+    potrs ("multi": cuSolverMg getrf/getrs on every GPU of the axis); the
+    tile is capped at 512 (cuSolverMg's limit) on every platform."""
     mesh, axes = _mesh_axes(mesh, in_specs, 2)
     n, dt = v.square(A)
     _, vector = v.rhs(b, n, dt)
