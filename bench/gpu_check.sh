@@ -16,6 +16,7 @@
 #            squares (2N x N), qr, gesvd, polar (one GPU, vs jnp.linalg / jax.scipy), f64 at
 #            8192, 16384 (GENERAL_SIZES; 32768 with general32k, gesvd/polar take minutes there)
 #   gtest    tests/gpu/test_general_gpu.py alone
+#   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -60,6 +61,41 @@ bench() { # name, bench.py arguments...
   run "$name" "$PY" bench/bench.py --reps "$REPS" --raw "$LOGS/raw/raw_mg" \
     --csv "$LOGS/$name.csv" --md "$OUT/$name.md" "$@"
 }
+
+# ---- step "wheel" (issue 21): one wheel for CPU and GPU -------------------
+# The wheel is built on a machine with no GPU (pip wheel --no-build-isolation
+# --no-deps . -w dist) and carried here. It goes into a fresh venv that sees
+# this machine's JAX (--system-site-packages), then the GPU suite runs against
+# it (not against ./src or a build tree); wheel_libs.txt lists the CUDA
+# libraries the process loaded and where from.
+wheel_step() {
+  local whl=${WHEEL:-$(ls dist/jaxmg-*.whl 2>/dev/null | head -1)}
+  local venv="$LOGS/wheel_venv"
+  if [ -z "$whl" ] || [ ! -f "$whl" ]; then
+    echo "wheel: no wheel (set WHEEL or carry dist/jaxmg-*.whl)" | tee -a "$OUT/summary.txt"; status=1; return
+  fi
+  rm -rf "$venv"
+  run wheel_install bash -c "'$PY' -m venv --system-site-packages '$venv' &&
+    '$venv/bin/python' -m pip install --no-deps --force-reinstall '$whl'"
+  [ -x "$venv/bin/python" ] || return
+  run wheel_libs env -u JAXMG_LIBRARY_DIR "$venv/bin/python" -c "
+import jax, jax.numpy as jnp, jaxmg, re
+from jax.sharding import NamedSharding, PartitionSpec as P
+print('jaxmg from', jaxmg.__file__)
+mesh = jax.make_mesh((jax.device_count(),), ('x',))
+n = 256 * jax.device_count()
+A = jax.device_put(2 * jnp.eye(n), NamedSharding(mesh, P('x', None)))
+b = jax.device_put(jnp.ones((n, 1)), NamedSharding(mesh, P(None, None)))
+x = jaxmg.potrs(A, b, T_A=256, mesh=mesh, in_specs=(P('x', None), P(None, None)))
+assert abs(float(x[0, 0]) - 0.5) < 1e-5, x[0, 0]
+maps = open('/proc/self/maps').read()
+for lib in sorted({m for m in re.findall(r'\S*/lib(?:jaxmg|cusolver|cudart|nccl)\S*', maps)}):
+    print(lib)"
+  cat "$LOGS/wheel_libs.log" > "$OUT/wheel_libs.txt" 2>/dev/null
+  run wheel_test env -u JAXMG_LIBRARY_DIR "$venv/bin/python" -m pytest -q -x tests/gpu -m "not large" \
+    -p no:cacheprovider --ignore=tests/gpu/test_multiprocess_gpu.py
+}
+# ---- end of step "wheel" ------------------------------------------------------
 
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOGS/gpus.txt"
 ngpu=$(wc -l <"$LOGS/gpus.txt")
@@ -126,9 +162,10 @@ for s in $steps; do
         --dispatch multi,single --single
       bench general32k --ops least_squares,qr,gesvd,polar --dtypes f64 --sizes 32768 --tiles 1024 \
         --ndev "$ngpu" --dispatch single --single ;;
+    wheel) wheel_step ;;
   esac
 done
-for t in test large mp; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done
+for t in test large mp wheel_test; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done
 kill $packer 2>/dev/null
 pack
 for f in "$OUT"/*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done

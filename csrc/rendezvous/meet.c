@@ -20,6 +20,7 @@
 #include "rendezvous/exchange.h"
 
 typedef struct meeting meeting;
+typedef struct runrec runrec;
 
 /* What a party holds. It lives inside its meeting, one per rank, so that
  * exchange and leave learn the caller's rank without another allocation. */
@@ -31,27 +32,58 @@ struct jmg_meet {
 struct meeting {
   jmg_sync sync; /* first: the hooks below cast it back to its meeting */
   pthread_cond_t cv;
-  jmg_meet_key key;
+  runrec* run;
   int64_t seq;
   jmg_round round;
-  meeting *prev, *next;
+  meeting *prev, *next; /* the run's live meetings */
   jmg_meet party[JMG_MEET_MAX_PARTIES];
   unsigned char buf[]; /* JMG_ROUND_BUF(nparties) bytes */
 };
 
-/* Where the next call of one rank at one site falls within a run. */
-typedef struct seqrec {
-  uint64_t site;
-  int64_t group;
-  int rank;
-  int64_t run_id;
-  int64_t count;
-  struct seqrec* next;
-} seqrec;
+/* One (run id, site, group): how many times each rank joined there, and
+ * the meetings of it that are alive. Keyed by the run as well, so that
+ * interleaved launches of one executable on one device (two run ids at one
+ * site) count apart. Freed with its last meeting: all ranks then stand at
+ * the same count (every rank left the last one), so a later call of the
+ * same run starting again from 0 cannot be confused with anything. */
+struct runrec {
+  jmg_meet_key key;
+  meeting* meetings;
+  runrec* next; /* hash chain */
+  int64_t count[JMG_MEET_MAX_PARTIES];
+};
+
+#define NBUCKETS 1024 /* runs in flight are few; chains stay short */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static meeting* live;
-static seqrec* seqs;
+static runrec* runs[NBUCKETS];
+
+static size_t bucket(const jmg_meet_key* k) {
+  uint64_t h = k->site ^ ((uint64_t)k->run_id * 0x9e3779b97f4a7c15u) ^
+               ((uint64_t)k->group * 0xff51afd7ed558ccdu);
+  return (size_t)((h ^ (h >> 29)) % NBUCKETS);
+}
+
+static runrec* find_run(const jmg_meet_key* k, int make) {
+  runrec** at = &runs[bucket(k)];
+  for (runrec* r = *at; r; r = r->next)
+    if (r->key.run_id == k->run_id && r->key.site == k->site && r->key.group == k->group)
+      return r;
+  if (!make) return NULL;
+  runrec* r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->key = *k;
+  r->next = *at;
+  *at = r;
+  return r;
+}
+
+static void drop_run(runrec* r) {
+  runrec** at = &runs[bucket(&r->key)];
+  while (*at && *at != r) at = &(*at)->next;
+  if (*at) *at = r->next;
+  free(r);
+}
 
 static void wait_cv(jmg_sync* s, double until) {
   meeting* mt = (meeting*)s;
@@ -90,42 +122,13 @@ double jmg_meet_default_timeout(void) {
   return t;
 }
 
-/* The k-th call of a rank at a site within one run meets the k-th call of
- * every other rank. Keeping the count per rank, rather than per meeting,
- * lets the ranks drift apart by whole calls without mixing them up. */
-static int next_seq(const jmg_meet_key* key, int rank, int64_t* seq) {
-  seqrec* r;
-  for (r = seqs; r; r = r->next)
-    if (r->site == key->site && r->group == key->group && r->rank == rank) break;
-  if (!r) {
-    r = malloc(sizeof *r);
-    if (!r) return JMG_MEET_ENOMEM;
-    r->site = key->site;
-    r->group = key->group;
-    r->rank = rank;
-    r->run_id = key->run_id;
-    r->count = 0;
-    r->next = seqs;
-    seqs = r;
-  } else if (r->run_id == key->run_id) {
-    r->count++;
-  } else {
-    r->run_id = key->run_id;
-    r->count = 0;
-  }
-  *seq = r->count;
-  return JMG_MEET_OK;
-}
-
-static meeting* find(const jmg_meet_key* key, int64_t seq) {
-  for (meeting* mt = live; mt; mt = mt->next)
-    if (mt->key.run_id == key->run_id && mt->key.site == key->site && mt->key.group == key->group &&
-        mt->seq == seq)
-      return mt;
+static meeting* find(runrec* run, int64_t seq) {
+  for (meeting* mt = run->meetings; mt; mt = mt->next)
+    if (mt->seq == seq) return mt;
   return NULL;
 }
 
-static meeting* create(const jmg_meet_key* key, int64_t seq, int nparties) {
+static meeting* create(runrec* run, int64_t seq, int nparties) {
   pthread_condattr_t ca;
   int rc;
   meeting* mt = calloc(1, sizeof *mt + JMG_ROUND_BUF(nparties));
@@ -143,27 +146,29 @@ static meeting* create(const jmg_meet_key* key, int64_t seq, int nparties) {
     return NULL;
   }
   mt->sync.ops = &thread_ops;
-  mt->key = *key;
+  mt->run = run;
   mt->seq = seq;
   jmg_round_init(&mt->round, nparties);
   for (int r = 0; r < nparties; r++) {
     mt->party[r].mt = mt;
     mt->party[r].rank = r;
   }
-  mt->next = live;
-  if (live) live->prev = mt;
-  live = mt;
+  mt->next = run->meetings;
+  if (run->meetings) run->meetings->prev = mt;
+  run->meetings = mt;
   return mt;
 }
 
 static void destroy(meeting* mt) {
+  runrec* run = mt->run;
   if (mt->prev)
     mt->prev->next = mt->next;
   else
-    live = mt->next;
+    run->meetings = mt->next;
   if (mt->next) mt->next->prev = mt->prev;
   pthread_cond_destroy(&mt->cv);
   free(mt);
+  if (!run->meetings) drop_run(run);
 }
 
 int jmg_meet_join(const jmg_meet_key* key, int nparties, int rank, jmg_meet** out, char* err,
@@ -177,14 +182,17 @@ int jmg_meet_join(const jmg_meet_key* key, int nparties, int rank, jmg_meet** ou
   if (rc) return rc;
 
   pthread_mutex_lock(&lock);
-  rc = next_seq(key, rank, &seq);
-  if (rc) {
-    pthread_mutex_unlock(&lock);
-    jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
-    return rc;
+  /* The k-th call of a rank at a site within one run meets the k-th call
+   * of every other rank. Keeping the count per rank, rather than per
+   * meeting, lets the ranks drift apart by whole calls without mixing. */
+  runrec* run = find_run(key, 1);
+  mt = NULL;
+  if (run) {
+    seq = run->count[rank]++;
+    mt = find(run, seq);
+    if (!mt) mt = create(run, seq, nparties);
+    if (!mt && !run->meetings) drop_run(run);
   }
-  mt = find(key, seq);
-  if (!mt) mt = create(key, seq, nparties);
   if (!mt) {
     pthread_mutex_unlock(&lock);
     jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");

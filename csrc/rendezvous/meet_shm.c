@@ -19,7 +19,12 @@
  *    that joined and did not leave: anything but EBUSY means its thread is
  *    gone. Unlike a pid check this also holds for a killed process that is a
  *    zombie not yet reaped, and for a recycled pid. This is the `dead` hook
- *    of exchange.h, which the thread rendezvous has no use for.
+ *    of exchange.h, which the thread rendezvous has no use for. Robust
+ *    mutexes work across PID namespaces: the kernel, not a PID, marks them.
+ *  - Nothing read from the segment is trusted beyond this user: it is opened
+ *    only if it is ours with mode 0600 (shm_seg.h), made complete under a
+ *    name of our own and linked into place, and its tables are read within
+ *    their bounds whatever their counts say.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -29,7 +34,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,20 +45,24 @@
 #include <unistd.h>
 
 #include "rendezvous/exchange.h"
+#include "rendezvous/shm_seg.h"
+#include "util/identity.h"
 
 #define NP JMG_MEET_MAX_PARTIES
 #define MAX_PROCS 256
 #define BIT(r) ((uint64_t)1 << (r))
 /* Changes whenever the segment layout does; with the struct size it refuses
  * a segment written by another build. */
-#define MAGIC ((uint64_t)0x6a61786d67730002u)
+#define MAGIC ((uint64_t)0x6a61786d67730003u)
 
 typedef struct meeting {
   int32_t used;
   uint64_t site;
   int64_t group, seq;
   jmg_round round;
-  int32_t pid[NP];
+  uint64_t token[NP]; /* each party's process (identity.h) */
+  int32_t pid[NP];    /* for messages only: PIDs repeat across namespaces */
+  uint64_t dead;      /* token of a party found dead, 0: none */
   pthread_mutex_t life[NP];
   unsigned char buf[JMG_ROUND_BUF(NP)];
 } meeting;
@@ -62,11 +70,11 @@ typedef struct meeting {
 typedef struct header {
   _Atomic uint64_t magic; /* MAGIC once set up; written last */
   uint64_t bytes;         /* sizeof(header) of the creating build */
-  int32_t creator;
+  uint64_t creator;       /* token */
   int32_t expected;
   int32_t unlinked;
   int32_t nprocs;
-  int32_t procs[MAX_PROCS]; /* attached processes, for the last-out unlink */
+  uint64_t procs[MAX_PROCS]; /* tokens of the attached processes, 0: detached */
   pthread_mutex_t lock;
   pthread_cond_t cv;
   meeting mt[JMG_SHM_SLOTS];
@@ -75,6 +83,7 @@ typedef struct header {
 struct jmg_shm_meet {
   header* h;
   int slot, rank;
+  long nexch; /* exchanges entered, for the test hook */
 };
 
 /* ---- process-local state: attached segments and sequence counters ---- */
@@ -99,16 +108,16 @@ static seg* segs;
 static seqrec* seqs;
 static int exit_hook;
 
-static void nap(double s) {
-  struct timespec ts = jmg_clock_at(s);
-  nanosleep(&ts, NULL);
-}
-
 /* A robust lock: the previous holder's death is survivable (see top). */
 static int lock_robust(pthread_mutex_t* m) {
   int rc = pthread_mutex_lock(m);
   if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(m);
   return rc;
+}
+
+/* The attached-process count, bounded by the table whatever the segment says. */
+static int nprocs_of(const header* h) {
+  return h->nprocs < 0 ? 0 : h->nprocs > MAX_PROCS ? MAX_PROCS : h->nprocs;
 }
 
 /* ---- segment set-up ---- */
@@ -133,69 +142,39 @@ static int init_header(header* h, int expected) {
   if (!rc) rc = pthread_cond_init(&h->cv, &ca);
   pthread_condattr_destroy(&ca);
   h->bytes = sizeof(header);
-  h->creator = (int32_t)getpid();
+  h->creator = jmg_process_token();
   h->expected = expected;
+  /* The creator is attached from the start, so that the segment is never
+   * without a live process that the sweep could see. */
+  h->procs[0] = h->creator;
+  h->nprocs = 1;
   atomic_store_explicit(&h->magic, MAGIC, memory_order_release);
   return rc;
 }
 
-/* Opens or creates the segment and waits until its creator has set it up. */
-static int map_segment(const char* name, int expected, double timeout_s, header** out, char* err,
-                       size_t errlen) {
-  double give_up = jmg_clock_now() + (timeout_s > 0 ? timeout_s : 180.0);
-  int created = 1;
-  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
-  if (fd < 0 && errno == EEXIST) {
-    created = 0;
-    fd = shm_open(name, O_RDWR, 0600);
-  }
-  if (fd < 0) {
-    jmg_put(err, errlen, "jaxmg rendezvous: shm_open(%s) failed: %s", name, strerror(errno));
-    return JMG_MEET_EINVAL;
-  }
-  if (created && ftruncate(fd, (off_t)sizeof(header))) {
-    jmg_put(err, errlen, "jaxmg rendezvous: cannot size %s: %s", name, strerror(errno));
+static int valid(const header* h) {
+  return atomic_load_explicit(&h->magic, memory_order_acquire) == MAGIC &&
+         h->bytes == sizeof(header);
+}
+
+/* Maps an existing segment after shm_seg's checks (ours, 0600, our size). */
+static int open_existing(const char* name, header** out, char* err, size_t errlen) {
+  int fd;
+  if (jmg_seg_open(name, 0, 0, &fd, err, errlen)) return errno == ENOENT ? -2 : JMG_MEET_EINVAL;
+  struct stat st;
+  if (fstat(fd, &st) || (uint64_t)st.st_size != sizeof(header)) {
+    jmg_put(err, errlen, "jaxmg rendezvous: %s was made by another jaxmg build (%lld bytes)",
+            name, (long long)st.st_size);
     close(fd);
-    shm_unlink(name);
-    return JMG_MEET_ENOMEM;
-  }
-  /* A joiner may see the file before the creator sized it. */
-  for (;;) {
-    struct stat st;
-    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= sizeof(header)) break;
-    if (jmg_clock_now() > give_up) {
-      jmg_put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
-      close(fd);
-      return JMG_MEET_ETIMEOUT;
-    }
-    nap(0.001);
+    return JMG_MEET_EINVAL;
   }
   header* h = mmap(NULL, sizeof(header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (h == MAP_FAILED) {
     jmg_put(err, errlen, "jaxmg rendezvous: mmap of %s failed: %s", name, strerror(errno));
-    if (created) shm_unlink(name);
     return JMG_MEET_ENOMEM;
   }
-  if (created) {
-    int rc = init_header(h, expected);
-    if (rc) {
-      jmg_put(err, errlen, "jaxmg rendezvous: cannot set up process-shared locks: %s",
-              strerror(rc));
-      munmap(h, sizeof(header));
-      shm_unlink(name);
-      return JMG_MEET_EINVAL;
-    }
-  }
-  while (atomic_load_explicit(&h->magic, memory_order_acquire) != MAGIC) {
-    if (jmg_clock_now() > give_up) {
-      jmg_put(err, errlen, "jaxmg rendezvous: %s was never set up by its creator", name);
-      munmap(h, sizeof(header));
-      return JMG_MEET_ETIMEOUT;
-    }
-    nap(0.001);
-  }
-  if (h->bytes != sizeof(header)) {
+  if (!valid(h)) {
     jmg_put(err, errlen, "jaxmg rendezvous: %s was made by another jaxmg build", name);
     munmap(h, sizeof(header));
     return JMG_MEET_EINVAL;
@@ -204,77 +183,139 @@ static int map_segment(const char* name, int expected, double timeout_s, header*
   return JMG_MEET_OK;
 }
 
+/* Makes a set-up segment under a name of our own ("/jaxmg-new.<token>.<r>",
+ * which the sweep removes if we die) and links it to `name`, so that
+ * `name` only ever appears complete. 1: linked, -2: someone else's was
+ * first, else an error. */
+static int create_linked(const char* name, int expected, header** out, char* err,
+                         size_t errlen) {
+  char tmp[JMG_SHM_NAME_MAX], hex[17], from[160], to[160];
+  jmg_token_hex(jmg_process_token(), hex);
+  int fd = -1, rc = JMG_SEG_EXISTS;
+  for (int i = 0; i < 4 && rc == JMG_SEG_EXISTS; i++) {
+    snprintf(tmp, sizeof tmp, "/jaxmg-new.%s.%016llx", hex, (unsigned long long)jmg_random64());
+    rc = jmg_seg_create(tmp, sizeof(header), &fd, err, errlen);
+  }
+  if (rc) {
+    if (rc == JMG_SEG_EXISTS) jmg_put(err, errlen, "jaxmg rendezvous: no free name for %s", tmp);
+    return rc == JMG_SEG_FAIL && strstr(err, "not enough room") ? JMG_MEET_ENOMEM : JMG_MEET_EINVAL;
+  }
+  header* h = mmap(NULL, sizeof(header), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  int src = h == MAP_FAILED ? errno : init_header(h, expected);
+  snprintf(from, sizeof from, "%s%s", JMG_SHM_DIR, tmp);
+  snprintf(to, sizeof to, "%s%s", JMG_SHM_DIR, name);
+  int linked = !src && link(from, to) == 0;
+  int lerr = errno;
+  shm_unlink(tmp);
+  if (linked) {
+    *out = h;
+    return 1;
+  }
+  if (h != MAP_FAILED) munmap(h, sizeof(header));
+  if (!src && lerr == EEXIST) return -2;
+  jmg_put(err, errlen, "jaxmg rendezvous: cannot set up %s: %s", name,
+          strerror(src ? src : lerr));
+  return JMG_MEET_EINVAL;
+}
+
+/* Opens the segment, or creates it if it is the first process. */
+static int map_segment(const char* name, int expected, header** out, char* err,
+                       size_t errlen) {
+  for (int attempt = 0; attempt < 8; attempt++) {
+    int rc = open_existing(name, out, err, errlen);
+    if (rc != -2) return rc;
+    rc = create_linked(name, expected, out, err, errlen);
+    if (rc == 1) return JMG_MEET_OK;
+    if (rc != -2) return rc;
+    /* Lost the race to another process: open its segment. */
+  }
+  jmg_put(err, errlen, "jaxmg rendezvous: %s keeps appearing and vanishing", name);
+  return JMG_MEET_EINVAL;
+}
+
 static void on_exit_detach(void) { jmg_shm_detach_all(); }
 
-static int pid_dead(int32_t pid) { return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH; }
-
-/* A leftover is only touched once it is this old: pids are only meaningful
- * in our own pid namespace, and a young segment may belong to a job in
- * another one (sharing /dev/shm) that is still setting up. */
-#define SWEEP_AGE_S 60
-
-/* Whether a rendezvous segment's processes are all dead. The pid list is
- * read without the lock: a torn read can only add a live pid, which keeps
- * the segment. */
-static int segment_dead(int fd) {
+/* Whether a rendezvous segment's processes are all dead. The token list is
+ * read without the lock: a torn read can only add a live token (random
+ * bits), which keeps the segment. */
+static int segment_dead(const char* name) {
+  int fd;
+  char err[JMG_MEET_ERRLEN];
+  if (jmg_seg_open(name, sizeof(header), 1, &fd, err, sizeof err)) return 0;
   header* h = mmap(NULL, sizeof(header), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
   if (h == MAP_FAILED) return 0;
-  int dead = atomic_load_explicit(&h->magic, memory_order_acquire) == MAGIC &&
-             h->bytes == sizeof(header) && h->nprocs > 0 && h->nprocs <= MAX_PROCS;
-  for (int i = 0; dead && i < h->nprocs; i++) dead = h->procs[i] == 0 || pid_dead(h->procs[i]);
+  int dead = valid(h);
+  for (int i = 0; dead && i < nprocs_of(h); i++)
+    dead = h->procs[i] == 0 || jmg_token_alive(h->procs[i]) == 0;
   munmap(h, sizeof(header));
   return dead;
 }
 
-/* Removes from /dev/shm what killed jobs left behind: rendezvous segments
- * that never reached their expected processes and whose processes are all
- * dead, and per-call segments (host_share.c) whose owner is dead. Names are
- * job-unique, so a leftover never disturbs a new job; this only returns the
- * memory. */
-static void sweep(void) {
-  DIR* dir = opendir("/dev/shm");
+/* Whether the name "<prefix><16 hex>[.rest]" belongs to a dead process
+ * other than this one. */
+static int owner_dead(const char* name, const char* prefix) {
+  size_t n = strlen(prefix);
+  uint64_t t;
+  if (strncmp(name, prefix, n) || jmg_token_parse(name + n, &t)) return 0;
+  return t != jmg_process_token() && jmg_token_alive(t) == 0;
+}
+
+/* Removes from /dev/shm what dead processes left behind, whatever its age:
+ * their life files, per-call segments (host_share.c) and half-made
+ * segments by their owner's token, rendezvous segments once every process
+ * that attached is dead (except `keep`, the one being joined). Only this user's files are touched. Names are
+ * unique, so a leftover never disturbs a new job; this returns the memory. */
+static void sweep(const char* keep) {
+  DIR* dir = opendir(JMG_SHM_DIR);
   if (!dir) return;
-  time_t t = time(NULL);
   struct dirent* e;
   while ((e = readdir(dir))) {
-    char name[JMG_SHM_NAME_MAX];
-    int pid = 0, part = sscanf(e->d_name, "jaxmg-part.%d.", &pid) == 1;
-    if (!part && strncmp(e->d_name, "jaxmg.", 6)) continue;
-    if (strlen(e->d_name) + 2 > sizeof name) continue;
-    snprintf(name, sizeof name, "/%s", e->d_name);
-    int fd = shm_open(name, O_RDONLY, 0);
-    if (fd < 0) continue;
-    struct stat st;
-    int stale = fstat(fd, &st) == 0 && t - st.st_mtime > SWEEP_AGE_S &&
-                (part ? pid_dead(pid)
-                      : (uint64_t)st.st_size == sizeof(header) && segment_dead(fd));
-    close(fd);
-    if (stale) shm_unlink(name);
+    const char* d = e->d_name;
+    char name[JMG_SHM_NAME_MAX + 8];
+    if (strncmp(d, "jaxmg", 5) || strlen(d) + 2 > JMG_SHM_NAME_MAX) continue;
+    snprintf(name, sizeof name, "/%s", d);
+    if (keep && !strcmp(name, keep)) continue;
+    int stale = owner_dead(d, "jaxmg-part.") || owner_dead(d, "jaxmg-new.") ||
+                (!strncmp(d, "jaxmg.", 6) && segment_dead(name));
+    if (stale) {
+      jmg_seg_unlink_ours(name);
+    } else if (owner_dead(d, "jaxmg-life.")) {
+      /* Not shm_unlink's business, but the same folder. */
+      char path[JMG_SHM_NAME_MAX + 16];
+      snprintf(path, sizeof path, "%s/%s", JMG_SHM_DIR, d);
+      unlink(path);
+    }
   }
   closedir(dir);
 }
 
+void jmg_shm_sweep(void) { sweep(NULL); }
+
 /* Records this process in the segment; the last expected one unlinks the
  * name, since every process that needs it has it mapped by then. */
 static int register_process(header* h, const char* name) {
-  int32_t me = (int32_t)getpid();
+  uint64_t me = jmg_process_token();
   int rc = lock_robust(&h->lock);
   if (rc) return rc;
-  int known = 0;
-  for (int i = 0; i < h->nprocs; i++) known |= h->procs[i] == me;
-  if (!known && h->nprocs < MAX_PROCS) h->procs[h->nprocs++] = me;
-  if (!h->unlinked && h->expected > 0 && h->nprocs >= h->expected) {
-    shm_unlink(name);
+  int known = 0, n = nprocs_of(h);
+  for (int i = 0; i < n; i++) known |= h->procs[i] == me;
+  if (!known && n < MAX_PROCS) h->procs[n++] = me;
+  h->nprocs = n;
+  if (!h->unlinked && h->expected > 0 && n >= h->expected) {
+    jmg_seg_unlink_ours(name);
     h->unlinked = 1;
   }
   pthread_mutex_unlock(&h->lock);
   return 0;
 }
 
-static int attach(const char* name, int expected, double timeout_s, header** out, char* err,
-                  size_t errlen) {
-  if (!name || name[0] != '/' || strlen(name) >= JMG_SHM_NAME_MAX || strchr(name + 1, '/')) {
-    jmg_put(err, errlen, "jaxmg rendezvous: bad segment name");
+static int attach(const char* name, int expected, header** out, char* err, size_t errlen) {
+  if (!name || name[0] != '/' || strlen(name) >= JMG_SHM_NAME_MAX || strchr(name + 1, '/') ||
+      strncmp(name, "/jaxmg", 6)) {
+    jmg_put(err, errlen, "jaxmg rendezvous: bad segment name (\"/jaxmg...\", under %d bytes)",
+            JMG_SHM_NAME_MAX);
     return JMG_MEET_EINVAL;
   }
   pthread_mutex_lock(&local);
@@ -288,11 +329,13 @@ static int attach(const char* name, int expected, double timeout_s, header** out
   static pid_t swept_by; /* once per process, forked children included */
   if (swept_by != getpid()) {
     swept_by = getpid();
-    sweep();
+    /* Not the segment we are joining: if its processes so far are dead,
+     * this job's meeting is where we learn it ("rank R died"). */
+    sweep(name);
   }
   seg* s = calloc(1, sizeof *s);
   header* h = NULL;
-  int rc = s ? map_segment(name, expected, timeout_s, &h, err, errlen) : JMG_MEET_ENOMEM;
+  int rc = s ? map_segment(name, expected, &h, err, errlen) : JMG_MEET_ENOMEM;
   if (!rc && register_process(h, name)) {
     jmg_put(err, errlen, "jaxmg rendezvous: the lock of %s is unusable", name);
     munmap(h, sizeof(header));
@@ -315,7 +358,7 @@ static int attach(const char* name, int expected, double timeout_s, header** out
 }
 
 void jmg_shm_detach_all(void) {
-  int32_t me = (int32_t)getpid();
+  uint64_t me = jmg_process_token();
   pthread_mutex_lock(&local);
   while (segs) {
     seg* s = segs;
@@ -323,13 +366,13 @@ void jmg_shm_detach_all(void) {
     segs = s->next;
     if (lock_robust(&h->lock) == 0) {
       int alive = 0;
-      for (int i = 0; i < h->nprocs; i++) {
+      for (int i = 0; i < nprocs_of(h); i++) {
         if (h->procs[i] == me) h->procs[i] = 0;
         /* Killed processes never detach; they must not keep the name. */
-        else if (h->procs[i] > 0 && (kill(h->procs[i], 0) == 0 || errno != ESRCH)) alive = 1;
+        else if (h->procs[i] && jmg_token_alive(h->procs[i]) != 0) alive = 1;
       }
       if (!alive && !h->unlinked) {
-        shm_unlink(s->name);
+        jmg_seg_unlink_ours(s->name);
         h->unlinked = 1;
       }
       pthread_mutex_unlock(&h->lock);
@@ -347,6 +390,9 @@ void jmg_shm_detach_all(void) {
   pthread_mutex_unlock(&local);
 }
 
+/* The k-th call of a rank at a site meets the k-th call of every other
+ * rank. Process-local and per site: sites are the program's call sites
+ * (stable keys, see _shard.new_site), so the list stays short. */
 static int next_seq(header* h, const jmg_meet_key* key, int rank, int64_t* seq) {
   seqrec* r;
   pthread_mutex_lock(&local);
@@ -401,6 +447,7 @@ static int probe(jmg_sync* s, jmg_round* rd) {
     if (rc == 0 || rc == EOWNERDEAD) pthread_mutex_unlock(&mt->life[r]);
     rd->gone |= BIT(r);
     rd->nleft++;
+    mt->dead = mt->token[r];
     jmg_round_fail(s, rd, JMG_MEET_EPEER,
                    "rank %d (process %d) died during the call: its process was killed or exited",
                    r, (int)mt->pid[r]);
@@ -438,7 +485,9 @@ static int find_or_create(header* h, const jmg_meet_key* key, int64_t seq, int n
   mt->group = key->group;
   mt->seq = seq;
   jmg_round_init(&mt->round, nparties);
+  memset(mt->token, 0, sizeof mt->token);
   memset(mt->pid, 0, sizeof mt->pid);
+  mt->dead = 0;
   return free_slot;
 }
 
@@ -450,12 +499,16 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
   if (out) *out = NULL;
   rc = jmg_round_check_join(key, out, nparties, rank, err, errlen);
   if (rc) return rc;
-  jmg_shm_meet* p = malloc(sizeof *p);
+  (void)timeout_s; /* a segment appears complete or not at all (create_linked) */
+  /* Before this process names anything shared: the survivors of a crash
+   * tell by its life file that it is gone. */
+  if (jmg_identity_live(err, errlen)) return JMG_MEET_EINVAL;
+  jmg_shm_meet* p = calloc(1, sizeof *p);
   if (!p) {
     jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     return JMG_MEET_ENOMEM;
   }
-  rc = attach(name, expected, timeout_s, &h, err, errlen);
+  rc = attach(name, expected, &h, err, errlen);
   if (!rc) rc = next_seq(h, key, rank, &seq);
   if (rc) {
     if (rc == JMG_MEET_ENOMEM) jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
@@ -497,8 +550,10 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
     return rc;
   }
   jmg_round_joined(&mt->round, rank);
+  mt->token[rank] = jmg_process_token();
   mt->pid[rank] = (int32_t)getpid();
   pthread_mutex_unlock(&h->lock);
+  jmg_test_point("join");
   p->h = h;
   p->slot = slot;
   p->rank = rank;
@@ -513,6 +568,7 @@ int jmg_shm_exchange(jmg_shm_meet* p, const void* mine, size_t size, void* all,
     jmg_put(err, errlen, "jaxmg rendezvous: NULL meeting");
     return JMG_MEET_EINVAL;
   }
+  jmg_test_point_n("exchange", p->nexch++);
   shm_sync s = sync_of(p->h, p->slot);
   if (lock_robust(&p->h->lock)) {
     jmg_put(err, errlen, "jaxmg rendezvous: the shared lock is unusable");
@@ -527,12 +583,22 @@ int jmg_shm_exchange(jmg_shm_meet* p, const void* mine, size_t size, void* all,
 void jmg_shm_leave(jmg_shm_meet* p) {
   if (!p) return;
   shm_sync s = sync_of(p->h, p->slot);
+  uint64_t dead = 0;
+  int failed = 0;
   if (lock_robust(&p->h->lock) == 0) {
     int rc = jmg_round_leave(&s.base, &s.mt->round, p->rank);
     if (rc >= 0) pthread_mutex_unlock(&s.mt->life[p->rank]);
+    failed = s.mt->round.failed == JMG_MEET_EPEER || s.mt->round.failed == JMG_MEET_ETIMEOUT;
+    dead = s.mt->dead;
     /* A failed meeting may miss ranks that will never come. */
     if (rc == 1) s.mt->used = 0;
     pthread_mutex_unlock(&p->h->lock);
   }
   free(p);
+  /* A party died or never came: what it left in /dev/shm (its shard's
+   * segment, its life file) goes now, not at some later job's start. The
+   * kernel drops a killed process's file lock a moment after its robust
+   * mutexes, hence the short wait for it. */
+  if (dead) jmg_token_wait_dead(dead, 1.0);
+  if (failed) sweep(NULL);
 }

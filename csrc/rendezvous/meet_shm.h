@@ -8,9 +8,11 @@
  *
  * The segment is named by the caller. The name must be unique to the job
  * and agreed by all its processes on the node (the Python layer derives it
- * from a nonce that process 0 publishes through jax.distributed's key-value
- * store), so two jobs on one host never share a segment, and a segment left
- * behind by a dead job can never be mistaken for a live one.
+ * from a random nonce that process 0 publishes through jax.distributed's
+ * key-value store), so two jobs on one host never share a segment, and a
+ * segment left behind by a dead job can never be mistaken for a live one.
+ * Processes are told apart by their token (util/identity.h), never by PID,
+ * so processes in different PID namespaces sharing /dev/shm meet safely.
  *
  * Differences from meet.h:
  *  - a party that dies (its process killed) while in a meeting is noticed by
@@ -36,13 +38,15 @@
 
 typedef struct jmg_shm_meet jmg_shm_meet;
 
-/* Joins the meeting for `key` in the segment `name` ("/jaxmg...."), as
- * `rank` of `nparties`. The first join of a process attaches it to the
- * segment, creating it if it is the first process. `expected` is how many
- * processes will attach (0: unknown): once all have, the name is unlinked
- * at once, so even a job that is killed leaves nothing behind. Otherwise the
- * last process to exit normally unlinks it. Waits at most timeout_s for
- * the segment's creator to set it up. */
+/* Joins the meeting for `key` in the segment `name` ("/jaxmg....", under
+ * JMG_SHM_NAME_MAX bytes), as `rank` of `nparties`. The first join of a
+ * process attaches it to the segment, creating it if it is the first
+ * process; an existing segment must be this user's with mode 0600, else
+ * the join fails saying whose it is. `expected` is how many processes will
+ * attach (0: unknown): once all have, the name is unlinked at once, so even
+ * a job that is killed leaves nothing behind. Otherwise the last process
+ * to exit normally unlinks it, or the sweep once all its processes are
+ * dead. timeout_s is unused (a segment appears complete or not at all). */
 int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int nparties, int rank,
                  double timeout_s, jmg_shm_meet** out, char* err, size_t errlen);
 
@@ -52,6 +56,12 @@ int jmg_shm_exchange(jmg_shm_meet* m, const void* mine, size_t size, void* all,
 
 /* As jmg_meet_leave. */
 void jmg_shm_leave(jmg_shm_meet* m);
+
+/* Removes what dead processes of this user left in /dev/shm (their life
+ * files, shard segments and rendezvous segments), whatever its age. Runs
+ * by itself at a process's first join and after a meeting that failed
+ * because a party died or never came. */
+void jmg_shm_sweep(void);
 
 /* Detaches this process from every segment it attached (the mappings stay
  * until exit); the last live process out unlinks the name. Runs at normal

@@ -1,20 +1,23 @@
 """jaxmg: distributed dense linear algebra for JAX on several GPUs.
 
-Shard a matrix by rows over a mesh axis and call
+    potrs(A, b, T_A)                          # Cholesky solve A x = b
+    potri(A, T_A)                             # inverse of SPD/HPD A
+    syevd(A, T_A)                             # eigenvalues and eigenvectors
 
-    potrs(A, b, T_A, mesh, in_specs)          # Cholesky solve A x = b
-    potri(A, T_A, mesh, in_specs)             # inverse of SPD/HPD A
-    syevd(A, T_A, mesh, in_specs)             # eigenvalues and eigenvectors
-
-inside ordinary (jitted) JAX code; or the *_shardmap_ctx variants inside
-your own jax.shard_map. On GPUs the work runs on cuSolverMg across the
-devices of the mesh axis; on CPU devices on LAPACK, through the same C core.
-Importing jaxmg changes no JAX setting.
+with the mesh and A's layout taken from A's sharding or the context mesh,
+or given as mesh=..., in_specs=... in any form of JAXMg 0.0.x and 1.4
+(docs/coming-from-jaxmg.md); inside ordinary (jitted) JAX code. The
+*_shardmap_ctx variants work inside your own jax.shard_map (local shards)
+and outside one (global arrays, JAXMg 1.4's form). On GPUs the work runs on
+cuSolverMg across the devices of the mesh; on CPU devices on LAPACK,
+through the same C core. Importing jaxmg changes no JAX setting.
 """
 
+from . import utils
 from ._ops import (
     potri,
     potri_shardmap_ctx,
+    potri_symmetrize,
     potrs,
     potrs_shardmap_ctx,
     syevd,
@@ -28,5 +31,9 @@ __all__ = [
     "potrs_shardmap_ctx",
     "potri_shardmap_ctx",
     "syevd_shardmap_ctx",
+    "potri_symmetrize",
+    "utils",
 ]
-__version__ = "0.1.0"
+# Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a
+# pre-release of 1.5.0: CHANGELOG.md says what it holds of that API.
+__version__ = "1.5.0.dev0"

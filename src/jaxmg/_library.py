@@ -109,10 +109,18 @@ def op_names(lib: ctypes.CDLL) -> list[str]:
 
 
 def _load_cuda() -> ctypes.CDLL:
+    """The cuSolverMg engine's library, after the CUDA libraries it needs
+    (from JAX's nvidia wheels first; _cuda_libs.py). ImportError saying what
+    is missing and the command that fixes it."""
     from . import _cuda_libs
 
-    _cuda_libs.preload()
-    return ctypes.CDLL(str(_library_path("jaxmg_cuda")))
+    try:
+        path = _library_path("jaxmg_cuda")
+    except ImportError:
+        override = os.environ.get("JAXMG_LIBRARY_DIR")
+        raise ImportError(_cuda_libs.missing_engine(pathlib.Path(override) if override else _HERE)) from None
+    _cuda_libs.preload(path.parent, "mg")
+    return ctypes.CDLL(str(path))
 
 
 def platform_of(devices) -> str:
@@ -150,10 +158,7 @@ def ensure_registered(platform: str) -> None:
             try:
                 lib = _load_cuda()
             except (ImportError, OSError) as e:
-                raise RuntimeError(
-                    "jaxmg: the GPU engine is not available in this build "
-                    f"({e}); rebuild with the CUDA toolkit present"
-                ) from e
+                raise RuntimeError(f"jaxmg: the GPU engine cannot be used: {e}") from e
             xla_platform, suffix = "CUDA", "cuda"
         else:
             raise ValueError(f"jaxmg: unsupported platform {platform!r} (cpu or gpu)")

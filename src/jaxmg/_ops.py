@@ -1,5 +1,6 @@
-"""The three operations: per-shard bodies (the *_shardmap_ctx functions) and
-the mesh-level wrappers that validate, pad, shard_map and unpad.
+"""The three operations: per-shard bodies, one core per op, and the public
+call forms (mesh level and *_shardmap_ctx), all of which go through the
+core after _request.normalise.
 
 Conventions that hold throughout. The C engines read each row shard as
 column-major, so they see M = A^T = conj(A) for symmetric/Hermitian A:
@@ -7,23 +8,36 @@ column-major, so they see M = A^T = conj(A) for symmetric/Hermitian A:
   - potri's M^-1 = (A^-1)^T, which read row-major is A^-1 itself;
   - syevd's eigenvectors of M are conj of A's, and come back as rows
     (eigenvector j in row j), so one all_to_all turns them into columns.
+
+Layers:
+  _*_local(a, ...)        one device's row shard, inside a shard_map
+  _core_*(A, ..., req)    global arrays, traced; the one path of every form
+  potrs / potri / syevd   mesh level: normalise, run the core (cached jit)
+  *_shardmap_ctx          inside the caller's shard_map: the local body;
+                          outside any: 1.4's form (a_work first), the core
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _dispatch, _library, _multiproc, _shard
+from . import _calls, _dispatch, _library, _multiproc, _request, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
 # uses the same limit so that all of them solve the same padded problem.
 SYEVD_MAX_TILE = 1024
+
+# The status of a call whose A or b holds a NaN or an infinity (docs/status.md).
+STATUS_NONFINITE = -1
+
+REP = P(None, None)
 
 # ---------------------------------------------------------------------------
 # per shard (inside shard_map)
@@ -32,7 +46,7 @@ SYEVD_MAX_TILE = 1024
 def _status(status):
     """Per shard, the status is an int32 array of shape (1,), so that it can
     leave a shard_map as P(None) (as in the tutorial)."""
-    return status.reshape(1)
+    return jnp.asarray(status, jnp.int32).reshape(1)
 
 
 def _setup(a, axis_name, T_A, pad, op, dispatch, max_tile=None):
@@ -53,51 +67,102 @@ def _setup(a, axis_name, T_A, pad, op, dispatch, max_tile=None):
     return axes, nparties, nloc, nloc_p, tile, rank_group, dt, solver
 
 
-def potrs_shardmap_ctx(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """Cholesky solve A x = b from inside the caller's own shard_map.
+def _nonfinite(axes, *arrays):
+    """True on every device of the solve group when any entry of the
+    arrays, on any of its devices, is NaN or infinite: one pass over the
+    shard and one small reduction."""
+    bad = jnp.zeros((), jnp.int32)
+    for x in arrays:
+        bad = bad | (~jnp.all(jnp.isfinite(x))).astype(jnp.int32)
+    return jax.lax.pmax(bad, axes) > 0
 
-    a: this device's row shard of A, (N / devices, N); b: (N, K) or (N,),
-    replicated. Returns (x, status): x replicated like b, status an int32
-    (0: solved; k > 0: the leading minor of order k is not positive
-    definite, and x is NaN). axis_name: the mesh axis (or tuple of axes) A
-    is sharded over; by default every manual axis of the shard_map. T_A:
-    the tile width, or None to choose it from the shard height. dispatch:
-    "auto", "multi" (cuSolverMg on every device) or "single" (one GPU after
-    a gather); see jaxmg._dispatch.
-    """
+
+def _sanitised(a, bad, rank):
+    """The shard of the identity where the input is not finite, so that no
+    engine ever sees a NaN (its outputs are replaced by NaN afterwards)."""
+    nloc, n = a.shape
+    eye = jnp.arange(n)[None, :] == (rank * nloc + jnp.arange(nloc))[:, None]
+    return jnp.where(bad, eye.astype(a.dtype), a)
+
+
+def _nan_where(bad, x):
+    return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
+
+
+def _final_status(status, bad):
+    return jnp.where(bad, jnp.int32(STATUS_NONFINITE), status)
+
+
+def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=False,
+                 factor=False):
+    """(x, status (1,), logdet (1,) or None, factor or None) for one shard;
+    b replicated. factor: also return the engine's A buffer (the Cholesky
+    factor), so that a donated A has an output to alias (see _factor_call)."""
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "potrs", dispatch
     )
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
+    bad = _nonfinite(axes, a, b2)
+    a = _sanitised(a, bad, where[0])
+    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
     b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)
-    x, status = _calls.potrs(
-        a_p, b_p, where, site=_shard.new_site("potrs"), tile=tile, nparties=nparties,
-        dispatch=solver,
-    )
+    kw = dict(site=_shard.new_site("potrs"), tile=tile, nparties=nparties, dispatch=solver)
+    ld = fac = None
+    fn = _potrs_with_logdet() if logdet else _calls.potrs
+    if factor and _factor_call(fn):
+        fac, *res = fn(a_p, b_p, where, with_factor=True, **kw)
+    else:
+        res = fn(a_p, b_p, where, **kw)
+    x, status = res[0], res[1]
+    if logdet:
+        ld = _nan_where(bad, jnp.asarray(res[2]).reshape(1))
     x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
-    return (x[:, 0] if vector else x), _status(_shard.unpad_status(status, nloc, nloc_p))
+    x = _nan_where(bad, x)
+    status = _final_status(_shard.unpad_status(status, nloc, nloc_p), bad)
+    return (x[:, 0] if vector else x), _status(status), ld, fac
 
 
-def potri_shardmap_ctx(a, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """Inverse of a symmetric/Hermitian positive definite A from inside the
-    caller's shard_map. Returns (this device's rows of A^-1, both triangles
-    filled; status as for potrs). T_A and dispatch as for potrs."""
+def _factor_call(fn) -> bool:
+    """Whether this build's potrs FFI wrapper can return the factor
+    (requested from issue 15's _calls in coord NOTES); without it a
+    donated A is copied all the same."""
+    try:
+        return "with_factor" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _potrs_with_logdet():
+    """The potrs FFI call that also returns log det A (issue 15's C side)."""
+    fn = getattr(_calls, "potrs_with_logdet", None)
+    if fn is None:
+        raise NotImplementedError(
+            "jaxmg: return_logdet needs the potrs FFI call with log det "
+            "(_calls.potrs_with_logdet), which this build does not have yet"
+        )
+    return fn
+
+
+def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """(this device's rows of A^-1, both triangles; status (1,))."""
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "potri", dispatch
     )
+    bad = _nonfinite(axes, a)
+    a = _sanitised(a, bad, where[0])
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
     inv, status = _calls.potri(
         a_p, where, site=_shard.new_site("potri"), tile=tile, nparties=nparties, dispatch=solver
     )
-    inv = _shard.unpad_shard(inv, nparties, nloc, nloc_p)
-    return inv, _status(_shard.unpad_status(status, nloc, nloc_p))
+    inv = _nan_where(bad, _shard.unpad_shard(inv, nparties, nloc, nloc_p))
+    return inv, _status(_final_status(_shard.unpad_status(status, nloc, nloc_p), bad))
 
 
 def _pad_value(a, axes):
@@ -109,199 +174,404 @@ def _pad_value(a, axes):
     return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
 
 
-def syevd_shardmap_ctx(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
-                       dispatch="auto"):
-    """Eigendecomposition of a symmetric/Hermitian A from inside the caller's
-    shard_map. Returns (w, V, status) with return_eigenvectors, else
-    (w, status): w ascending (real dtype) and replicated; V this device's
-    rows of the eigenvector matrix (eigenvectors in columns, as in
-    jnp.linalg.eigh); status 0, or > 0 if the solver did not converge.
-    T_A and dispatch as for potrs."""
+V_LAYOUTS = ("cols", "rows")
+
+
+def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispatch="auto",
+                 v_layout="rows"):
+    """(w, V block or None, status (1,)). V's block: "rows" (N/P, N), this
+    device's rows of V; "cols" (N, N/P), this device's columns (0.0.x)."""
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
+    if v_layout not in V_LAYOUTS:
+        raise ValueError(f"jaxmg: v_layout must be 'cols' or 'rows', got {v_layout!r}")
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "syevd", dispatch, SYEVD_MAX_TILE
     )
     n = a.shape[1]
     padded = nloc_p != nloc
+    bad = _nonfinite(axes, a)
+    a = _sanitised(a, bad, where[0])
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, _pad_value(a, axes) if padded else 1)
     e, w, status = _calls.syevd(
         a_p, where, site=_shard.new_site("syevd"), tile=tile, nparties=nparties,
         dispatch=solver, jobz=jobz,
     )
-    w, status = w[:n], _status(status)
+    w, status = _nan_where(bad, w[:n]), _status(_final_status(status, bad))
     if not jobz:
-        return w, status
+        return w, None, status
+    fix = jnp.conj if _shard.is_complex(dt) else (lambda x: x)
+    if v_layout == "cols" and not padded:
+        # e's rows are eigenvectors j of this device's block: V's columns.
+        return w, _nan_where(bad, fix(e.T)), status
     # e holds eigenvectors of M as rows; device r needs A's eigenvector
     # entries for its own rows: a distributed transpose, then conj.
     cols = jax.lax.all_to_all(e, axes, split_axis=1, concat_axis=0, tiled=True)
-    vecs = jnp.conj(cols.T) if _shard.is_complex(dt) else cols.T
-    vecs = vecs[:nloc, :n]
+    vecs = _nan_where(bad, fix(cols.T)[:nloc, :n])
+    if v_layout == "cols":  # rows (N/P, N) -> columns (N, N/P): one more all_to_all
+        vecs = jax.lax.all_to_all(vecs, axes, split_axis=1, concat_axis=0, tiled=True)
     return w, vecs, status
+
+
+# ---------------------------------------------------------------------------
+# the cores: global arrays, traced, one per op
+
+
+def _pad_global(A, n, n1, diag, req):
+    """Pads A to n1 (a multiple of the device count) at its end; rare, and
+    costs one copy, unlike the per-shard tile padding. A is replicated
+    first: JAX cannot pad a sharded dimension to a size its axes do not
+    divide."""
+    if n1 == n:
+        return A
+    A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
+    idx = jnp.arange(n, n1)
+    return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
+
+
+def _padded_n(req):
+    p = req.nparties
+    return -(-req.n // p) * p
+
+
+def _unpad_global(m, req, n1):
+    """Cuts the global end padding off an N x N result (replicated first:
+    JAX cannot shard n1 rows and then n of them evenly)."""
+    if n1 == req.n:
+        return m
+    return _shard.constrain(m, req.mesh, REP)[: req.n, : req.n]
+
+
+def _shard_map(body, req, in_specs, out_specs):
+    return jax.shard_map(body, mesh=req.mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+
+
+def _potrs_full(A, b, req, factor=False):
+    """(x, status, logdet or None, factor or None); the factor only where
+    asked, supported and unpadded (it then has A's shape, in rows)."""
+    n, n1 = req.n, _padded_n(req)
+    logdet = bool(req.opt("logdet", False))
+    factor = factor and n1 == n and _factor_call(
+        _potrs_with_logdet() if logdet else _calls.potrs)
+    b2 = b[:, None] if b.ndim == 1 else b
+    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
+    body = functools.partial(_potrs_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
+                             dispatch=req.dispatch, logdet=logdet, factor=factor)
+    keep = (True, True, logdet, factor)
+    outs = tuple(s for s, k in zip((REP, P(None), P(None), req.row_spec), keep) if k)
+
+    def local(a, b):
+        return tuple(r for r, k in zip(body(a, b), keep) if k)
+
+    res = list(_shard_map(local, req, (req.row_spec, REP), outs)(A, b2))
+    x, status = res.pop(0)[:n], res.pop(0)[0]
+    ld = res.pop(0)[0] if logdet else None
+    fac = res.pop(0) if factor else None
+    x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
+    return x, status, ld, fac
+
+
+def _core_potrs(A, b, req):
+    """Global (x, status, logdet or None): x in b's shape and layout."""
+    return _potrs_full(A, b, req)[:3]
+
+
+def _potrs_donating(A, b, req):
+    """_core_potrs, plus the factor as a last output for a donated A to
+    alias (eager donate=True)."""
+    return _potrs_full(A, b, req, factor=True)
+
+
+def _core_potri(A, req):
+    """Global (A^-1 in A's layout, status)."""
+    n, n1 = req.n, _padded_n(req)
+    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    body = functools.partial(_potri_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
+                             dispatch=req.dispatch)
+    inv, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, P(None)))(A)
+    return _request.to_matrix_layout(_unpad_global(inv, req, n1), req), status[0]
+
+
+def _core_syevd(A, req):
+    """Global (w, V in A's layout or None, status)."""
+    n, n1 = req.n, _padded_n(req)
+    jobz = bool(req.opt("jobz", True))
+    if n1 != n:
+        bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(_shard.real_dtype(A.dtype))
+        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1), req)
+    A = _request.to_rows(A, req)
+    body = functools.partial(_syevd_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
+                             axis_name=req.axes, dispatch=req.dispatch, v_layout="rows")
+    if jobz:
+        w, V, status = _shard_map(body, req, (req.row_spec,), (P(None), req.row_spec, P(None)))(A)
+        V = _request.to_matrix_layout(_unpad_global(V, req, n1), req)
+    else:
+        w, status = _shard_map(lambda a: body(a)[::2], req, (req.row_spec,), (P(None), P(None)))(A)
+        V = None
+    return w[:n], V, status[0]
+
+
+# The cores that the public forms call; _autodiff (issue 16) may wrap them.
+CORES = {"potrs": _core_potrs, "potri": _core_potri, "syevd": _core_syevd}
+
+
+def _entry(op):
+    return CORES[op]
+
+
+# ---------------------------------------------------------------------------
+# empty problems (N = 0): results of the right shapes, as jnp gives
+
+
+def _empty_potrs(b, req):
+    dt = jnp.dtype(req.dtype)
+    return jnp.zeros(b.shape, dt), jnp.int32(0), jnp.zeros((), _shard.real_dtype(dt))
+
+
+def _empty_matrix(req):
+    return jnp.zeros((0, 0), jnp.dtype(req.dtype))
 
 
 # ---------------------------------------------------------------------------
 # mesh level
 
 
-def _prepare(A, T_A, mesh, in_specs, nspecs, dispatch):
-    mesh = v.mesh(mesh)
-    specs = v.in_specs(in_specs, mesh, nspecs)
-    axes = v.matrix_spec(specs[0], mesh)
-    if nspecs == 2:
-        v.replicated_spec(specs[1], "in_specs[1] (the spec of b)")
-    n, dt = v.square(A)
-    v.tile(T_A)
-    _dispatch.check(dispatch)
-    _library.ensure_registered(_library.platform_of(mesh.devices.flat))
-    nparties = v.solve_size(mesh, axes)
-    _multiproc.check_mesh(mesh, axes)
-    return mesh, axes, n, dt, nparties
-
-
-def _pad_global(A, n, n1, diag):
-    """Pads A to n1 (a multiple of the device count) at its end; rare, and
-    costs one copy, unlike the per-shard tile padding."""
-    if n1 == n:
-        return A
-    A = jnp.pad(A, ((0, n1 - n), (0, n1 - n)))
-    idx = jnp.arange(n, n1)
-    return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted(impl, statics):
-    return jax.jit(impl, static_argnames=statics)
-
-
-def _call(impl, *args, **static):
-    """Runs impl eagerly through a cached jit; under an outer trace, inlines
-    a fresh trace instead. Each trace gives every FFI call its own call-site
-    key: two calls of one program must never share one, or devices that run
-    them in different orders would pair them up wrongly."""
-    if any(isinstance(a, jax.core.Tracer) for a in args):
-        return impl(*args, **static)
-    return _jitted(impl, tuple(sorted(static)))(*args, **static)
-
-
-def _unpad_global(m, n, n1, mesh):
-    """Cuts the global end padding off a row-sharded result. JAX cannot
-    shard n rows evenly over a device count that does not divide n, so such
-    a result comes back replicated."""
-    if n1 == n:
-        return m
-    return _shard.constrain(m, mesh, P(None, None))[:n, :n]
-
-
-def _row_spec(axes):
-    return P(axes if len(axes) > 1 else axes[0], None)
-
-
-def _potrs_impl(A, b, *, T_A, mesh, axes, pad, n, dispatch):
-    nparties = math.prod(mesh.shape[ax] for ax in axes)
-    n1 = -(-n // nparties) * nparties
-    A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
-    b = _shard.constrain(jnp.pad(b, ((0, n1 - n), (0, 0))), mesh, P(None, None))
-    body = functools.partial(
-        potrs_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes, dispatch=dispatch
-    )
-    x, status = jax.shard_map(
-        body,
-        mesh=mesh,
-        in_specs=(_row_spec(axes), P(None, None)),
-        out_specs=(P(None, None), P(None)),
-        check_vma=False,
-    )(A, b)
-    return x[:n], status[0]
-
-
-def potrs(A, b, T_A, mesh, in_specs, return_status=False, pad=True, dispatch="auto"):
+def potrs(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto",
+          *, matrix_specs=None, return_logdet=False, donate=False):
     """Solves A x = b for symmetric/Hermitian positive definite A.
 
-    A (N, N) is row-sharded as in_specs[0] = P(axis, None); b (N,) or (N, K)
-    is replicated (in_specs[1] = P(None, None)). Returns x replicated, of
-    b's shape; with return_status, (x, status) where status is 0 or the
-    order of the first leading minor that is not positive definite (then x
-    is NaN). T_A is the tile width of the block-cyclic layout (None: chosen
-    from N / devices); with pad the shards are padded internally to whole
-    tiles. dispatch: "auto", "multi" (cuSolverMg on every device) or
-    "single" (cuSOLVER on the first device after a gather); GPUs only.
+    A (N, N) in any layout (see _request); b (N,) or (N, K) in any
+    layout. Returns x in b's shape and layout; with return_logdet also
+    log det A (real, replicated); with return_status the int32 status last
+    (0, or the order of the first leading minor that is not positive
+    definite, -1 for non-finite input; x and logdet are then NaN). mesh,
+    in_specs / matrix_specs: any form of docs/coming-from-jaxmg.md, or
+    None (inferred). donate=True lets the engine work in A's and b's
+    buffers (they are deleted). T_A: the tile (None: automatic); pad: pad
+    shards to whole tiles; dispatch: "auto", "multi" or "single" (GPUs).
     """
-    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 2, dispatch)
-    _, vector = v.rhs(b, n, dt)
     want_status = v.flag(return_status, "return_status")
-    b2 = b[:, None] if vector else b
-    x, status = _call(
-        _potrs_impl, v.as_array(A), v.as_array(b2), T_A=v.tile(T_A), mesh=mesh, axes=axes,
-        pad=v.flag(pad, "pad"), n=n, dispatch=dispatch,
-    )
-    x = x[:, 0] if vector else x
-    return (x, status) if want_status else x
+    logdet = v.flag(return_logdet, "return_logdet")
+    req = _request.normalise("potrs", A, b, T_A=T_A, mesh=mesh, specs=in_specs,
+                             matrix_specs=matrix_specs, pad=pad, dispatch=dispatch,
+                             donate=donate, opts=(("logdet", logdet),))
+    if logdet:
+        _potrs_with_logdet()
+    if req.n == 0:
+        x, status, ld = _empty_potrs(b, req)
+    elif req.donate and not _request.traced(A, b):
+        x, status, ld, _ = _request.run(_potrs_donating, req, A, b)
+    else:
+        x, status, ld = _request.run(_entry("potrs"), req, A, b)
+    out = (x,) + ((ld,) if logdet else ()) + ((status,) if want_status else ())
+    return out if len(out) > 1 else x
 
 
-def _potri_impl(A, *, T_A, mesh, axes, pad, n, dispatch):
-    nparties = math.prod(mesh.shape[ax] for ax in axes)
-    n1 = -(-n // nparties) * nparties
-    A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
-    body = functools.partial(
-        potri_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes, dispatch=dispatch
-    )
-    inv, status = jax.shard_map(
-        body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=(_row_spec(axes), P(None)),
-        check_vma=False,
-    )(A)
-    return _unpad_global(inv, n, n1, mesh), status[0]
-
-
-def potri(A, T_A, mesh, in_specs, return_status=False, pad=True, dispatch="auto"):
+def potri(A, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto",
+          *, matrix_specs=None, donate=False):
     """Inverse of a symmetric/Hermitian positive definite A (both triangles),
-    sharded like A. in_specs = (P(axis, None),). With return_status,
-    (A^-1, status) as for potrs; T_A and dispatch as for potrs."""
-    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1, dispatch)
+    in A's layout (replicated when that layout cannot hold N). With
+    return_status, (A^-1, status) as for potrs; the rest as for potrs."""
     want_status = v.flag(return_status, "return_status")
-    inv, status = _call(
-        _potri_impl, v.as_array(A), T_A=v.tile(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"),
-        n=n, dispatch=dispatch,
-    )
+    req = _request.normalise("potri", A, T_A=T_A, mesh=mesh, specs=in_specs,
+                             matrix_specs=matrix_specs, pad=pad, dispatch=dispatch, donate=donate)
+    if req.n == 0:
+        inv, status = _empty_matrix(req), jnp.int32(0)
+    else:
+        inv, status = _request.run(_entry("potri"), req, A)
     return (inv, status) if want_status else inv
 
 
-def _syevd_impl(A, *, T_A, mesh, axes, pad, n, jobz, dispatch):
-    nparties = math.prod(mesh.shape[ax] for ax in axes)
-    n1 = -(-n // nparties) * nparties
-    if n1 != n:
-        bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(_shard.real_dtype(A.dtype))
-        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1))
-    A = _shard.constrain(A, mesh, _row_spec(axes))
-    body = functools.partial(
-        syevd_shardmap_ctx, T_A=T_A, return_eigenvectors=jobz, pad=pad, axis_name=axes,
-        dispatch=dispatch,
-    )
-    outs = (P(None), _row_spec(axes), P(None)) if jobz else (P(None), P(None))
-    res = jax.shard_map(body, mesh=mesh, in_specs=(_row_spec(axes),), out_specs=outs, check_vma=False)(A)
-    w, status = res[0][:n], res[-1][0]
-    if not jobz:
-        return w, None, status
-    return w, _unpad_global(res[1], n, n1, mesh), status
-
-
-def syevd(A, T_A, mesh, in_specs, return_eigenvectors=True, return_status=False, pad=True,
-          dispatch="auto"):
+def syevd(A, T_A, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
+          pad=True, dispatch="auto", *, matrix_specs=None, donate=False):
     """Eigendecomposition of a symmetric/Hermitian A.
 
     Returns (w, V): eigenvalues ascending (real dtype, replicated) and the
-    eigenvectors as columns (A V = V diag(w)), sharded like A; only w with
-    return_eigenvectors=False; status appended with return_status (0, or > 0
-    if the solver did not converge). T_A is capped at 1024 (cuSolverMg's
-    limit for syevd); T_A and dispatch otherwise as for potrs.
+    eigenvectors as columns (A V = V diag(w)) in A's layout; only w with
+    return_eigenvectors=False; status appended with return_status (0; > 0
+    if the solver did not converge; -1 for non-finite input). T_A is capped
+    at 1024 (cuSolverMg's limit for syevd); the rest as for potrs.
     """
-    mesh, axes, n, dt, _ = _prepare(A, T_A, mesh, in_specs, 1, dispatch)
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     want_status = v.flag(return_status, "return_status")
-    w, vecs, status = _call(
-        _syevd_impl, v.as_array(A), T_A=v.tile(T_A), mesh=mesh, axes=axes, pad=v.flag(pad, "pad"),
-        n=n, jobz=jobz, dispatch=dispatch,
-    )
+    req = _request.normalise("syevd", A, T_A=T_A, mesh=mesh, specs=in_specs,
+                             matrix_specs=matrix_specs, pad=pad, dispatch=dispatch, donate=donate,
+                             opts=(("jobz", jobz),))
+    if req.n == 0:
+        w = jnp.zeros((0,), _shard.real_dtype(jnp.dtype(req.dtype)))
+        vecs, status = _empty_matrix(req), jnp.int32(0)
+    else:
+        w, vecs, status = _request.run(_entry("syevd"), req, A)
     out = (w, vecs) if jobz else (w,)
     if want_status:
         out = out + (status,)
     return out if len(out) > 1 else out[0]
+
+
+# ---------------------------------------------------------------------------
+# *_shardmap_ctx: two forms under one name
+
+
+def _in_shard_map() -> bool:
+    m = jax.sharding.get_abstract_mesh()
+    return bool(tuple(getattr(m, "manual_axes", ()) or ()))
+
+
+def _two_forms(local, outside, name):
+    """The public ctx function: `local` inside the caller's shard_map (the
+    tutorial's and 0.0.x's form), `outside` on global arrays (1.4's form).
+    A call that fits neither signature is a TypeError showing both."""
+    sig_in, sig_out = inspect.signature(local), inspect.signature(outside)
+
+    @functools.wraps(local)
+    def ctx(*args, **kwargs):
+        inside = _in_shard_map()
+        fn, sig = (local, sig_in) if inside else (outside, sig_out)
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            where = "inside jax.shard_map" if inside else "outside jax.shard_map (on global arrays)"
+            raise TypeError(
+                f"jaxmg: {name} called {where} takes {name}{sig}; ({e}). Inside a shard_map "
+                f"it is {name}{sig_in}, outside {name}{sig_out}"
+            ) from None
+        return fn(*args, **kwargs)
+
+    ctx.__name__ = ctx.__qualname__ = name
+    ctx.__doc__ = (
+        f"{name}: two forms (docs/coming-from-jaxmg.md).\n\n"
+        f"Inside the caller's jax.shard_map: {name}{sig_in}\n{inspect.getdoc(local)}\n\n"
+        f"Outside any shard_map, on global arrays (JAXMg 1.4): {name}{sig_out}\n"
+        f"{inspect.getdoc(outside)}"
+    )
+    return ctx
+
+
+def _potrs_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", *,
+                     return_logdet=False):
+    """a: this device's row shard of A, (N / devices, N); b: (N, K) or (N,),
+    replicated. Returns (x, status) or, with return_logdet, (x, logdet,
+    status): x replicated like b, logdet (1,), status int32 (1,) (0;
+    k > 0: leading minor k not positive definite; -1: non-finite input; x
+    is then NaN). axis_name: the solve axis (or tuple), by default every
+    manual axis of the shard_map."""
+    logdet = v.flag(return_logdet, "return_logdet")
+    if a.shape[0] == 0 and a.shape[1] == 0:
+        return (b, jnp.zeros((1,), _shard.real_dtype(b.dtype)), _status(0)) if logdet \
+            else (b, _status(0))
+    x, status, ld, _ = _potrs_local(a, b, T_A, pad, axis_name, dispatch, logdet)
+    return (x, ld, status) if logdet else (x, status)
+
+
+def _global_req(op, a, b, T_A, mesh, matrix_specs, in_specs, pad, dispatch, donate, opts=()):
+    return _request.normalise(op, a, b, T_A=T_A, mesh=mesh, specs=in_specs,
+                              matrix_specs=matrix_specs, pad=pad, dispatch=dispatch,
+                              donate=donate, opts=opts)
+
+
+def _potrs_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
+                      return_logdet=False, pad=True, dispatch="auto", donate=False):
+    """A and b global, any layout, no shard_map around: returns (a_work, x,
+    status) or (a_work, x, logdet, status); a_work is A in the engines' row
+    layout (its values), x in b's layout, status a scalar. Runs inline
+    under the caller's jit (donate A there), else through a cached jit."""
+    logdet = v.flag(return_logdet, "return_logdet")
+    req = _global_req("potrs", a, b, T_A, mesh, matrix_specs, in_specs, pad, dispatch, donate,
+                      (("logdet", logdet),))
+    if logdet:
+        _potrs_with_logdet()
+    if req.n == 0:
+        x, status, ld = _empty_potrs(b, req)
+        a_work = jnp.asarray(a)
+    else:
+        a_work, x, status, ld = _request.run(_ctx_core_potrs, req, a, b)
+    return (a_work, x, ld, status) if logdet else (a_work, x, status)
+
+
+def _ctx_core_potrs(A, b, req):
+    x, status, ld = _entry("potrs")(A, b, req)
+    return _request.to_rows(A, req), x, status, ld
+
+
+def _potri_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """Returns (this device's rows of A^-1, both triangles, (N / P, N);
+    status (1,) as for potrs)."""
+    if a.shape[0] == 0 and a.shape[1] == 0:
+        return a, _status(0)
+    return _potri_local(a, T_A, pad, axis_name, dispatch)
+
+
+def _potri_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
+                      dispatch="auto", donate=False):
+    """A global: returns (a_work, A^-1 in A's layout, status)."""
+    req = _global_req("potri", a, None, T_A, mesh, matrix_specs, in_specs, pad, dispatch, donate)
+    if req.n == 0:
+        return jnp.asarray(a), _empty_matrix(req), jnp.int32(0)
+    return _request.run(_ctx_core_potri, req, a)
+
+
+def _ctx_core_potri(A, req):
+    inv, status = _entry("potri")(A, req)
+    return _request.to_rows(A, req), inv, status
+
+
+def _syevd_ctx_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
+                     dispatch="auto", *, v_layout="cols"):
+    """Returns (w, V, status), or (w, status) without eigenvectors: w (N,)
+    ascending, replicated; V this device's block of the eigenvector matrix
+    (eigenvectors in columns): v_layout="cols" (the default, as JAXMg
+    0.0.x): (N, N / P), this device's columns, out_specs P(None, ax);
+    "rows": (N / P, N), this device's rows, out_specs P(ax, None). status
+    (1,) as for potrs."""
+    jobz = v.flag(return_eigenvectors, "return_eigenvectors")
+    if T_A is not None and not isinstance(T_A, bool) and isinstance(T_A, int) \
+            and T_A > SYEVD_MAX_TILE:
+        raise ValueError(f"jaxmg: syevd_shardmap_ctx takes T_A <= {SYEVD_MAX_TILE}, got {T_A}")
+    if a.shape[0] == 0 and a.shape[1] == 0:
+        w = jnp.zeros((0,), _shard.real_dtype(a.dtype))
+        return (w, a, _status(0)) if jobz else (w, _status(0))
+    w, vecs, status = _syevd_local(a, T_A, jobz, pad, axis_name, dispatch, v_layout)
+    return (w, vecs, status) if jobz else (w, status)
+
+
+def _syevd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
+                      return_eigenvectors=True, pad=True, dispatch="auto", donate=False):
+    """A global: returns (a_work, w, V, status) or (a_work, w, status); V in
+    A's layout, status a scalar."""
+    jobz = v.flag(return_eigenvectors, "return_eigenvectors")
+    req = _global_req("syevd", a, None, T_A, mesh, matrix_specs, in_specs, pad, dispatch, donate,
+                      (("jobz", jobz),))
+    if req.n == 0:
+        w = jnp.zeros((0,), _shard.real_dtype(jnp.dtype(req.dtype)))
+        out = (jnp.asarray(a), w, _empty_matrix(req), jnp.int32(0))
+    else:
+        out = _request.run(_ctx_core_syevd, req, a)
+    return out if jobz else (out[0], out[1], out[3])
+
+
+def _ctx_core_syevd(A, req):
+    w, V, status = _entry("syevd")(A, req)
+    return _request.to_rows(A, req), w, V, status
+
+
+potrs_shardmap_ctx = _two_forms(_potrs_ctx_local, _potrs_ctx_global, "potrs_shardmap_ctx")
+potri_shardmap_ctx = _two_forms(_potri_ctx_local, _potri_ctx_global, "potri_shardmap_ctx")
+syevd_shardmap_ctx = _two_forms(_syevd_ctx_local, _syevd_ctx_global, "syevd_shardmap_ctx")
+
+
+# ---------------------------------------------------------------------------
+# helpers JAXMg's users import
+
+
+def potri_symmetrize(a_inv):
+    """The full Hermitian inverse from potri's output, whether that holds
+    the upper triangle only (JAXMg 0.0.9's potri_shardmap_ctx) or both
+    (jaxmg's): upper triangle plus the conjugate transpose of its strictly
+    upper part. Reads only the upper triangle, so applying it twice is
+    harmless. Works on global arrays (any sharding) and under jit."""
+    a_inv = jnp.asarray(a_inv)
+    if a_inv.ndim != 2 or a_inv.shape[0] != a_inv.shape[1]:
+        raise ValueError(f"jaxmg: potri_symmetrize takes a square matrix, got shape {a_inv.shape}")
+    upper = jnp.triu(a_inv)
+    return upper + jnp.conj(jnp.triu(a_inv, 1)).T

@@ -10,9 +10,11 @@ pad rows and columns are simply cut away afterwards.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import math
 import os
+import sys
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -20,16 +22,71 @@ import numpy as np
 
 from . import _dispatch, _multiproc
 
-_sites = itertools.count()
+_PKG = os.path.dirname(os.path.abspath(__file__))
+_JAX = os.path.dirname(os.path.abspath(jax.__file__))
+# Calls already named in each trace being built: the same call site twice
+# in one program (a loop unrolled by tracing) must still get two names.
+_named: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _user_frames(depth: int = 4) -> list[str]:
+    """The innermost `depth` frames of the caller outside jaxmg and JAX, as
+    "file:function:line:offset". The offset (bytecode position) keeps two
+    calls on one line apart; file names are reduced to their base name, so
+    that processes running the same program from different folders (one
+    container each) name a site alike."""
+    out = []
+    f = sys._getframe(2)
+    while f is not None and len(out) < depth:
+        path = os.path.abspath(f.f_code.co_filename)
+        if not (path.startswith(_PKG + os.sep) or path.startswith(_JAX + os.sep)):
+            out.append(f"{os.path.basename(path)}:{f.f_code.co_name}:{f.f_lineno}:{f.f_lasti}")
+        f = f.f_back
+    return out
+
+
+def _outer_trace():
+    """The trace of the program being built (the outermost JAX trace above
+    the current one), or None outside tracing or on a JAX without it."""
+    try:
+        from jax._src import core
+
+        t = core.trace_ctx.trace
+        while getattr(t, "parent_trace", None) is not None and not isinstance(
+            t.parent_trace, core.EvalTrace
+        ):
+            t = t.parent_trace
+        return None if isinstance(t, core.EvalTrace) else t
+    except Exception:  # an internal API that moved: name by call site only
+        return None
 
 
 def new_site(op: str) -> str:
-    """A string unique to one traced call site: the C rendezvous keys on it,
-    so two jaxmg calls of one program never meet each other. Across
-    processes every process must name a site alike, so the pid stays out:
-    they agree by tracing the same jaxmg calls in the same order."""
+    """The name of one jaxmg call: the C rendezvous pairs the calls of all
+    devices by it (plus a per-site count of executions in C), so every
+    process must compute it alike and it must not drift. It is made from
+    what is the same in every process running the program: the op and the
+    user's call site (the frames outside jaxmg and JAX), plus the how-many-th
+    call of that site within the program being traced, hashed. A retrace in
+    one process gives the same name again (it used to shift a per-process
+    counter and so every later pairing). Shapes and options stay out on
+    purpose: processes that disagree on them must still meet, to be told
+    so by the call's fingerprint, rather than wait for each other in vain.
+    Single-process programs add the pid: nothing else meets them."""
+    where = "|".join(_user_frames())
+    key = f"{op}|{where}"
+    trace = _outer_trace()
+    nth = 0
+    if trace is not None:
+        try:
+            seen = _named.setdefault(trace, {})
+            nth = seen.get(key, 0)
+            seen[key] = nth + 1
+        except TypeError:  # a trace that takes no weak reference
+            nth = 0
+    digest = hashlib.sha256(f"{key}|{nth}".encode()).hexdigest()[:16]
     owner = "mp" if _multiproc.active() else os.getpid()
-    return f"jaxmg.{op}.{owner}.{next(_sites)}"
+    return f"jaxmg.{op}.{owner}.{digest}"
 
 
 def manual_axes() -> tuple[str, ...]:

@@ -11,7 +11,6 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
 
 SUPPORTED = (np.dtype("float32"), np.dtype("float64"), np.dtype("complex64"), np.dtype("complex128"))
 
@@ -33,61 +32,18 @@ def flag(value, name: str) -> bool:
     return bool(value)
 
 
-def mesh(m) -> Mesh:
-    if not isinstance(m, Mesh):
-        raise TypeError(f"jaxmg: mesh must be a jax.sharding.Mesh, got {type(m).__name__}")
-    return m
-
-
-def _spec(s, what: str) -> PartitionSpec:
-    if not isinstance(s, PartitionSpec):
-        raise TypeError(f"jaxmg: {what} must be a PartitionSpec, got {s!r}")
-    return s
-
-
-def _axes(part, m: Mesh, what: str) -> tuple[str, ...]:
-    axes = part if isinstance(part, tuple) else (part,)
-    for ax in axes:
-        if not isinstance(ax, str):
-            raise ValueError(f"jaxmg: {what}: mesh axis names must be strings, got {ax!r}")
-        if ax not in m.axis_names:
-            raise ValueError(
-                f"jaxmg: {what}: axis {ax!r} is not in the mesh (axes {tuple(m.axis_names)})"
-            )
-    if len(set(axes)) != len(axes):
-        raise ValueError(f"jaxmg: {what}: axis repeated in {axes}")
-    return axes
-
-
-def matrix_spec(s, m: Mesh) -> tuple[str, ...]:
-    """A's spec must shard rows over one axis (or a tuple of axes) and
-    replicate columns: P(ax, None). Returns the solve axes."""
-    s = _spec(s, "in_specs[0] (the spec of A)")
-    parts = tuple(s) + (None,) * (2 - len(tuple(s)))
-    if len(parts) != 2 or parts[0] is None or parts[1] is not None:
-        raise ValueError(
-            f"jaxmg: A must be row-sharded as P(axis, None) (or P((ax1, ax2), None)); got {s}"
-        )
-    return _axes(parts[0], m, "in_specs[0]")
-
-
-def replicated_spec(s, what: str) -> None:
-    s = _spec(s, what)
-    if any(part is not None for part in tuple(s)):
-        raise ValueError(f"jaxmg: {what} must be replicated, P(None, None); got {s}")
-
-
-def in_specs(specs, m: Mesh, n: int) -> tuple[PartitionSpec, ...]:
-    if not isinstance(specs, (tuple, list)) or len(specs) != n:
-        want = "(P(axis, None), P(None, None))" if n == 2 else "(P(axis, None),)"
-        raise ValueError(f"jaxmg: in_specs must be a tuple of {n} PartitionSpec(s) {want}; got {specs!r}")
-    return tuple(specs)
-
-
 def _shape_dtype(x, what: str):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"jaxmg: {what} must be an array, got {type(x).__name__}")
     return tuple(x.shape), np.dtype(x.dtype)
+
+
+def matrix(A, what: str = "A") -> tuple[tuple[int, int], np.dtype]:
+    shape, dt = _shape_dtype(A, what)
+    if len(shape) != 2:
+        raise ValueError(f"jaxmg: {what} must be a 2-D matrix, got shape {shape}")
+    dtype(dt, what)
+    return shape, dt
 
 
 def square(A, what: str = "A") -> tuple[int, np.dtype]:
@@ -160,7 +116,7 @@ def local_shard(a, nparties: int, what: str = "the local shard of A") -> tuple[i
     return nloc, n, dt
 
 
-def solve_size(m: Mesh, axes: tuple[str, ...]) -> int:
+def solve_size(m, axes: tuple[str, ...]) -> int:
     size = 1
     for ax in axes:
         size *= m.shape[ax]

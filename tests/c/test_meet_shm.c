@@ -22,6 +22,8 @@
 #include "check.h"
 #include "clock.h"
 #include "rendezvous/meet_shm.h"
+#include "rendezvous/meeting.h"
+#include "util/identity.h"
 
 enum { MSG = 40 };
 
@@ -256,18 +258,9 @@ static void test_two_jobs(void) {
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "job A: status %d", st);
 }
 
-/* ---- leftovers of killed jobs are swept from /dev/shm by the next
- * process that attaches anywhere (once they are old enough) ---- */
-
-static void make_old(const char* name) {
-  int fd = shm_open(name, O_RDWR, 0);
-  struct timespec old[2] = {{0, 0}, {0, 0}};
-  old[0].tv_sec = old[1].tv_sec = time(NULL) - 3600;
-  if (fd >= 0) {
-    futimens(fd, old);
-    close(fd);
-  }
-}
+/* ---- leftovers of killed processes are swept from /dev/shm by the next
+ * process that attaches anywhere, whatever their age; another user's
+ * segment is neither joined nor removed ---- */
 
 static int attach_and_die(int rank, const char* name) {
   jmg_meet_key key = {0, 3, 0};
@@ -289,32 +282,97 @@ static int attach_elsewhere(int rank, const char* name) {
   return 0;
 }
 
+/* A child that makes its life file, tells its token and is killed. */
+static uint64_t dead_token(void) {
+  int fds[2];
+  uint64_t t = 0;
+  if (pipe(fds)) return 0;
+  pid_t c = fork();
+  if (c == 0) {
+    char err[256];
+    uint64_t mine = jmg_identity_live(err, sizeof err) ? 0 : jmg_process_token();
+    if (write(fds[1], &mine, sizeof mine) != (ssize_t)sizeof mine) _exit(1);
+    raise(SIGKILL);
+  }
+  close(fds[1]);
+  if (read(fds[0], &t, sizeof t) != (ssize_t)sizeof t) t = 0;
+  close(fds[0]);
+  waitpid(c, NULL, 0);
+  return t;
+}
+
+static void make_file(const char* name) {
+  int fd = shm_open(name, O_RDWR | O_CREAT, 0600);
+  if (fd >= 0) close(fd);
+}
+
+static int life_exists(uint64_t t) {
+  char hex[17], path[96];
+  jmg_token_hex(t, hex);
+  snprintf(path, sizeof path, "%s/jaxmg-life.%s", JMG_SHM_DIR, hex);
+  return access(path, F_OK) == 0;
+}
+
 static void test_sweep(void) {
-  char dead_job[64], young[64], fresh[64], part[64];
+  char dead_job[64], fresh[64], part_dead[96], part_gone[96], part_live[96], hex[17];
+  char err[256];
   int rc[1];
   snprintf(dead_job, sizeof dead_job, "/jaxmg.test%d.dead", (int)getpid());
-  snprintf(young, sizeof young, "/jaxmg.test%d.young", (int)getpid());
   seg_name(fresh, sizeof fresh, "fresh");
   run_ranks(1, attach_and_die, dead_job, rc);
-  run_ranks(1, attach_and_die, young, rc);
-  CHECK(exists(dead_job) && exists(young), "the killed jobs' segments should remain");
-  make_old(dead_job);
-  /* A per-call segment whose owner is dead: a pid that just exited. */
-  pid_t gone = fork();
-  if (gone == 0) _exit(0);
-  waitpid(gone, NULL, 0);
-  snprintf(part, sizeof part, "/jaxmg-part.%d.0", (int)gone);
-  int fd = shm_open(part, O_RDWR | O_CREAT, 0600);
-  if (fd >= 0) close(fd);
-  make_old(part);
+  CHECK(rc[0] == -SIGKILL && exists(dead_job), "the killed job's segment should remain");
+  /* Shard segments: of a killed process (life file left, unlocked), of a
+   * process without a life file, and of this live process. */
+  uint64_t dead = dead_token();
+  CHECK(dead && life_exists(dead), "the killed process's life file should remain");
+  CHECK(jmg_token_alive(dead) == 0, "a killed process is dead");
+  jmg_token_hex(dead, hex);
+  snprintf(part_dead, sizeof part_dead, "/jaxmg-part.%s.1", hex);
+  jmg_token_hex(jmg_random64(), hex);
+  snprintf(part_gone, sizeof part_gone, "/jaxmg-part.%s.2", hex);
+  CHECK(jmg_identity_live(err, sizeof err) == 0, "%s", err);
+  CHECK(jmg_token_alive(jmg_process_token()) == 1, "this process is alive");
+  jmg_token_hex(jmg_process_token(), hex);
+  snprintf(part_live, sizeof part_live, "/jaxmg-part.%s.3", hex);
+  make_file(part_dead);
+  make_file(part_gone);
+  make_file(part_live);
   run_ranks(1, attach_elsewhere, fresh, rc);
   CHECK(rc[0] == 0, "sweep: attach exited with %d", rc[0]);
-  CHECK(!exists(dead_job), "sweep: %s (old, all dead) remains", dead_job);
-  CHECK(!exists(part), "sweep: %s (old, owner dead) remains", part);
-  CHECK(exists(young), "sweep: %s is too young to be swept", young);
-  shm_unlink(young);
+  CHECK(!exists(dead_job), "sweep: %s (all its processes dead) remains", dead_job);
+  CHECK(!exists(part_dead), "sweep: %s (owner killed) remains", part_dead);
+  CHECK(!life_exists(dead), "sweep: the killed process's life file remains");
+  CHECK(!exists(part_gone), "sweep: %s (owner unknown) remains", part_gone);
+  CHECK(exists(part_live), "sweep: %s (owner alive) was removed", part_live);
+  CHECK(!exists(fresh), "sweep: %s remains", fresh);
   shm_unlink(dead_job);
-  shm_unlink(part);
+  shm_unlink(part_dead);
+  shm_unlink(part_gone);
+  shm_unlink(part_live);
+}
+
+static void test_foreign_segment(void) {
+  char name[64];
+  jmg_meet_key key = {0, 1, 0};
+  jmg_shm_meet* m = NULL;
+  char err[JMG_MEET_ERRLEN];
+  snprintf(name, sizeof name, "/jaxmg.test%d.foreign", (int)getpid());
+  /* Mode 0666 is refused by anyone; another owner needs root to make. */
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+  CHECK(fd >= 0, "cannot create %s", name);
+  if (fd < 0) return;
+  CHECK(ftruncate(fd, 1 << 20) == 0, "ftruncate");
+  int chowned = geteuid() == 0 && fchown(fd, 12345, 12345) == 0;
+  CHECK(fchmod(fd, 0666) == 0, "fchmod");
+  close(fd);
+  int rc = jmg_shm_join(name, 2, &key, 2, 0, 1.0, &m, err, sizeof err);
+  CHECK(rc == JMG_MEET_EINVAL && !m, "a foreign segment was joined (%d)", rc);
+  CHECK(strstr(err, "refusing") && strstr(err, "mode 666"), "message: %s", err);
+  if (chowned) CHECK(strstr(err, "uid 12345"), "message: %s", err);
+  else printf("test_meet_shm: another owner needs root: checked mode 0666 only\n");
+  jmg_shm_sweep();
+  CHECK(exists(name), "the sweep removed a segment that is not ours");
+  shm_unlink(name);
 }
 
 static void test_bad_args(void) {
@@ -329,6 +387,28 @@ static void test_bad_args(void) {
         "too many parties");
 }
 
+/* A meet name that does not fit is an error, never a silent fall-back
+ * to the thread rendezvous (which would pair nobody across processes). */
+static void test_long_name(void) {
+  jmg_meet_key key = {0, 1, 0};
+  jmg_meeting m;
+  char err[JMG_MEET_ERRLEN], name[200];
+  memset(name, 'x', sizeof name);
+  memcpy(name, "/jaxmg.", 7);
+  CHECK(jmg_meeting_join_n(name, 96, 2, &key, 2, 0, 1.0, &m, err, sizeof err) ==
+                JMG_MEET_EINVAL &&
+            !m.shm && !m.thr,
+        "a 96-byte meet name was accepted");
+  CHECK(strstr(err, "96 bytes") != NULL, "message: %s", err);
+  name[96] = '\0';
+  CHECK(jmg_meeting_join(name, 2, &key, 2, 0, 1.0, &m, err, sizeof err) == JMG_MEET_EINVAL &&
+            !m.shm && !m.thr,
+        "a 96-byte meet name (NUL-terminated) was accepted");
+  CHECK(jmg_meeting_join_n("/jaxmg.a\0b", 10, 2, &key, 2, 0, 1.0, &m, err, sizeof err) ==
+            JMG_MEET_EINVAL,
+        "a meet name with a NUL inside was accepted");
+}
+
 int main(void) {
   test_bad_args();
   test_success();
@@ -337,5 +417,7 @@ int main(void) {
   test_dead_slot_reused();
   test_two_jobs();
   test_sweep();
+  test_foreign_segment();
+  test_long_name();
   return CHECK_DONE("test_meet_shm");
 }

@@ -18,6 +18,69 @@ import sys
 import threading
 import time
 
+SHM = "/dev/shm"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jaxmg_names() -> list:
+    return sorted(n for n in os.listdir(SHM) if n.startswith("jaxmg"))
+
+
+def drive(spec: dict) -> int:
+    """`mp_worker.py --driver SPEC`: runs the jobs of SPEC one after the
+    other and, after each, lists what jaxmg left in /dev/shm. Run by
+    test_mp_shm.py inside namespaces of its own (a private tmpfs on
+    /dev/shm, PID namespaces), where it alone uses /dev/shm. Writes
+    out/driver.json; each job's processes pickle what they saw to
+    out/<job>/<pid>.pkl as usual."""
+    import subprocess
+
+    results = []
+    for job in spec["jobs"]:
+        out = os.path.join(spec["out"], job["name"])
+        os.makedirs(out, exist_ok=True)
+        port, n = free_port(), job.get("nprocs", 2)
+        env = dict(os.environ, JAXMG_TIMEOUT_S=str(job.get("timeout_s", 10.0)),
+                   JAXMG_NODE_ID="node0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+        env.pop("XLA_FLAGS", None)
+        env.pop("JAXMG_TEST_KILL_AT", None)
+        procs = []
+        for i in range(n):
+            cfg = dict(port=port, nprocs=n, pid=i, local=1, scenario=job["scenario"], out=out,
+                       hard_exit=bool(job.get("kill")), n=job.get("n", 2048))
+            penv = dict(env)
+            if str(i) in job.get("kill", {}):
+                penv["JAXMG_TEST_KILL_AT"] = job["kill"][str(i)]
+            wrap = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"] if job.get("pidns") else []
+            procs.append(subprocess.Popen(
+                wrap + [sys.executable, os.path.abspath(__file__), json.dumps(cfg)], env=penv,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        codes, logs, deadline = [], [], time.monotonic() + spec.get("limit_s", 120)
+        for p in procs:
+            try:
+                log, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                log, _ = p.communicate()
+                log += "\n[driver: killed past the deadline]"
+            codes.append(p.returncode)
+            logs.append(log[-3000:])
+        results.append(dict(name=job["name"], codes=codes, logs=logs, shm=jaxmg_names()))
+    with open(os.path.join(spec["out"], "driver.json"), "w") as f:
+        json.dump(dict(before=spec.get("before", []), results=results), f)
+    return 0
+
+
+if sys.argv[1] == "--driver":  # a whole series of jobs, see drive()
+    sys.exit(drive(json.loads(sys.argv[2])))
+
 cfg = json.loads(sys.argv[1])
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={cfg['local']}"
 
@@ -150,11 +213,34 @@ def vanished():
         os._exit(0)
     record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
 
-{"ops": ops, "st": st, "killed": killed, "vanished": vanished}[cfg["scenario"]]()
+def one_call():
+    """One small potrs: the call that test_mp_shm.py kills at each phase
+    (JAXMG_TEST_KILL_AT), or runs to sweep what the killed job left."""
+    m, row = mesh_1d(), P("x", None)
+    n = 8 * m.shape["x"]
+    A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
+    record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
+
+
+def room():
+    """A shard too big for a small /dev/shm, then a small call in the same
+    job: an error on every process, then a working call."""
+    m, row = mesh_1d(), P("x", None)
+    n = cfg.get("n", 2048)
+    A = put(np.eye(n) * 2.0, m, row)
+    b = put(np.ones((n, 1)), m, REP)
+    record("big", lambda: jaxmg.potrs(A, b, 256, m, (row, REP)))
+    one_call()
+
+
+SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
+             "room": room}
+SCENARIOS[cfg["scenario"]]()
+seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:
     pickle.dump(seen, f)
 sys.stdout.flush()
-if cfg["scenario"] in ("killed", "vanished"):
+if cfg["scenario"] in ("killed", "vanished") or cfg.get("hard_exit"):
     # A peer is dead: the distributed runtime's shutdown would wait for it.
     os._exit(0)
 # Together, so that process 0 (which hosts the coordination service) does not

@@ -184,18 +184,26 @@ def test_potri_ctx(rng, dtype, explicit_axis):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex64])
 @pytest.mark.parametrize("explicit_axis", [True, False], ids=["axis", "default"])
-def test_syevd_ctx(rng, dtype, explicit_axis):
-    m, n, T_A = mesh(4), 20, 2  # shard 5, tile 2: padded
+@pytest.mark.parametrize("n,T_A", [(20, 2), (16, 4)], ids=["padded", "unpadded"])
+@pytest.mark.parametrize("v_layout", [None, "rows"], ids=["cols-default", "rows"])
+def test_syevd_ctx(rng, dtype, explicit_axis, n, T_A, v_layout):
+    """V's block: (N, N/P) columns by default (JAXMg 0.0.x's layout, out_specs
+    P(None, ax); changed from jaxmg 0.1.0's rows on purpose, issue 20), or
+    (N/P, N) rows with v_layout="rows"."""
+    m = mesh(4)
     A = hermitian(rng, n, dtype)
     kw = {"axis_name": "x"} if explicit_axis else {}
+    if v_layout:
+        kw["v_layout"] = v_layout
+    block, vspec = ((n // 4, n), ROW) if v_layout == "rows" else ((n, n // 4), P(None, "x"))
 
     def body(local_A):
         w, V, status = jaxmg.syevd_shardmap_ctx(local_A * 1, T_A, **kw)
-        assert V.shape == local_A.shape and w.shape == (n,)
+        assert V.shape == block and w.shape == (n,)
         return w + 1, V, status
 
     w, V, status = jax.jit(jax.shard_map(
-        body, mesh=m, in_specs=(ROW,), out_specs=(P(None), ROW, P(None)), check_vma=False
+        body, mesh=m, in_specs=(ROW,), out_specs=(P(None), vspec, P(None)), check_vma=False
     ))(put(A, m, ROW))
     assert int(status[0]) == 0
     check_eigh(A, np.asarray(w) - 1, V, dtype)

@@ -79,7 +79,7 @@ def test_ctx_inputs_unchanged(rng, op):
     bodies = {
         "potrs": (lambda a, b: jaxmg.potrs_shardmap_ctx(a, b, T_A), (REP, P(None))),
         "potri": (lambda a, b: jaxmg.potri_shardmap_ctx(a, T_A), (ROW, P(None))),
-        "syevd": (lambda a, b: jaxmg.syevd_shardmap_ctx(a, T_A), (P(None), ROW, P(None))),
+        "syevd": (lambda a, b: jaxmg.syevd_shardmap_ctx(a, T_A), (P(None), P(None, "x"), P(None))),
     }
     body, outs = bodies[op]
     # a mesh-level call first loads the handlers (see test_ctx.py)

@@ -121,7 +121,8 @@ int gpu_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, ch
       m->size = size;
       bases[rec.nmem++] = base;
       m->base = base;
-      int rc = gpu_vmm_export(base, job->parties[0].pid, &m->fd, &m->id, err);
+      int rc = gpu_vmm_export(base, job->parties[0].token, job->parties[0].pid, &m->fd, &m->id,
+                              err);
       if (rc < 0) goto fail;
       m->vmm = rc == 0;
       if (!m->vmm) e = cudaIpcGetMemHandle(&m->legacy, (void*)(uintptr_t)base);
@@ -157,6 +158,14 @@ void gpu_share_close(jmg_job* job) {
 
 int gpu_share_open(jmg_job* job, char* err) {
   int32_t devs[JMG_MAX_DEVICES]; /* every device may touch every buffer */
+  /* What the parties sent says nothing about the leader's mappings: close
+   * must only undo what this open did. */
+  for (int r = 0; r < job->nparties; r++) {
+    ipc_record rec;
+    get(&job->parties[r], &rec);
+    memset(rec.mapped, 0, sizeof rec.mapped);
+    put(&job->parties[r], &rec);
+  }
   for (int r = 0; r < job->nparties; r++)
     if (gpu_share_device(job, r, &devs[r], err)) return -1;
   for (int r = 0; r < job->nparties; r++) {
@@ -164,7 +173,15 @@ int gpu_share_open(jmg_job* job, char* err) {
     jmg_party* p = &job->parties[r];
     ipc_record rec;
     get(p, &rec);
-    if (rec.nmem < 0 || rec.nmem > NBUF) {
+    int bad = rec.nmem < 0 || rec.nmem > NBUF;
+    for (int k = 0; k < NBUF && !bad; k++) {
+      int i = rec.mem_of[k];
+      if (i < 0) continue;
+      /* Every buffer must lie inside an allocation the record names. */
+      bad = i >= rec.nmem || rec.off[k] < 0 ||
+            (rec.mem[i].vmm && (uint64_t)rec.off[k] >= rec.mem[i].size);
+    }
+    if (bad) {
       snprintf(err, JMG_ERRLEN, "rank %d sent a malformed IPC record", r);
       goto fail;
     }
@@ -172,7 +189,7 @@ int gpu_share_open(jmg_job* job, char* err) {
     for (int i = 0; i < rec.nmem && e == cudaSuccess; i++) {
       const mem_ref* m = &rec.mem[i];
       if (m->vmm) {
-        if (gpu_vmm_attach(p->pid, m->base, m->id, m->fd, m->size, devs, job->nparties,
+        if (gpu_vmm_attach(p->token, p->pid, m->base, m->id, m->fd, m->size, devs, job->nparties,
                            &rec.mapped[i], err))
           goto fail;
       } else {

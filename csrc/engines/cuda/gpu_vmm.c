@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engines/engine.h"
+#include "util/identity.h"
 
 static struct {
   PFN_cuMemGetAddressRange_v3020 range;
@@ -92,15 +93,7 @@ static pthread_mutex_t known_lock = PTHREAD_MUTEX_INITIALIZER;
 /* A new id, unique across the processes the leader may meet: ids of two
  * processes differ by their random start. */
 static uint64_t new_id(void) {
-  if (!next_id) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-    x ^= x >> 33; /* a splitmix step spreads the bits */
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    next_id = x | 1;
-  }
+  if (!next_id) next_id = jmg_random64() | 1;
   return next_id++;
 }
 
@@ -149,8 +142,14 @@ static exported* entry_for(uint64_t base, CUmemGenericAllocationHandle h, char* 
   return spare;
 }
 
-int gpu_vmm_export(uint64_t base, int reader, int* fd, uint64_t* id, char* err) {
+int gpu_vmm_export(uint64_t base, uint64_t reader_token, int reader_pid, int* fd, uint64_t* id,
+                   char* err) {
   if (driver(err)) return -1;
+  char why[JMG_ERRLEN - 64];
+  if (jmg_token_pid(reader_token, reader_pid, why, sizeof why)) {
+    snprintf(err, JMG_ERRLEN, "the leader cannot be granted this GPU's memory: %s", why);
+    return -1;
+  }
   CUmemGenericAllocationHandle h;
   if (drv.retain(&h, (void*)(uintptr_t)base) != CUDA_SUCCESS) return 1;
   pthread_mutex_lock(&known_lock);
@@ -164,7 +163,7 @@ int gpu_vmm_export(uint64_t base, int reader, int* fd, uint64_t* id, char* err) 
   if (!e) return -1;
   /* Under Yama's ptrace_scope 1 only the processes we name may take our
    * descriptors (pidfd_getfd); elsewhere this call fails harmlessly. */
-  prctl(PR_SET_PTRACER, (unsigned long)reader, 0, 0, 0);
+  prctl(PR_SET_PTRACER, (unsigned long)reader_pid, 0, 0, 0);
   return 0;
 }
 
@@ -200,20 +199,37 @@ int gpu_vmm_access(uint64_t va, uint64_t size, const int32_t* devs, int ndev, ch
   return 0;
 }
 
-int gpu_vmm_import(int pid, int fd, uint64_t size, const int32_t* devs, int ndev, uint64_t* va,
-                   char* err) {
-  if (driver(err)) return -1;
+/* A descriptor of the process with `token` at `pid`: the PID is checked
+ * before pidfd_open and again after, since a live owner keeps its PID and
+ * so the pidfd then names the owner, not a process that reused the PID. */
+static int take_fd(uint64_t token, int pid, int fd, char* err) {
+  char why[JMG_ERRLEN - 64];
+  if (jmg_token_pid(token, pid, why, sizeof why)) {
+    snprintf(err, JMG_ERRLEN, "will not take a GPU memory descriptor: %s", why);
+    return -1;
+  }
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd >= 0 && jmg_token_pid(token, pid, why, sizeof why)) {
+    close(pidfd);
+    snprintf(err, JMG_ERRLEN, "will not take a GPU memory descriptor: %s", why);
+    return -1;
+  }
   int mine = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
   int saved = errno;
   if (pidfd >= 0) close(pidfd);
-  if (mine < 0) {
+  if (mine < 0)
     snprintf(err, JMG_ERRLEN,
              "cannot take process %d's memory descriptor (pidfd_getfd: %s): the processes of a "
              "node must run as one user and may not forbid ptrace between them",
              pid, strerror(saved));
-    return -1;
-  }
+  return mine;
+}
+
+int gpu_vmm_import(uint64_t token, int pid, int fd, uint64_t size, const int32_t* devs, int ndev,
+                   uint64_t* va, char* err) {
+  if (driver(err)) return -1;
+  int mine = take_fd(token, pid, fd, err);
+  if (mine < 0) return -1;
   CUmemGenericAllocationHandle h;
   CUdeviceptr p = 0;
   int reserved = 0, mapped = 0;

@@ -8,19 +8,18 @@
  * check for dead owners: without it a long-lived leader would pin the
  * memory of every finished job's processes.
  */
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "engines/cuda/gpu_vmm.h"
 #include "engines/engine.h"
+#include "util/identity.h"
 
 #define NMAPS 128 /* >= JMG_MAX_DEVICES parties x 4 buffers: a call always fits */
 
 typedef struct mapping {
-  int pid;
+  uint64_t token; /* the owner process (identity.h): PIDs repeat across namespaces */
   uint64_t base, id, size;
   uint64_t va;     /* 0: free slot */
   uint64_t access; /* bit d: device d may use it (ordinals < 64) */
@@ -37,7 +36,7 @@ static void drop(mapping* m) {
   memset(m, 0, sizeof *m);
 }
 
-static int owner_gone(int pid) { return kill(pid, 0) != 0 && errno == ESRCH; }
+static int owner_gone(uint64_t token) { return jmg_token_alive(token) == 0; }
 
 /* The devices of devs as a bit mask; *wide: one of them does not fit in it. */
 static uint64_t mask_of(const int32_t* devs, int ndev, int* wide) {
@@ -54,7 +53,7 @@ static uint64_t mask_of(const int32_t* devs, int ndev, int* wide) {
  * mapping is in a running call. */
 static mapping* free_slot(void) {
   for (int i = 0; i < NMAPS; i++)
-    if (maps[i].va && !maps[i].users && owner_gone(maps[i].pid)) drop(&maps[i]);
+    if (maps[i].va && !maps[i].users && owner_gone(maps[i].token)) drop(&maps[i]);
   mapping* best = NULL;
   for (int i = 0; i < NMAPS; i++) {
     if (!maps[i].va) return &maps[i];
@@ -64,7 +63,7 @@ static mapping* free_slot(void) {
   return best;
 }
 
-int gpu_vmm_attach(int pid, uint64_t base, uint64_t id, int fd, uint64_t size,
+int gpu_vmm_attach(uint64_t token, int pid, uint64_t base, uint64_t id, int fd, uint64_t size,
                    const int32_t* devs, int ndev, uint64_t* va, char* err) {
   int wide = 0;
   uint64_t want = mask_of(devs, ndev, &wide);
@@ -73,7 +72,7 @@ int gpu_vmm_attach(int pid, uint64_t base, uint64_t id, int fd, uint64_t size,
   mapping* m = NULL;
   for (int i = 0; i < NMAPS && !m; i++) {
     mapping* c = &maps[i];
-    if (!c->va || c->pid != pid || c->base != base) continue;
+    if (!c->va || c->token != token || c->base != base) continue;
     if (c->id == id && c->size == size) m = c;
     else if (!c->users) drop(c); /* the owner's memory there changed */
   }
@@ -86,8 +85,8 @@ int gpu_vmm_attach(int pid, uint64_t base, uint64_t id, int fd, uint64_t size,
     if (!m) {
       snprintf(err, JMG_ERRLEN, "more than %d buffers of other processes in use at once", NMAPS);
       rc = -1;
-    } else if ((rc = gpu_vmm_import(pid, fd, size, devs, ndev, &m->va, err)) == 0) {
-      m->pid = pid;
+    } else if ((rc = gpu_vmm_import(token, pid, fd, size, devs, ndev, &m->va, err)) == 0) {
+      m->token = token;
       m->base = base;
       m->id = id;
       m->size = size;

@@ -1,0 +1,494 @@
+"""Derivative rules for jaxmg's operations, written with jaxmg's own solves
+and sharded products so that derivatives stay distributed.
+
+Every rule takes the op's non-differentiable core as a callable (statics
+closed over) and returns a differentiable function of the same arguments:
+
+    potrs(core, layout)           core(A, b) -> (x, status)
+    potrs_logdet(core, potri_core, layout)
+                                  core(A, b) -> (x, logdet, status)
+    potri(core, layout)           core(A) -> (A^-1, status)
+    syevd(core, layout)           core(A) -> (w, V, status)
+    eigvalsh(core_w, core_wv, layout)
+                                  core_w(A) -> (w, status), core_wv as syevd's
+    linear_solve(core, layout, transpose_core=None)
+                                  core(A, b) -> (x, status), any square A
+
+Forward and reverse mode, and higher orders, come from one JVP per op: the
+tangent solves go through jax.lax.custom_linear_solve with jaxmg's own
+solve as solve and (on conjugated right-hand sides for complex A) as
+transpose solve, so JAX transposes them into more jaxmg solves with the
+same matrix; everything else is linear algebra on
+row-sharded matrices (sharded matrix-vector products, a ring matrix product
+that never holds more than two row blocks per device, and a distributed
+transpose by all_to_all).
+
+Convention for the symmetric / Hermitian inputs of potrs, potri, syevd:
+the engines read one triangle of A, and the rules differentiate
+f(sym(A)) with sym(A) = (A + A^H) / 2, as jnp.linalg.cholesky and
+jnp.linalg.eigh do (symmetrize_input=True): a tangent dA acts as
+sym(dA), and a cotangent comes back Hermitian. Along Hermitian directions
+this is the derivative of the op itself.
+
+Batching (vmap) is in _batching.py: every rule wraps its core there first.
+`differentiable` / `differentiable_local` (at the end) put the rules in
+_ops's core convention; the general ops' rules are in _autodiff_general.py.
+docs/derivatives.md has the conventions and the cost of each derivative.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from . import _batching, _shard
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where A lives.
+
+    axes: the mesh axes A's rows are split over (the solve axes, in rank
+    order). mesh: the mesh of a mesh-level call (A global, N x N), or None
+    inside the caller's shard_map (A is this device's (N/P, N) row block).
+    spec: A's own layout at mesh level, which tangents and cotangents of A
+    are kept in (default: rows over `axes`)."""
+
+    axes: tuple[str, ...]
+    mesh: object = None
+    spec: P | None = None
+
+    @property
+    def per_shard(self) -> bool:
+        return self.mesh is None
+
+    @property
+    def row_spec(self) -> P:
+        return P(self.axes if len(self.axes) > 1 else self.axes[0], None)
+
+    @property
+    def a_spec(self) -> P:
+        return self.spec if self.spec is not None else self.row_spec
+
+    @property
+    def nparties(self) -> int:
+        if self.per_shard:
+            sizes = _shard.axis_sizes()
+        else:
+            sizes = dict(zip(self.mesh.axis_names, self.mesh.axis_sizes))
+        return int(np.prod([sizes[ax] for ax in self.axes]))
+
+
+def layout_of(req, per_shard: bool = False) -> Layout:
+    """The Layout of a normalised request (anything with mesh, axes and
+    a_spec attributes, as _request.Request)."""
+    if per_shard:
+        return Layout(tuple(req.axes))
+    return Layout(tuple(req.axes), req.mesh, getattr(req, "a_spec", None))
+
+
+# ---------------------------------------------------------------------------
+# sharded products. Mesh level: A global with a sharding constraint (XLA's
+# partitioner keeps matrix-vector products on the row shards); per shard:
+# explicit collectives over the solve axes.
+
+
+def _is_complex(x) -> bool:
+    return jnp.issubdtype(x.dtype, jnp.complexfloating)
+
+
+def _conj(x):
+    return jnp.conj(x) if _is_complex(x) else x
+
+
+def _fits(shape, lay: Layout, spec: P) -> bool:
+    """Whether JAX can hold an array of `shape` in `spec` (every sharded
+    dimension divisible by its axes' size)."""
+    sizes = dict(zip(lay.mesh.axis_names, lay.mesh.axis_sizes))
+    for dim, part in zip(shape, spec):
+        names = () if part is None else (part if isinstance(part, tuple) else (part,))
+        if dim % int(np.prod([sizes[a] for a in names] or [1])):
+            return False
+    return True
+
+
+def keep(M, lay: Layout, spec: P | None = None):
+    """M (a matrix, mesh level) constrained to `spec` (default A's layout),
+    where JAX can hold it so; per shard, M unchanged. Under differentiation
+    the constraint transposes to itself, so cotangents keep the layout."""
+    if lay.per_shard:
+        return M
+    spec = lay.a_spec if spec is None else spec
+    return _shard.constrain(M, lay.mesh, spec) if _fits(M.shape, lay, spec) else M
+
+
+def _my_rows(v, lay: Layout):
+    """Per shard: this device's rows of a replicated (N, ...) array."""
+    nloc = v.shape[0] // lay.nparties
+    start = jax.lax.axis_index(lay.axes) * nloc
+    return jax.lax.dynamic_slice_in_dim(v, start, nloc, axis=0)
+
+
+def matvec(M, v, lay: Layout):
+    """M v for M (N x N, or a row block per shard) and v (N,) or (N, K)
+    replicated; the result replicated."""
+    if not lay.per_shard:
+        return keep(M, lay, lay.row_spec) @ v
+    return jax.lax.all_gather(M @ v, lay.axes, axis=0, tiled=True)
+
+
+def rmatvec(M, v, lay: Layout):
+    """M^H v, a contraction over the sharded rows: per-device partial sums
+    and one all-reduce of the (N, K) result; M is never transposed."""
+    if not lay.per_shard:
+        return jnp.einsum("ij,i...->j...", _conj(keep(M, lay, lay.row_spec)), v)
+    return jax.lax.psum(jnp.einsum("ij,i...->j...", _conj(M), _my_rows(v, lay)), lay.axes)
+
+
+def symmul(M, v, lay: Layout):
+    """sym(M) v = (M v + M^H v) / 2: the operator the engines invert. M
+    is first kept in A's layout, so that its cotangent comes back there."""
+    M = keep(M, lay)
+    return (matvec(M, v, lay) + rmatvec(M, v, lay)) / 2
+
+
+def mean_over_parties(r, lay: Layout):
+    """Per shard, the mean of a replicated value over the solve axes. With
+    shard_map(check_vma=False) each device's copy of a replicated cotangent
+    is its own term of a sum; averaging them before one collective solve
+    keeps the transposed solve linear per device (no-op at mesh level)."""
+    return jax.lax.pmean(r, lay.axes) if lay.per_shard else r
+
+
+def _ring_matmul_shard(x, y, axes, nparties):
+    """Per shard: rows of X @ Y from row blocks x (M/P, K) and y (K/P, N).
+    The row blocks of Y travel round the ring (ppermute), so each device
+    holds at most two blocks at any time and never Y whole."""
+    nloc = y.shape[0]  # rows of Y per device = the width of X's column blocks
+    me = jax.lax.axis_index(axes)
+    perm = [(j, (j - 1) % nparties) for j in range(nparties)]
+    blk, acc = y, None
+    for s in range(nparties):
+        k = (me + s) % nparties  # blk holds Y's rows of device k
+        part = jax.lax.dynamic_slice_in_dim(x, k * nloc, nloc, axis=1) @ blk
+        acc = part if acc is None else acc + part
+        if s + 1 < nparties:
+            blk = jax.lax.ppermute(blk, axes, perm)
+    return acc
+
+
+def matmul(X, Y, lay: Layout):
+    """X @ Y for X (M, K) and Y (K, N) in rows over the solve axes, the
+    result in rows too. Mesh level through a shard_map of the ring product;
+    where the device count does not divide M and K (jaxmg's results are
+    then replicated anyway) a plain product."""
+    if lay.per_shard:
+        return _ring_matmul_shard(X, Y, lay.axes, lay.nparties)
+    if X.shape[0] % lay.nparties or Y.shape[0] % lay.nparties:
+        return X @ Y
+    rows = lay.row_spec
+    body = functools.partial(_ring_matmul_shard, axes=lay.axes, nparties=lay.nparties)
+    return jax.shard_map(body, mesh=lay.mesh, in_specs=(rows, rows), out_specs=rows,
+                         check_vma=False)(keep(X, lay, rows), keep(Y, lay, rows))
+
+
+def ctranspose(M, lay: Layout):
+    """M^H, in rows as M: per shard an all_to_all of (nloc x nloc) blocks."""
+    if not lay.per_shard:
+        return keep(_conj(M).T, lay, lay.row_spec)
+    cols = jax.lax.all_to_all(M, lay.axes, split_axis=1, concat_axis=0, tiled=True)
+    return _conj(cols.T)
+
+
+def hermitian_part(M, lay: Layout):
+    return (M + ctranspose(M, lay)) / 2
+
+
+def _float0_zeros(x):
+    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+
+
+# ---------------------------------------------------------------------------
+# solves
+
+
+def _solve_fns(core, A, lay: Layout, transpose_core=None):
+    """solve / transpose_solve for custom_linear_solve. JAX's transpose is
+    not conjugating: for Hermitian A it needs conj(A)^-1 r = conj(A^-1
+    conj(r)), one more solve with the same matrix."""
+
+    def solve(_, r):
+        return core(A, r)
+
+    def transpose_solve(_, r):
+        r = mean_over_parties(r, lay)
+        if transpose_core is not None:
+            return transpose_core(A, r)
+        if not _is_complex(r):
+            return core(A, r)
+        x, *aux = core(A, jnp.conj(r))
+        return (jnp.conj(x), *aux)
+
+    return solve, transpose_solve
+
+
+def _with_aux(core):
+    """core(A, b) -> (x, *rest) as custom_linear_solve's has_aux form."""
+
+    def f(A, b):
+        x, *rest = core(A, b)
+        return x, tuple(rest)
+
+    return f
+
+
+def _hpd_solve(core, A, b, lay: Layout):
+    """x = sym(A)^-1 b with implicit derivatives in A and b; returns
+    (x, aux), aux the rest of core's outputs (not differentiated)."""
+    core = _with_aux(core)
+    solve, tsolve = _solve_fns(core, A, lay)
+    return jax.lax.custom_linear_solve(
+        lambda v: symmul(A, v, lay), b, solve, tsolve, has_aux=True
+    )
+
+
+def potrs(core, lay: Layout):
+    """Differentiable x, status = potrs(A, b). Costs: forward mode one more
+    solve with A per tangent; reverse mode one solve with A (for complex A
+    on conjugated right-hand sides, see _solve_fns) and the rank-K product
+    -(y x^H + x y^H) / 2 for A's cotangent, computed in A's layout."""
+    core = _batching.potrs(core)
+
+    def f(A, b):
+        x, (status,) = _hpd_solve(core, A, b, lay)
+        return x, status
+
+    return f
+
+
+def potri(core, lay: Layout):
+    """Differentiable A^-1, status = potri(A): d(A^-1) = -A^-1 sym(dA) A^-1,
+    two ring products and one distributed transpose per tangent (reverse
+    mode alike); no factorization beyond the primal's."""
+    core = _batching.matrix_op(core)
+
+    @jax.custom_jvp
+    def f(A):
+        return core(A)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A,), (dA,) = primals, tangents
+        inv, status = f(A)
+        s = hermitian_part(keep(dA, lay), lay)
+        d_inv = -matmul(inv, matmul(s, inv, lay), lay)
+        return (inv, status), (keep(d_inv, lay), _float0_zeros(status))
+
+    return f
+
+
+def potrs_logdet(core, potri_core, lay: Layout):
+    """Differentiable x, logdet, status = potrs(A, b, return_logdet=True).
+    d logdet = Re tr(A^-1 dA) = Re sum(conj(A^-1) * dA) (A^-1 Hermitian),
+    an elementwise product of two row-sharded matrices and one all-reduce
+    of a scalar; A^-1 comes from one potri (another factorization: the
+    engine does not keep the primal's Cholesky factor)."""
+    core = _batching.potrs(core)
+    inverse = potri(potri_core, lay)
+
+    @jax.custom_jvp
+    def f(A, b):
+        return core(A, b)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A, b), (dA, db) = primals, tangents
+        x, logdet, status = f(A, b)
+        dA = keep(dA, lay)
+        rhs = db - symmul(dA, x, lay)
+        dx, _ = _hpd_solve(core, A, rhs, lay)
+        inv, _ = inverse(A)
+        d_logdet = jnp.real(jnp.sum(_conj(inv) * dA))
+        if lay.per_shard:
+            d_logdet = jax.lax.psum(d_logdet, lay.axes)
+        d_logdet = jnp.reshape(d_logdet, jnp.shape(logdet)).astype(logdet.dtype)
+        return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
+
+    return f
+
+
+def linear_solve(core, lay: Layout, transpose_core=None):
+    """Differentiable x, status = solve(A, b) for a general square A (LU):
+    dx = A^-1 (db - dA x); the transposed solve A^T y = r through
+    transpose_core(A, r) -> (y, status) when the engine offers it, else
+    by the same core on A^T (a distributed transpose and a second
+    factorization)."""
+    core = _batching.potrs(core)
+
+    def tcore(A, r):
+        if transpose_core is not None:
+            return transpose_core(A, r)
+        At = ctranspose(A, lay)
+        return core(_conj(At), r)
+
+    def f(A, b):
+        solve, tsolve = _solve_fns(_with_aux(core), A, lay,
+                                   transpose_core=_with_aux(tcore))
+        x, (status,) = jax.lax.custom_linear_solve(
+            lambda v: matvec(A, v, lay), b, solve, tsolve, has_aux=True
+        )
+        return x, status
+
+    return f
+
+
+# ---------------------------------------------------------------------------
+# eigendecomposition
+
+
+def _eig_gaps(w, lay: Layout, dtype):
+    """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it (infinite for
+    equal eigenvalues, as jnp.linalg.eigh), in rows like V."""
+    n = w.shape[0]
+    rows = _my_rows(w, lay) if lay.per_shard else w
+    first = jax.lax.axis_index(lay.axes) * rows.shape[0] if lay.per_shard else 0
+    diff = w[None, :] - rows[:, None]
+    eye = (jnp.arange(rows.shape[0])[:, None] + first) == jnp.arange(n)[None, :]
+    F = jnp.where(eye, 0, 1 / jnp.where(eye, 1, diff)).astype(dtype)
+    return keep(F, lay, lay.row_spec)
+
+
+def _col_sums(M, lay: Layout):
+    s = jnp.sum(M, axis=0)
+    return jax.lax.psum(s, lay.axes) if lay.per_shard else s
+
+
+def syevd(core, lay: Layout):
+    """Differentiable w, V, status = syevd(A) (eigenvectors in columns):
+    dw = Re diag(V^H sym(dA) V), dV = V (F o V^H sym(dA) V), as
+    jnp.linalg.eigh (defined for distinct eigenvalues). Three ring products
+    and two distributed transposes per tangent; no second solve."""
+    core = _batching.matrix_op(core)
+
+    @jax.custom_jvp
+    def f(A):
+        return core(A)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A,), (dA,) = primals, tangents
+        w, V, status = f(A)
+        s = hermitian_part(keep(dA, lay), lay)
+        sv = matmul(s, V, lay)
+        g = matmul(ctranspose(V, lay), sv, lay)
+        dw = jnp.real(_col_sums(_conj(V) * sv, lay)).astype(w.dtype)
+        dV = matmul(V, _eig_gaps(w, lay, V.dtype) * g, lay)
+        return (w, V, status), (dw, keep(dV, lay), _float0_zeros(status))
+
+    return f
+
+
+def eigvalsh(core_w, core_wv, lay: Layout):
+    """Differentiable w, status = syevd(A, return_eigenvectors=False): the
+    primal computes eigenvalues only; a derivative needs V, so its JVP runs
+    the eigenvector solver once (then one ring product per tangent)."""
+    core_w = _batching.matrix_op(core_w)
+    full = syevd(core_wv, lay)
+
+    @jax.custom_jvp
+    def f(A):
+        return core_w(A)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A,), (dA,) = primals, tangents
+        w, V, status = full(A)
+        # Re diag(V^H dA^H V) = Re diag(V^H dA V): no transpose of dA needed.
+        dw = jnp.real(_col_sums(_conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
+        return (w, status), (dw, _float0_zeros(status))
+
+    return f
+
+
+# ---------------------------------------------------------------------------
+# wiring into _ops: the cores there take a static request last and return
+# (x, status, logdet or None), (inv, status), (w, V or None, status).
+
+
+def _replace(req, **fields):
+    return dataclasses.replace(req, **{k: v for k, v in fields.items() if hasattr(req, k)})
+
+
+def _with_opt(req, name, value):
+    opts = tuple((k, v) for k, v in req.opts if k != name) + ((name, value),)
+    return _replace(req, opts=opts)
+
+
+def differentiable(op: str, core, potri_core=None):
+    """A core of _ops (`core(*arrays, req)`) with the same signature and
+    outputs, differentiable and batchable. potrs with the request option
+    logdet needs potri_core (the potri core, same convention) for logdet's
+    derivative."""
+    if op == "potrs":
+        def f(A, b, req):
+            lay = layout_of(req)
+            if not req.opt("logdet", False):
+                x, status = potrs(lambda A, b: core(A, b, req)[:2], lay)(A, b)
+                return x, status, None
+            inv_req = _replace(req, op="potri", b_spec=None, b_vector=False, opts=())
+
+            def reordered(A, b):
+                x, status, logdet = core(A, b, req)
+                return x, logdet, status
+
+            x, logdet, status = potrs_logdet(
+                reordered, lambda A: potri_core(A, inv_req), lay)(A, b)
+            return x, status, logdet
+    elif op == "potri":
+        def f(A, req):
+            return potri(lambda A: core(A, req), layout_of(req))(A)
+    elif op == "syevd":
+        def f(A, req):
+            lay = layout_of(req)
+            if req.opt("jobz", True):
+                return syevd(lambda A: core(A, req), lay)(A)
+            full = _with_opt(req, "jobz", True)
+            w, status = eigvalsh(lambda A: core(A, req)[::2], lambda A: core(A, full), lay)(A)
+            return w, None, status
+    else:
+        raise ValueError(f"jaxmg: no derivative rule for {op!r}")
+    f.__name__ = f"differentiable_{op}"
+    return f
+
+
+def differentiable_local(op: str, body, axes, potri_body=None):
+    """The per-shard form (inside the caller's shard_map), for the bodies of
+    the *_shardmap_ctx functions with their statics closed over:
+    potrs: body(a, b) -> (x, status, logdet or None) [potri_body(a) ->
+    (inv, status), given exactly when logdet is wanted]; potri: body(a)
+    -> (inv, status), this device's rows; syevd: body(a) -> (w, V,
+    status) with V in rows (N/P, N). axes: the resolved solve axes."""
+    lay = Layout(tuple(axes))
+    if op == "potrs":
+        if potri_body is None:
+            def f(a, b):
+                x, status = potrs(lambda a, b: body(a, b)[:2], lay)(a, b)
+                return x, status, None
+            return f
+
+        def reordered(a, b):
+            x, status, logdet = body(a, b)
+            return x, logdet, status
+
+        g = potrs_logdet(reordered, potri_body, lay)
+        return lambda a, b: (lambda x, ld, st: (x, st, ld))(*g(a, b))
+    if op == "potri":
+        return potri(body, lay)
+    if op == "syevd":  # body(a) -> (w, V rows (N/P, N), status): the "rows" layout of V
+        return syevd(body, lay)
+    raise ValueError(f"jaxmg: no per-shard derivative rule for {op!r}")

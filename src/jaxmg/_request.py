@@ -1,0 +1,339 @@
+"""One normalisation step for every public mesh-level call.
+
+Every call form that jaxmg accepts (JAXMg 0.0.2-0.0.9, 1.4.1 and jaxmg's
+own) is turned here into one hashable `Request` before anything is traced.
+The operations then see a single form: the mesh to run on, the solve axes,
+the row layout the engines need, the layout A arrived in (the one matrix
+results go back to), b's layout (x goes back to it) and the options.
+
+Accepted:
+  - spec: `in_specs` or `matrix_specs` (1.4's name; positional 5th or
+    keyword), each a bare PartitionSpec, a 1-tuple/list (A's spec), or, for
+    ops with a right-hand side, the tutorial's 2-tuple (A's spec, b's spec);
+    omitted: inferred from A's sharding (eager: A.sharding; under jit:
+    jax.typeof(A)), else 1.4's default P(*mesh.axis_names).
+  - mesh: a Mesh, an AbstractMesh (jax.sharding.get_abstract_mesh() inside
+    jax.set_mesh / use_abstract_mesh, eagerly or under jit), or None: then
+    A's mesh, else the context mesh.
+  - A's layout: P(r, None) (r a name or a tuple of names), P(r, c) on a 2-D
+    grid, P(None, c), replicated P(None, None). The engines solve on rows
+    over the spec's axes in order (r then c); A is moved there (one copy)
+    and matrix results are moved back to A's spec.
+
+How an op uses it (the new ops of issue 15 go the same way):
+
+    req = _request.normalise("lu_solve", A, b, T_A=T_A, mesh=mesh,
+                             specs=in_specs, matrix_specs=matrix_specs,
+                             pad=pad, dispatch=dispatch, donate=donate,
+                             square=True)        # square=False: M x N A
+    outs = _request.run(_core_lu_solve, req, A, b)   # eager: cached jit
+                                                     # (donating if asked);
+                                                     # under a trace: inline
+  and inside `_core_lu_solve(A, b, req)` (traced): `_request.to_rows(A, req)`
+  puts A in the engines' layout (req.row_spec, over req.axes), a shard_map
+  over req.mesh runs the per-shard body, `_request.to_matrix_layout(M, req)`
+  and `_request.to_b_layout(x, req)` move results back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from . import _dispatch, _library, _multiproc, _shard
+from . import _validate as v
+
+try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
+    from jax._src.mesh import get_concrete_mesh as _get_concrete_mesh
+except ImportError:  # pragma: no cover - older/newer JAX
+    _get_concrete_mesh = None
+
+_MESH_TYPES = (jax.sharding.Mesh, jax.sharding.AbstractMesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A normalised call: static, hashable (a jit cache key)."""
+
+    op: str
+    mesh: object              # jax.sharding.Mesh, or AbstractMesh under jit
+    axes: tuple[str, ...]     # the solve axes, in rank order
+    a_spec: P                 # A's layout as given (2 entries): results go back to it
+    shape: tuple[int, int]    # A's global shape
+    dtype: str
+    tile: int | None
+    pad: bool
+    dispatch: str
+    donate: bool = False
+    b_spec: P | None = None   # b's layout (b's rank), x goes back to it
+    b_vector: bool = False
+    opts: tuple = ()          # op-specific static options, as (name, value) pairs
+
+    @property
+    def n(self) -> int:
+        return self.shape[1]
+
+    @property
+    def nparties(self) -> int:
+        return v.solve_size(self.mesh, self.axes)
+
+    @property
+    def row_spec(self) -> P:
+        return P(self.axes if len(self.axes) > 1 else self.axes[0], None)
+
+    def opt(self, name, default=None):
+        return dict(self.opts).get(name, default)
+
+
+# ---------------------------------------------------------------------------
+# the spec argument
+
+
+_SPEC_FORMS = ("a PartitionSpec P(...) for A, a 1-tuple/list (P(...),), or the 2-tuple "
+               "(A's spec, b's spec)")
+
+
+def _one_spec(specs, matrix_specs, with_b: bool):
+    """(A's spec or None, b's spec or None) from in_specs / matrix_specs."""
+    if specs is not None and matrix_specs is not None and specs != matrix_specs:
+        raise ValueError(
+            f"jaxmg: pass either in_specs or matrix_specs, not both (got {specs!r} and "
+            f"{matrix_specs!r})"
+        )
+    s = specs if specs is not None else matrix_specs
+    if s is None:
+        return None, None
+    if isinstance(s, P):
+        return s, None
+    forms = _SPEC_FORMS if with_b else "a PartitionSpec P(...) or a 1-tuple/list (P(...),)"
+    if isinstance(s, (tuple, list)) and all(isinstance(x, P) for x in s):
+        if len(s) == 1:
+            return s[0], None
+        if len(s) == 2 and with_b:
+            return s[0], s[1]
+    raise ValueError(f"jaxmg: in_specs / matrix_specs must be {forms}; got {s!r}")
+
+
+def _pad_spec(s: P, rank: int, what: str) -> P:
+    parts = tuple(s)
+    while len(parts) > rank and parts[-1] is None:  # P(None, None) for a 1-D b
+        parts = parts[:-1]
+    if len(parts) > rank:
+        raise ValueError(f"jaxmg: {what} {s} has more entries than the array has dimensions ({rank})")
+    return P(*(parts + (None,) * (rank - len(parts))))
+
+
+def _names(part) -> tuple[str, ...]:
+    if part is None:
+        return ()
+    return part if isinstance(part, tuple) else (part,)
+
+
+# ---------------------------------------------------------------------------
+# the mesh
+
+
+def _context_mesh():
+    m = jax.sharding.get_abstract_mesh()
+    return None if m is None or m.empty else m
+
+
+def _concrete_for(m):
+    """A concrete Mesh for the AbstractMesh m: the context's (jax.set_mesh)
+    where it matches, else the one jax.make_mesh builds for m's shape, names
+    and axis types (as NetKet builds its process-grid mesh, then entered with
+    use_abstract_mesh only). JAX lowers a shard_map over an abstract mesh
+    against the context's devices, so an abstract mesh other than the
+    context's cannot be used as it is (unbound axis names)."""
+    if isinstance(m, jax.sharding.Mesh):
+        return m
+    c = _get_concrete_mesh() if _get_concrete_mesh is not None else None
+    if c is not None and not c.empty and c.abstract_mesh == m:
+        return c
+    try:
+        made = jax.make_mesh(tuple(m.axis_sizes), tuple(m.axis_names),
+                             axis_types=tuple(m.axis_types))
+    except Exception:  # not enough devices of this platform: keep it abstract
+        return m
+    return made if made.abstract_mesh == m else m
+
+
+def _abstract(m):
+    return m.abstract_mesh if isinstance(m, jax.sharding.Mesh) else m
+
+
+def _sharding_of(x):
+    """x's NamedSharding: eagerly its .sharding, under jit jax.typeof's."""
+    if isinstance(x, jax.core.Tracer):
+        try:
+            s = jax.typeof(x).sharding
+        except Exception:
+            return None
+    else:
+        s = getattr(x, "sharding", None)
+    return s if isinstance(s, jax.sharding.NamedSharding) else None
+
+
+def _mesh_of(mesh, A):
+    if mesh is not None:
+        if not isinstance(mesh, _MESH_TYPES):
+            raise TypeError(
+                "jaxmg: mesh must be a jax.sharding.Mesh or AbstractMesh (or None: A's mesh or "
+                f"the context mesh), got {type(mesh).__name__}"
+            )
+        if isinstance(mesh, jax.sharding.AbstractMesh):
+            s = _sharding_of(A)
+            if s is not None and isinstance(s.mesh, jax.sharding.Mesh) and s.mesh.abstract_mesh == mesh:
+                return s.mesh
+            return _concrete_for(mesh)
+        return mesh
+    s = _sharding_of(A)
+    if s is not None and not s.mesh.empty:
+        return _concrete_for(s.mesh)
+    ctx = _context_mesh()
+    if ctx is None:
+        raise ValueError(
+            "jaxmg: no mesh: pass mesh=..., put A on a mesh (jax.device_put with a "
+            "NamedSharding), or call inside jax.set_mesh(...)"
+        )
+    return _concrete_for(ctx)
+
+
+def _platform(m) -> str:
+    if isinstance(m, jax.sharding.Mesh):
+        return _library.platform_of(m.devices.flat)
+    try:
+        return m.abstract_device.platform
+    except Exception:
+        return jax.default_backend()
+
+
+# ---------------------------------------------------------------------------
+# A's layout
+
+
+def _infer_spec(A, m) -> P:
+    """1.4's inference: A's own spec on this mesh, else P(*mesh.axis_names)."""
+    s = _sharding_of(A)
+    if s is not None and _abstract(s.mesh) == _abstract(m):
+        spec = _pad_spec(s.spec, 2, "A's sharding")
+        if any(part is not None for part in spec):
+            return spec
+    names = tuple(m.axis_names)
+    return _pad_spec(P(*names), 2, "the default spec") if len(names) <= 2 else P(names, None)
+
+
+def _layout(spec: P, m) -> tuple[str, ...]:
+    """The solve axes of A's spec: its row axes, then its column axes; all
+    mesh axes for a replicated A."""
+    rows, cols = _names(spec[0]), _names(spec[1])
+    axes = rows + cols
+    for ax in axes:
+        if not isinstance(ax, str):
+            raise ValueError(f"jaxmg: A's spec {spec}: mesh axis names must be strings, got {ax!r}")
+        if ax not in m.axis_names:
+            raise ValueError(
+                f"jaxmg: A's spec {spec}: axis {ax!r} is not in the mesh (axes {tuple(m.axis_names)})"
+            )
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"jaxmg: A's spec {spec}: an axis is repeated")
+    return axes if axes else tuple(m.axis_names)
+
+
+def _b_spec(b, given, m, ndim: int) -> P:
+    """b's layout: the spec given, else b's own on this mesh, else replicated."""
+    if given is not None:
+        spec = _pad_spec(given, ndim, "b's spec")
+    else:
+        s = _sharding_of(b)
+        ok = s is not None and _abstract(s.mesh) == _abstract(m)
+        spec = _pad_spec(s.spec, ndim, "b's sharding") if ok else P(*((None,) * ndim))
+    for part in spec:
+        for ax in _names(part):
+            if ax not in m.axis_names:
+                raise ValueError(f"jaxmg: b's spec {spec}: axis {ax!r} is not in the mesh")
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# the one entry
+
+
+def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=True,
+              dispatch="auto", donate=False, square=True, opts=()) -> Request:
+    """Checks a mesh-level call and returns its Request (see the module
+    docstring); every failure is a ValueError/TypeError naming the accepted
+    forms."""
+    with_b = b is not None
+    a_given, b_given = _one_spec(specs, matrix_specs, with_b)
+    if square:
+        n, dt = v.square(A)
+        shape = (n, n)
+    else:
+        shape, dt = v.matrix(A)
+    tile = v.tile(T_A)
+    pad = v.flag(pad, "pad")
+    donate = v.flag(donate, "donate")
+    _dispatch.check(dispatch)
+    m = _mesh_of(mesh, A)
+    spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
+    axes = _layout(spec, m)
+    b_spec, b_vector = None, False
+    if with_b:
+        _, b_vector = v.rhs(b, shape[0], dt)
+        b_spec = _b_spec(b, b_given, m, 1 if b_vector else 2)
+    _library.ensure_registered(_platform(m))
+    if isinstance(m, jax.sharding.Mesh):
+        _multiproc.check_mesh(m, axes)
+    return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
+                   tile=tile, pad=pad, dispatch=dispatch, donate=donate, b_spec=b_spec,
+                   b_vector=b_vector, opts=tuple(opts))
+
+
+# ---------------------------------------------------------------------------
+# running a core, and moving arrays between layouts (inside the core's trace)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(core, req: Request, nargs: int):
+    donate = tuple(range(nargs)) if req.donate else ()
+    return jax.jit(lambda *args: core(*args, req), donate_argnums=donate)
+
+
+def traced(*args) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in args)
+
+
+def run(core, req: Request, *args):
+    """core(*args, req): eagerly through a jit cached per (core, req), which
+    donates the arguments when req.donate; under an outer trace inlined, so
+    that every trace gives each FFI call its own call-site key."""
+    if traced(*args):
+        return core(*args, req)
+    return _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
+
+
+def fits(n: int, m, spec: P) -> bool:
+    """Whether an array of n rows/cols can be held in `spec` on m (JAX needs
+    every sharded dimension divisible by its axes' size)."""
+    return all(n % v.solve_size(m, _names(part)) == 0 for part in spec)
+
+
+def to_rows(A, req: Request):
+    return _shard.constrain(A, req.mesh, req.row_spec)
+
+
+def to_matrix_layout(M, req: Request):
+    """A matrix result (in req.row_spec, N x N) moved to A's own layout;
+    replicated where that layout cannot hold N."""
+    spec = req.a_spec if fits(M.shape[0], req.mesh, req.a_spec) else P(None, None)
+    return _shard.constrain(M, req.mesh, spec)
+
+
+def to_b_layout(x, req: Request):
+    spec = req.b_spec if fits(x.shape[0], req.mesh, req.b_spec) else P(*((None,) * x.ndim))
+    return _shard.constrain(x, req.mesh, spec)

@@ -1,0 +1,146 @@
+"""Derivatives of the general operations of issue 15 (lu_solve, least_squares,
+qr, gesvd, polar; rules in jaxmg._autodiff_general) over their engine cores,
+against jnp.linalg / jax.scipy.linalg in float64 and complex128, with
+check_grads along free directions and A's cotangent in rows."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxmg import _autodiff as ad
+from jaxmg import _autodiff_general as adg
+from jaxmg import _general_ops as g
+from helpers import ROW, mesh, put, randn
+
+CDT = [np.float64, np.complex128]
+IDS = lambda d: np.dtype(d).name  # noqa: E731
+M, N = 12, 5
+
+
+def _setup(ndev=4):
+    m = mesh(ndev)
+    return m, dict(mesh=m, axes=("x",), T_A=None, pad=True, dispatch="auto"), ad.Layout(("x",), m)
+
+
+def _close(got, ref, rel=1e-9):
+    got, ref = np.asarray(got), np.asarray(ref)
+    np.testing.assert_allclose(got, ref, atol=rel * max(np.abs(ref).max(), 1e-300))
+
+
+def _in_rows(x, m):
+    assert x.sharding.is_equivalent_to(jax.sharding.NamedSharding(m, ROW), 2), x.sharding
+
+
+def _tall(rng, dtype):
+    return randn(rng, (M, N), dtype) + 2 * np.eye(M, N)
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_lu_solve_grad(rng, dtype):
+    m, kw, lay = _setup()
+    f = ad.linear_solve(lambda A, b: g._core_lu_solve(A, b, **kw), lay)
+    n = 8
+    A, b = randn(rng, (n, n), dtype) + 3 * np.eye(n), randn(rng, (n, 2), dtype)
+    check_grads(jax.jit(lambda A, b: f(A, b)[0]), (A, b), order=1, modes=("fwd", "rev"))
+    loss = lambda solve: lambda A, b: jnp.sum(jnp.abs(solve(A, b)) ** 2)  # noqa: E731
+    gA, gb = jax.jit(jax.grad(loss(lambda A, b: f(A, b)[0]), (0, 1)))(put(A, m, ROW), b)
+    rA, rb = jax.grad(loss(jnp.linalg.solve), (0, 1))(A, b)
+    _close(gA, rA)
+    _close(gb, rb)
+    _in_rows(gA, m)
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_least_squares_grad(rng, dtype):
+    m, kw, lay = _setup()
+    f = adg.least_squares(lambda A, b: g._core_least_squares(A, b, **kw), lay)
+    A, b = _tall(rng, dtype), randn(rng, (M, 2), dtype)
+    check_grads(jax.jit(lambda A, b: f(A, b)[0]), (A, b), order=1, modes=("fwd", "rev"))
+
+    def ref(A, b):
+        return jnp.linalg.solve(jnp.conj(A).T @ A, jnp.conj(A).T @ b)
+
+    loss = lambda solve: lambda A, b: jnp.sum(jnp.abs(solve(A, b)) ** 2)  # noqa: E731
+    gA, gb = jax.jit(jax.grad(loss(lambda A, b: f(A, b)[0]), (0, 1)))(put(A, m, ROW), b)
+    rA, rb = jax.grad(loss(ref), (0, 1))(A, b)
+    _close(gA, rA)
+    _close(gb, rb)
+    _in_rows(gA, m)
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_qr_grad(rng, dtype):
+    m, kw, lay = _setup()
+    f = adg.qr(lambda A: g._core_qr(A, **kw), lay)
+    A = _tall(rng, dtype)
+    Q, R, _ = f(A)
+    rQ, rR = jnp.linalg.qr(A)
+    _close(Q, rQ, 1e-12)  # the same Householder QR (signs included)
+    check_grads(jax.jit(lambda A: f(A)[:2]), (A,), order=1, modes=("fwd", "rev"))
+    wq, wr = randn(rng, (M, N), dtype), randn(rng, (N, N), dtype)
+    loss = lambda q, r: jnp.real(jnp.sum(wq * q) + jnp.sum(wr * r))  # noqa: E731
+    gA = jax.jit(jax.grad(lambda A: loss(*f(A)[:2])))(put(A, m, ROW))
+    _close(gA, jax.grad(lambda A: loss(*jnp.linalg.qr(A)))(A))
+    _in_rows(gA, m)
+
+
+def _svd_loss(rng, shape, dtype):
+    k = min(shape)
+    ws, wu, wv = rng.standard_normal(k), rng.standard_normal((shape[0], k)), \
+        rng.standard_normal((k, shape[1]))
+    return lambda u, s, vh: jnp.sum(ws * s) + jnp.sum(wu * jnp.abs(u) ** 2) \
+        + jnp.sum(wv * jnp.abs(vh) ** 2)
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+@pytest.mark.parametrize("shape", [(M, N), (4, 9)], ids=str)
+def test_gesvd_grad(rng, dtype, shape):
+    """Singular values and |U|^2, |Vh|^2 (phase invariant) against
+    jnp.linalg.svd, tall and wide."""
+    m, kw, lay = _setup()
+    f = adg.gesvd(lambda A: g._core_gesvd(A, compute_u=True, compute_vh=True,
+                                          full_matrices=False, **kw), lay)
+    A = randn(rng, shape, dtype)
+    loss = _svd_loss(rng, shape, dtype)
+    gA = jax.jit(jax.grad(lambda A: loss(*f(A)[:3])))(put(A, m, ROW))
+    r = jax.grad(lambda A: loss(*jnp.linalg.svd(A, full_matrices=False)))(A)
+    _close(gA, r, 1e-8)
+    _in_rows(gA, m)
+
+
+def test_singular_values_second_order(rng):
+    m, kw, lay = _setup()
+    full = lambda A: g._core_gesvd(A, compute_u=True, compute_vh=True,  # noqa: E731
+                                   full_matrices=False, **kw)
+    values = lambda A: g._core_gesvd(A, compute_u=False, compute_vh=False,  # noqa: E731
+                                     full_matrices=False, **kw)[1::2]
+    f = adg.singular_values(values, full, lay)
+    A = randn(rng, (M, N), np.float64)
+    check_grads(jax.jit(lambda A: f(A)[0]), (A,), order=2, modes=("fwd", "rev"))
+    g1 = jax.jit(jax.grad(lambda A: jnp.sum(f(A)[0] ** 3)))(A)
+    r = jax.grad(lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False) ** 3))(A)
+    _close(g1, r)
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_polar_grad(rng, dtype):
+    """Against jax.scipy.linalg.polar (through jnp's SVD), tall A."""
+    m, kw, lay = _setup()
+    svd = lambda A: g._core_gesvd(A, compute_u=True, compute_vh=True,  # noqa: E731
+                                  full_matrices=False, **kw)
+    f = adg.polar(lambda A: g._core_polar(A, compute_h=True, **kw), lay, svd)
+    A = _tall(rng, dtype)
+    dA = randn(rng, (M, N), dtype)
+    (up, h, _), (dup, dh, _) = jax.jit(lambda A, t: jax.jvp(f, (A,), (t,)))(A, dA)
+    ref = lambda A: jax.scipy.linalg.polar(A, method="svd")  # noqa: E731
+    (rup, rh), (rdup, rdh) = jax.jvp(ref, (A,), (dA,))
+    _close(up, rup, 1e-12)
+    _close(dup, rdup)
+    _close(dh, rdh)
+    check_grads(jax.jit(lambda A: f(A)[:2]), (A,), order=1, modes=("rev",))
+    w = randn(rng, (M, N), dtype)
+    gA = jax.jit(jax.grad(lambda A: jnp.real(jnp.sum(w * f(A)[0]))))(put(A, m, ROW))
+    _close(gA, jax.grad(lambda A: jnp.real(jnp.sum(w * ref(A)[0])))(A))
+    _in_rows(gA, m)
