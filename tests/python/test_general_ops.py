@@ -389,6 +389,6 @@ def test_validation(rng):
     with pytest.raises(ValueError, match="T_A"):
         g.qr(tall, 0, m, (ROW,))
     with pytest.raises(ValueError, match="in_specs"):
-        g.lu_solve(sq, b6, 2, m, (ROW,))
-    with pytest.raises(ValueError, match="row-sharded"):
-        g.qr(tall, 2, m, (jax.sharding.PartitionSpec(None, "x"),))
+        g.lu_solve(sq, b6, 2, m, (ROW, REP, REP))
+    with pytest.raises(ValueError, match="not in the mesh"):
+        g.qr(tall, 2, m, (jax.sharding.PartitionSpec("y", None),))

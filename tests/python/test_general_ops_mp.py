@@ -1,9 +1,10 @@
 """The general ops in multi-process mode (one CPU process per device, as in
-test_multiprocess.py): lu_solve and least_squares across processes; ops
-whose results do not fit the host engine's shared a/b/w records yet are
-refused with a clear error on every process; and two processes that make
-different calls at one call site both fail with an error naming both
-sides (the call fingerprint), never a silent pairing.
+test_multiprocess.py): until the host engine's shared-memory step carries
+every buffer of the op table (engine.h: shares_every_buffer), they are
+refused with a clear error on every process, never run on half-shared
+buffers; and two processes that make different calls at one call site both
+fail with an error naming both sides (the call fingerprint), never a
+silent pairing.
 
 The file is its own worker: run as a script it is one process of a job."""
 
@@ -59,18 +60,10 @@ def _matrices(n, m):
 
 def test_general_ops_across_processes(tmp_path):
     seen = _launch(tmp_path, "general")
-    A, b, B, c = _matrices(8, 10)
     for s in seen:
-        x = s["lu_solve"]
-        assert isinstance(x, np.ndarray), x
-        assert np.linalg.norm(A @ x - b) <= 1e-12 * np.linalg.norm(b) * np.linalg.cond(A)
-        y = s["least_squares"]
-        assert isinstance(y, np.ndarray), y
-        assert np.allclose(y, np.linalg.lstsq(B, c, rcond=None)[0], atol=1e-12)
-        sv = s["singular_values"]
-        assert isinstance(sv, np.ndarray), sv
-        assert np.allclose(sv, np.linalg.svd(B, compute_uv=False), atol=1e-12)
-        assert isinstance(s["qr"], str) and "across processes" in s["qr"], s["qr"]
+        for op in ("lu_solve", "least_squares", "singular_values", "qr"):
+            msg = s[op]
+            assert isinstance(msg, str) and "across processes" in msg, (op, msg)
 
 
 def test_different_calls_fail_naming_both(tmp_path):
