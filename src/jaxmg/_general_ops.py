@@ -40,6 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from . import _autodiff as ad
+from . import _autodiff_general as adg
 from . import _calls, _dispatch, _library, _multiproc, _request, _shard
 from . import _validate as v
 from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
@@ -317,6 +319,53 @@ CORES = {"lu_solve": _lu_req, "least_squares": _lstsq_req, "qr": _qr_req, "gesvd
          "polar": _polar_req}
 
 
+# ---------------------------------------------------------------------------
+# the differentiable forms (derivative rules of issue 16, _autodiff_general),
+# one per op; module-level so that _request.run caches one jit per request
+
+
+def _lu_diff(A, b, req):
+    return ad.linear_solve(lambda A_, b_: _lu_req(A_, b_, req), ad.layout_of(req))(A, b)
+
+
+def _lstsq_diff(A, b, req):
+    return adg.least_squares(lambda A_, b_: _lstsq_req(A_, b_, req), ad.layout_of(req))(A, b)
+
+
+def _qr_diff(A, req):
+    return adg.qr(lambda A_: _qr_req(A_, req), ad.layout_of(req))(A)
+
+
+def _with(req, **opts):
+    return dataclasses.replace(req, opts=tuple({**dict(req.opts), **opts}.items()))
+
+
+def _gesvd_diff(A, req):
+    """The rules cover the reduced SVD and the singular values alone; the
+    other forms (full_matrices, U or Vh alone) run without one."""
+    cu, cv, full = req.opt("compute_u"), req.opt("compute_vh"), req.opt("full_matrices")
+    lay = ad.layout_of(req)
+    usv = _with(req, compute_u=True, compute_vh=True, full_matrices=False)
+    if cu and cv and not full:
+        return adg.gesvd(lambda A_: _gesvd_req(A_, req), lay)(A)
+    if not cu and not cv:
+        s, status = adg.singular_values(lambda A_: _gesvd_req(A_, req)[1::2],
+                                        lambda A_: _gesvd_req(A_, usv), lay)(A)
+        u, _, vh, _ = jax.eval_shape(lambda A_: _gesvd_req(A_, req), A)
+        return jnp.zeros(u.shape, u.dtype), s, jnp.zeros(vh.shape, vh.dtype), status
+    return _gesvd_req(A, req)
+
+
+def _polar_diff(A, req):
+    """The rule needs M >= N (full column rank); wide A runs without one."""
+    if req.shape[0] < req.shape[1]:
+        return _polar_req(A, req)
+    usv = dataclasses.replace(req, op="gesvd", opts=(("compute_u", True), ("compute_vh", True),
+                                                      ("full_matrices", False)))
+    return adg.polar(lambda A_: _polar_req(A_, req), ad.layout_of(req),
+                     lambda A_: _gesvd_req(A_, usv))(A)
+
+
 def _validated_req(op, A, b, mesh, axes, T_A, pad, dispatch, opts=()):
     """A Request for arguments validated elsewhere: A (and its results) in
     rows over `axes`, b and x replicated."""
@@ -406,7 +455,7 @@ def lu_solve(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True,
     platform."""
     want = v.flag(return_status, "return_status")
     req = _normalise("lu_solve", A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
-    x, status = _request.run(_lu_req, req, A, b)
+    x, status = _request.run(_lu_diff, req, A, b)
     return _with_status((x,), status, want)
 
 
@@ -423,7 +472,7 @@ def least_squares(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=
     want = v.flag(return_status, "return_status")
     req = _normalise("least_squares", A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch,
                      donate)
-    x, status = _request.run(_lstsq_req, req, A, b)
+    x, status = _request.run(_lstsq_diff, req, A, b)
     return _with_status((x,), status, want)
 
 
@@ -435,7 +484,7 @@ def qr(A, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch
     non-finite input)."""
     want = v.flag(return_status, "return_status")
     req = _normalise("qr", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
-    q, r, status = _request.run(_qr_req, req, A)
+    q, r, status = _request.run(_qr_diff, req, A)
     return _with_status((q, r), status, want)
 
 
@@ -454,7 +503,7 @@ def gesvd(A, T_A, mesh=None, in_specs=None, compute_u=True, compute_vh=True,
     opts = _svd_opts(compute_u, compute_vh, full_matrices)
     req = _normalise("gesvd", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
                      opts)
-    u, s, vh, status = _request.run(_gesvd_req, req, A)
+    u, s, vh, status = _request.run(_gesvd_diff, req, A)
     return _with_status(_svd_out(u, s, vh, opts[0][1], opts[1][1]), status, want)
 
 
@@ -470,7 +519,7 @@ def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False,
     ch = v.flag(compute_h, "compute_h")
     req = _normalise("polar", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
                      (("compute_h", ch),))
-    up, h, status = _request.run(_polar_req, req, A)
+    up, h, status = _request.run(_polar_diff, req, A)
     return _with_status((up, h) if ch else (up,), status, want)
 
 
