@@ -12,6 +12,10 @@
 #   split    the engine's time split per call (JAXMG_VERBOSE=2), 3 ops f64 4096/16384, potri 32768
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
+#   general  lu_solve (multi and single, vs raw getrf/getrs and jnp.linalg.solve) and least
+#            squares (2N x N), qr, gesvd, polar (one GPU, vs jnp.linalg / jax.scipy), f64 at
+#            8192, 16384 (GENERAL_SIZES; 32768 with general32k, gesvd/polar take minutes there)
+#   gtest    tests/gpu/test_general_gpu.py alone
 #   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
 #   peer     JAXMg 1.4.1 itself next to jaxmg, one process per GPU (wheels: bench/README.md)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
@@ -196,6 +200,17 @@ for s in $steps; do
       run memory_eig "$PY" bench/memory.py --ops syevd --dtypes f64 --sizes 16384 --tiles 1024 \
         --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory_eig.md" --csv "$LOGS/memory_eig.csv" ;;
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
+    gtest) run gtest "$PY" -m pytest -q tests/gpu/test_general_gpu.py -p no:cacheprovider ;;
+    general)
+      bench general_lu --ops lu_solve --dtypes f64 --sizes "${GENERAL_SIZES:-8192,16384}" --tiles 512 \
+        --ndev "$ngpu" --dispatch multi,single --single
+      bench general_1gpu --ops least_squares,qr,gesvd,polar --dtypes f64 \
+        --sizes "${GENERAL_SIZES:-8192,16384}" --tiles 1024 --ndev "$ngpu" --dispatch single --single ;;
+    general32k)
+      bench general32k_lu --ops lu_solve --dtypes f64 --sizes 32768 --tiles 512 --ndev "$ngpu" \
+        --dispatch multi,single --single
+      bench general32k --ops least_squares,qr,gesvd,polar --dtypes f64 --sizes 32768 --tiles 1024 \
+        --ndev "$ngpu" --dispatch single --single ;;
     wheel) wheel_step ;;
     peer) peer_step ;;
   esac
