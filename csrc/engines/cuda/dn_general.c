@@ -252,11 +252,13 @@ static int begin(jmg_job* job, mg_context* ctx, dn_run* r, char* err) {
     snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
     return -1;
   }
-  if (shards(job, ctx, 0, r->base + r->p.g, job->n, 1, err)) {
+  if (shards(job, ctx, 0, r->base + r->p.g, job->n, 1, err) ||
+      cudaSetDevice(ctx->dev[0]) != cudaSuccess) {
+    if (!err[0]) snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", ctx->dev[0]);
     free(r->hwork);
     return -1;
   }
-  return cudaSetDevice(ctx->dev[0]) == cudaSuccess ? 0 : -1;
+  return 0;
 }
 
 static int end(mg_context* ctx, dn_run* r, int rc, char* err) {

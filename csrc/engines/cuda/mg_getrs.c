@@ -87,6 +87,9 @@ int mg_getrs_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char
   for (int r = 0; r < job->nparties; r++) {
     p.a[r] = job->parties[r].a;
     p.b[r] = job->parties[r].b;
+    /* No workspace yet: any device pointer stands in, the query reads none. */
+    p.ipiv[r] = (int*)job->parties[r].a;
+    p.work[r] = job->parties[r].a;
   }
   int64_t lwork = 0;
   if (lu_lwork(job, ctx, &p, &lwork, err)) return -1;
