@@ -500,6 +500,10 @@ def _potrs_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", *,
         return (b, jnp.zeros((1,), _shard.real_dtype(b.dtype)), _status(0)) if logdet \
             else (b, _status(0))
     axes = v.shard_axes(axis_name)
+    # checked before the derivative rules touch a and b (their products
+    # would fail first, with JAX's shape errors instead of these)
+    v.tile(T_A)
+    v.rhs(b, v.matrix(a, "the local shard of A")[0][1], a.dtype)
 
     def body(a, b):
         return _potrs_local(a, b, T_A, pad, axis_name, dispatch, logdet)[:3]
