@@ -10,6 +10,8 @@ pad rows and columns are simply cut away afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
 import os
@@ -54,9 +56,37 @@ def _user_frames(depth: int = 4) -> list[str]:
     return out
 
 
+# The program a public jaxmg call is traced into, set for the duration of
+# the call (program_scope): JAX traces the bodies of shard_map and of
+# custom_linear_solve (issue 16's rules) in traces of their own, whose
+# parent is not the program's trace, so the count of calls per site would
+# restart in each of them and two calls of one program get one name.
+_program: contextvars.ContextVar = contextvars.ContextVar("jaxmg_program", default=None)
+
+
+@contextlib.contextmanager
+def program_scope():
+    """Entered by every public jaxmg call (_request.run, the ctx forms):
+    new_site counts within the trace this call is made under. Nested
+    entries keep the outermost."""
+    if _program.get() is not None:
+        yield
+        return
+    token = _program.set(_trace_above())
+    try:
+        yield
+    finally:
+        _program.reset(token)
+
+
 def _outer_trace():
-    """The trace of the program being built (the outermost JAX trace above
-    the current one), or None outside tracing or on a JAX without it."""
+    """The trace of the program being built: the one program_scope
+    recorded, else the outermost JAX trace above the current one; None
+    outside tracing or on a JAX without it."""
+    return _program.get() or _trace_above()
+
+
+def _trace_above():
     try:
         from jax._src import core
 
