@@ -271,6 +271,10 @@ def general():
         record(f"gesvd_wide/{dt}", lambda: jaxmg.gesvd(W, 2, m, (row,), **kw))
         record(f"polar/{dt}", lambda: jaxmg.polar(A, 2, m, (row,), **kw))
         record(f"polar_tall/{dt}", lambda: jaxmg.polar(B, 2, m, (row,), **kw))
+        S = x["A"].copy()
+        S[:, 1] = 0  # exactly singular: U(2, 2) = 0
+        record(f"lu_singular/{dt}", lambda: jaxmg.lu_solve(put(S, m, row), b, 2, m, (row, REP),
+                                                           **kw))
 
 
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,

@@ -167,6 +167,13 @@ def check_general(seen, k, dtype):
         _close(H, scipy.linalg.polar(M)[1], _tol(dtype, size, cM), f"{name}: H")
         assert np.linalg.norm(H - H.conj().T) <= _tol(dtype, size) * np.linalg.norm(H)
 
+    # A failing matrix: the leader's status and NaN reach every process.
+    from test_multiprocess import ok, replicas
+
+    res = ok(seen, f"lu_singular/{dtype}")
+    assert int(replicas([p[1] for p in res])) > 0, "singular A: status 0"
+    assert np.all(np.isnan(replicas([p[0] for p in res]))), "singular A: x not NaN"
+
 
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_general_ops_across_processes(tmp_path, nprocs):
