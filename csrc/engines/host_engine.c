@@ -129,5 +129,5 @@ const jmg_engine jmg_host_engine = {
     .open = jmg_host_open,
     .close = jmg_host_close,
     .fetch = jmg_host_fetch,
-    .shares_every_buffer = 0,
+    .shares_every_buffer = 1,
 };

@@ -3,6 +3,11 @@
  * the leader maps those segments and runs the unchanged engine on them, and
  * each party copies its results back.
  *
+ * Every data slot of the party travels by its size and flags (engine.h):
+ * an IN slot is copied into the segment, an OUT slot is copied back from
+ * it after the run, and a slot that is only the leader's own (OWN) has no
+ * place in it: the leader never touches another party's copy of it.
+ *
  * One segment per party and call, not one per call: that is the shape CUDA
  * IPC has (each process exports its own memory, the leader opens it), so
  * the GPU engine can fill the same four steps with IPC handles.
@@ -23,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -37,29 +43,47 @@
 typedef struct record {
   char name[NAME_MAX_];
   uint64_t bytes;
-  int64_t off_a, off_b, off_w; /* -1: absent */
-  uint64_t base;               /* the mapping in the process that made it */
-  int32_t opened;              /* set in the leader's copy by open */
+  int64_t off[JMG_MAX_BUFS]; /* where slot k starts in the segment; -1: not carried */
+  int64_t len[JMG_MAX_BUFS]; /* its bytes (0 when not carried) */
+  uint64_t base;             /* the mapping in the process that made it */
+  int32_t opened;            /* set in the leader's copy by open */
 } record;
 
 _Static_assert(sizeof(record) <= JMG_SHARE_BYTES, "the record must fit jmg_party.share");
 
-static size_t real_size(jmg_dtype t) { return (t == JMG_F32 || t == JMG_C64) ? 4 : 8; }
-
 static int64_t align_up(int64_t x) { return (x + 63) / 64 * 64; }
 
-/* The segment layout of one party in this call: A, then b (potrs), then w
- * (syevd), each 64-byte aligned. Both sides compute it from the job. */
-static void layout(const jmg_job* job, int has_b, int has_w, record* rec) {
-  int64_t esize = (int64_t)jmg_dtype_size(job->dtype);
-  int64_t a_bytes = job->nloc * job->n * esize;
-  int64_t b_bytes = has_b ? job->n * job->nrhs * esize : 0;
-  int64_t w_bytes = has_w ? job->n * (int64_t)real_size(job->dtype) : 0;
-  rec->off_a = 0;
-  rec->off_b = has_b ? align_up(a_bytes) : -1;
-  rec->off_w = has_w ? align_up(a_bytes) + align_up(b_bytes) : -1;
-  rec->bytes = (uint64_t)(align_up(a_bytes) + align_up(b_bytes) + align_up(w_bytes));
-  if (rec->bytes == 0) rec->bytes = 64;
+/* A slot travels if the leader reads every party's copy (IN) or writes it
+ * (OUT); a replicated input that only the leader's own copy feeds (OWN
+ * alone) stays home. */
+static int carried(uint8_t flags) { return (flags & (JMG_BUF_IN | JMG_BUF_OUT)) != 0; }
+
+/* The segment layout of one party's buffers: the carried slots in order,
+ * each 64-byte aligned. The owner computes it from its own slots, the
+ * leader from its own (the meeting checked that every party's sizes and
+ * flags are the leader's), so a record is right only if both agree.
+ * Non-zero when the sizes are impossible (negative, or their sum would
+ * not fit 64 bits). */
+static int layout(const int64_t bytes[JMG_MAX_BUFS], const uint8_t flags[JMG_MAX_BUFS],
+                  record* rec) {
+  const int64_t cap = INT64_MAX / 2;
+  int64_t at = 0;
+  for (int k = 0; k < JMG_MAX_BUFS; k++) {
+    rec->off[k] = -1;
+    rec->len[k] = 0;
+    if (!carried(flags[k])) continue;
+    if (bytes[k] < 0 || bytes[k] > cap - at - 64) return -1;
+    rec->off[k] = at;
+    rec->len[k] = bytes[k];
+    at += align_up(bytes[k]);
+  }
+  rec->bytes = (uint64_t)(at ? at : 64);
+  return 0;
+}
+
+static int bad_sizes(char* err) {
+  snprintf(err, JMG_ERRLEN, "buffer sizes of this call do not fit a shared memory segment");
+  return -1;
 }
 
 static void part_prefix(uint64_t token, char* out, size_t cap) {
@@ -95,14 +119,16 @@ static int make_segment(record* rec, char* err) {
 
 int jmg_host_share(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* me, char* err) {
   (void)cf;
+  (void)job;
   record rec;
   memset(&rec, 0, sizeof rec);
-  layout(job, me->b != NULL, me->w != NULL, &rec);
+  if (layout(me->buf_bytes, me->buf_flags, &rec)) return bad_sizes(err);
   if (make_segment(&rec, err)) return -1;
-  /* Only A is input: the leader reads b from its own copy (b is
-   * replicated) and writes x and w into every party's. */
-  memcpy((char*)(uintptr_t)rec.base, me->a,
-         (size_t)(job->nloc * job->n * (int64_t)jmg_dtype_size(job->dtype)));
+  /* Inputs only (IN): results (OUT) are the leader's to write. */
+  char* base = (char*)(uintptr_t)rec.base;
+  for (int k = 0; k < JMG_MAX_BUFS; k++)
+    if ((me->buf_flags[k] & JMG_BUF_IN) && rec.len[k] > 0)
+      memcpy(base + rec.off[k], me->buf[k], (size_t)rec.len[k]);
   memcpy(me->share, &rec, sizeof rec);
   jmg_test_point("shared");
   return 0;
@@ -120,19 +146,19 @@ void jmg_host_close(jmg_job* job) {
 }
 
 /* Whether party r's record describes exactly the segment this call needs
- * from it, under a name of its own process. */
-static int check_record(const jmg_job* job, int r, record* rec, char* err) {
+ * from it (the leader's own slot sizes and flags), under a name of its own
+ * process. */
+static int check_record(const jmg_job* job, int r, const record* rec, char* err) {
   const jmg_party* p = &job->parties[r];
+  const jmg_party* lead = &job->parties[0];
   char prefix[40];
   record want;
   part_prefix(p->token, prefix, sizeof prefix);
-  int has_b = rec->off_b >= 0, has_w = rec->off_w >= 0;
-  layout(job, has_b, has_w, &want);
+  int same = layout(lead->buf_bytes, lead->buf_flags, &want) == 0 && rec->bytes == want.bytes;
+  for (int k = 0; k < JMG_MAX_BUFS; k++)
+    same = same && rec->off[k] == want.off[k] && rec->len[k] == want.len[k];
   if (!memchr(rec->name, '\0', sizeof rec->name) ||
-      strncmp(rec->name, prefix, strlen(prefix)) || strchr(rec->name + 1, '/') ||
-      has_b != (job->op == JMG_POTRS) || has_w != (job->op == JMG_SYEVD) ||
-      rec->bytes != want.bytes || rec->off_a != want.off_a || rec->off_b != want.off_b ||
-      rec->off_w != want.off_w) {
+      strncmp(rec->name, prefix, strlen(prefix)) || strchr(rec->name + 1, '/') || !same) {
     snprintf(err, JMG_ERRLEN,
              "rank %d sent a malformed shared memory record (name, size or offsets do not "
              "match this call)",
@@ -174,9 +200,9 @@ int jmg_host_open(jmg_job* job, char* err) {
     rec.base = (uint64_t)(uintptr_t)base;
     rec.opened = 1;
     memcpy(p->share, &rec, sizeof rec);
-    p->a = (char*)base + rec.off_a;
-    p->b = rec.off_b >= 0 ? (char*)base + rec.off_b : NULL;
-    p->w = rec.off_w >= 0 ? (char*)base + rec.off_w : NULL;
+    /* A slot that stays home is nothing the leader may touch. */
+    for (int k = 0; k < JMG_MAX_BUFS; k++)
+      p->buf[k] = rec.off[k] >= 0 ? (char*)base + rec.off[k] : NULL;
   }
   jmg_test_point("opened");
   return 0;
@@ -193,13 +219,11 @@ int jmg_host_fetch(const XLA_FFI_CallFrame* cf, const jmg_job* job, jmg_party* m
   memcpy(&rec, me->share, sizeof rec);
   char* base = (char*)(uintptr_t)rec.base;
   if (ok && job) {
-    int64_t esize = (int64_t)jmg_dtype_size(job->dtype);
-    /* potrs leaves A as scratch; the other ops return a matrix in it. */
-    if (job->op != JMG_POTRS) memcpy(me->a, base + rec.off_a, (size_t)(job->nloc * job->n * esize));
-    if (me->b && rec.off_b >= 0)
-      memcpy(me->b, base + rec.off_b, (size_t)(job->n * job->nrhs * esize));
-    if (me->w && rec.off_w >= 0)
-      memcpy(me->w, base + rec.off_w, (size_t)(job->n * (int64_t)real_size(job->dtype)));
+    /* Every result slot, A's included where the op returns a matrix in
+     * it (for potrs it holds the factor). */
+    for (int k = 0; k < JMG_MAX_BUFS; k++)
+      if ((me->buf_flags[k] & JMG_BUF_OUT) && rec.len[k] > 0 && me->buf[k])
+        memcpy(me->buf[k], base + rec.off[k], (size_t)rec.len[k]);
   }
   munmap(base, rec.bytes);
   shm_unlink(rec.name); /* normally gone already: the leader unlinked it */

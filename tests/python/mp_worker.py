@@ -251,8 +251,34 @@ def retrace():
     record("potri", lambda: jaxmg.potri(put(A, m, row), 4, m, (row,)))
 
 
+def general():
+    """issue 15's ops across processes (every buffer slot through the host
+    engine's shared memory), float64 and complex64; the inputs come from
+    test_general_ops_mp.inputs, which the parent checks against numpy."""
+    from test_general_ops_mp import inputs
+
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    for dt in ("float64", "complex64"):
+        x = inputs(k, dt)
+        A, b, B, c, W = (put(x[key], m, row if key in "ABW" else REP) for key in "AbBcW")
+        kw = dict(return_status=True)
+        record(f"lu_solve/{dt}", lambda: jaxmg.lu_solve(A, b, 2, m, (row, REP), **kw))
+        record(f"least_squares/{dt}", lambda: jaxmg.least_squares(B, c, 2, m, (row, REP), **kw))
+        record(f"qr/{dt}", lambda: jaxmg.qr(B, 2, m, (row,), **kw))
+        record(f"gesvd/{dt}", lambda: jaxmg.gesvd(B, 2, m, (row,), **kw))
+        record(f"gesvd_full/{dt}", lambda: jaxmg.gesvd(B, 2, m, (row,), full_matrices=True, **kw))
+        record(f"gesvd_wide/{dt}", lambda: jaxmg.gesvd(W, 2, m, (row,), **kw))
+        record(f"polar/{dt}", lambda: jaxmg.polar(A, 2, m, (row,), **kw))
+        record(f"polar_tall/{dt}", lambda: jaxmg.polar(B, 2, m, (row,), **kw))
+        S = x["A"].copy()
+        S[:, 1] = 0  # exactly singular: U(2, 2) = 0
+        record(f"lu_singular/{dt}", lambda: jaxmg.lu_solve(put(S, m, row), b, 2, m, (row, REP),
+                                                           **kw))
+
+
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
-             "room": room, "retrace": retrace}
+             "room": room, "retrace": retrace, "general": general}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:
