@@ -23,13 +23,16 @@
 /* The pieces every op has. */
 #define A_ARG {"a", "LN", 'A', 0, -1, IN}
 #define A_RET {"a", "LN", 'A', 0, 0, OUT}
+/* A's shard as the engine's scratch (a factor, a destroyed input): returned,
+ * aliased, but never copied back across processes, since no caller reads it. */
+#define A_WORK {"a", "LN", 'A', 0, 0, 0}
 #define WHERE {"where", "2", 'I', JMG_SLOT_WHERE, -1, 0}
 #define STATUS {"status", "", 'I', JMG_SLOT_STATUS, -1, 0}
 
 const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     [JMG_POTRS] = {"potrs", SQ, 3, 4,
                    {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
-                   {A_RET, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS,
+                   {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS,
                     {"logdet", "", 'R', JMG_SLOT_SCALAR, -1, 0}},
                    {NULL}},
     [JMG_POTRI] = {"potri", SQ, 2, 2, {A_ARG, WHERE}, {A_RET, STATUS}, {NULL}},
@@ -37,17 +40,17 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
                    {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz"}},
     [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
                       {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
-                      {A_RET, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},
+                      {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},
                       {NULL}},
     [JMG_LSTSQ] = {"least_squares", TALL, 3, 3,
                    {A_ARG, {"b", "MK", 'A', 3, -1, OWN | COL}, WHERE},
-                   {A_RET, {"x", "NK", 'A', 1, -1, OUT | COL}, STATUS},
+                   {A_WORK, {"x", "NK", 'A', 1, -1, OUT | COL}, STATUS},
                    {"mrows"}},
     [JMG_QR] = {"qr", TALL, 2, 3, {A_ARG, WHERE},
                 {A_RET, {"r", "NN", 'A', 1, -1, OUT}, STATUS}, {"mrows"}},
     /* attrs: U's columns (0, S or m) and Vh's rows (0, S or N). */
     [JMG_GESVD] = {"gesvd", ANY, 2, 5, {A_ARG, WHERE},
-                   {A_RET, {"u", "La", 'A', 3, -1, OUT}, {"s", "S", 'R', 2, -1, OUT},
+                   {A_WORK, {"u", "La", 'A', 3, -1, OUT}, {"s", "S", 'R', 2, -1, OUT},
                     {"vh", "bN", 'A', 1, -1, OUT}, STATUS},
                    {"ucols", "vrows", "mrows"}},
     /* attr: H's rows (0 or N). */

@@ -80,7 +80,10 @@ static void check_row(jmg_op op) {
       CHECK(r->slot < JMG_MAX_BUFS && !used[r->slot]++, "%s.%s: slot %d reused", row->name,
             r->name, r->slot);
     }
-    if (r->slot >= 0) CHECK(r->flags & JMG_BUF_OUT, "%s.%s: a result is written", row->name, r->name);
+    /* A result not written back is its argument's scratch (A_WORK): it must be aliased. */
+    if (r->slot >= 0)
+      CHECK((r->flags & JMG_BUF_OUT) || r->alias >= 0, "%s.%s: a result is written or is scratch",
+            row->name, r->name);
   }
   CHECK(wheres == 1 && statuses == 1, "%s: %d where, %d status", row->name, wheres, statuses);
 }
