@@ -12,6 +12,8 @@
 #   split    the engine's time split per call (JAXMG_VERBOSE=2), 3 ops f64 4096/16384, potri 32768
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
+#   grad     gradient of potrs and of its logdet vs the primal, f64 (GRAD_SIZES, default 16384,32768)
+#   smoke    every op of the cuSOLVERMp engine on the local GPUs (bench/mp_smoke.py)
 #   general  lu_solve (multi and single, vs raw getrf/getrs and jnp.linalg.solve) and least
 #            squares (2N x N), qr, gesvd, polar (one GPU, vs jnp.linalg / jax.scipy), f64 at
 #            8192, 16384 (GENERAL_SIZES; 32768 with general32k, gesvd/polar take minutes there)
@@ -200,6 +202,9 @@ for s in $steps; do
       run memory_eig "$PY" bench/memory.py --ops syevd --dtypes f64 --sizes 16384 --tiles 1024 \
         --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory_eig.md" --csv "$LOGS/memory_eig.csv" ;;
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
+    grad) run grad "$PY" bench/grad_bench.py --sizes "${GRAD_SIZES:-16384,32768}" --reps "$REPS"
+      cp "$LOGS/grad.log" "$OUT/grad.md" ;;
+    smoke) run smoke "$PY" bench/mp_smoke.py; cp "$LOGS/smoke.log" "$OUT/smoke.txt" ;;
     gtest) run gtest "$PY" -m pytest -q tests/gpu/test_general_gpu.py -p no:cacheprovider ;;
     general)
       bench general_lu --ops lu_solve --dtypes f64 --sizes "${GENERAL_SIZES:-8192,16384}" --tiles 512 \
