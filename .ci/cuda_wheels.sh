@@ -1,5 +1,5 @@
 # Sourced by .ci/run after the test suite (issue 21). Two checks:
-#   wheel_check     `pip wheel .` makes one wheel; on CPU it imports, runs, and
+#   wheel_check     scripts/wheel.sh makes one wheel; on CPU it imports, runs, and
 #                   loads no CUDA library; nothing on the CPU path NEEDs one.
 #   gpu_build MAJOR the GPU libraries build with the CUDA toolkit hidden from
 #                   CMake, against only parts of JAX's nvidia wheels (headers
@@ -13,25 +13,26 @@ NINJA="$(dirname "$PY")/ninja"
 
 # requirement:globs of the wheel files each CUDA major's build needs.
 WHEELS13=(
-  "nvidia-cuda-runtime>=13,<14:nvidia/cu13/include/*,nvidia/cu13/lib/libcudart_static.a"
+  "nvidia-cuda-runtime>=13,<14:nvidia/cu13/include/*,nvidia/cu13/lib/libcudart_static.a,nvidia/cu13/lib/libcudart.so.13"
   "nvidia-cuda-crt>=13,<14:nvidia/cu13/include/*"
   "nvidia-cuda-cccl>=13,<14:nvidia/cu13/include/nv/*"
-  "nvidia-cublas>=13,<14:nvidia/cu13/include/*"
+  "nvidia-cublas>=13,<14:nvidia/cu13/include/*,nvidia/cu13/lib/libcublas.so.13"
   "nvidia-cusolver>=12,<13:nvidia/cu13/include/*,nvidia/cu13/lib/libcusolver*.so.12"
   "nvidia-nccl-cu13>=2.29.2,<3:nvidia/nccl/include/*,nvidia/nccl/lib/libnccl.so.2"
   "nvidia-cusolvermp-cu13==0.9.1.*:nvidia/cu13/include/*,nvidia/cu13/lib/libcusolverMp.so.0"
 )
 WHEELS12=(
-  "nvidia-cuda-runtime-cu12>=12,<13:nvidia/cuda_runtime/include/*,nvidia/cuda_runtime/lib/libcudart_static.a"
+  "nvidia-cuda-runtime-cu12>=12,<13:nvidia/cuda_runtime/include/*,nvidia/cuda_runtime/lib/libcudart_static.a,nvidia/cuda_runtime/lib/libcudart.so.12"
   "nvidia-cuda-nvcc-cu12>=12,<13:nvidia/cuda_nvcc/include/*"
   "nvidia-cuda-cccl-cu12>=12,<13:nvidia/cuda_cccl/include/nv/*"
-  "nvidia-cublas-cu12>=12,<13:nvidia/cublas/include/*"
+  "nvidia-cublas-cu12>=12,<13:nvidia/cublas/include/*,nvidia/cublas/lib/libcublas.so.12"
   "nvidia-cusolver-cu12>=11,<12:nvidia/cusolver/include/*,nvidia/cusolver/lib/libcusolver*.so.11"
   "nvidia-nccl-cu12>=2.29.2,<3:nvidia/nccl/include/*,nvidia/nccl/lib/libnccl.so.2"
   "nvidia-cusolvermp-cu12==0.9.1.*:nvidia/cu12/include/*,nvidia/cu12/lib/libcusolverMp.so.0"
 )
-# What each build must produce, and the sonames its GPU library must NEED.
-ENGINES="libjaxmg_host.so libjaxmg_cuda.so"
+# What each build must produce, and the sonames the cuSolverMg library must NEED.
+ENGINES13="libjaxmg_host.so libjaxmg_cuda.so libjaxmg_mp.so"
+ENGINES12="libjaxmg_host.so libjaxmg_cuda.so libjaxmg_mp.so"
 NEEDED13="libcusolverMg.so.12 libcusolver.so.12"
 NEEDED12="libcusolverMg.so.11 libcusolver.so.11"
 RUNPATH13='$ORIGIN/../nvidia/cu13/lib'
@@ -54,8 +55,7 @@ hidden() {
 wheel_check() {
   local out=build/ci/wheel
   rm -rf "$out" && mkdir -p "$out"
-  "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$out/dist" >"$out/pip.log" 2>&1 ||
-    { cat "$out/pip.log"; ci_fail "pip wheel ."; }
+  PY="$PY" bash scripts/wheel.sh "$out/dist" >"$out/pip.log" 2>&1 || { cat "$out/pip.log"; ci_fail "scripts/wheel.sh"; }
   local whl
   whl=$(ls "$out"/dist/jaxmg-*.whl)
   "$PY" -m pip install -q --no-deps --target "$out/site" "$whl"
@@ -76,7 +76,7 @@ assert abs(float(x[0, 0]) - 0.5) < 1e-5, x[0, 0]
 gpu = re.findall(r'\S*lib(?:jaxmg_cuda|cusolver|cudart|cublas|nccl)\S*', open('/proc/self/maps').read())
 assert not gpu, gpu
 ") || ci_fail "the wheel on CPU"
-  echo "wheel: $(basename "$whl") ($(du -k "$whl" | cut -f1) kB: $(unzip -Z1 "$whl" | grep -c '\.so$') libraries), runs on CPU, loads no CUDA library"
+  echo "wheel: $(basename "$whl") ($(du -k "$whl" | cut -f1) kB: $("$PY" -c "import sys, zipfile; print(sum(n.endswith('.so') for n in zipfile.ZipFile(sys.argv[1]).namelist()))" "$whl") libraries), runs on CPU, loads no CUDA library"
 }
 
 gpu_build() {
@@ -85,6 +85,7 @@ gpu_build() {
   local -n wheels=WHEELS$major
   local -n needed=NEEDED$major
   local -n runpath=RUNPATH$major
+  local -n engines=ENGINES$major
   mkdir -p "$nvidia"
   "$PY" .ci/wheel_parts.py "$nvidia" "${wheels[@]}" || ci_fail "fetching the CUDA $major wheels"
   local t1=$SECONDS
@@ -97,7 +98,7 @@ gpu_build() {
     -DPython_EXECUTABLE="$PY" -DJAXMG_CUDA=ON -DCUDAToolkit_ROOT=/nonexistent \
     -DCMAKE_IGNORE_PREFIX_PATH="$ignore" >"$b.log" 2>&1 || { cat "$b.log"; ci_fail "configure, CUDA $major"; }
   grep -q "CUDA $major from the wheels" "$b.log" || { cat "$b.log"; ci_fail "CUDA $major: not built from the wheels"; }
-  ! grep -q -E "NO CUDA FOUND|NOT built" "$b.log" || { cat "$b.log"; ci_fail "CUDA $major: an engine is not built"; }
+  ! grep -q -E "NO CUDA FOUND|NOT built|not building" "$b.log" || { cat "$b.log"; ci_fail "CUDA $major: an engine is not built"; }
   hidden "$CMAKE" --build "$b" >>"$b.log" 2>&1 || { cat "$b.log"; ci_fail "build, CUDA $major"; }
   ! grep -q -i "warning" "$b.log" || { grep -i -B2 -A2 warning "$b.log"; ci_fail "CUDA $major: compiler warnings"; }
   # Every header came from the wheels: none from a toolkit or /usr/local.
@@ -106,12 +107,12 @@ gpu_build() {
   [ -z "$leaked" ] || ci_fail "CUDA $major: headers from outside the wheels: $leaked"
   "$CMAKE" --install "$b" --prefix "$b/inst" >/dev/null
   local lib so
-  for lib in $ENGINES; do [ -f "$b/inst/jaxmg/$lib" ] || ci_fail "CUDA $major: $lib not built"; done
+  for lib in $engines; do [ -f "$b/inst/jaxmg/$lib" ] || ci_fail "CUDA $major: $lib not built"; done
   for so in $needed; do
     readelf -d "$b/inst/jaxmg/libjaxmg_cuda.so" | grep -q "NEEDED.*\[$so\]" || ci_fail "CUDA $major: no NEEDED $so"
   done
   readelf -d "$b/inst/jaxmg/libjaxmg_cuda.so" | grep -q "RUNPATH.*\[$runpath" ||
     ci_fail "CUDA $major: RUNPATH does not start at $runpath"
   grep -q "^cuda_major=$major$" "$b/inst/jaxmg/jaxmg_cuda.txt" || ci_fail "CUDA $major: jaxmg_cuda.txt"
-  echo "CUDA $major from wheels, toolkit hidden: $ENGINES built; fetch $((t1 - t0)) s ($(du -sm "$nvidia" | cut -f1) MB on disk), build $((SECONDS - t1)) s"
+  echo "CUDA $major from wheels, toolkit hidden: $engines built; fetch $((t1 - t0)) s ($(du -sm "$nvidia" | cut -f1) MB on disk), build $((SECONDS - t1)) s"
 }

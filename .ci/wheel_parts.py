@@ -8,7 +8,7 @@ only the members whose path matches a glob, written under DEST as pip would
 install them (DEST/nvidia/...). The cuBLAS wheel is 444 MB for six headers the
 build needs; this way CI downloads the headers and the libraries it links,
 nothing else. Prints the bytes fetched per wheel. Fetched files are kept in
-DEST: a second run with the same wheel fetches nothing.
+DEST: a second run with the same arguments resolves and fetches nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import ssl
 import subprocess
 import sys
@@ -109,25 +110,26 @@ class RangeFile(io.RawIOBase):
         return len(data)
 
 
-def wheel_url(requirement: str) -> str:
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_urls(requirements: list[str]) -> dict[str, str]:
+    """requirement -> wheel URL, from one pip resolution (no dependencies;
+    PyPI's metadata files spare pip the download)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = pathlib.Path(tmp) / "report.json"
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed",
-             "--only-binary=:all:", "-q", "--report", str(report), requirement],
+             "--only-binary=:all:", "-q", "--report", str(report), *requirements],
             check=True)
-        (item,) = json.loads(report.read_text())["install"]
-        return item["download_info"]["url"]
+        urls = {_canonical(item["metadata"]["name"]): item["download_info"]["url"]
+                for item in json.loads(report.read_text())["install"]}
+    return {r: urls[_canonical(re.match(r"[A-Za-z0-9._-]+", r).group())] for r in requirements}
 
 
-def fetch(dest: pathlib.Path, requirement: str, globs: list[str]) -> None:
-    url = wheel_url(requirement)
+def fetch(dest: pathlib.Path, url: str, globs: list[str]) -> list[str]:
     name = url.rsplit("/", 1)[1]
-    key = hashlib.sha1(",".join(globs).encode()).hexdigest()[:10]
-    stamp = dest / ".fetched" / f"{name}.{key}"
-    if stamp.exists():
-        print(f"{name}: already fetched")
-        return
     f = RangeFile(url)
     z = zipfile.ZipFile(f)
     wanted = [i for i in z.infolist() if any(fnmatch.fnmatch(i.filename, g) for g in globs)]
@@ -137,16 +139,29 @@ def fetch(dest: pathlib.Path, requirement: str, globs: list[str]) -> None:
         target = dest / info.filename
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(z.read(info))
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text("\n".join(i.filename for i in wanted) + "\n")
     print(f"{name}: {len(wanted)} files, fetched {f.fetched / 1e6:.1f} MB of {f.size / 1e6:.1f} MB")
+    return [name] + [i.filename for i in wanted]
 
 
 def main(argv: list[str]) -> None:
+    """A requirement fetched once (a stamp in DEST/.fetched names the wheel and
+    its files) is not resolved again: delete DEST to take newer wheels."""
     dest = pathlib.Path(argv[0])
+    todo = {}
     for spec in argv[1:]:
         requirement, _, globs = spec.partition(":")
-        fetch(dest, requirement, globs.split(","))
+        stamp = dest / ".fetched" / hashlib.sha1(spec.encode()).hexdigest()[:16]
+        if stamp.exists():
+            print(f"{requirement}: {stamp.read_text().splitlines()[0]}, fetched before")
+        else:
+            todo[requirement] = (globs.split(","), stamp)
+    if not todo:
+        return
+    for requirement, url in wheel_urls(list(todo)).items():
+        globs, stamp = todo[requirement]
+        files = fetch(dest, url, globs)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text("\n".join(files) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Benchmark jaxmg against the raw cuSolverMg engine and one GPU.
 
-    python bench/bench.py [--ops potrs,potri,syevd] [--dtypes f64,f32]
+    python bench/bench.py [--ops potrs,potri,syevd,lu_solve,least_squares,qr,gesvd,polar]
+        [--dtypes f64,f32]
         [--sizes 4096,16384,32768] [--tiles 1024|auto,...] [--ndev 4,2,1]
         [--dispatch auto,multi,single] [--reps 3] [--nrhs 1]
         [--raw PATH_TO_raw_mg] [--single] [--csv OUT.csv] [--md OUT.md]
@@ -8,7 +9,10 @@
 Each case builds its matrix on the devices (never on the host), runs the
 jitted jaxmg call once to compile and warm up, then times REPS calls with
 block_until_ready and reports the median. Every jaxmg result is validated
-with cheap sharded residuals. bench/README.md has the details.
+with cheap sharded residuals. bench/README.md has the details. The general
+ops (bench_general.py) are timed against jnp.linalg / jax.scipy on one GPU
+(--single); least squares at size N is 2N x N; lu_solve also against raw
+cuSolverMg getrf/getrs (--raw).
 """
 
 import os
@@ -35,10 +39,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 ROW = P("x", None)
 REP = P(None, None)
-OPS = ("potrs", "potri", "syevd")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_general  # noqa: E402
+
+OPS = ("potrs", "potri", "syevd") + bench_general.OPS
+RAW_OPS = ("potrs", "potri", "syevd") + bench_general.RAW_OPS
 DTYPES = {"f32": np.float32, "f64": np.float64, "c64": np.complex64, "c128": np.complex128}
 # cuSolverMg's syevd takes tiles of at most 1024 columns (jaxmg caps it too).
 SYEVD_MAX_TILE = 1024
+LU_MAX_TILE = 512  # cuSolverMg's getrf/getrs (jaxmg caps lu_solve's tile too)
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -65,7 +74,7 @@ def names(allowed):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p.add_argument("--ops", type=names(OPS), default=list(OPS))
+    p.add_argument("--ops", type=names(OPS), default=["potrs", "potri", "syevd"])
     p.add_argument("--dtypes", type=names(DTYPES), default=["f64", "f32"])
     p.add_argument("--sizes", type=ints, default=[4096, 16384, 32768])
     p.add_argument("--tiles", type=tiles, default=[1024], help="T_A values; 'auto' for T_A=None")
@@ -88,11 +97,12 @@ def parse_args(argv=None):
 
 def effective_tile(op, tile, n=None, nd=None):
     """The tile jaxmg uses (T_A=None: the automatic one for N / ndev)."""
+    cap = {"syevd": SYEVD_MAX_TILE, "lu_solve": LU_MAX_TILE}.get(op)
     if tile is None:
         from jaxmg import _dispatch
 
-        return _dispatch.auto_tile(n // nd, SYEVD_MAX_TILE if op == "syevd" else None)
-    return min(tile, SYEVD_MAX_TILE) if op == "syevd" else tile
+        return _dispatch.auto_tile(n // nd, cap)
+    return min(tile, cap) if cap else tile
 
 
 def eps(dtype):
@@ -321,6 +331,9 @@ def jaxmg_case(args, op, dt, n, tile, nd, how):
 
     dtype = DTYPES[dt]
     mesh = make_mesh(nd)
+    if op in bench_general.OPS:
+        med, tmin, metrics, status = bench_general.jaxmg_case(args, op, dtype, n, tile, mesh, how, timed)
+        return med, tmin, verdict(metrics, int(status), n, dtype)
     A = jax.block_until_ready(build_spd(mesh, n, dtype, args.seed))
     if op == "potrs":
         b = build_replicated(mesh, (n, args.nrhs), dtype, args.seed + 1)
@@ -346,6 +359,17 @@ def single_case(args, op, dt, n):
     # Typed as unsharded: on an explicit mesh the linalg ops refuse an input
     # typed P("x", None) even with one device; there this moves no data.
     whole = NamedSharding(mesh, REP)
+    if op in bench_general.OPS:
+        fn, shapes = bench_general.single_fn(op, args, dtype, n)
+        # Plain single-device arrays: jax.scipy.linalg.polar's QDWH refuses
+        # inputs typed on an explicit mesh.
+        dev0 = jax.devices()[0]
+        ins = [jax.device_put(jax.random.normal(jax.random.key(args.seed + i), sh, dtype), dev0)
+               for i, sh in enumerate(shapes)]
+        med, _, out = timed(jax.jit(fn), tuple(ins), args.reps)
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(out)):
+            raise FloatingPointError("non-finite result")
+        return med
     A = jax.block_until_ready(jax.device_put(build_spd(mesh, n, dtype, args.seed), whole))
     if op == "potrs":
         b = build_replicated(mesh, (n, args.nrhs), dtype, args.seed + 1)
@@ -428,7 +452,7 @@ def main(argv=None):
     raw = {}
     if args.raw:
         for op, dt, n, tile, nd, _ in todo:
-            if (op, dt, n, tile, nd) in raw:
+            if (op, dt, n, tile, nd) in raw or op not in RAW_OPS:
                 continue
             print(f"raw   {op} {dt} N={n} T_A={effective_tile(op, tile, n, nd)} ndev={nd}", file=sys.stderr,
                   flush=True)
@@ -449,10 +473,10 @@ def main(argv=None):
                "jaxmg_s": None, "jaxmg_min_s": None, "raw_s": raw.get((op, dt, n, tile, nd)),
                "single_s": None, "valid": "-", "metrics": "", "device": device_desc}
         if args.raw and row["raw_s"] is None:
-            row["raw_s"] = "fail"
+            row["raw_s"] = "fail" if op in RAW_OPS else "-"
         print(f"jaxmg {op} {dt} N={n} T_A={row['tile']} ndev={nd} {row['dispatch']}", file=sys.stderr,
               flush=True)
-        if nd > len(devices) or n % nd:
+        if nd > len(devices) or bench_general.rows_of(op, n) % nd:
             why = "too few devices" if nd > len(devices) else "N not divisible by ndev"
             print(f"  skipped: {why}", file=sys.stderr)
             row["jaxmg_s"], row["valid"] = "skip", "skip"

@@ -12,6 +12,10 @@
 #   split    the engine's time split per call (JAXMG_VERBOSE=2), 3 ops f64 4096/16384, potri 32768
 #   mp       tests/gpu one process per GPU    mpbench  process per GPU vs one process
 #   memory   measured device peak per call vs docs/memory.md
+#   general  lu_solve (multi and single, vs raw getrf/getrs and jnp.linalg.solve) and least
+#            squares (2N x N), qr, gesvd, polar (one GPU, vs jnp.linalg / jax.scipy), f64 at
+#            8192, 16384 (GENERAL_SIZES; 32768 with general32k, gesvd/polar take minutes there)
+#   gtest    tests/gpu/test_general_gpu.py alone
 #   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
 #   peer     JAXMg 1.4.1 itself next to jaxmg, one process per GPU (wheels: bench/README.md)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
@@ -60,8 +64,8 @@ bench() { # name, bench.py arguments...
 }
 
 # ---- step "wheel" (issue 21): one wheel for CPU and GPU -------------------
-# The wheel is built on a machine with no GPU (pip wheel --no-build-isolation
-# --no-deps . -w dist) and carried here. It goes into a fresh venv that sees
+# The wheel is built on a machine with no GPU (bash scripts/wheel.sh: every
+# engine, glibc 2.28, py3-none-manylinux_2_27_x86_64) and carried here. It goes into a fresh venv that sees
 # this machine's JAX (--system-site-packages), then the GPU suite runs against
 # it (not against ./src or a build tree); wheel_libs.txt lists the CUDA
 # libraries the process loaded and where from.
@@ -72,7 +76,9 @@ wheel_step() {
     echo "wheel: no wheel (set WHEEL or carry dist/jaxmg-*.whl)" | tee -a "$OUT/summary.txt"; status=1; return
   fi
   rm -rf "$venv"
+  # The .pth adds $PY's own site-packages where $PY is itself a venv's python.
   run wheel_install bash -c "'$PY' -m venv --system-site-packages '$venv' &&
+    '$PY' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])' >\"\$('$venv/bin/python' -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])')/outer.pth\" &&
     '$venv/bin/python' -m pip install --no-deps --force-reinstall '$whl'"
   [ -x "$venv/bin/python" ] || return
   run wheel_libs env -u JAXMG_LIBRARY_DIR "$venv/bin/python" -c "
@@ -194,6 +200,17 @@ for s in $steps; do
       run memory_eig "$PY" bench/memory.py --ops syevd --dtypes f64 --sizes 16384 --tiles 1024 \
         --ndev "$ngpu" --dispatch multi,single --md "$OUT/memory_eig.md" --csv "$LOGS/memory_eig.csv" ;;
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
+    gtest) run gtest "$PY" -m pytest -q tests/gpu/test_general_gpu.py -p no:cacheprovider ;;
+    general)
+      bench general_lu --ops lu_solve --dtypes f64 --sizes "${GENERAL_SIZES:-8192,16384}" --tiles 512 \
+        --ndev "$ngpu" --dispatch multi,single --single
+      bench general_1gpu --ops least_squares,qr,gesvd,polar --dtypes f64 \
+        --sizes "${GENERAL_SIZES:-8192,16384}" --tiles 1024 --ndev "$ngpu" --dispatch single --single ;;
+    general32k)
+      bench general32k_lu --ops lu_solve --dtypes f64 --sizes 32768 --tiles 512 --ndev "$ngpu" \
+        --dispatch multi,single --single
+      bench general32k --ops least_squares,qr,gesvd,polar --dtypes f64 --sizes 32768 --tiles 1024 \
+        --ndev "$ngpu" --dispatch single --single ;;
     wheel) wheel_step ;;
     peer) peer_step ;;
   esac

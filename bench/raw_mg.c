@@ -4,6 +4,7 @@
  *
  *   raw_mg OP DTYPE N T_A NDEV [NRHS] [REPS]
  *     OP    potrs (potrf + potrs) | potri (potrf + potri) | syevd (vectors, lower)
+ *           | lu_solve (getrf + getrs, no transpose; T_A <= 512)
  *     DTYPE f32 | f64 | c64 | c128
  *   Uses devices 0 .. NDEV-1 (pick others with CUDA_VISIBLE_DEVICES).
  *   RAW_BBLOCK=k   B's column tile (default max(T_A, NRHS): all of B on device 0)
@@ -57,8 +58,13 @@ void raw_mg_entry(int dtype, int64_t i, int64_t j, int64_t n, uint64_t seed, dou
     }                                                                                        \
   } while (0)
 
-enum { OP_POTRS, OP_POTRI, OP_SYEVD };
-static const char* const OP_NAMES[] = {"potrs", "potri", "syevd"};
+enum { OP_POTRS, OP_POTRI, OP_SYEVD, OP_LU };
+static const char* const OP_NAMES[] = {"potrs", "potri", "syevd", "lu_solve"};
+/* cuSolverMg's getrf/getrs reject wider tiles. */
+#define LU_MAX_TILE 512
+
+/* The ops with right-hand sides B. */
+static int has_b(int op) { return op == OP_POTRS || op == OP_LU; }
 static const char* const DT_NAMES[] = {"f32", "f64", "c64", "c128"};
 static const size_t DT_SIZE[] = {4, 8, 8, 16};
 static const cudaDataType DT_CUDA[] = {CUDA_R_32F, CUDA_R_64F, CUDA_C_32F, CUDA_C_64F};
@@ -209,10 +215,11 @@ static int check(int op, int dt, int64_t n, int64_t tile, int64_t nrhs, int64_t 
 
 int main(int argc, char** argv) {
   if (argc < 6 || argc > 8) {
-    fprintf(stderr, "usage: %s potrs|potri|syevd f32|f64|c64|c128 N T_A NDEV [NRHS] [REPS]\n", argv[0]);
+    fprintf(stderr, "usage: %s potrs|potri|syevd|lu_solve f32|f64|c64|c128 N T_A NDEV [NRHS] [REPS]\n",
+            argv[0]);
     return 2;
   }
-  int op = lookup(argv[1], OP_NAMES, 3);
+  int op = lookup(argv[1], OP_NAMES, 4);
   int dt = lookup(argv[2], DT_NAMES, 4);
   if (op < 0 || dt < 0) {
     fprintf(stderr, "raw_mg: unknown op '%s' or dtype '%s'\n", argv[1], argv[2]);
@@ -230,6 +237,10 @@ int main(int argc, char** argv) {
   }
   if (op == OP_SYEVD && tile > SYEVD_MAX_TILE) {
     fprintf(stderr, "raw_mg: syevd takes T_A <= %d\n", SYEVD_MAX_TILE);
+    return 2;
+  }
+  if (op == OP_LU && tile > LU_MAX_TILE) {
+    fprintf(stderr, "raw_mg: lu_solve takes T_A <= %d\n", LU_MAX_TILE);
     return 2;
   }
   int ndev = (int)ndev64;
@@ -276,7 +287,7 @@ int main(int argc, char** argv) {
   /* B one tile wide (as jaxmg lays it out): it all sits on device 0. */
   int64_t b_block = nrhs > tile ? nrhs : tile;
   if (getenv("RAW_BBLOCK")) b_block = parse_pos(getenv("RAW_BBLOCK"), "RAW_BBLOCK");
-  if (op == OP_POTRS) CS(cusolverMgCreateMatrixDesc(&desc_b, n, nrhs, n, b_block, ctype, grid));
+  if (has_b(op)) CS(cusolverMgCreateMatrixDesc(&desc_b, n, nrhs, n, b_block, ctype, grid));
 
   /* Tile k lives on device k % ndev, packed. Whole tiles are allocated so
    * that a partial last tile never depends on how the library bounds it. */
@@ -285,6 +296,7 @@ int main(int argc, char** argv) {
   void* a[MAX_DEV];
   void* b[MAX_DEV];
   void* work[MAX_DEV];
+  int* ipiv[MAX_DEV] = {0};
   cudaStream_t stream[MAX_DEV];
   for (int d = 0; d < ndev; d++) {
     int64_t mine = d < ntiles ? (ntiles - d + ndev - 1) / ndev : 0;
@@ -294,13 +306,15 @@ int main(int argc, char** argv) {
     CK(cudaStreamCreateWithFlags(&stream[d], cudaStreamNonBlocking));
     CK(cudaMalloc(&a[d], abytes));
     b[d] = NULL;
-    if (op == OP_POTRS) CK(cudaMalloc(&b[d], (size_t)n * (size_t)nrhs * esz));
+    if (has_b(op)) CK(cudaMalloc(&b[d], (size_t)n * (size_t)nrhs * esz));
+    /* getrf's pivots: one int per local column. */
+    if (op == OP_LU) CK(cudaMalloc((void**)&ipiv[d], (size_t)(lcols[d] > 0 ? lcols[d] : 1) * sizeof(int)));
   }
 
   size_t wsize = (dt == 0 || dt == 2) ? 4 : 8;
   void* w = op == OP_SYEVD ? malloc((size_t)n * wsize) : NULL;
   void* hb[MAX_DEV] = {0};
-  for (int d = 0; op == OP_POTRS && d < ndev; d++) {
+  for (int d = 0; has_b(op) && d < ndev; d++) {
     if (!(hb[d] = malloc((size_t)n * (size_t)nrhs * esz))) {
       fprintf(stderr, "raw_mg: out of host memory\n");
       return 1;
@@ -314,7 +328,11 @@ int main(int argc, char** argv) {
 
   int ni = (int)n;
   int64_t lw1 = 0, lw2 = 0;
-  if (op == OP_SYEVD) {
+  if (op == OP_LU) {
+    CS(cusolverMgGetrf_bufferSize(handle, ni, ni, a, 1, 1, desc_a, ipiv, ctype, &lw1));
+    CS(cusolverMgGetrs_bufferSize(handle, CUBLAS_OP_N, ni, (int)nrhs, a, 1, 1, desc_a, ipiv, b, 1, 1,
+                                  desc_b, ctype, &lw2));
+  } else if (op == OP_SYEVD) {
     CS(cusolverMgSyevd_bufferSize(handle, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, ni, a, 1, 1,
                                   desc_a, w, DT_REAL[dt], ctype, &lw1));
   } else {
@@ -343,7 +361,7 @@ int main(int argc, char** argv) {
     for (int d = 0; d < ndev; d++) {
       CK(cudaSetDevice(d));
       CK(raw_mg_fill(a[d], dt, n, tile, ndev, d, lcols[d], SEED, stream[d]));
-      if (op == OP_POTRS)
+      if (has_b(op))
         CK(cudaMemcpyAsync(b[d], hb[d], (size_t)n * (size_t)nrhs * esz, cudaMemcpyHostToDevice, stream[d]));
     }
     sync_all(ndev);
@@ -367,6 +385,12 @@ int main(int argc, char** argv) {
         CS(cusolverMgSyevd(handle, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, ni, a, 1, 1, desc_a, w,
                            DT_REAL[dt], ctype, work, lwork, &info));
         break;
+      case OP_LU:
+        CS(cusolverMgGetrf(handle, ni, ni, a, 1, 1, desc_a, ipiv, ctype, work, lwork, &info));
+        if (info == 0)
+          CS(cusolverMgGetrs(handle, CUBLAS_OP_N, ni, (int)nrhs, a, 1, 1, desc_a, ipiv, b, 1, 1, desc_b,
+                             ctype, work, lwork, &info));
+        break;
     }
     /* The calls block, but a final sync keeps any trailing device work
      * inside the measurement, as block_until_ready does on the JAX side. */
@@ -386,7 +410,7 @@ int main(int argc, char** argv) {
          info_seen);
   fflush(stdout);
   int bad = 0;
-  if (getenv("RAW_CHECK") && op != OP_SYEVD)
+  if (getenv("RAW_CHECK") && (op == OP_POTRS || op == OP_POTRI))
     bad = check(op, dt, n, tile, nrhs, b_block, ndev, a, b, lcols, esz);
 
   for (int d = 0; d < ndev; d++) {
@@ -394,6 +418,7 @@ int main(int argc, char** argv) {
     CK(cudaFree(work[d]));
     CK(cudaFree(a[d]));
     if (b[d]) CK(cudaFree(b[d]));
+    if (ipiv[d]) CK(cudaFree(ipiv[d]));
     CK(cudaStreamDestroy(stream[d]));
   }
   if (desc_b) CS(cusolverMgDestroyMatrixDesc(desc_b));

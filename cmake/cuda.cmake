@@ -40,12 +40,26 @@ add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/mg_engine.c
   csrc/engines/cuda/mg_solve.c
   csrc/engines/cuda/dn_solve.c
+  csrc/engines/cuda/dn_general.c
+  csrc/engines/cuda/gpu_typed.c
+  csrc/engines/cuda/mg_getrs.c
   csrc/engines/cuda/gpu_share.c
   csrc/engines/cuda/gpu_vmm.c
   csrc/engines/cuda/gpu_vmm_map.c
   csrc/engines/cuda/gpu_util.c
   csrc/ops/exports_cuda.c)
-target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core jaxmg_cudart ${JAXMG_CUSOLVERMG} ${JAXMG_CUSOLVER})
+# cuBLAS (transposes and products of the general ops) is a dependency of
+# cuSOLVER anyway, found and loaded with it from the same place.
+jaxmg_cuda_find_library(JAXMG_CUBLAS cublas libcublas.so.${JAXMG_CUDA_MAJOR})
+if(NOT JAXMG_CUBLAS)
+  # Not seen at configure time (a wheel tree without it): link by soname,
+  # from the same folders as cuSOLVER, which cannot run without it.
+  set(JAXMG_CUBLAS "-l:libcublas.so.${JAXMG_CUDA_MAJOR}")
+  get_filename_component(_jaxmg_cusolver_dir "${JAXMG_CUSOLVER}" DIRECTORY)
+  target_link_directories(jaxmg_cuda PRIVATE ${_jaxmg_cusolver_dir} ${JAXMG_CUDA_LIBRARY_DIRS})
+endif()
+target_link_libraries(jaxmg_cuda PRIVATE jaxmg_core jaxmg_cudart ${JAXMG_CUSOLVERMG} ${JAXMG_CUSOLVER}
+  ${JAXMG_CUBLAS})
 # Installed in site-packages/jaxmg: the wheels' libraries are found first.
 set_target_properties(jaxmg_cuda PROPERTIES INSTALL_RPATH "${JAXMG_CUDA_RUNPATH}")
 _jaxmg_cuda_info(cuda_major=${JAXMG_CUDA_MAJOR} source=${JAXMG_CUDA_SOURCE})

@@ -149,6 +149,8 @@ if(NOT JAXMG_CUDA_FROM STREQUAL "wheels")
   find_package(CUDAToolkit QUIET)
   if(CUDAToolkit_FOUND)
     set(_jaxmg_toolkit_major "${CUDAToolkit_VERSION_MAJOR}")
+  elseif(JAXMG_CUDA_FROM STREQUAL "toolkit")
+    message(FATAL_ERROR "jaxmg: -DJAXMG_CUDA_FROM=toolkit, but no CUDA toolkit found (set CUDAToolkit_ROOT)")
   endif()
 endif()
 

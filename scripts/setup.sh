@@ -51,8 +51,8 @@ mkdir -p "$ROOT/build"
 "$PY" -m pip install -v --no-build-isolation --no-deps "$ROOT" >"$ROOT/build/pip-install.log" 2>&1 \
   || { cat "$ROOT/build/pip-install.log"; exit 1; }
 # A GPU machine whose build found no CUDA (or missed an engine) says so here, loudly.
-if [ $gpu = 1 ] && grep -q -E "NO CUDA FOUND|NOT built" "$ROOT/build/pip-install.log"; then
+if [ $gpu = 1 ] && grep -q -E "NO CUDA FOUND|NOT built|not building" "$ROOT/build/pip-install.log"; then
   echo "==== jaxmg: GPU engines missing from this build (build/pip-install.log): ====" >&2
-  grep -A4 -E "NO CUDA FOUND|NOT built" "$ROOT/build/pip-install.log" >&2
+  grep -A4 -E "NO CUDA FOUND|NOT built|not building" "$ROOT/build/pip-install.log" >&2
 fi
 export PY

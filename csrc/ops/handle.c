@@ -97,19 +97,17 @@ static int enter(jmg_call* c) {
   return 0;
 }
 
-/* Multi-process jobs name their node's shared segment; without it the
- * parties are threads of this process, matched by XLA's run id. */
+/* Multi-process jobs name their node's shared segment (the `meet`
+ * attribute, passed as it comes: an over-long name is the rendezvous'
+ * error); without it the parties are threads of this process, matched by
+ * XLA's run id. */
 static int meet(jmg_call* c) {
-  char shm_name[JMG_SHM_NAME_MAX] = "";
-  const char* attr = NULL;
+  const char* name = NULL;
   size_t len = 0;
   int64_t procs = 0;
-  if (!jmg_ffi_attr_str(c->cf, "meet", &attr, &len)) {
-    if (len >= sizeof shm_name)
-      return fail(c->err, "the meet attribute is %zu bytes long, at most %zu", len,
-                  sizeof shm_name - 1);
-    memcpy(shm_name, attr, len);
-    shm_name[len] = '\0';
+  if (jmg_ffi_attr_str(c->cf, "meet", &name, &len)) {
+    name = NULL;
+    len = 0;
   }
   jmg_ffi_attr_int(c->cf, "meet_procs", &procs);
   int64_t run_id = 0;
@@ -117,36 +115,28 @@ static int meet(jmg_call* c) {
   if (e) {
     jmg_ffi_drop(c->cf, e);
     /* Threads meet by run id; processes do not use it. */
-    if (!shm_name[0]) return fail(c->err, "XLA gave no run id, so the devices cannot meet");
+    if (!len) return fail(c->err, "XLA gave no run id, so the devices cannot meet");
     if (!c->own[0]) snprintf(c->own, sizeof c->own, "XLA gave no run id");
   }
   c->me.pid = (int32_t)getpid();
   c->me.token = jmg_process_token();
   jmg_meet_key key = {run_id, c->me.site, c->where[1]};
   char merr[JMG_ERRLEN];
-  if (jmg_meeting_join(shm_name, (int)procs, &key, (int)c->nparties, c->where[0], c->timeout,
-                       &c->m, merr, sizeof merr))
+  if (jmg_meeting_join_n(name, len, (int)procs, &key, (int)c->nparties, c->where[0], c->timeout,
+                         &c->m, merr, sizeof merr))
     return fail(c->err, "%s", merr);
   c->joined = 1;
-  step(c, shm_name[0] ? "joined the node's meeting" : "joined the meeting");
+  step(c, len ? "joined the node's meeting" : "joined the meeting");
   return 0;
 }
 
 /* ---- agree ---- */
 
-/* Buffers the share hooks of an engine that carries a, b and w only can
- * take: the sizes host_share.c and gpu_share.c compute. */
-static int fits_abw(const jmg_job* job) {
-  int64_t es = (int64_t)jmg_dtype_size(job->dtype), rs = (int64_t)jmg_dtype_real_size(job->dtype);
-  int64_t cap[3] = {job->nloc * job->n * es, job->n * job->nrhs * es, job->n * rs};
-  for (int r = 0; r < job->nparties; r++) {
-    const jmg_party* p = &job->parties[r];
-    for (int k = 0; k < JMG_MAX_BUFS; k++) {
-      if (!p->buf_bytes[k] || p->buf_flags[k] == JMG_BUF_OWN) continue;
-      if (k >= 3 || p->buf_bytes[k] > cap[k]) return 0;
-    }
-  }
-  return 1;
+/* An engine whose share hooks carry a, b and w only (shares_every_buffer
+ * 0) checks each record against potrs/potri/syevd's layout, so only those
+ * ops can cross processes on it. */
+static int legacy_share_op(const jmg_job* job) {
+  return job->op == JMG_POTRS || job->op == JMG_POTRI || job->op == JMG_SYEVD;
 }
 
 static int check_agree(jmg_call* c) {
@@ -199,10 +189,10 @@ static int agree(jmg_call* c) {
     return fail(c->err, "%s is not available on the %s engine", c->row->name, eng->name);
   if (c->cross && (!eng->share || !eng->open || !eng->close || !eng->fetch))
     return fail(c->err, "the %s engine cannot work across processes", eng->name);
-  if (c->cross && !eng->shares_every_buffer && !fits_abw(&c->job))
-    return fail(c->err, "%s of this shape cannot run across processes on the %s engine yet "
-                        "(its buffers do not fit the shared a/b/w records); use one process "
-                        "for all devices",
+  if (c->cross && !eng->shares_every_buffer && !legacy_share_op(&c->job))
+    return fail(c->err, "%s cannot run across processes on the %s engine yet (its shared "
+                        "memory step carries potrs/potri/syevd's buffers only); use one "
+                        "process for all devices",
                 c->row->name, eng->name);
   step(c, "all parties known");
   return 0;

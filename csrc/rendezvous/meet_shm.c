@@ -227,6 +227,15 @@ static int map_segment(const char* name, int expected, header** out, char* err,
     if (rc != -2) return rc;
     rc = create_linked(name, expected, out, err, errlen);
     if (rc == 1) return JMG_MEET_OK;
+    if (rc == JMG_MEET_ENOMEM) {
+      /* Room for one segment but not for two made at once: another
+       * process may be linking its own right now. */
+      char spare[JMG_MEET_ERRLEN];
+      struct timespec ms = {0, 1000000};
+      for (int i = 0; i < 2000; i++, nanosleep(&ms, NULL))
+        if (open_existing(name, out, spare, sizeof spare) == JMG_MEET_OK) return JMG_MEET_OK;
+      return rc;
+    }
     if (rc != -2) return rc;
     /* Lost the race to another process: open its segment. */
   }
@@ -265,8 +274,9 @@ static int owner_dead(const char* name, const char* prefix) {
 /* Removes from /dev/shm what dead processes left behind, whatever its age:
  * their life files, per-call segments (host_share.c) and half-made
  * segments by their owner's token, rendezvous segments once every process
- * that attached is dead (except `keep`, the one being joined). Only this user's files are touched. Names are
- * unique, so a leftover never disturbs a new job; this returns the memory. */
+ * that attached is dead (except `keep`, the one being joined). Only this
+ * user's files are touched. Names are unique, so a leftover never disturbs
+ * a new job; this returns the memory. */
 static void sweep(const char* keep) {
   DIR* dir = opendir(JMG_SHM_DIR);
   if (!dir) return;
@@ -500,6 +510,7 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
   rc = jmg_round_check_join(key, out, nparties, rank, err, errlen);
   if (rc) return rc;
   (void)timeout_s; /* a segment appears complete or not at all (create_linked) */
+  jmg_test_point("attach");
   /* Before this process names anything shared: the survivors of a crash
    * tell by its life file that it is gone. */
   if (jmg_identity_live(err, errlen)) return JMG_MEET_EINVAL;
@@ -509,9 +520,9 @@ int jmg_shm_join(const char* name, int expected, const jmg_meet_key* key, int np
     return JMG_MEET_ENOMEM;
   }
   rc = attach(name, expected, &h, err, errlen);
-  if (!rc) rc = next_seq(h, key, rank, &seq);
+  if (!rc && (rc = next_seq(h, key, rank, &seq)))
+    jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
   if (rc) {
-    if (rc == JMG_MEET_ENOMEM) jmg_put(err, errlen, "jaxmg rendezvous: out of host memory");
     free(p);
     return rc;
   }

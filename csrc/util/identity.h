@@ -61,8 +61,12 @@ void jmg_token_hex(uint64_t token, char out[17]);
 int jmg_token_parse(const char* s, uint64_t* token);
 
 /* Test hook: JAXMG_TEST_KILL_AT=<point> makes the process SIGKILL itself
- * when it reaches that point ("join", "exchange3", "shared", "opened").
- * For the tests that list /dev/shm after a crash at each phase. */
+ * when it reaches that point: "attach" (a call of the shared-memory
+ * rendezvous, before it joins: the rank never arrives), "join" (just
+ * joined), "exchange<k>" (entering the k-th exchange of the meeting),
+ * "shared" (host engine: shard segment made, not yet published), "opened"
+ * (host leader: every shard mapped). Read at each point, so a test may set
+ * it between calls. For the tests that crash a call at each phase. */
 void jmg_test_point(const char* point);
 
 /* The same for a numbered point: "<point><n>" (exchange0, exchange1...). */

@@ -3,6 +3,9 @@
     potrs(A, b, T_A)                          # Cholesky solve A x = b
     potri(A, T_A)                             # inverse of SPD/HPD A
     syevd(A, T_A)                             # eigenvalues and eigenvectors
+    lu_solve(A, b, T_A)                       # A x = b for general square A (LU)
+    least_squares(A, b, T_A)                  # min ||A x - b|| for M >= N
+    qr(A, T_A), gesvd(A, T_A), polar(A, T_A)  # QR, SVD, polar decomposition
 
 with the mesh and A's layout taken from A's sharding or the context mesh,
 or given as mesh=..., in_specs=... in any form of JAXMg 0.0.x and 1.4
@@ -14,6 +17,18 @@ through the same C core. Importing jaxmg changes no JAX setting.
 """
 
 from . import utils
+from ._general_ops import (
+    gesvd,
+    gesvd_shardmap_ctx,
+    least_squares,
+    least_squares_shardmap_ctx,
+    lu_solve,
+    lu_solve_shardmap_ctx,
+    polar,
+    polar_shardmap_ctx,
+    qr,
+    qr_shardmap_ctx,
+)
 from ._ops import (
     potri,
     potri_shardmap_ctx,
@@ -32,6 +47,16 @@ __all__ = [
     "potri_shardmap_ctx",
     "syevd_shardmap_ctx",
     "potri_symmetrize",
+    "lu_solve",
+    "least_squares",
+    "qr",
+    "gesvd",
+    "polar",
+    "lu_solve_shardmap_ctx",
+    "least_squares_shardmap_ctx",
+    "qr_shardmap_ctx",
+    "gesvd_shardmap_ctx",
+    "polar_shardmap_ctx",
     "utils",
 ]
 # Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a

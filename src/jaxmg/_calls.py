@@ -121,18 +121,23 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
 # ---- the ops, naming their results ----------------------------------------
 
 
-def potrs_with_logdet(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+def potrs_with_logdet(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
+                      with_factor: bool = False):
     """(x, status, logdet): logdet is log det of the padded matrix, a real
-    scalar identical on every shard, NaN when status != 0."""
-    _, x, status, logdet = ffi("potrs", a, b, where, site=site, tile=tile, nparties=nparties,
-                               dispatch=dispatch)
-    return x, status, logdet
+    scalar identical on every shard, NaN when status != 0. with_factor:
+    (a_out, x, status, logdet), a_out being the result aliased to A (the
+    factor's scratch), which a caller that donates A must keep."""
+    a_out, x, status, logdet = ffi("potrs", a, b, where, site=site, tile=tile, nparties=nparties,
+                                   dispatch=dispatch)
+    return (a_out, x, status, logdet) if with_factor else (x, status, logdet)
 
 
-def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
-    x, status, _ = potrs_with_logdet(a, b, where, site=site, tile=tile, nparties=nparties,
-                                     dispatch=dispatch)
-    return x, status
+def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
+          with_factor: bool = False):
+    """(x, status), or (a_out, x, status) with with_factor (see potrs_with_logdet)."""
+    out = potrs_with_logdet(a, b, where, site=site, tile=tile, nparties=nparties,
+                            dispatch=dispatch, with_factor=True)
+    return out[:3] if with_factor else out[1:3]
 
 
 def potri(a, where, *, site: str, tile: int, nparties: int, dispatch: int):

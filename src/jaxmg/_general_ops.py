@@ -1,26 +1,38 @@
 """The general operations of JAXMg 1.4: lu_solve, least_squares, qr, gesvd
-and polar. Per-shard bodies (the *_shardmap_ctx functions, for use inside
-the caller's shard_map) and mesh-level functions in the tutorial style
-(A, [b,] T_A, mesh, in_specs, return_status=False, pad=True,
-dispatch="auto", and the op's own options).
+and polar, in every call form of potrs (src/jaxmg/_request.py): mesh and
+specs optional (taken from A's sharding or the context mesh), in_specs or
+matrix_specs in any accepted form, any layout of A and b, donate,
+return_status, pad, dispatch, and the two *_shardmap_ctx forms (inside the
+caller's shard_map on local shards; outside one on global arrays, JAXMg
+1.4's form).
 
-Each mesh-level function is a thin public wrapper (validation and return
-forms) over a core (`_core_<op>`) that takes already-validated arguments
-(mesh, solve axes, T_A, pad, dispatch, the op's options) and returns every
-output, status last, so that other call forms can share it.
+Layers, as in _ops.py:
+  - per shard (`_*_local`): one device's shard of A in rows, inside a
+    shard_map; calls the FFI (_calls) and pads / unpads.
+  - cores (`_*_req(A, [b,] req)`): global arrays, traced: A moved to the
+    engines' rows, a shard_map of the per-shard body, results moved back
+    to A's (b's) layout; every output, status last. `_core_<op>(A, [b,] *,
+    mesh, axes, T_A, pad, dispatch, ...)` are the same cores for already
+    validated keyword arguments (A in rows over `axes`), used by the
+    derivative rules (_autodiff_general.py).
+  - public functions: normalise, run the core, pick the return form.
 
 Conventions. The C engines read each row shard column-major, that is they
-see E = A^T, and undo the transpose themselves (csrc/engines/
-host_general.c), so no conjugation happens here. lu_solve is square and is
-padded like potrs (blockdiag(A, I), exact). The rectangular ops gather onto
-one device on every engine; T_A is validated but does not change their
-results. Their A is padded at the end with zero rows when M is not a
-multiple of the device count, and the engine is told A's true row count
-(`mrows`), so padding never changes a result.
+see E = A^T. lu_solve hands them A^T's row shards instead (one all_to_all),
+so that they factor A itself: cuSolverMg's getrs has no transpose. The
+other ops undo the transpose in the engine (csrc/engines/host_general.c),
+so no conjugation happens here. lu_solve is square and is padded like
+potrs (blockdiag(A, I), exact). The rectangular ops gather onto one device
+on every engine today; T_A is validated but does not change their results.
+Their A is padded at the end with zero rows when M is not a multiple of the
+device count, and the engine is told A's true row count (`mrows`), so
+padding never changes a result. Non-finite input gives status -1 and NaN
+outputs without reaching an engine (as for potrs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -28,9 +40,18 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _dispatch, _library, _multiproc, _shard
+from . import _autodiff as ad
+from . import _autodiff_general as adg
+from . import _calls, _dispatch, _library, _multiproc, _request, _shard
 from . import _validate as v
-from ._ops import _call, _pad_global, _row_spec, _setup, _status
+from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
+
+REP = P(None, None)
+
+# cuSolverMg's getrf/getrs take tiles of at most 512 columns; every
+# platform uses the same limit so that all of them solve the same padded
+# problem (as for syevd's 1024).
+LU_MAX_TILE = 512
 
 # ---------------------------------------------------------------------------
 # validation of the general ops' own arguments
@@ -58,11 +79,6 @@ def _tall(A, op: str) -> tuple[int, int, object]:
     return m, n, dt
 
 
-def _rhs(b, m: int, a_dtype) -> tuple[int, bool]:
-    """b (M,) or (M, K) of A's dtype, for an A of M rows."""
-    return v.rhs(b, m, a_dtype)
-
-
 def _dispatch_for(op: str, dispatch: str) -> str:
     _dispatch.check(dispatch)
     if dispatch == "multi" and op not in _dispatch.MULTI_OPS:
@@ -72,24 +88,52 @@ def _dispatch_for(op: str, dispatch: str) -> str:
     return dispatch
 
 
-def _mesh_axes(mesh, in_specs, nspecs):
-    mesh = v.mesh(mesh)
-    specs = v.in_specs(in_specs, mesh, nspecs)
-    axes = v.matrix_spec(specs[0], mesh)
-    if nspecs == 2:
-        v.replicated_spec(specs[1], "in_specs[1] (the spec of b)")
-    _library.ensure_registered(_library.platform_of(mesh.devices.flat))
-    _multiproc.check_mesh(mesh, axes)
-    return mesh, axes
-
-
 # ---------------------------------------------------------------------------
 # per shard (inside shard_map)
 
 
-def _setup_rect(a, axis_name, T_A, op, dispatch):
-    """_ops._setup for a row shard of a rectangular A (mloc, N): the tile is
-    the whole shard (these ops gather), so there is no shard padding."""
+def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """(x, status (1,)) for one row shard of a square A; b replicated."""
+    _dispatch_for("lu_solve", dispatch)
+    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
+        a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE
+    )
+    n = a.shape[1]
+    _, vector = v.rhs(b, n, dt)
+    b2 = b[:, None] if vector else b
+    bad = _nonfinite(axes, a, b2)
+    a = _sanitised(a, bad, where[0])
+    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
+    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    # This device's rows of A^T (read column-major by the engine: A's own
+    # columns, as getrf/getrs without transpose want them).
+    a_t = jax.lax.all_to_all(a_p, axes, split_axis=1, concat_axis=0, tiled=True).T
+    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    x, status = _calls.lu_solve(
+        a_t, b_p, where, site=_shard.new_site("lu_solve"), tile=tile, nparties=nparties,
+        dispatch=solver,
+    )
+    x = _nan_where(bad, _shard.unpad_rows(x, nparties, nloc, nloc_p))
+    status = _final_status(_shard.unpad_status(status, nloc, nloc_p), bad)
+    return (x[:, 0] if vector else x), _status(status)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shard:
+    """One row shard of a rectangular A, checked (the tile is the whole
+    shard: these ops gather, so there is no shard padding)."""
+
+    axes: tuple
+    nparties: int
+    mloc: int
+    n: int
+    m: int          # A's rows; the shards' rows past them are padding
+    where: object   # (rank, group)
+    dt: object
+    solver: int
+
+
+def _rect(a, axis_name, T_A, op, dispatch, mrows) -> _Shard:
     axes = v.shard_axes(axis_name)
     platform = _library.current_platform()
     _library.ensure_registered(platform)
@@ -99,80 +143,43 @@ def _setup_rect(a, axis_name, T_A, op, dispatch):
     nparties = math.prod(sizes[ax] for ax in axes)
     _multiproc.check_traced(axes)
     mloc, n, dt = _matrix(a, "the local shard of A")
+    m = mrows or nparties * mloc
+    if op in ("least_squares", "qr") and m < n:
+        raise ValueError(f"jaxmg: {op} needs M >= N, got {m} x {n}")
     where = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, op, max(nparties * mloc, n), nparties, dt, platform)
-    return axes, nparties, mloc, n, where, dt, solver
+    solver = _dispatch.resolve(dispatch, op, max(m, n), nparties, dt, platform)
+    return _Shard(axes, nparties, mloc, n, m, where, dt, solver)
 
 
-def _site(op):
-    return _shard.new_site(op)
+def _clean(s: _Shard, a, *more):
+    """(bad, a sanitised): non-finite input never reaches an engine."""
+    bad = _nonfinite(s.axes, a, *more)
+    return bad, _sanitised(a, bad, s.where[0])
 
 
-def lu_solve_shardmap_ctx(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """A x = b for a general square A (LU with partial pivoting) from inside
-    the caller's shard_map. a: this device's row shard (N / devices, N); b:
-    (N,) or (N, K), replicated. Returns (x, status): x replicated like b,
-    status an int32 of shape (1,): 0, or k > 0 when U(k, k) is exactly zero
-    (A singular; x is NaN)."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
-        a, axis_name, T_A, pad, "lu_solve", dispatch
-    )
-    _dispatch_for("lu_solve", dispatch)
-    n = a.shape[1]
-    _, vector = v.rhs(b, n, dt)
+def _kw(s: _Shard, op):
+    return dict(site=_shard.new_site(op), tile=s.mloc, nparties=s.nparties, dispatch=s.solver,
+                mrows=s.m)
+
+
+def _lstsq_local(a, b, T_A, axis_name=None, dispatch="auto", mrows=None):
+    """(x, status (1,)) for one row shard of A (M x N); b (M,) or (M, K) replicated."""
+    s = _rect(a, axis_name, T_A, "least_squares", dispatch, mrows)
+    _, vector = v.rhs(b, s.nparties * s.mloc, s.dt)
     b2 = b[:, None] if vector else b
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
-    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
-    x, status = _calls.lu_solve(
-        a_p, b_p, where, site=_site("lu_solve"), tile=tile, nparties=nparties, dispatch=solver
-    )
-    x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
-    return (x[:, 0] if vector else x), _status(_shard.unpad_status(status, nloc, nloc_p))
+    bad, a = _clean(s, a, b2)
+    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
+    x, status = _calls.least_squares(a, b2, s.where, **_kw(s, "least_squares"))
+    x = _nan_where(bad, x)
+    return (x[:, 0] if vector else x), _status(_final_status(status, bad))
 
 
-def _lstsq_shard(a, b, T_A, axis_name, dispatch, mrows):
-    axes, nparties, mloc, n, where, dt, solver = _setup_rect(a, axis_name, T_A, "least_squares",
-                                                             dispatch)
-    m_all = nparties * mloc
-    if m_all < n:
-        raise ValueError(f"jaxmg: least_squares needs M >= N, got {m_all} x {n}")
-    _, vector = _rhs(b, m_all, dt)
-    b2 = b[:, None] if vector else b
-    x, status = _calls.least_squares(
-        a, b2, where, site=_site("least_squares"), tile=mloc, nparties=nparties, dispatch=solver,
-        mrows=mrows or m_all,
-    )
-    return (x[:, 0] if vector else x), _status(status)
-
-
-def least_squares_shardmap_ctx(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """min ||A x - b|| for A (M x N, M >= N, full column rank) from inside
-    the caller's shard_map: a is this device's row shard (M / devices, N), b
-    (M,) or (M, K) replicated. Returns (x, status): x (N,) or (N, K)
-    replicated; status 0, or k > 0 when R(k, k) is exactly zero (A does not
-    have full rank; x is NaN). T_A is accepted for symmetry (this op
-    gathers) and pad is unused: any M works."""
-    v.flag(pad, "pad")
-    return _lstsq_shard(a, b, T_A, axis_name, dispatch, None)
-
-
-def _qr_shard(a, T_A, axis_name, dispatch, mrows):
-    axes, nparties, mloc, n, where, dt, solver = _setup_rect(a, axis_name, T_A, "qr", dispatch)
-    if nparties * mloc < n:
-        raise ValueError(f"jaxmg: qr needs M >= N, got {nparties * mloc} x {n}")
-    q, r, status = _calls.qr(
-        a, where, site=_site("qr"), tile=mloc, nparties=nparties, dispatch=solver,
-        mrows=mrows or nparties * mloc,
-    )
-    return q, r, _status(status)
-
-
-def qr_shardmap_ctx(a, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """Reduced QR of A (M x N, M >= N) from inside the caller's shard_map.
-    Returns (this device's rows of Q (M x N, orthonormal columns), R (N x N,
-    upper triangular, replicated), status)."""
-    v.flag(pad, "pad")
-    return _qr_shard(a, T_A, axis_name, dispatch, None)
+def _qr_local(a, T_A, axis_name=None, dispatch="auto", mrows=None):
+    """(this shard's rows of Q, R replicated, status (1,))."""
+    s = _rect(a, axis_name, T_A, "qr", dispatch, mrows)
+    bad, a = _clean(s, a)
+    q, r, status = _calls.qr(a, s.where, **_kw(s, "qr"))
+    return _nan_where(bad, q), _nan_where(bad, r), _status(_final_status(status, bad))
 
 
 def _svd_sizes(m, n, compute_u, compute_vh, full_matrices):
@@ -182,182 +189,242 @@ def _svd_sizes(m, n, compute_u, compute_vh, full_matrices):
     return k, ucols, vrows
 
 
-def _gesvd_shard(a, T_A, axis_name, dispatch, compute_u, compute_vh, full_matrices, mrows):
-    axes, nparties, mloc, n, where, dt, solver = _setup_rect(a, axis_name, T_A, "gesvd", dispatch)
-    m = mrows or nparties * mloc
-    k, ucols, vrows = _svd_sizes(m, n, compute_u, compute_vh, full_matrices)
-    u, s, vh, status = _calls.gesvd(
-        a, where, site=_site("gesvd"), tile=mloc, nparties=nparties, dispatch=solver,
-        ucols=ucols, vrows=vrows, mrows=m,
-    )
-    return u, s, vh, _status(status)
+def _gesvd_local(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, axis_name=None,
+                 dispatch="auto", mrows=None):
+    """(this shard's rows of U (ucols columns), s, Vh (vrows rows), status (1,))."""
+    s = _rect(a, axis_name, T_A, "gesvd", dispatch, mrows)
+    _, ucols, vrows = _svd_sizes(s.m, s.n, compute_u, compute_vh, full_matrices)
+    bad, a = _clean(s, a)
+    u, sv, vh, status = _calls.gesvd(a, s.where, ucols=ucols, vrows=vrows, **_kw(s, "gesvd"))
+    return (_nan_where(bad, u), _nan_where(bad, sv), _nan_where(bad, vh),
+            _status(_final_status(status, bad)))
 
 
-def _svd_out(u, s, vh, status, compute_u, compute_vh, with_status):
-    out = ((u,) if compute_u else ()) + (s,) + ((vh,) if compute_vh else ())
-    if with_status:
-        out = out + (status,)
-    return out if len(out) > 1 else out[0]
-
-
-def gesvd_shardmap_ctx(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, pad=True,
-                       axis_name=None, dispatch="auto"):
-    """SVD A = U diag(s) Vh of A (M x N, any shape) from inside the caller's
-    shard_map. Returns (U, s, Vh, status) with U this device's rows (M x K
-    for K = min(M, N), or M x M with full_matrices), s descending (real
-    dtype, replicated), Vh (K x N, or N x N) replicated; U and Vh are left
-    out when not computed; status (1,) last: 0, or > 0 if the solver did
-    not converge."""
-    cu, cv = v.flag(compute_u, "compute_u"), v.flag(compute_vh, "compute_vh")
-    fm = v.flag(full_matrices, "full_matrices")
-    v.flag(pad, "pad")
-    u, s, vh, status = _gesvd_shard(a, T_A, axis_name, dispatch, cu, cv, fm, None)
-    return _svd_out(u, s, vh, status, cu, cv, True)
-
-
-def _polar_shard(a, T_A, axis_name, dispatch, compute_h, mrows):
-    axes, nparties, mloc, n, where, dt, solver = _setup_rect(a, axis_name, T_A, "polar", dispatch)
-    up, h, status = _calls.polar(
-        a, where, site=_site("polar"), tile=mloc, nparties=nparties, dispatch=solver,
-        compute_h=compute_h, mrows=mrows or nparties * mloc,
-    )
-    return up, h, _status(status)
-
-
-def polar_shardmap_ctx(a, T_A, compute_h=True, pad=True, axis_name=None, dispatch="auto"):
-    """Polar decomposition A = Up H (Up with orthonormal columns, or rows if
-    M < N; H = (A^H A)^(1/2), Hermitian positive semidefinite, N x N) from
-    inside the caller's shard_map. Returns (this device's rows of Up, H,
-    status), or (Up rows, status) without compute_h."""
-    ch = v.flag(compute_h, "compute_h")
-    v.flag(pad, "pad")
-    up, h, status = _polar_shard(a, T_A, axis_name, dispatch, ch, None)
-    return (up, h, status) if ch else (up, status)
+def _polar_local(a, T_A, compute_h=True, axis_name=None, dispatch="auto", mrows=None):
+    """(this shard's rows of Up, H replicated ((0, N) without compute_h), status (1,))."""
+    s = _rect(a, axis_name, T_A, "polar", dispatch, mrows)
+    bad, a = _clean(s, a)
+    up, h, status = _calls.polar(a, s.where, compute_h=compute_h, **_kw(s, "polar"))
+    return _nan_where(bad, up), _nan_where(bad, h), _status(_final_status(status, bad))
 
 
 # ---------------------------------------------------------------------------
-# mesh level: cores
+# the cores: global arrays, traced, every output (status last)
 
 
-def _nparties(mesh, axes):
-    return math.prod(mesh.shape[ax] for ax in axes)
+def _shard_map(body, req, in_specs, out_specs):
+    return jax.shard_map(body, mesh=req.mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
 
 
-def _pad_rows_end(A, m, m1):
-    """Zero rows at A's end up to m1 rows (the engine is told A has m)."""
-    return A if m1 == m else jnp.pad(A, ((0, m1 - m), (0, 0)))
+def _padded(rows, req):
+    p = req.nparties
+    return -(-rows // p) * p
 
 
-def _cut_rows(x, m, m1, mesh):
-    """The first m rows of a row-sharded result of m1 rows: replicated when
-    JAX cannot shard m rows evenly (as _ops._unpad_global)."""
+def _square_rows(A, req, n1):
+    """A (N x N) padded to n1 with an identity block at its end (exact for
+    a solve), in the engines' rows."""
+    n = req.n
+    if n1 != n:
+        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
+        idx = jnp.arange(n, n1)
+        A = A.at[idx, idx].set(jnp.asarray(1, A.dtype))
+    return _request.to_rows(A, req)
+
+
+def _tall_rows(A, req, m1):
+    """A (M x N) padded with zero rows to m1, in the engines' rows."""
+    m = req.shape[0]
+    if m1 != m:
+        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, m1 - m), (0, 0)))
+    return _request.to_rows(A, req)
+
+
+def _rhs_rows(b, rows, rows1, req):
+    b2 = b[:, None] if b.ndim == 1 else b
+    return jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, rows1 - rows), (0, 0)))
+
+
+def _to_a_layout(X, req):
+    """A result with A's rows (in the engines' rows) in A's layout,
+    replicated where that layout cannot hold X's shape."""
+    spec = req.a_spec
+    ok = all(d % v.solve_size(req.mesh, _request._names(part)) == 0
+             for d, part in zip(X.shape, tuple(spec)))
+    return _shard.constrain(X, req.mesh, spec if ok else REP)
+
+
+def _cut_rows(X, m, m1, req):
     if m1 == m:
-        return x
-    return _shard.constrain(x, mesh, P(None, None))[:m]
+        return X
+    return _shard.constrain(X, req.mesh, REP)[:m]
 
 
-def _lu_impl(A, b, *, T_A, mesh, axes, pad, n, dispatch):
-    nparties = _nparties(mesh, axes)
-    n1 = -(-n // nparties) * nparties
-    A = _shard.constrain(_pad_global(A, n, n1, 1), mesh, _row_spec(axes))
-    b = _shard.constrain(jnp.pad(b, ((0, n1 - n), (0, 0))), mesh, P(None, None))
-    body = functools.partial(
-        lu_solve_shardmap_ctx, T_A=T_A, pad=pad, axis_name=axes, dispatch=dispatch
-    )
-    x, status = jax.shard_map(
-        body, mesh=mesh, in_specs=(_row_spec(axes), P(None, None)),
-        out_specs=(P(None, None), P(None)), check_vma=False,
-    )(A, b)
-    return x[:n], status[0]
+def _lu_req(A, b, req):
+    """(x in b's shape and layout, status)."""
+    n, n1 = req.n, _padded(req.n, req)
+    body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
+                             dispatch=req.dispatch)
+    x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
+        _square_rows(A, req, n1), _rhs_rows(b, n, n1, req))
+    x = x[:n]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+
+
+def _lstsq_req(A, b, req):
+    """(x (N,) or (N, K), in b's layout where it fits, status)."""
+    m, m1 = req.shape[0], _padded(req.shape[0], req)
+    body = functools.partial(_lstsq_local, T_A=req.tile, axis_name=req.axes,
+                             dispatch=req.dispatch, mrows=m)
+    x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
+        _tall_rows(A, req, m1), _rhs_rows(b, m, m1, req))
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+
+
+def _qr_req(A, req):
+    """(Q in A's layout, R replicated, status)."""
+    m, m1 = req.shape[0], _padded(req.shape[0], req)
+    body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.dispatch,
+                             mrows=m)
+    q, r, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
+        _tall_rows(A, req, m1))
+    return _to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
+
+
+def _gesvd_req(A, req):
+    """(U in A's layout ((M, 0) when not computed), s, Vh replicated ((0, N)
+    when not computed), status)."""
+    m, m1 = req.shape[0], _padded(req.shape[0], req)
+    body = functools.partial(_gesvd_local, T_A=req.tile, compute_u=req.opt("compute_u", True),
+                             compute_vh=req.opt("compute_vh", True),
+                             full_matrices=req.opt("full_matrices", False), axis_name=req.axes,
+                             dispatch=req.dispatch, mrows=m)
+    u, s, vh, status = _shard_map(body, req, (req.row_spec,),
+                                  (req.row_spec, P(None), REP, P(None)))(_tall_rows(A, req, m1))
+    return _to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
+
+
+def _polar_req(A, req):
+    """(Up in A's layout, H replicated ((0, N) without compute_h), status)."""
+    m, m1 = req.shape[0], _padded(req.shape[0], req)
+    body = functools.partial(_polar_local, T_A=req.tile, compute_h=req.opt("compute_h", True),
+                             axis_name=req.axes, dispatch=req.dispatch, mrows=m)
+    up, h, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
+        _tall_rows(A, req, m1))
+    return _to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
+
+
+CORES = {"lu_solve": _lu_req, "least_squares": _lstsq_req, "qr": _qr_req, "gesvd": _gesvd_req,
+         "polar": _polar_req}
+
+
+# ---------------------------------------------------------------------------
+# the differentiable forms (derivative rules of issue 16, _autodiff_general),
+# one per op; module-level so that _request.run caches one jit per request
+
+
+def _lu_diff(A, b, req):
+    return ad.linear_solve(lambda A_, b_: _lu_req(A_, b_, req), ad.layout_of(req))(A, b)
+
+
+def _lstsq_diff(A, b, req):
+    return adg.least_squares(lambda A_, b_: _lstsq_req(A_, b_, req), ad.layout_of(req))(A, b)
+
+
+def _qr_diff(A, req):
+    return adg.qr(lambda A_: _qr_req(A_, req), ad.layout_of(req))(A)
+
+
+def _with(req, **opts):
+    return dataclasses.replace(req, opts=tuple({**dict(req.opts), **opts}.items()))
+
+
+def _gesvd_diff(A, req):
+    """The rules cover the reduced SVD and the singular values alone; the
+    other forms (full_matrices, U or Vh alone) run without one."""
+    cu, cv, full = req.opt("compute_u"), req.opt("compute_vh"), req.opt("full_matrices")
+    lay = ad.layout_of(req)
+    usv = _with(req, compute_u=True, compute_vh=True, full_matrices=False)
+    if cu and cv and not full:
+        return adg.gesvd(lambda A_: _gesvd_req(A_, req), lay)(A)
+    if not cu and not cv:
+        s, status = adg.singular_values(lambda A_: _gesvd_req(A_, req)[1::2],
+                                        lambda A_: _gesvd_req(A_, usv), lay)(A)
+        u, _, vh, _ = jax.eval_shape(lambda A_: _gesvd_req(A_, req), A)
+        return jnp.zeros(u.shape, u.dtype), s, jnp.zeros(vh.shape, vh.dtype), status
+    return _gesvd_req(A, req)
+
+
+def _polar_diff(A, req):
+    """The rule needs M >= N (full column rank); wide A runs without one."""
+    if req.shape[0] < req.shape[1]:
+        return _polar_req(A, req)
+    usv = dataclasses.replace(req, op="gesvd", opts=(("compute_u", True), ("compute_vh", True),
+                                                      ("full_matrices", False)))
+    return adg.polar(lambda A_: _polar_req(A_, req), ad.layout_of(req),
+                     lambda A_: _gesvd_req(A_, usv))(A)
+
+
+def _validated_req(op, A, b, mesh, axes, T_A, pad, dispatch, opts=()):
+    """A Request for arguments validated elsewhere: A (and its results) in
+    rows over `axes`, b and x replicated."""
+    axes = tuple(axes)
+    return _request.Request(
+        op=op, mesh=mesh, axes=axes, a_spec=P(axes if len(axes) > 1 else axes[0], None),
+        shape=tuple(A.shape), dtype=str(jnp.dtype(A.dtype)), tile=T_A, pad=pad,
+        dispatch=dispatch, b_spec=None if b is None else P(*((None,) * b.ndim)),
+        b_vector=b is not None and b.ndim == 1, opts=tuple(opts))
 
 
 def _core_lu_solve(A, b, *, mesh, axes, T_A, pad, dispatch):
-    """A (N, N), b (N, K), validated. Returns (x (N, K), status)."""
-    return _call(_lu_impl, A, b, T_A=T_A, mesh=mesh, axes=axes, pad=pad, n=A.shape[0],
-                 dispatch=dispatch)
-
-
-def _lstsq_impl(A, b, *, T_A, mesh, axes, m, dispatch):
-    nparties = _nparties(mesh, axes)
-    m1 = -(-m // nparties) * nparties
-    A = _shard.constrain(_pad_rows_end(A, m, m1), mesh, _row_spec(axes))
-    b = _shard.constrain(jnp.pad(b, ((0, m1 - m), (0, 0))), mesh, P(None, None))
-    body = functools.partial(_lstsq_shard, T_A=T_A, axis_name=axes, dispatch=dispatch, mrows=m)
-    return jax.shard_map(
-        lambda a_, b_: body(a_, b_), mesh=mesh, in_specs=(_row_spec(axes), P(None, None)),
-        out_specs=(P(None, None), P(None)), check_vma=False,
-    )(A, b)
+    """A (N, N) in rows over axes, b (N, K): (x replicated, status)."""
+    req = _validated_req("lu_solve", A, b, mesh, axes, T_A, pad, dispatch)
+    return _request.run(_lu_req, req, A, b)
 
 
 def _core_least_squares(A, b, *, mesh, axes, T_A, pad, dispatch):
-    """A (M, N) with M >= N, b (M, K), validated. Returns (x (N, K), status)."""
-    x, status = _call(_lstsq_impl, A, b, T_A=T_A, mesh=mesh, axes=axes, m=A.shape[0],
-                      dispatch=dispatch)
-    return x, status[0]
-
-
-def _qr_impl(A, *, T_A, mesh, axes, m, dispatch):
-    nparties = _nparties(mesh, axes)
-    m1 = -(-m // nparties) * nparties
-    A = _shard.constrain(_pad_rows_end(A, m, m1), mesh, _row_spec(axes))
-    body = functools.partial(_qr_shard, T_A=T_A, axis_name=axes, dispatch=dispatch, mrows=m)
-    q, r, status = jax.shard_map(
-        lambda a_: body(a_), mesh=mesh, in_specs=(_row_spec(axes),),
-        out_specs=(_row_spec(axes), P(None, None), P(None)), check_vma=False,
-    )(A)
-    return _cut_rows(q, m, m1, mesh), r, status[0]
+    """A (M, N), M >= N, b (M, K): (x (N, K) replicated, status)."""
+    req = _validated_req("least_squares", A, b, mesh, axes, T_A, pad, dispatch)
+    return _request.run(_lstsq_req, req, A, b)
 
 
 def _core_qr(A, *, mesh, axes, T_A, pad, dispatch):
-    """A (M, N) with M >= N, validated. Returns (Q (M, N) sharded like A,
-    R (N, N) replicated, status)."""
-    return _call(_qr_impl, A, T_A=T_A, mesh=mesh, axes=axes, m=A.shape[0], dispatch=dispatch)
-
-
-def _gesvd_impl(A, *, T_A, mesh, axes, m, dispatch, compute_u, compute_vh, full_matrices):
-    nparties = _nparties(mesh, axes)
-    m1 = -(-m // nparties) * nparties
-    A = _shard.constrain(_pad_rows_end(A, m, m1), mesh, _row_spec(axes))
-    body = functools.partial(
-        _gesvd_shard, T_A=T_A, axis_name=axes, dispatch=dispatch, compute_u=compute_u,
-        compute_vh=compute_vh, full_matrices=full_matrices, mrows=m,
-    )
-    u, s, vh, status = jax.shard_map(
-        lambda a_: body(a_), mesh=mesh, in_specs=(_row_spec(axes),),
-        out_specs=(_row_spec(axes), P(None), P(None, None), P(None)), check_vma=False,
-    )(A)
-    return _cut_rows(u, m, m1, mesh), s, vh, status[0]
+    """A (M, N), M >= N: (Q (M, N) in rows, R (N, N) replicated, status)."""
+    req = _validated_req("qr", A, None, mesh, axes, T_A, pad, dispatch)
+    return _request.run(_qr_req, req, A)
 
 
 def _core_gesvd(A, *, mesh, axes, T_A, pad, dispatch, compute_u, compute_vh, full_matrices):
-    """A (M, N), validated. Returns (U, s, Vh, status); U is (M, 0) and Vh
-    (0, N) when not computed."""
-    return _call(_gesvd_impl, A, T_A=T_A, mesh=mesh, axes=axes, m=A.shape[0], dispatch=dispatch,
-                 compute_u=compute_u, compute_vh=compute_vh, full_matrices=full_matrices)
-
-
-def _polar_impl(A, *, T_A, mesh, axes, m, dispatch, compute_h):
-    nparties = _nparties(mesh, axes)
-    m1 = -(-m // nparties) * nparties
-    A = _shard.constrain(_pad_rows_end(A, m, m1), mesh, _row_spec(axes))
-    body = functools.partial(_polar_shard, T_A=T_A, axis_name=axes, dispatch=dispatch,
-                             compute_h=compute_h, mrows=m)
-    up, h, status = jax.shard_map(
-        lambda a_: body(a_), mesh=mesh, in_specs=(_row_spec(axes),),
-        out_specs=(_row_spec(axes), P(None, None), P(None)), check_vma=False,
-    )(A)
-    return _cut_rows(up, m, m1, mesh), h, status[0]
+    """A (M, N): (U, s, Vh, status); U (M, 0) and Vh (0, N) when not computed."""
+    opts = (("compute_u", compute_u), ("compute_vh", compute_vh), ("full_matrices", full_matrices))
+    req = _validated_req("gesvd", A, None, mesh, axes, T_A, pad, dispatch, opts)
+    return _request.run(_gesvd_req, req, A)
 
 
 def _core_polar(A, *, mesh, axes, T_A, pad, dispatch, compute_h):
-    """A (M, N), validated. Returns (Up (M, N) sharded like A, H (N, N) or
-    (0, N), status)."""
-    return _call(_polar_impl, A, T_A=T_A, mesh=mesh, axes=axes, m=A.shape[0], dispatch=dispatch,
-                 compute_h=compute_h)
+    """A (M, N): (Up (M, N) in rows, H (N, N) or (0, N), status)."""
+    req = _validated_req("polar", A, None, mesh, axes, T_A, pad, dispatch, (("compute_h", compute_h),))
+    return _request.run(_polar_req, req, A)
 
 
 # ---------------------------------------------------------------------------
-# mesh level: the public functions
+# mesh level
+
+
+_TALL = ("least_squares", "qr")
+
+
+def _normalise(op, A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate, opts=()):
+    _dispatch_for(op, dispatch)
+    square = op == "lu_solve"
+    if op in _TALL:
+        _tall(A, op)
+    else:
+        _matrix(A)
+    return _request.normalise(op, A, b, T_A=T_A, mesh=mesh, specs=in_specs,
+                              matrix_specs=matrix_specs, pad=pad, dispatch=dispatch, donate=donate,
+                              square=square, opts=opts)
 
 
 def _with_status(out: tuple, status, want: bool):
@@ -365,102 +432,208 @@ def _with_status(out: tuple, status, want: bool):
     return out if len(out) > 1 else out[0]
 
 
-def lu_solve(A, b, T_A, mesh, in_specs, return_status=False, pad=True, dispatch="auto"):
+def _svd_out(u, s, vh, compute_u, compute_vh):
+    return ((u,) if compute_u else ()) + (s,) + ((vh,) if compute_vh else ())
+
+
+def _svd_opts(compute_u, compute_vh, full_matrices):
+    return (("compute_u", v.flag(compute_u, "compute_u")),
+            ("compute_vh", v.flag(compute_vh, "compute_vh")),
+            ("full_matrices", v.flag(full_matrices, "full_matrices")))
+
+
+def lu_solve(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto",
+             *, matrix_specs=None, donate=False):
     """Solves A x = b for a general square A (LU with partial pivoting).
 
-    A (N, N) row-sharded as in_specs[0] = P(axis, None); b (N,) or (N, K)
-    replicated (in_specs[1] = P(None, None)). Returns x replicated, of b's
-    shape; with return_status (x, status): 0, or k > 0 when U(k, k) is
-    exactly zero (A singular; x is NaN). T_A, pad and dispatch as for
-    potrs ("multi": cuSolverMg getrf/getrs on every GPU of the axis)."""
-    mesh, axes = _mesh_axes(mesh, in_specs, 2)
-    n, dt = v.square(A)
-    _, vector = v.rhs(b, n, dt)
-    T_A = v.tile(T_A)
-    pad = v.flag(pad, "pad")
+    A (N, N) and b ((N,) or (N, K)) in any layout, mesh and specs in any
+    form of potrs (or None: inferred). Returns x in b's shape and layout;
+    with return_status (x, status): 0, k > 0 when U(k, k) is exactly zero
+    (A singular; x is NaN), -1 for non-finite input. T_A, pad and dispatch
+    as for potrs ("multi": cuSolverMg getrf/getrs on every GPU of the
+    axis); the tile is capped at 512 (cuSolverMg's limit) on every
+    platform."""
     want = v.flag(return_status, "return_status")
-    dispatch = _dispatch_for("lu_solve", dispatch)
-    b2 = v.as_array(b)[:, None] if vector else v.as_array(b)
-    x, status = _core_lu_solve(v.as_array(A), b2, mesh=mesh, axes=axes, T_A=T_A, pad=pad,
-                               dispatch=dispatch)
-    return _with_status((x[:, 0] if vector else x,), status, want)
+    req = _normalise("lu_solve", A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
+    x, status = _request.run(_lu_diff, req, A, b)
+    return _with_status((x,), status, want)
 
 
-def least_squares(A, b, T_A, mesh, in_specs, return_status=False, pad=True, dispatch="auto"):
+def least_squares(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True,
+                  dispatch="auto", *, matrix_specs=None, donate=False):
     """The least-squares solution of A x = b: min ||A x - b||_2 for A
     (M, N) with M >= N and full column rank.
 
-    A row-sharded as in_specs[0] = P(axis, None); b (M,) or (M, K)
-    replicated. Returns x, (N,) or (N, K), replicated; with return_status
-    (x, status): 0, or k > 0 when R(k, k) is exactly zero (A has not full
-    column rank; x is NaN). Any M and N: A is padded internally. T_A is
+    b (M,) or (M, K). Returns x, (N,) or (N, K), in b's layout where it
+    fits (else replicated); with return_status (x, status): 0, k > 0 when
+    R(k, k) is exactly zero (A has not full column rank; x is NaN), -1 for
+    non-finite input. Any M and N: A is padded internally. T_A is
     validated; the op gathers onto one device on every engine today."""
-    mesh, axes = _mesh_axes(mesh, in_specs, 2)
-    m, n, dt = _tall(A, "least_squares")
-    _, vector = _rhs(b, m, dt)
-    T_A = v.tile(T_A)
-    pad = v.flag(pad, "pad")
     want = v.flag(return_status, "return_status")
-    dispatch = _dispatch_for("least_squares", dispatch)
-    b2 = v.as_array(b)[:, None] if vector else v.as_array(b)
-    x, status = _core_least_squares(v.as_array(A), b2, mesh=mesh, axes=axes, T_A=T_A, pad=pad,
-                                    dispatch=dispatch)
-    return _with_status((x[:, 0] if vector else x,), status, want)
+    req = _normalise("least_squares", A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch,
+                     donate)
+    x, status = _request.run(_lstsq_diff, req, A, b)
+    return _with_status((x,), status, want)
 
 
-def qr(A, T_A, mesh, in_specs, return_status=False, pad=True, dispatch="auto"):
+def qr(A, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto", *,
+       matrix_specs=None, donate=False):
     """Reduced QR A = Q R of A (M, N), M >= N: Q (M, N) with orthonormal
-    columns, sharded like A; R (N, N) upper triangular, replicated.
-    Returns (Q, R), or (Q, R, status) with return_status (0 on success)."""
-    mesh, axes = _mesh_axes(mesh, in_specs, 1)
-    _tall(A, "qr")
-    T_A = v.tile(T_A)
-    pad = v.flag(pad, "pad")
+    columns, in A's layout; R (N, N) upper triangular, replicated.
+    Returns (Q, R), or (Q, R, status) with return_status (0; -1 for
+    non-finite input)."""
     want = v.flag(return_status, "return_status")
-    dispatch = _dispatch_for("qr", dispatch)
-    q, r, status = _core_qr(v.as_array(A), mesh=mesh, axes=axes, T_A=T_A, pad=pad,
-                            dispatch=dispatch)
+    req = _normalise("qr", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
+    q, r, status = _request.run(_qr_diff, req, A)
     return _with_status((q, r), status, want)
 
 
-def gesvd(A, T_A, mesh, in_specs, compute_u=True, compute_vh=True, full_matrices=False,
-          return_status=False, pad=True, dispatch="auto"):
+def gesvd(A, T_A, mesh=None, in_specs=None, compute_u=True, compute_vh=True,
+          full_matrices=False, return_status=False, pad=True, dispatch="auto", *,
+          matrix_specs=None, donate=False):
     """Singular value decomposition A = U diag(s) Vh of A (M, N), any shape.
 
     s: min(M, N) singular values, descending, real dtype, replicated. U
-    (M, K) sharded like A and Vh (K, N) replicated, K = min(M, N); with
+    (M, K) in A's layout and Vh (K, N) replicated, K = min(M, N); with
     full_matrices U is (M, M) and Vh (N, N). Returns (U, s, Vh), (U, s)
     without compute_vh, (s, Vh) without compute_u, s without either; status
-    appended with return_status (0, or > 0 if the solver did not
-    converge; the outputs are then NaN)."""
-    mesh, axes = _mesh_axes(mesh, in_specs, 1)
-    _matrix(A)
-    T_A = v.tile(T_A)
-    pad = v.flag(pad, "pad")
-    cu, cv = v.flag(compute_u, "compute_u"), v.flag(compute_vh, "compute_vh")
-    fm = v.flag(full_matrices, "full_matrices")
+    appended with return_status (0; > 0 if the solver did not converge, -1
+    for non-finite input; the outputs are then NaN)."""
     want = v.flag(return_status, "return_status")
-    dispatch = _dispatch_for("gesvd", dispatch)
-    u, s, vh, status = _core_gesvd(v.as_array(A), mesh=mesh, axes=axes, T_A=T_A, pad=pad,
-                                   dispatch=dispatch, compute_u=cu, compute_vh=cv,
-                                   full_matrices=fm)
-    return _svd_out(u, s, vh, status, cu, cv, want)
+    opts = _svd_opts(compute_u, compute_vh, full_matrices)
+    req = _normalise("gesvd", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
+                     opts)
+    u, s, vh, status = _request.run(_gesvd_diff, req, A)
+    return _with_status(_svd_out(u, s, vh, opts[0][1], opts[1][1]), status, want)
 
 
-def polar(A, T_A, mesh, in_specs, compute_h=True, return_status=False, pad=True,
-          dispatch="auto"):
+def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False, pad=True,
+          dispatch="auto", *, matrix_specs=None, donate=False):
     """Polar decomposition A = Up H of A (M, N): Up (M, N) with orthonormal
-    columns (rows if M < N), sharded like A; H = (A^H A)^(1/2) (N, N),
+    columns (rows if M < N), in A's layout; H = (A^H A)^(1/2) (N, N),
     Hermitian positive semidefinite, replicated (computed from the SVD).
     Returns (Up, H), or Up without compute_h; status appended with
-    return_status (0, or > 0 if the SVD did not converge)."""
-    mesh, axes = _mesh_axes(mesh, in_specs, 1)
-    _matrix(A)
-    T_A = v.tile(T_A)
-    pad = v.flag(pad, "pad")
-    ch = v.flag(compute_h, "compute_h")
+    return_status (0; > 0 if the SVD did not converge; -1 for non-finite
+    input)."""
     want = v.flag(return_status, "return_status")
-    dispatch = _dispatch_for("polar", dispatch)
-    up, h, status = _core_polar(v.as_array(A), mesh=mesh, axes=axes, T_A=T_A, pad=pad,
-                                dispatch=dispatch, compute_h=ch)
+    ch = v.flag(compute_h, "compute_h")
+    req = _normalise("polar", A, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
+                     (("compute_h", ch),))
+    up, h, status = _request.run(_polar_diff, req, A)
     return _with_status((up, h) if ch else (up,), status, want)
+
+
+# ---------------------------------------------------------------------------
+# *_shardmap_ctx: inside the caller's shard_map (local shards), or outside
+# one on global arrays (JAXMg 1.4's form: no shard_map around, a_work first)
+
+
+def _lu_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """a: this device's row shard of A, (N / devices, N); b (N,) or (N, K),
+    replicated. Returns (x, status): x replicated like b, status (1,) as
+    for lu_solve."""
+    return _lu_local(a, b, T_A, v.flag(pad, "pad"), axis_name, dispatch)
+
+
+def _lu_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
+                   dispatch="auto", donate=False):
+    """A and b global: returns (a_work, x, status); a_work is A in the
+    engines' rows, x in b's layout, status a scalar."""
+    req = _normalise("lu_solve", a, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
+    return _request.run(_lu_ctx_core, req, a, b)
+
+
+def _lu_ctx_core(A, b, req):
+    x, status = _lu_req(A, b, req)
+    return _request.to_rows(A, req), x, status
+
+
+def _lstsq_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """a: this device's row shard of A (M / devices, N), M >= N; b (M,) or
+    (M, K) replicated. Returns (x, status): x (N,) or (N, K) replicated,
+    status (1,) as for least_squares. pad is unused: any M works."""
+    v.flag(pad, "pad")
+    return _lstsq_local(a, b, T_A, axis_name, dispatch)
+
+
+def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
+                      dispatch="auto", donate=False):
+    """A and b global: returns (a_work, b_work, x, status)."""
+    req = _normalise("least_squares", a, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch,
+                     donate)
+    return _request.run(_lstsq_ctx_core, req, a, b)
+
+
+def _lstsq_ctx_core(A, b, req):
+    x, status = _lstsq_req(A, b, req)
+    return _request.to_rows(A, req), b, x, status
+
+
+def _qr_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """Returns (this device's rows of Q, R (N, N) replicated, status (1,))."""
+    v.flag(pad, "pad")
+    return _qr_local(a, T_A, axis_name, dispatch)
+
+
+def _qr_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
+                   dispatch="auto", donate=False):
+    """A global: returns (Q in A's layout, R, status)."""
+    req = _normalise("qr", a, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
+    return _request.run(_qr_req, req, a)
+
+
+def _gesvd_ctx_local(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, pad=True,
+                     axis_name=None, dispatch="auto"):
+    """Returns (U rows of this device, s, Vh, status (1,)), U and Vh left
+    out when not computed; shapes as for gesvd."""
+    opts = dict(_svd_opts(compute_u, compute_vh, full_matrices))
+    v.flag(pad, "pad")
+    u, s, vh, status = _gesvd_local(a, T_A, opts["compute_u"], opts["compute_vh"],
+                                    opts["full_matrices"], axis_name, dispatch)
+    return _svd_out(u, s, vh, opts["compute_u"], opts["compute_vh"]) + (status,)
+
+
+def _gesvd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, compute_u=True,
+                      compute_vh=True, full_matrices=False, pad=True, dispatch="auto",
+                      donate=False):
+    """A global: returns (a_work, U, s, Vh, status), less what is not computed."""
+    opts = _svd_opts(compute_u, compute_vh, full_matrices)
+    req = _normalise("gesvd", a, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
+                     opts)
+    a_work, u, s, vh, status = _request.run(_gesvd_ctx_core, req, a)
+    return (a_work,) + _svd_out(u, s, vh, opts[0][1], opts[1][1]) + (status,)
+
+
+def _gesvd_ctx_core(A, req):
+    return (_request.to_rows(A, req),) + _gesvd_req(A, req)
+
+
+def _polar_ctx_local(a, T_A, compute_h=True, pad=True, axis_name=None, dispatch="auto"):
+    """Returns (Up rows of this device, H, status (1,)), or (Up rows,
+    status) without compute_h."""
+    ch = v.flag(compute_h, "compute_h")
+    v.flag(pad, "pad")
+    up, h, status = _polar_local(a, T_A, ch, axis_name, dispatch)
+    return (up, h, status) if ch else (up, status)
+
+
+def _polar_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, compute_h=True,
+                      pad=True, dispatch="auto", donate=False):
+    """A global: returns (a_work, Up, H, status), or (a_work, Up, status)."""
+    ch = v.flag(compute_h, "compute_h")
+    req = _normalise("polar", a, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
+                     (("compute_h", ch),))
+    a_work, up, h, status = _request.run(_polar_ctx_core, req, a)
+    return (a_work, up, h, status) if ch else (a_work, up, status)
+
+
+def _polar_ctx_core(A, req):
+    return (_request.to_rows(A, req),) + _polar_req(A, req)
+
+
+lu_solve_shardmap_ctx = _two_forms(_lu_ctx_local, _lu_ctx_global, "lu_solve_shardmap_ctx")
+least_squares_shardmap_ctx = _two_forms(_lstsq_ctx_local, _lstsq_ctx_global,
+                                        "least_squares_shardmap_ctx")
+qr_shardmap_ctx = _two_forms(_qr_ctx_local, _qr_ctx_global, "qr_shardmap_ctx")
+gesvd_shardmap_ctx = _two_forms(_gesvd_ctx_local, _gesvd_ctx_global, "gesvd_shardmap_ctx")
+polar_shardmap_ctx = _two_forms(_polar_ctx_local, _polar_ctx_global, "polar_shardmap_ctx")

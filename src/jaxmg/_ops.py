@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff, _calls, _dispatch, _library, _multiproc, _request, _shard
+from . import _autodiff, _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
@@ -251,6 +251,8 @@ def _shard_map(body, req, in_specs, out_specs):
 def _potrs_full(A, b, req, factor=False):
     """(x, status, logdet or None, factor or None); the factor only where
     asked, supported and unpadded (it then has A's shape, in rows)."""
+    if (r := _mp_route.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return (*r, None)
     n, n1 = req.n, _padded_n(req)
     logdet = bool(req.opt("logdet", False))
     factor = factor and n1 == n and _factor_call(
@@ -287,6 +289,8 @@ def _potrs_donating(A, b, req):
 
 def _core_potri(A, req):
     """Global (A^-1 in A's layout, status)."""
+    if (r := _mp_route.route("potri", req, A)) is not None:
+        return r
     n, n1 = req.n, _padded_n(req)
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     body = functools.partial(_potri_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
@@ -297,6 +301,8 @@ def _core_potri(A, req):
 
 def _core_syevd(A, req):
     """Global (w, V in A's layout or None, status)."""
+    if (r := _mp_route.route("syevd", req, A)) is not None:
+        return r
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
     if n1 != n:
@@ -314,26 +320,6 @@ def _core_syevd(A, req):
     return w[:n], V, status[0]
 
 
-# --- for _general_ops (issue 15), until it goes through _request.run
-
-
-def _row_spec(axes):
-    return P(axes if len(axes) > 1 else axes[0], None)
-
-
-def _call(impl, *args, **static):
-    """impl(*args, **static) eagerly through a cached jit, inlined under an
-    outer trace (_request.run for cores that take a Request)."""
-    if _request.traced(*args):
-        return impl(*args, **static)
-    return _jitted_legacy(impl, tuple(sorted(static)))(*args, **static)
-
-
-@functools.lru_cache(maxsize=None)
-def _jitted_legacy(impl, statics):
-    return jax.jit(impl, static_argnames=statics)
-
-
 # The cores that every public form calls, through _entry: issue 16's
 # derivative and vmap rules wrap them there (same signature and outputs).
 CORES = {"potrs": _core_potrs, "potri": _core_potri, "syevd": _core_syevd}
@@ -341,22 +327,14 @@ CORES = {"potrs": _core_potrs, "potri": _core_potri, "syevd": _core_syevd}
 
 def _entry(op, req):
     """The core of op that the public forms run: issue 16's differentiable
-    one. On Explicit mesh axes the bare core for now: the rules' sharded
-    products do not yet type-check there (coord NOTES, H20 -> H16)."""
-    return _entry_for(op, _explicit(req.mesh))
+    (and vmappable) one, same signature and outputs."""
+    return _entry_for(op)
 
 
 @functools.lru_cache(maxsize=None)
-def _entry_for(op, explicit: bool):
+def _entry_for(op):
     # cached: _request.run caches its jit per (function, request)
-    if explicit:
-        return CORES[op]
     return _autodiff.differentiable(op, CORES[op], CORES["potri"])
-
-
-def _explicit(mesh) -> bool:
-    types = tuple(getattr(mesh, "axis_types", ()) or ())
-    return any(t == jax.sharding.AxisType.Explicit for t in types)
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +453,8 @@ def _two_forms(local, outside, name):
                 f"jaxmg: {name} called {where} takes {name}{sig}; ({e}). Inside a shard_map "
                 f"it is {name}{sig_in}, outside {name}{sig_out}"
             ) from None
-        return fn(*args, **kwargs)
+        with _shard.program_scope():
+            return fn(*args, **kwargs)
 
     ctx.__name__ = ctx.__qualname__ = name
     ctx.__doc__ = (
@@ -500,6 +479,10 @@ def _potrs_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", *,
         return (b, jnp.zeros((1,), _shard.real_dtype(b.dtype)), _status(0)) if logdet \
             else (b, _status(0))
     axes = v.shard_axes(axis_name)
+    # checked before the derivative rules touch a and b (their products
+    # would fail first, with JAX's shape errors instead of these)
+    v.tile(T_A)
+    v.rhs(b, v.matrix(a, "the local shard of A")[0][1], a.dtype)
 
     def body(a, b):
         return _potrs_local(a, b, T_A, pad, axis_name, dispatch, logdet)[:3]

@@ -44,7 +44,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _library, _multiproc, _shard
+from . import _dispatch, _library, _mp_route, _multiproc, _shard
 from . import _validate as v
 
 try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
@@ -287,7 +287,8 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec = _b_spec(b, b_given, m, 1 if b_vector else 2)
     _library.ensure_registered(_platform(m))
-    if isinstance(m, jax.sharding.Mesh):
+    # a solve group across nodes is refused unless the cuSOLVERMp engine takes it (issue 17)
+    if isinstance(m, jax.sharding.Mesh) and not _mp_route.takes(op, m, axes, dispatch, shape[1]):
         _multiproc.check_mesh(m, axes)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
                    tile=tile, pad=pad, dispatch=dispatch, donate=donate, b_spec=b_spec,
@@ -301,7 +302,23 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
 @functools.lru_cache(maxsize=None)
 def _jitted(core, req: Request, nargs: int):
     donate = tuple(range(nargs)) if req.donate else ()
-    return jax.jit(lambda *args: core(*args, req), donate_argnums=donate)
+    return jax.jit(lambda *args: _scoped(core, args, req), donate_argnums=donate)
+
+
+def _scoped(core, args, req):
+    """core under _shard.program_scope: every FFI call it traces is named
+    within the program being traced (see _shard.new_site)."""
+    with _shard.program_scope():
+        return core(*args, req)
+
+
+def _trace_state_clean() -> bool:
+    try:
+        from jax._src import core as _core
+
+        return _core.trace_state_clean()
+    except (ImportError, AttributeError):  # a JAX without it: tracers decide
+        return True
 
 
 def traced(*args) -> bool:
@@ -312,8 +329,9 @@ def run(core, req: Request, *args):
     """core(*args, req): eagerly through a jit cached per (core, req), which
     donates the arguments when req.donate; under an outer trace inlined, so
     that every trace gives each FFI call its own call-site key."""
-    if traced(*args):
-        return core(*args, req)
+    if traced(*args) or not _trace_state_clean():
+        # inside the caller's trace (closed-over constants included): inline
+        return _scoped(core, args, req)
     return _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
 
 

@@ -10,6 +10,8 @@ pad rows and columns are simply cut away afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
 import os
@@ -30,24 +32,61 @@ _named: "weakref.WeakKeyDictionary[object, dict[str, int]]" = weakref.WeakKeyDic
 
 
 def _user_frames(depth: int = 4) -> list[str]:
-    """The innermost `depth` frames of the caller outside jaxmg and JAX, as
-    "file:function:line:offset". The offset (bytecode position) keeps two
-    calls on one line apart; file names are reduced to their base name, so
-    that processes running the same program from different folders (one
-    container each) name a site alike."""
-    out = []
+    """The caller's frames that make the call site, innermost first, as
+    "file:function:line:offset": from the first frame outside jaxmg and JAX
+    up to `depth` frames, stopping at the first JAX frame above it (the
+    tracing of the user's function: where that was started from differs
+    between a trace and a retrace, the traced code does not). The offset
+    (bytecode position) keeps two calls on one line apart; file names are
+    reduced to their base name, so that processes running the same program
+    from different folders (one container each) name a site alike."""
+    def inside(f, root):
+        return os.path.abspath(f.f_code.co_filename).startswith(root + os.sep)
+
     f = sys._getframe(2)
-    while f is not None and len(out) < depth:
-        path = os.path.abspath(f.f_code.co_filename)
-        if not (path.startswith(_PKG + os.sep) or path.startswith(_JAX + os.sep)):
-            out.append(f"{os.path.basename(path)}:{f.f_code.co_name}:{f.f_lineno}:{f.f_lasti}")
+    while f is not None and (inside(f, _PKG) or inside(f, _JAX)):
+        f = f.f_back
+    out = []
+    while f is not None and len(out) < depth and not inside(f, _JAX):
+        if not inside(f, _PKG):
+            code = f.f_code
+            name = os.path.basename(code.co_filename)
+            out.append(f"{name}:{code.co_name}:{f.f_lineno}:{f.f_lasti}")
         f = f.f_back
     return out
 
 
+# The program a public jaxmg call is traced into, set for the duration of
+# the call (program_scope): JAX traces the bodies of shard_map and of
+# custom_linear_solve (issue 16's rules) in traces of their own, whose
+# parent is not the program's trace, so the count of calls per site would
+# restart in each of them and two calls of one program get one name.
+_program: contextvars.ContextVar = contextvars.ContextVar("jaxmg_program", default=None)
+
+
+@contextlib.contextmanager
+def program_scope():
+    """Entered by every public jaxmg call (_request.run, the ctx forms):
+    new_site counts within the trace this call is made under. Nested
+    entries keep the outermost."""
+    if _program.get() is not None:
+        yield
+        return
+    token = _program.set(_trace_above())
+    try:
+        yield
+    finally:
+        _program.reset(token)
+
+
 def _outer_trace():
-    """The trace of the program being built (the outermost JAX trace above
-    the current one), or None outside tracing or on a JAX without it."""
+    """The trace of the program being built: the one program_scope
+    recorded, else the outermost JAX trace above the current one; None
+    outside tracing or on a JAX without it."""
+    return _program.get() or _trace_above()
+
+
+def _trace_above():
     try:
         from jax._src import core
 

@@ -11,7 +11,6 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
 
 SUPPORTED = (np.dtype("float32"), np.dtype("float64"), np.dtype("complex64"), np.dtype("complex128"))
 
@@ -31,61 +30,6 @@ def flag(value, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"jaxmg: {name} must be True or False, got {value!r}")
     return bool(value)
-
-
-# --- legacy (0.1.0's strict spec and mesh checks)
-
-def mesh(m) -> Mesh:
-    # the strict forms of 0.1.0, kept for _general_ops (issue 15) until its
-    # public functions go through _request.normalise like potrs/potri/syevd
-    if not isinstance(m, Mesh):
-        raise TypeError(f"jaxmg: mesh must be a jax.sharding.Mesh, got {type(m).__name__}")
-    return m
-
-
-def _spec(s, what: str) -> PartitionSpec:
-    if not isinstance(s, PartitionSpec):
-        raise TypeError(f"jaxmg: {what} must be a PartitionSpec, got {s!r}")
-    return s
-
-
-def _axes(part, m: Mesh, what: str) -> tuple[str, ...]:
-    axes = part if isinstance(part, tuple) else (part,)
-    for ax in axes:
-        if not isinstance(ax, str):
-            raise ValueError(f"jaxmg: {what}: mesh axis names must be strings, got {ax!r}")
-        if ax not in m.axis_names:
-            raise ValueError(
-                f"jaxmg: {what}: axis {ax!r} is not in the mesh (axes {tuple(m.axis_names)})"
-            )
-    if len(set(axes)) != len(axes):
-        raise ValueError(f"jaxmg: {what}: axis repeated in {axes}")
-    return axes
-
-
-def matrix_spec(s, m: Mesh) -> tuple[str, ...]:
-    """A's spec must shard rows over one axis (or a tuple of axes) and
-    replicate columns: P(ax, None). Returns the solve axes."""
-    s = _spec(s, "in_specs[0] (the spec of A)")
-    parts = tuple(s) + (None,) * (2 - len(tuple(s)))
-    if len(parts) != 2 or parts[0] is None or parts[1] is not None:
-        raise ValueError(
-            f"jaxmg: A must be row-sharded as P(axis, None) (or P((ax1, ax2), None)); got {s}"
-        )
-    return _axes(parts[0], m, "in_specs[0]")
-
-
-def replicated_spec(s, what: str) -> None:
-    s = _spec(s, what)
-    if any(part is not None for part in tuple(s)):
-        raise ValueError(f"jaxmg: {what} must be replicated, P(None, None); got {s}")
-
-
-def in_specs(specs, m: Mesh, n: int) -> tuple[PartitionSpec, ...]:
-    if not isinstance(specs, (tuple, list)) or len(specs) != n:
-        want = "(P(axis, None), P(None, None))" if n == 2 else "(P(axis, None),)"
-        raise ValueError(f"jaxmg: in_specs must be a tuple of {n} PartitionSpec(s) {want}; got {specs!r}")
-    return tuple(specs)
 
 
 def _shape_dtype(x, what: str):

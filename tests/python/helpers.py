@@ -161,6 +161,11 @@ def run_fresh(args, env=None, cwd=None, timeout=180):
     if flag not in full.get("XLA_FLAGS", ""):
         full["XLA_FLAGS"] = (full.get("XLA_FLAGS", "") + f" {flag}=8").strip()
     full["JAX_PLATFORMS"] = "cpu"
+    # relative paths of the parent's environment, made absolute: the child
+    # may run in another directory (cwd) and must load the same jaxmg
+    for key in ("PYTHONPATH", "JAXMG_LIBRARY_DIR"):
+        if full.get(key):
+            full[key] = os.pathsep.join(os.path.abspath(p) for p in full[key].split(os.pathsep) if p)
     full.update(env or {})
     r = subprocess.run([sys.executable, *args], env=full, capture_output=True, text=True,
                        timeout=timeout, cwd=cwd)

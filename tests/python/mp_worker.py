@@ -13,9 +13,7 @@ on; JAXMG_TIMEOUT_S bounds every wait.
 import json
 import os
 import pickle
-import signal
 import sys
-import threading
 import time
 
 SHM = "/dev/shm"
@@ -58,7 +56,8 @@ def drive(spec: dict) -> int:
             penv = dict(env)
             if str(i) in job.get("kill", {}):
                 penv["JAXMG_TEST_KILL_AT"] = job["kill"][str(i)]
-            wrap = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"] if job.get("pidns") else []
+            pidns = ["unshare", "-p", "-f", "--kill-child", "--mount-proc"]
+            wrap = pidns if job.get("pidns") else []
             procs.append(subprocess.Popen(
                 wrap + [sys.executable, os.path.abspath(__file__), json.dumps(cfg)], env=penv,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -191,26 +190,29 @@ def st():
     record("cross_ST", lambda: jaxmg.potri(put(spd("A", n3), m, ST), 2, m, (ST,)))
 
 def killed():
-    """Rank 1 is killed inside the call, while waiting for rank 0, which
-    comes later and must fail fast (the liveness probe), not time out."""
+    """Rank 1 is killed inside the call, right after it joined the meeting
+    (JAXMG_TEST_KILL_AT: inside jaxmg's own wait, not in an XLA collective
+    that the call may run before), and rank 0 comes later: it must fail
+    fast (the liveness probe), not time out."""
     m, row = mesh_1d(), P("x", None)
     n = 8 * m.shape["x"]
     A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
     record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
     if ME == 1:
-        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+        os.environ["JAXMG_TEST_KILL_AT"] = "exchange0"
     else:
         time.sleep(2.5)
     record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
 
 def vanished():
-    """Rank 1 leaves the job before the call: rank 0 times out, naming it."""
+    """Rank 1 dies on its way into the call, before it reaches jaxmg's
+    meeting: rank 0 times out, naming it."""
     m, row = mesh_1d(), P("x", None)
     n = 8 * m.shape["x"]
     A, b = put(spd("A", n), m, row), put(rng("b").standard_normal((n, 1)), m, REP)
     record("warmup", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
     if ME == 1:
-        os._exit(0)
+        os.environ["JAXMG_TEST_KILL_AT"] = "attach"
     record("call", lambda: jaxmg.potrs(A, b, 2, m, (row, REP)))
 
 def one_call():
@@ -233,8 +235,24 @@ def room():
     one_call()
 
 
+def retrace():
+    """Process 1 alone traces an extra jaxmg program first (a retrace, a
+    program it compiles but never runs): the calls that both run must still
+    pair. With a per-process count of traces they no longer did."""
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    if ME == 1:
+        A2 = put(spd("A", 4 * k), m, row)
+        b2 = put(rng("b").standard_normal((4 * k, 1)), m, REP)
+        jax.jit(lambda a, bb: jaxmg.potrs(a, bb, 2, m, (row, REP))).lower(A2, b2)
+    n = 5 * k
+    A, b = spd("A", n), rng("b").standard_normal((n, 2))
+    record("potrs", lambda: jaxmg.potrs(put(A, m, row), put(b, m, REP), 4, m, (row, REP)))
+    record("potri", lambda: jaxmg.potri(put(A, m, row), 4, m, (row,)))
+
+
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
-             "room": room}
+             "room": room, "retrace": retrace}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:

@@ -15,9 +15,6 @@ from helpers import REP, check_eigh, check_inverse, check_solve, hermitian, rand
 
 N = 16
 KINDS = [AxisType.Explicit, AxisType.Auto]
-needs_logdet = pytest.mark.xfail(not hasattr(_calls, "potrs_with_logdet"),
-                                 reason="needs issue15 merge", raises=NotImplementedError,
-                                 strict=True)
 
 
 def line(kind, name="x", k=4):
@@ -275,7 +272,6 @@ def _factor_supported():
 # return_logdet
 
 
-@needs_logdet
 @pytest.mark.parametrize("dtype", [np.float64, np.complex64])
 def test_potrs_logdet(rng, kind, dtype):
     m = line(kind)

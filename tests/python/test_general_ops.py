@@ -389,6 +389,70 @@ def test_validation(rng):
     with pytest.raises(ValueError, match="T_A"):
         g.qr(tall, 0, m, (ROW,))
     with pytest.raises(ValueError, match="in_specs"):
-        g.lu_solve(sq, b6, 2, m, (ROW,))
-    with pytest.raises(ValueError, match="row-sharded"):
-        g.qr(tall, 2, m, (jax.sharding.PartitionSpec(None, "x"),))
+        g.lu_solve(sq, b6, 2, m, (ROW, REP, REP))
+    with pytest.raises(ValueError, match="not in the mesh"):
+        g.qr(tall, 2, m, (jax.sharding.PartitionSpec("y", None),))
+
+
+# ---- derivatives through the public functions (issue 16's rules) -------------
+
+
+def test_public_grads_match_jnp(rng):
+    import jax.scipy.linalg as jsl
+
+    m = mesh(4)
+    A = randn(rng, (8, 8), np.float64) + 3 * np.eye(8)
+    b = randn(rng, (8, 2), np.float64)
+    B = randn(rng, (12, 5), np.float64) + 2 * np.eye(12, 5)
+    c = randn(rng, (12, 1), np.float64)
+    Aj, bj, Bj = put(A, m, ROW), put(b, m, REP), put(B, m, ROW)
+    cases = [
+        (lambda A, b: jnp.sum(g.lu_solve(A, b, 2, m, (ROW, REP)) ** 2),
+         lambda A, b: jnp.sum(jnp.linalg.solve(A, b) ** 2), (Aj, bj), (A, b)),
+        (lambda A, b: jnp.sum(g.least_squares(A, b, 2, m, (ROW, REP)) ** 2),
+         lambda A, b: jnp.sum(jnp.linalg.lstsq(A, b)[0] ** 2), (Bj, jnp.asarray(c)), (B, c)),
+        (lambda A: jnp.sum(g.qr(A, 2, m, (ROW,))[1] ** 2),
+         lambda A: jnp.sum(jnp.linalg.qr(A)[1] ** 2), (Bj,), (B,)),
+        (lambda A: jnp.sum(g.gesvd(A, 2, m, (ROW,), compute_u=False, compute_vh=False)),
+         lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False)), (Bj,), (B,)),
+        (lambda A: jnp.sum(g.polar(A, 2, m, (ROW,))[1] ** 2),
+         lambda A: jnp.sum(jsl.polar(A, method="svd")[1] ** 2), (Bj,), (B,)),
+    ]
+    for f, ref, args, ref_args in cases:
+        got = jax.grad(f)(*args)
+        want = jax.grad(ref)(*ref_args)
+        assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 1e-9 * np.abs(want).max()
+
+
+def test_exported_and_global_ctx_forms(rng):
+    import jaxmg
+
+    m = mesh(2)
+    A = randn(rng, (10, 10), np.float64)
+    b = randn(rng, (10, 1), np.float64)
+    B = randn(rng, (14, 6), np.complex128)
+    a_work, x, status = jaxmg.lu_solve_shardmap_ctx(put(A, m, ROW), put(b, m, REP), 2, m, ROW)
+    assert int(status) == 0 and a_work.shape == (10, 10)
+    check_lu(A, x, b, np.float64, np.linalg.cond(A))
+    q, r, status = jaxmg.qr_shardmap_ctx(put(B, m, ROW), 2, m, ROW)
+    check_qr(B, q, r, np.complex128)
+    out = jaxmg.gesvd_shardmap_ctx(put(B, m, ROW), 2, m, ROW, compute_u=False)
+    assert len(out) == 4  # (a_work, s, Vh, status)
+    check_svd(B, None, out[1], out[2], np.complex128, False)
+    # mesh and spec taken from A's sharding (1.4's form)
+    Q, R = jaxmg.qr(put(B, m, ROW), 2)
+    check_qr(B, Q, R, np.complex128)
+
+
+def test_non_finite_input(rng):
+    m = mesh(3)
+    A = randn(rng, (9, 9), np.float64)
+    A[4, 2] = np.nan
+    x, status = g.lu_solve(put(A, m, ROW), put(np.ones((9, 1)), m, REP), 3, m, (ROW, REP),
+                           return_status=True)
+    assert int(status) == -1 and np.all(np.isnan(np.asarray(x)))
+    B = randn(rng, (12, 4), np.float64)
+    B[0, 0] = np.inf
+    s, status = g.gesvd(put(B, m, ROW), 2, m, (ROW,), compute_u=False, compute_vh=False,
+                        return_status=True)
+    assert int(status) == -1 and np.all(np.isnan(np.asarray(s)))

@@ -1,9 +1,10 @@
 """The general ops in multi-process mode (one CPU process per device, as in
-test_multiprocess.py): lu_solve and least_squares across processes; ops
-whose results do not fit the host engine's shared a/b/w records yet are
-refused with a clear error on every process; and two processes that make
-different calls at one call site both fail with an error naming both
-sides (the call fingerprint), never a silent pairing.
+test_multiprocess.py): until the host engine's shared-memory step carries
+every buffer of the op table (engine.h: shares_every_buffer), they are
+refused with a clear error on every process, never run on half-shared
+buffers; and two processes that make different calls at one call site both
+fail with an error naming both sides (the call fingerprint), never a
+silent pairing.
 
 The file is its own worker: run as a script it is one process of a job."""
 
@@ -59,18 +60,10 @@ def _matrices(n, m):
 
 def test_general_ops_across_processes(tmp_path):
     seen = _launch(tmp_path, "general")
-    A, b, B, c = _matrices(8, 10)
     for s in seen:
-        x = s["lu_solve"]
-        assert isinstance(x, np.ndarray), x
-        assert np.linalg.norm(A @ x - b) <= 1e-12 * np.linalg.norm(b) * np.linalg.cond(A)
-        y = s["least_squares"]
-        assert isinstance(y, np.ndarray), y
-        assert np.allclose(y, np.linalg.lstsq(B, c, rcond=None)[0], atol=1e-12)
-        sv = s["singular_values"]
-        assert isinstance(sv, np.ndarray), sv
-        assert np.allclose(sv, np.linalg.svd(B, compute_uv=False), atol=1e-12)
-        assert isinstance(s["qr"], str) and "across processes" in s["qr"], s["qr"]
+        for op in ("lu_solve", "least_squares", "singular_values", "qr"):
+            msg = s[op]
+            assert isinstance(msg, str) and "across processes" in msg, (op, msg)
 
 
 def test_different_calls_fail_naming_both(tmp_path):
@@ -79,7 +72,7 @@ def test_different_calls_fail_naming_both(tmp_path):
         msg = s["mismatch"]
         assert isinstance(msg, str), "a mismatched pair must not succeed"
         assert "different calls" in msg and "rank 0" in msg and "rank 1" in msg, msg
-        assert "8 x 8" in msg and "12 x 12" in msg, msg
+        assert "10 x 4" in msg and "10 x 6" in msg, msg
 
 
 # ---- the worker -------------------------------------------------------------
@@ -122,9 +115,10 @@ def _worker(cfg):
                                                   compute_vh=False))
         record("qr", lambda: g.qr(put(B, row), 2, m, (row,))[1])
     else:
-        n = 8 if me == 0 else 12
-        A2, b2, _, _ = _matrices(n, 10)
-        record("mismatch", lambda: g.lu_solve(put(A2, row), put(b2, rep), 2, m, (row, rep)))
+        # No XLA collective in this call: the processes reach the meeting
+        # with their different A (10 x 4 and 10 x 6).
+        B2 = np.random.default_rng(6).standard_normal((10, 4 if me == 0 else 6))
+        record("mismatch", lambda: g.least_squares(put(B2, row), put(c, rep), 2, m, (row, rep)))
         # (Whether the next call pairs again depends on the call-site keys,
         # issue 14's other half: here process 0 would reuse its cached trace.)
     with open(os.path.join(cfg["out"], f"{me}.pkl"), "wb") as f:

@@ -204,3 +204,33 @@ def test_general_rules_on_explicit_mesh_axes(rng):
         gA = jax.jit(jax.grad(loss))(Ar)
         _close(gA, jax.grad(ref)(A))
         _in_rows(gA, m)
+
+
+def test_public_general_ops_grad(rng):
+    """Through the public functions (they call the rules): lu_solve with a
+    vector b, least_squares, qr, gesvd, its singular values alone, polar."""
+    import jaxmg
+
+    m = mesh(4)
+    n = 8
+    A, b = randn(rng, (n, n), np.complex128) + 3 * np.eye(n), randn(rng, (n,), np.complex128)
+    T, bt = _tall(rng, np.complex128), randn(rng, (M, 2), np.complex128)
+    Ar, Tr = put(A, m, ROW), put(T, m, ROW)
+    sq = lambda x: jnp.sum(jnp.abs(x) ** 2)  # noqa: E731
+    cases = [
+        (lambda A: sq(jaxmg.lu_solve(A, b, None, m, ROW)), Ar, A,
+         lambda A: sq(jnp.linalg.solve(A, b))),
+        (lambda A: sq(jaxmg.least_squares(A, bt, None, m, ROW)), Tr, T,
+         lambda A: sq(jnp.linalg.solve(jnp.conj(A).T @ A, jnp.conj(A).T @ bt))),
+        (lambda A: sq(jaxmg.qr(A, None, m, ROW)[1]), Tr, T, lambda A: sq(jnp.linalg.qr(A)[1])),
+        (lambda A: jnp.sum(jaxmg.gesvd(A, None, m, ROW)[1] ** 3), Tr, T,
+         lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False) ** 3)),
+        (lambda A: jnp.sum(jaxmg.gesvd(A, None, m, ROW, compute_u=False, compute_vh=False) ** 3),
+         Tr, T, lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False) ** 3)),
+        (lambda A: jnp.real(jnp.sum(bt[:, :1] * jaxmg.polar(A, None, m, ROW)[0])), Tr, T,
+         lambda A: jnp.real(jnp.sum(bt[:, :1] * jax.scipy.linalg.polar(A, method="svd")[0]))),
+    ]
+    for loss, X, X0, ref in cases:
+        gA = jax.jit(jax.grad(loss))(X)
+        _close(gA, jax.grad(ref)(X0))
+        _in_rows(gA, m)

@@ -133,6 +133,26 @@ def test_small_shm_is_an_error_on_every_process(tmp_path):
     assert res["shm"] == []
 
 
+@pytest.mark.parametrize("size_mb", [3, 6])
+def test_rendezvous_segment_in_a_tiny_shm(tmp_path, size_mb):
+    """The node's rendezvous segment (4.3 MB) does not fit 3 MiB: every
+    process fails at once with the room error. 6 MiB hold it once, not the
+    two copies that two processes set up at the same moment: the one that
+    finds no room joins the other's."""
+    before, results = drive(tmp_path, [dict(name="tiny", scenario="one_call")],
+                            shm_size=f"{size_mb}m")
+    res = results[0]
+    assert res["codes"] == [0, 0], "\n".join(res["logs"])
+    if size_mb == 6:
+        check_call(res["seen"])
+    else:
+        for i, s in enumerate(res["seen"]):
+            status, msg, secs = s["call"]
+            assert status == "error" and "not enough room in /dev/shm" in msg, (i, msg)
+            assert secs < 10, secs
+    assert res["shm"] == []
+
+
 def test_processes_in_separate_pid_namespaces(tmp_path):
     """Both workers are PID 1 of their own PID namespace and share /dev/shm:
     told apart by token, they solve correctly (they used to crash)."""

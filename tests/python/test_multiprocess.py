@@ -147,8 +147,8 @@ def test_two_hosts_two_devices_each(tmp_path):
     check_st(seen, 2)
 
 def test_killed_rank_fails_the_others_fast(tmp_path):
-    """Rank 1's process is SIGKILLed inside the call; rank 0, arriving later,
-    fails at once naming it, long before its 20 s timeout."""
+    """Rank 1's process is SIGKILLed inside the call (after joining); rank 0,
+    arriving later, fails at once naming it, long before its 20 s timeout."""
     codes, seen, logs = launch(tmp_path, "killed", 2, timeout_s=20.0)
     assert codes[1] == -9, logs[1]
     assert codes[0] == 0, logs[0]
@@ -158,10 +158,22 @@ def test_killed_rank_fails_the_others_fast(tmp_path):
     assert secs < 5, secs
 
 def test_vanished_rank_times_out(tmp_path):
-    """Rank 1's process exits before the call: rank 0 gets the timeout error
-    after JAXMG_TIMEOUT_S, naming the missing rank."""
+    """Rank 1's process dies before it reaches jaxmg's meeting: rank 0 gets
+    the timeout error after JAXMG_TIMEOUT_S, naming the missing rank."""
     codes, seen, logs = launch(tmp_path, "vanished", 2, timeout_s=2.0)
-    assert codes == [0, 0], "\n".join(logs)
+    assert codes == [0, -9], "\n".join(logs)
     status, msg, secs = seen[0]["call"]
     assert status == "error" and "timed out" in msg and "missing rank 1" in msg, msg
     assert 1.5 < secs < 15, secs
+
+def test_retrace_in_one_process_does_not_shift_pairings(tmp_path):
+    """Process 1 traces an extra jaxmg program that process 0 never sees;
+    the calls both make still pair by call site and give the right answers
+    (a per-process count of traces shifted every later pairing: a timeout,
+    or two different calls of equal shape paired silently)."""
+    codes, seen, logs = launch(tmp_path, "retrace", 2, timeout_s=10.0)
+    assert codes == [0, 0], "\n".join(logs)
+    n = 10
+    A, b = spd("A", n), rng("b").standard_normal((n, 2))
+    helpers.check_solve(A, replicas([p[0] for p in ok(seen, "potrs")]), b, np.float64)
+    helpers.check_inverse(A, assemble([p[0] for p in ok(seen, "potri")], n), np.float64)

@@ -210,4 +210,9 @@ const gpu_solver dn_solvers[JMG_NOPS] = {
     [JMG_POTRS] = {dn_solve_workspace, dn_solve_run},
     [JMG_POTRI] = {dn_solve_workspace, dn_solve_run},
     [JMG_SYEVD] = {dn_solve_workspace, dn_solve_run},
+    [JMG_LU_SOLVE] = {dn_general_workspace, dn_lu_run},
+    [JMG_LSTSQ] = {dn_general_workspace, dn_lstsq_run},
+    [JMG_QR] = {dn_general_workspace, dn_qr_run},
+    [JMG_GESVD] = {dn_general_workspace, dn_gesvd_run},
+    [JMG_POLAR] = {dn_general_workspace, dn_polar_run},
 };

@@ -58,6 +58,7 @@ static int enable_peers(const int32_t* dev, int ndev, char* err) {
 }
 
 static void destroy(mg_context* c) {
+  if (c->blas) cublasDestroy(c->blas);
   if (c->dn_params) cusolverDnDestroyParams(c->dn_params);
   if (c->dn) cusolverDnDestroy(c->dn);
   for (int i = 0; i < c->ndesc; i++) cusolverMgDestroyMatrixDesc(c->descs[i].desc);
@@ -201,5 +202,26 @@ int mg_context_dn(mg_context* c, char* err) {
     return -1;
   }
   cudaSetDevice(prev);
+  return 0;
+}
+
+int mg_context_blas(mg_context* c, char* err) {
+  if (mg_context_dn(c, err)) return -1;
+  if (c->blas) return 0;
+  int prev = 0;
+  cudaGetDevice(&prev);
+  if (cudaSetDevice(c->dev[0]) != cudaSuccess) {
+    snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", c->dev[0]);
+    return -1;
+  }
+  cublasStatus_t s = cublasCreate(&c->blas);
+  if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream[0]);
+  cudaSetDevice(prev);
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    snprintf(err, JMG_ERRLEN, "cuBLAS setup on device %d failed: status %d", c->dev[0], (int)s);
+    if (c->blas) cublasDestroy(c->blas);
+    c->blas = NULL;
+    return -1;
+  }
   return 0;
 }

@@ -14,6 +14,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 #include <cusolverMg.h>
+#include <cublas_v2.h>
 #include <pthread.h>
 #include <stdint.h>
 
@@ -43,6 +44,7 @@ typedef struct mg_context {
    * it runs on stream[0]. */
   cusolverDnHandle_t dn;
   cusolverDnParams_t dn_params;
+  cublasHandle_t blas; /* cuBLAS on dev[0], stream[0], for the general ops */
   struct mg_context* next;
 } mg_context;
 
@@ -62,6 +64,9 @@ void mg_context_lwork_put(mg_context* c, const int64_t key[6], int64_t lwork);
 
 /* Makes ctx->dn and ctx->dn_params if needed; with the context locked. */
 int mg_context_dn(mg_context* c, char* err);
+
+/* Makes ctx->blas if needed (and ctx->dn); with the context locked. */
+int mg_context_blas(mg_context* c, char* err);
 
 cudaDataType mg_cuda_type(jmg_dtype t);
 cudaDataType mg_cuda_real_type(jmg_dtype t);

@@ -58,7 +58,7 @@ static int gpu_copy_cols(void* p, int dst, int64_t dst_off, int src, int64_t src
   return 0;
 }
 
-static int move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err) {
+int mg_move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err) {
   jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
   jmg_plan plan;
   if (jmg_plan_build(&l, to_cyclic, &plan)) {
@@ -440,7 +440,7 @@ static int run_potri(jmg_job* job, mg_context* ctx, void** a, void** work, int64
     solver_work[r] = (char*)work[r] + inverse_bytes(job) + panel_bytes(job, r);
   }
   double t0 = jmg_clock_now();
-  if (move_layout(job, ctx, 1, err)) return -1;
+  if (mg_move_layout(job, ctx, 1, err)) return -1;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
   if (!da) return -1;
   double t1 = jmg_clock_now();
@@ -493,7 +493,7 @@ static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64
     return -1;
   }
   double t0 = jmg_clock_now();
-  if (move_layout(job, ctx, 1, err)) goto fail;
+  if (mg_move_layout(job, ctx, 1, err)) goto fail;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
   if (!da) goto fail;
   double t1 = jmg_clock_now();
@@ -502,7 +502,7 @@ static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64
                          work, lwork, &h_info));
   if (gpu_sync_devices(ctx, err)) goto fail;
   double t2 = jmg_clock_now();
-  if (job->jobz && move_layout(job, ctx, 0, err)) goto fail;
+  if (job->jobz && mg_move_layout(job, ctx, 0, err)) goto fail;
   for (int r = 0; r < job->nparties; r++) {
     CU(cudaSetDevice(ctx->dev[r]));
     CU(cudaMemcpyAsync(job->parties[r].w, w, (size_t)job->n * rsize, cudaMemcpyHostToDevice,
@@ -554,4 +554,5 @@ const gpu_solver mg_solvers[JMG_NOPS] = {
     [JMG_POTRS] = {mg_solve_workspace, mg_potrs},
     [JMG_POTRI] = {mg_solve_workspace, mg_potri},
     [JMG_SYEVD] = {mg_solve_workspace, mg_syevd},
+    [JMG_LU_SOLVE] = {mg_getrs_workspace, mg_getrs_run},
 };

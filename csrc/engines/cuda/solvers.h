@@ -22,4 +22,21 @@ typedef struct gpu_solver {
 extern const gpu_solver mg_solvers[JMG_NOPS];
 extern const gpu_solver dn_solvers[JMG_NOPS];
 
+/* Moves A (slot 0 of every party) between the caller's layout and
+ * cuSolverMg's block-cyclic one, in place, staging in the heads of the
+ * workspaces (mg_solve.c). */
+int mg_move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err);
+
+/* lu_solve on every GPU: cuSolverMg getrf/getrs (mg_getrs.c). */
+int mg_getrs_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err);
+int mg_getrs_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+
+/* The general ops on one GPU (dn_general.c), one workspace query for all. */
+int dn_general_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err);
+int dn_lu_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+int dn_lstsq_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+int dn_qr_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+int dn_gesvd_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+int dn_polar_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+
 #endif

@@ -1,0 +1,82 @@
+"""Smoke check of the cuSOLVERMp engine on the GPUs of this one process:
+every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
+GPU), through jaxmg._mp.solve, each result checked against its defining
+equation. Prints one line per case and exits non-zero if any case fails.
+For the device machine when fewer GPUs are lent than the GPU suite's
+multi-process cases need (tests/gpu/test_mp_engine.py)."""
+
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+jax.config.update("jax_enable_x64", True)
+from jaxmg import _mp  # noqa: E402
+
+
+def matrix(rng, m, n, dtype, hermitian):
+    a = rng.standard_normal((m, n))
+    if np.issubdtype(dtype, np.complexfloating):
+        a = a + 1j * rng.standard_normal((m, n))
+    if hermitian:
+        a = a @ a.conj().T / m + np.eye(m)
+    return a.astype(dtype)
+
+
+def residual(op, a, b, out):
+    """The defining equation's relative residual, in numpy float64/complex128."""
+    a = np.asarray(a, np.complex128)
+    g = {k: np.asarray(v, np.complex128) for k, v in out.items() if k != "status"}
+    norm = np.linalg.norm
+    if op in ("potrs", "lu_solve"):
+        return norm(a @ g["x"] - b) / (norm(a) * norm(g["x"]))
+    if op == "potri":
+        return norm(a @ g["inv"] - np.eye(len(a))) / (norm(a) * norm(g["inv"]))
+    if op == "syevd":
+        return norm(a @ g["v"] - g["v"] * g["w"]) / norm(a)
+    if op == "least_squares":
+        return norm(a.conj().T @ (a @ g["x"] - b)) / (norm(a) ** 2 * norm(g["x"]))
+    if op == "qr":
+        return norm(g["q"] @ g["r"] - a) / norm(a)
+    if op == "gesvd":
+        return norm((g["u"] * g["s"]) @ g["vh"] - a) / norm(a)
+    if op == "polar":
+        return norm(g["u"] @ g["h"] - a) / norm(a)
+    raise ValueError(op)
+
+
+def main():
+    ndev = jax.local_device_count()
+    mesh = jax.make_mesh((ndev,), ("x",))
+    rows = NamedSharding(mesh, P("x", None))
+    rng = np.random.default_rng(0)
+    n, tile, failed = 512 * ndev, 128, 0
+    for op in ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar"):
+        for dtype in (np.float64, np.complex64):
+            m = 2 * n if op in ("least_squares", "qr", "gesvd", "polar") else n
+            a = matrix(rng, m, n, dtype, op in ("potrs", "potri", "syevd"))
+            b = matrix(rng, m, 4, dtype, False) if op in ("potrs", "lu_solve", "least_squares") else None
+            t0 = time.perf_counter()
+            try:
+                bj = None if b is None else jax.device_put(b, NamedSharding(mesh, P(None, None)))
+                out = _mp.solve(op, jax.device_put(a, rows), bj, mesh=mesh, axes=("x",), tile=tile)
+                out = jax.tree.map(np.asarray, out)
+                res, status = residual(op, a, b, out), int(out["status"])
+            except Exception as e:  # report and go on: this is a smoke check
+                print(f"{op:14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: {e}"[:400])
+                failed += 1
+                continue
+            limit = 1e-3 if dtype == np.complex64 else 1e-10
+            ok = status == 0 and np.isfinite(res) and res < limit
+            failed += not ok
+            print(f"{op:14s} {np.dtype(dtype).name:10s} status {status} residual {res:.2e} "
+                  f"{'ok' if ok else 'FAIL'} ({time.perf_counter() - t0:.2f} s)")
+    print(f"mp_smoke: {ndev} GPU(s), {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
