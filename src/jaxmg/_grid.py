@@ -36,7 +36,7 @@ _ALL_OPS = frozenset(
 )
 ENGINES = {
     "single": EngineInfo(_ALL_OPS, across_nodes=False),
-    "mg": EngineInfo(frozenset({"potrs", "potri", "syevd"}), across_nodes=False),
+    "mg": EngineInfo(frozenset({"potrs", "potri", "syevd", "lu_solve"}), across_nodes=False),
     "mp": EngineInfo(_ALL_OPS, across_nodes=True),
 }
 
@@ -50,9 +50,10 @@ GRID_ONE_AXIS = {op: "col" for op in _ALL_OPS}
 
 # dispatch="auto": largest N one GPU takes (gathered), per op; beyond it the
 # multi-GPU engine. potrs/potri/syevd from bench/README.md (cuSolverMg on
-# 4 H200); the other ops are cuSOLVERMp-only and not yet measured (None:
-# one GPU as long as the matrix fits its memory share).
-SINGLE_MAX_N = {"potrs": 16384, "potri": None, "syevd": 24576}
+# 4 H200); lu_solve (cuSolverMg getrf/getrs, issue 15) takes potrs's, as
+# _dispatch does; the other ops are cuSOLVERMp-only and not yet measured
+# (absent: one GPU as long as the matrix fits its memory share).
+SINGLE_MAX_N = {"potrs": 16384, "potri": None, "syevd": 24576, "lu_solve": 16384}
 
 
 @dataclasses.dataclass(frozen=True)

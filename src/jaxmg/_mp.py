@@ -48,6 +48,39 @@ class MpError(RuntimeError):
     """The cuSOLVERMp engine failed on this rank (the message names it)."""
 
 
+def _nccl_version() -> tuple[int, str] | None:
+    """(version code, path) of the libnccl.so.2 this process uses: the
+    nvidia-nccl wheel's (as _cuda_libs loads it), else the loader's; None
+    if there is none (_cuda_libs.preload then names the package)."""
+    soname = "libnccl.so.2"
+    for cand in list(_cuda_libs._candidates(soname, ("nccl/lib",))) + [soname]:
+        try:
+            lib = ctypes.CDLL(cand, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        v = ctypes.c_int(0)
+        if lib.ncclGetVersion(ctypes.byref(v)) != 0:
+            return None
+        return v.value, cand
+    return None
+
+
+def _check_nccl(major: str) -> None:
+    """Before libcusolverMp is loaded: cuBLASMp 0.10 (which it loads) calls
+    ncclCommQueryProperties, new in NCCL 2.29.2, so an older NCCL fails
+    there with an undefined symbol; say so plainly instead."""
+    found = _nccl_version()
+    if found is None or found[0] >= NCCL_MIN:
+        return
+    v, where = found
+    raise ImportError(
+        f"jaxmg: the cuSOLVERMp engine needs NCCL >= 2.29.2 (cuBLASMp 0.10 calls "
+        f"ncclCommQueryProperties); this process has NCCL {v // 10000}.{v // 100 % 100}.{v % 100} "
+        f"({where}). Fix: pip install -U 'nvidia-nccl-cu{major}>=2.29.2' (JAX's CUDA plugin "
+        "loads the same wheel's library)"
+    )
+
+
 def library() -> ctypes.CDLL:
     global _lib
     with _lock:
@@ -57,6 +90,7 @@ def library() -> ctypes.CDLL:
 
         path = _library_path("jaxmg_mp")
         jax.devices()  # the CUDA plugin loads its libnccl first
+        _check_nccl(_cuda_libs.build_info(path.parent).get("cuda_major", "13"))
         # libnccl.so.2 then libcusolverMp.so.0 from the nvidia wheels of the
         # CUDA major this library was built for (ImportError naming the package).
         _cuda_libs.preload(path.parent, "mp")

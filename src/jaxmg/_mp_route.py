@@ -106,6 +106,8 @@ def takes(op: str, mesh, axes, dispatch: str, n: int = 0) -> bool:
             )
         return False
     across = spans_nodes(mesh, tuple(axes))
+    if not across and dispatch != "mp":
+        return False  # a one-node problem: the one-node engines decide (_dispatch.resolve)
     have = ("single", "mg") + (("mp",) if available() else ())
     engine = _grid.choose_engine(op, n, dispatch=_dispatch.engine_of(dispatch),
                                  across_nodes=across, available=have)

@@ -93,14 +93,15 @@ def test_auto_within_a_node():
     assert g.choose_engine("syevd", 24576) == "single" and g.choose_engine("syevd", 24577) == "mg"
     assert g.choose_engine("potri", 10**6) == "single"  # potri: one GPU while it fits
     assert g.choose_engine("potri", 10**6, fits_one_gpu=False) == "mg"
+    assert g.choose_engine("lu_solve", 16384) == "single" and g.choose_engine("lu_solve", 40000) == "mg"
     # Ops cuSolverMg lacks: one GPU while it fits, then cuSOLVERMp.
-    assert g.choose_engine("lu_solve", 40000) == "single"
+    assert g.choose_engine("qr", 40000) == "single"
     assert g.choose_engine("gesvd", 40000, fits_one_gpu=False) == "mp"
 
 
 def test_forced_engine_checks():
-    with pytest.raises(ValueError, match="has no lu_solve"):
-        g.choose_engine("lu_solve", 10, dispatch="mg")
+    with pytest.raises(ValueError, match="has no qr"):
+        g.choose_engine("qr", 10, dispatch="mg")
     with pytest.raises(ValueError, match="not available"):
         g.choose_engine("potrs", 10, dispatch="mp", available=("single", "mg"))
     with pytest.raises(ValueError, match="dispatch must be"):

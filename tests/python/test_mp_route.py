@@ -217,6 +217,8 @@ def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
     if op == "qr":
         Q, R = jnp.linalg.qr(a)
         return back(Q), R.T, st
+    if op == "lu_solve":
+        return back(a), jnp.linalg.solve(a, b).T, st
     raise NotImplementedError(op)
 
 
@@ -245,3 +247,70 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
         np.testing.assert_allclose(a @ out[1], out[1] * out[0], atol=1e-10)
     else:
         np.testing.assert_allclose(out[0] @ out[1], a, atol=1e-10)
+
+
+def _hooked(core) -> bool:
+    import inspect
+
+    return "_mp_route.route" in inspect.getsource(core)
+
+
+@pytest.mark.parametrize("op", ["potrs", "syevd"])
+def test_public_functions_route(monkeypatch, rng, op):
+    """jaxmg.potrs / syevd reach _mp_route through the cores' hook: with the
+    decision forced and a jnp engine, the public result is the engine's."""
+    from jaxmg import _ops
+
+    if not _hooked(_ops._potrs_full if op == "potrs" else _ops._core_syevd):
+        pytest.skip("the cores' _mp_route hook is not in this tree")
+    seen = []
+
+    def engine(*a, **k):
+        seen.append(a[0])
+        return jnp_engine(*a, **k)
+
+    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    a = _input(op, rng, 8, 8, np.float64)
+    A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
+    if op == "potrs":
+        b = rand(rng, (8, 2), np.float64)
+        x, ld, st = jaxmg.potrs(A, jnp.asarray(b), 2, mesh, P("r", "c"), return_logdet=True,
+                                return_status=True, dispatch="mp")
+        np.testing.assert_allclose(a @ np.asarray(x), b, atol=1e-10)
+        np.testing.assert_allclose(float(ld), np.linalg.slogdet(a)[1], atol=1e-10)
+    else:
+        w, V, st = jaxmg.syevd(A, 2, mesh, P("r", "c"), return_status=True, dispatch="mp")
+        np.testing.assert_allclose(a @ np.asarray(V), np.asarray(V) * np.asarray(w), atol=1e-10)
+        assert V.sharding.spec == P("r", "c")  # back in A's layout
+    assert int(st) == 0 and seen == [op]
+
+
+@pytest.mark.parametrize("op", ["lu_solve", "qr"])
+def test_public_general_ops_route(monkeypatch, rng, op):
+    """jaxmg.lu_solve / qr (issue 15's cores) reach _mp_route through their hook."""
+    from jaxmg import _general_ops
+
+    if not _hooked(_general_ops._lu_req if op == "lu_solve" else _general_ops._qr_req):
+        pytest.skip("the general cores' _mp_route hook is not in this tree")
+    seen = []
+
+    def engine(*a, **k):
+        seen.append(a[0])
+        return jnp_engine(*a, **k)
+
+    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    a = _input(op, rng, 8, 12, np.float64)
+    A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
+    if op == "lu_solve":
+        b = rand(rng, (8,), np.float64)
+        x, st = jaxmg.lu_solve(A, jnp.asarray(b), 2, mesh, P("r", "c"), return_status=True,
+                               dispatch="mp")
+        np.testing.assert_allclose(a @ np.asarray(x), b, atol=1e-10)
+    else:
+        Q, R, st = jaxmg.qr(A, 2, mesh, P("r", "c"), return_status=True, dispatch="mp")
+        np.testing.assert_allclose(np.asarray(Q) @ np.asarray(R), a, atol=1e-10)
+    assert int(st) == 0 and seen and set(seen) == {op}  # lu_solve's rule traces its solve twice
