@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
 from . import _autodiff_general as adg
-from . import _calls, _dispatch, _library, _multiproc, _request, _shard
+from . import _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
 from . import _validate as v
 from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
 
@@ -263,6 +263,8 @@ def _cut_rows(X, m, m1, req):
 
 def _lu_req(A, b, req):
     """(x in b's shape and layout, status)."""
+    if (r := _mp_route.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return r
     n, n1 = req.n, _padded(req.n, req)
     body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
                              dispatch=req.dispatch)
@@ -274,6 +276,8 @@ def _lu_req(A, b, req):
 
 def _lstsq_req(A, b, req):
     """(x (N,) or (N, K), in b's layout where it fits, status)."""
+    if (r := _mp_route.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_lstsq_local, T_A=req.tile, axis_name=req.axes,
                              dispatch=req.dispatch, mrows=m)
@@ -284,6 +288,8 @@ def _lstsq_req(A, b, req):
 
 def _qr_req(A, req):
     """(Q in A's layout, R replicated, status)."""
+    if (r := _mp_route.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.dispatch,
                              mrows=m)
@@ -295,6 +301,8 @@ def _qr_req(A, req):
 def _gesvd_req(A, req):
     """(U in A's layout ((M, 0) when not computed), s, Vh replicated ((0, N)
     when not computed), status)."""
+    if (r := _mp_route.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_gesvd_local, T_A=req.tile, compute_u=req.opt("compute_u", True),
                              compute_vh=req.opt("compute_vh", True),
@@ -307,6 +315,8 @@ def _gesvd_req(A, req):
 
 def _polar_req(A, req):
     """(Up in A's layout, H replicated ((0, N) without compute_h), status)."""
+    if (r := _mp_route.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+        return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_polar_local, T_A=req.tile, compute_h=req.opt("compute_h", True),
                              axis_name=req.axes, dispatch=req.dispatch, mrows=m)
