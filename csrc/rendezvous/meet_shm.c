@@ -229,12 +229,17 @@ static int map_segment(const char* name, int expected, header** out, char* err,
     if (rc == 1) return JMG_MEET_OK;
     if (rc == JMG_MEET_ENOMEM) {
       /* Room for one segment but not for two made at once: another
-       * process may be linking its own right now. */
+       * process may be linking its own right now, or both of us ran out
+       * half-way and gave our halves back. Wait a random while for its
+       * segment (the waits of two processes then differ), then try again;
+       * only the last attempt's shortfall is the error. */
       char spare[JMG_MEET_ERRLEN];
       struct timespec ms = {0, 1000000};
-      for (int i = 0; i < 2000; i++, nanosleep(&ms, NULL))
+      int waits = attempt == 7 ? 2000 : 20 + (int)(jmg_random64() % 200);
+      for (int i = 0; i < waits; i++, nanosleep(&ms, NULL))
         if (open_existing(name, out, spare, sizeof spare) == JMG_MEET_OK) return JMG_MEET_OK;
-      return rc;
+      if (attempt == 7) return rc;
+      continue;
     }
     if (rc != -2) return rc;
     /* Lost the race to another process: open its segment. */
