@@ -49,4 +49,11 @@ void jmg_describe(const jmg_party* p, char* out, size_t cap);
  * tile, attributes, site, dispatch). */
 int jmg_same_call(const jmg_party* x, const jmg_party* y);
 
+/* Writes a printf-style message into err (JMG_ERRLEN bytes) and returns -1. */
+int jmg_call_fail(char* err, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 #endif

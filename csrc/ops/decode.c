@@ -7,10 +7,8 @@
 #include "ffi/seam.h"
 #include "ops/call.h"
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static int fail(char* err, const char* fmt, ...) {
+/* call.h: a message into err (JMG_ERRLEN), and -1. */
+int jmg_call_fail(char* err, const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, JMG_ERRLEN, fmt, ap);
@@ -55,7 +53,7 @@ int jmg_decode_identity(jmg_call* c) {
       jmg_ffi_attr_str(cf, "site", &c->site, &c->site_len) ||
       jmg_ffi_attr_int(cf, "nparties", &c->nparties) || c->nparties < 1 ||
       c->nparties > JMG_MAX_DEVICES)
-    return fail(c->err,
+    return jmg_call_fail(c->err,
                 "malformed %s call: %lld args, %lld results (expected %d, %d), or a bad "
                 "where/site/nparties (at most %d devices); without them it cannot find its "
                 "peers, which will time out",
@@ -69,10 +67,10 @@ int jmg_decode_identity(jmg_call* c) {
 /* The problem's sizes, from A and (where the row has one) the K of b. */
 static int sizes(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) {
   const jmg_op_row* row = c->row;
-  if (!a || a->rank != 2) return fail(err, "%s: A must be a matrix", row->name);
+  if (!a || a->rank != 2) return jmg_call_fail(err, "%s: A must be a matrix", row->name);
   jmg_dtype dt;
   if (to_dtype(a->dtype, &dt))
-    return fail(err, "%s: unsupported dtype %s", row->name, jmg_ffi_dtype_name(a->dtype));
+    return jmg_call_fail(err, "%s: unsupported dtype %s", row->name, jmg_ffi_dtype_name(a->dtype));
   p->dtype = dt;
   p->nloc = a->dims[0];
   p->n = a->dims[1];
@@ -84,7 +82,7 @@ static int sizes(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) 
     const XLA_FFI_Buffer* b = jmg_ffi_arg(c->cf, i);
     if (!k) continue;
     if (!b || b->rank != (int64_t)strlen(row->args[i].dims))
-      return fail(err, "%s: %s must have rank %d", row->name, row->args[i].name,
+      return jmg_call_fail(err, "%s: %s must have rank %d", row->name, row->args[i].name,
                   (int)strlen(row->args[i].dims));
     p->nrhs = b->dims[k - row->args[i].dims];
   }
@@ -97,15 +95,15 @@ static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
   for (int k = 0; k < JMG_MAX_ATTRS && row->attrs[k]; k++) {
     if (strcmp(row->attrs[k], "mrows")) continue;
     if (p->attr[k] < 1 || p->attr[k] > p->mpad)
-      return fail(err, "%s: mrows = %lld is not in [1, %lld]", row->name, (long long)p->attr[k],
+      return jmg_call_fail(err, "%s: mrows = %lld is not in [1, %lld]", row->name, (long long)p->attr[k],
                   (long long)p->mpad);
     p->m = p->attr[k];
   }
   if (row->shape == JMG_SHAPE_SQUARE && p->m != p->n)
-    return fail(err, "%s: %lld columns is not nparties * %lld rows (A must be square)", row->name,
+    return jmg_call_fail(err, "%s: %lld columns is not nparties * %lld rows (A must be square)", row->name,
                 (long long)p->n, (long long)p->nloc);
   if (row->shape == JMG_SHAPE_TALL && p->m < p->n)
-    return fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
+    return jmg_call_fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
                 row->name, (long long)p->m, (long long)p->n);
   return 0;
 }
@@ -113,17 +111,17 @@ static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
 static int attributes(jmg_call* c, jmg_party* p, char* err) {
   const jmg_op_row* row = c->row;
   if (jmg_ffi_attr_int(c->cf, "tile", &p->tile) || p->tile < 1)
-    return fail(err, "%s: the tile attribute is missing or < 1", row->name);
+    return jmg_call_fail(err, "%s: the tile attribute is missing or < 1", row->name);
   for (int k = 0; k < JMG_MAX_ATTRS && row->attrs[k]; k++)
     if (jmg_ffi_attr_int(c->cf, row->attrs[k], &p->attr[k]) || p->attr[k] < 0)
-      return fail(err, "%s: the %s attribute is missing or negative", row->name, row->attrs[k]);
+      return jmg_call_fail(err, "%s: the %s attribute is missing or negative", row->name, row->attrs[k]);
   int64_t dispatch = JMG_DISPATCH_AUTO; /* optional: absent means auto */
   jmg_ffi_attr_int(c->cf, "dispatch", &dispatch);
   if (dispatch < JMG_DISPATCH_AUTO || dispatch > JMG_DISPATCH_SINGLE)
-    return fail(err, "%s: bad dispatch attribute %lld", row->name, (long long)dispatch);
+    return jmg_call_fail(err, "%s: bad dispatch attribute %lld", row->name, (long long)dispatch);
   p->dispatch = (int32_t)dispatch;
   if (p->nloc % p->tile)
-    return fail(err, "%s: shard height %lld is not a multiple of the tile %lld", row->name,
+    return jmg_call_fail(err, "%s: shard height %lld is not a multiple of the tile %lld", row->name,
                 (long long)p->nloc, (long long)p->tile);
   return 0;
 }
@@ -133,19 +131,19 @@ static int check_buf(const jmg_call* c, const XLA_FFI_Buffer* b, const jmg_buf_r
                      XLA_FFI_DataType a_type, const char* kind, char* err) {
   const jmg_party* p = &c->me;
   const char* op = c->row->name;
-  if (!b) return fail(err, "%s: %s %s is missing", op, kind, r->name);
+  if (!b) return jmg_call_fail(err, "%s: %s %s is missing", op, kind, r->name);
   XLA_FFI_DataType want = ffi_type(r->type, a_type);
   if (b->dtype != want)
-    return fail(err, "%s: %s %s has dtype %s, expected %s", op, kind, r->name,
+    return jmg_call_fail(err, "%s: %s %s has dtype %s, expected %s", op, kind, r->name,
                 jmg_ffi_dtype_name(b->dtype), jmg_ffi_dtype_name(want));
   int64_t rank = (int64_t)strlen(r->dims);
   if (b->rank != rank)
-    return fail(err, "%s: %s %s has rank %lld, expected %lld", op, kind, r->name,
+    return jmg_call_fail(err, "%s: %s %s has rank %lld, expected %lld", op, kind, r->name,
                 (long long)b->rank, (long long)rank);
   for (int64_t d = 0; d < rank; d++) {
     int64_t v = jmg_dim_value(r->dims[d], p);
     if (b->dims[d] != v)
-      return fail(err, "%s: %s %s has %lld in dimension %lld, expected %lld", op, kind, r->name,
+      return jmg_call_fail(err, "%s: %s %s has %lld in dimension %lld, expected %lld", op, kind, r->name,
                   (long long)b->dims[d], (long long)d, (long long)v);
   }
   return 0;
@@ -185,11 +183,11 @@ int jmg_decode_problem(jmg_call* c) {
     if (check_buf(c, b, r, a->dtype, "result", err)) return -1;
     /* An op that works in place needs XLA to have aliased the result. */
     if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data)
-      return fail(err, "%s: the %s result is not aliased to %s", row->name, r->name,
+      return jmg_call_fail(err, "%s: the %s result is not aliased to %s", row->name, r->name,
                   row->args[r->alias].name);
     place(p, r, b);
   }
-  if (!p->status) return fail(err, "%s: no status result", row->name);
+  if (!p->status) return jmg_call_fail(err, "%s: no status result", row->name);
   return 0;
 }
 

@@ -33,16 +33,6 @@
 #include "util/identity.h"
 #include "util/trace.h"
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static int fail(char* err, const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, JMG_ERRLEN, fmt, ap);
-  va_end(ap);
-  return -1;
-}
 
 /* JAXMG_VERBOSE=2: where this party is (trace.h). */
 static void step(const jmg_call* c, const char* what) {
@@ -56,7 +46,7 @@ static int exchange(jmg_call* c, const void* mine, size_t size, void* all, doubl
   char merr[JMG_ERRLEN];
   int rc = jmg_meeting_exchange(&c->m, mine, size, all, c->own[0] ? c->own : NULL, timeout, merr,
                                 sizeof merr);
-  if (rc) return fail(c->err, "%s", merr);
+  if (rc) return jmg_call_fail(c->err, "%s", merr);
   return 0;
 }
 
@@ -71,14 +61,14 @@ typedef struct verdict {
 
 static int broadcast(jmg_call* c, verdict* v, double timeout) {
   verdict* all = malloc(sizeof(verdict) * (size_t)c->nparties);
-  if (!all) return fail(c->err, "out of host memory");
+  if (!all) return jmg_call_fail(c->err, "out of host memory");
   verdict mine;
   if (c->me.rank == 0) mine = *v;
   else memset(&mine, 0, sizeof mine);
   int rc = exchange(c, &mine, sizeof mine, all, timeout);
   if (rc == 0) *v = all[0];
   free(all);
-  if (rc == 0 && v->code) return fail(c->err, "%s", v->msg);
+  if (rc == 0 && v->code) return jmg_call_fail(c->err, "%s", v->msg);
   return rc;
 }
 
@@ -88,11 +78,11 @@ static int enter(jmg_call* c) {
   jmg_trace(2, "%s: called, waits for its inputs", c->row->name);
   char eerr[JMG_ERRLEN] = "";
   int rc = c->eng->enter(c->cf, &c->me, c->where_in, c->where, eerr);
-  if (rc < 0) return fail(c->err, "%s (cannot read its rank, so it cannot meet its peers)", eerr);
+  if (rc < 0) return jmg_call_fail(c->err, "%s (cannot read its rank, so it cannot meet its peers)", eerr);
   if (rc > 0 && !c->own[0]) snprintf(c->own, sizeof c->own, "%s", eerr);
   c->me.rank = c->where[0];
   if (c->where[0] < 0 || c->where[0] >= c->nparties)
-    return fail(c->err, "rank %d is not in [0, %lld)", (int)c->where[0], (long long)c->nparties);
+    return jmg_call_fail(c->err, "rank %d is not in [0, %lld)", (int)c->where[0], (long long)c->nparties);
   step(c, "entered (inputs ready)");
   return 0;
 }
@@ -115,7 +105,7 @@ static int meet(jmg_call* c) {
   if (e) {
     jmg_ffi_drop(c->cf, e);
     /* Threads meet by run id; processes do not use it. */
-    if (!len) return fail(c->err, "XLA gave no run id, so the devices cannot meet");
+    if (!len) return jmg_call_fail(c->err, "XLA gave no run id, so the devices cannot meet");
     if (!c->own[0]) snprintf(c->own, sizeof c->own, "XLA gave no run id");
   }
   c->me.pid = (int32_t)getpid();
@@ -124,7 +114,7 @@ static int meet(jmg_call* c) {
   char merr[JMG_ERRLEN];
   if (jmg_meeting_join_n(name, len, (int)procs, &key, (int)c->nparties, c->where[0], c->timeout,
                          &c->m, merr, sizeof merr))
-    return fail(c->err, "%s", merr);
+    return jmg_call_fail(c->err, "%s", merr);
   c->joined = 1;
   step(c, len ? "joined the node's meeting" : "joined the meeting");
   return 0;
@@ -143,13 +133,13 @@ static int check_agree(jmg_call* c) {
   const jmg_party* all = c->all;
   for (int r = 0; r < c->nparties; r++) {
     if (all[r].rank != r)
-      return fail(c->err, "device group is inconsistent: rank %d sits in slot %d",
+      return jmg_call_fail(c->err, "device group is inconsistent: rank %d sits in slot %d",
                   (int)all[r].rank, r);
     if (!jmg_same_call(&all[r], &all[0])) {
       char x[JMG_ERRLEN / 2], y[JMG_ERRLEN / 2];
       jmg_describe(&all[r], x, sizeof x);
       jmg_describe(&all[0], y, sizeof y);
-      return fail(c->err, "devices make different calls: %s; %s", x, y);
+      return jmg_call_fail(c->err, "devices make different calls: %s; %s", x, y);
     }
   }
   return 0;
@@ -186,11 +176,11 @@ static int agree(jmg_call* c) {
   const jmg_engine* eng = c->eng;
   /* Every party reaches the same verdicts below from the same data. */
   if (!eng->ops[c->job.op].run)
-    return fail(c->err, "%s is not available on the %s engine", c->row->name, eng->name);
+    return jmg_call_fail(c->err, "%s is not available on the %s engine", c->row->name, eng->name);
   if (c->cross && (!eng->share || !eng->open || !eng->close || !eng->fetch))
-    return fail(c->err, "the %s engine cannot work across processes", eng->name);
+    return jmg_call_fail(c->err, "the %s engine cannot work across processes", eng->name);
   if (c->cross && !eng->shares_every_buffer && !legacy_share_op(&c->job))
-    return fail(c->err, "%s cannot run across processes on the %s engine yet (its shared "
+    return jmg_call_fail(c->err, "%s cannot run across processes on the %s engine yet (its shared "
                         "memory step carries potrs/potri/syevd's buffers only); use one "
                         "process for all devices",
                 c->row->name, eng->name);
