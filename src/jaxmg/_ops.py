@@ -97,7 +97,7 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
                  factor=False):
     """(x, status (1,), logdet (1,) or None, factor or None) for one shard;
     b replicated. factor: also return the engine's A buffer (the Cholesky
-    factor), so that a donated A has an output to alias (see _factor_call)."""
+    factor), so that a donated A has an output to alias."""
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "potrs", dispatch
     )
@@ -113,8 +113,8 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
         b_p = jnp.conj(b_p)
     kw = dict(site=_shard.new_site("potrs"), tile=tile, nparties=nparties, dispatch=solver)
     ld = fac = None
-    fn = _potrs_with_logdet() if logdet else _calls.potrs
-    if factor and _factor_call(fn):
+    fn = _calls.potrs_with_logdet if logdet else _calls.potrs
+    if factor:
         fac, *res = fn(a_p, b_p, where, with_factor=True, **kw)
     else:
         res = fn(a_p, b_p, where, **kw)
@@ -127,27 +127,6 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     x = _nan_where(bad, x)
     status = _final_status(_shard.unpad_status(status, nloc, nloc_p), bad)
     return (x[:, 0] if vector else x), _status(status), ld, fac
-
-
-def _factor_call(fn) -> bool:
-    """Whether this build's potrs FFI wrapper can return the factor
-    (requested from issue 15's _calls in coord NOTES); without it a
-    donated A is copied all the same."""
-    try:
-        return "with_factor" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _potrs_with_logdet():
-    """The potrs FFI call that also returns log det A (issue 15's C side)."""
-    fn = getattr(_calls, "potrs_with_logdet", None)
-    if fn is None:
-        raise NotImplementedError(
-            "jaxmg: return_logdet needs the potrs FFI call with log det "
-            "(_calls.potrs_with_logdet), which this build does not have yet"
-        )
-    return fn
 
 
 def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
@@ -250,13 +229,12 @@ def _shard_map(body, req, in_specs, out_specs):
 
 def _potrs_full(A, b, req, factor=False):
     """(x, status, logdet or None, factor or None); the factor only where
-    asked, supported and unpadded (it then has A's shape, in rows)."""
+    asked and unpadded (it then has A's shape, in rows)."""
     if (r := _mp_route.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return (*r, None)
     n, n1 = req.n, _padded_n(req)
     logdet = bool(req.opt("logdet", False))
-    factor = factor and n1 == n and _factor_call(
-        _potrs_with_logdet() if logdet else _calls.potrs)
+    factor = factor and n1 == n
     b2 = b[:, None] if b.ndim == 1 else b
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
@@ -373,8 +351,6 @@ def potrs(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True, di
     req = _request.normalise("potrs", A, b, T_A=T_A, mesh=mesh, specs=in_specs,
                              matrix_specs=matrix_specs, pad=pad, dispatch=dispatch,
                              donate=donate, opts=(("logdet", logdet),))
-    if logdet:
-        _potrs_with_logdet()
     if req.n == 0:
         x, status, ld = _empty_potrs(b, req)
     elif req.donate and not _request.traced(A, b):
@@ -510,8 +486,6 @@ def _potrs_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
     logdet = v.flag(return_logdet, "return_logdet")
     req = _global_req("potrs", a, b, T_A, mesh, matrix_specs, in_specs, pad, dispatch, donate,
                       (("logdet", logdet),))
-    if logdet:
-        _potrs_with_logdet()
     if req.n == 0:
         x, status, ld = _empty_potrs(b, req)
         a_work = jnp.asarray(a)

@@ -10,7 +10,6 @@ import pytest
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _calls
 from helpers import REP, check_eigh, check_inverse, check_solve, hermitian, randn, spd
 
 N = 16
@@ -256,16 +255,8 @@ def test_donate(rng, op):
     np.testing.assert_array_equal(np.asarray(kept), A)
     given = put(A, m, P("x", None))
     out = run(given, donate=True)
-    if op == "potrs" and not _factor_supported():
-        pytest.xfail("potrs saves the copy of a donated A only with issue 15's "
-                     "_calls.potrs(with_factor=True)")
     assert given.is_deleted()
     check_solve(A, out, b, np.float64) if op == "potrs" else None
-
-
-def _factor_supported():
-    from jaxmg import _ops
-    return _ops._factor_call(_calls.potrs)
 
 
 # ---------------------------------------------------------------------------
