@@ -391,12 +391,27 @@ def _col_sums(M, lay: Layout):
     return jax.lax.psum(s, lay.axes) if lay.per_shard else s
 
 
-def syevd(core, lay: Layout):
+def _cols_to_rows(V, lay: Layout):
+    """Per shard: this device's columns of V (N, N/P) -> its rows (N/P, N),
+    one all_to_all (linear: it transposes to the inverse all_to_all)."""
+    return jax.lax.all_to_all(V, lay.axes, split_axis=0, concat_axis=1, tiled=True)
+
+
+def _rows_to_cols(V, lay: Layout):
+    return jax.lax.all_to_all(V, lay.axes, split_axis=1, concat_axis=0, tiled=True)
+
+
+def syevd(core, lay: Layout, v_cols: bool = False):
     """Differentiable w, V, status = syevd(A) (eigenvectors in columns):
     dw = Re diag(V^H sym(dA) V), dV = V (F o V^H sym(dA) V), as
     jnp.linalg.eigh (defined for distinct eigenvalues). Three ring products
-    and two distributed transposes per tangent; no second solve."""
+    and two distributed transposes per tangent; no second solve.
+    v_cols (per shard only): core's V block is this device's columns
+    (N, N/P) (v_layout="cols"); the rule works in rows, one all_to_all
+    each way per tangent."""
     core = _batching.matrix_op(core)
+    if v_cols and not lay.per_shard:
+        raise ValueError("jaxmg: syevd's v_cols layout exists only per shard")
 
     @jax.custom_jvp
     def f(A):
@@ -406,22 +421,25 @@ def syevd(core, lay: Layout):
     def f_jvp(primals, tangents):
         (A,), (dA,) = primals, tangents
         w, V, status = f(A)
+        Vr = _cols_to_rows(V, lay) if v_cols else V
         s = hermitian_part(keep(dA, lay), lay)
-        sv = matmul(s, V, lay)
-        g = matmul(ctranspose(V, lay), sv, lay)
-        dw = jnp.real(_col_sums(_conj(V) * sv, lay)).astype(w.dtype)
-        dV = matmul(V, _eig_gaps(w, lay, V.dtype) * g, lay)
-        return (w, V, status), (dw, keep(dV, lay), _float0_zeros(status))
+        sv = matmul(s, Vr, lay)
+        g = matmul(ctranspose(Vr, lay), sv, lay)
+        dw = jnp.real(_col_sums(_conj(Vr) * sv, lay)).astype(w.dtype)
+        dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay)
+        dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
+        return (w, V, status), (dw, dV, _float0_zeros(status))
 
     return f
 
 
-def eigvalsh(core_w, core_wv, lay: Layout):
+def eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
     """Differentiable w, status = syevd(A, return_eigenvectors=False): the
     primal computes eigenvalues only; a derivative needs V, so its JVP runs
-    the eigenvector solver once (then one ring product per tangent)."""
+    the eigenvector solver once (then one ring product per tangent).
+    v_cols: core_wv's V in columns per shard, as for syevd."""
     core_w = _batching.matrix_op(core_w)
-    full = syevd(core_wv, lay)
+    full = syevd(core_wv, lay, v_cols)
 
     @jax.custom_jvp
     def f(A):
@@ -431,11 +449,25 @@ def eigvalsh(core_w, core_wv, lay: Layout):
     def f_jvp(primals, tangents):
         (A,), (dA,) = primals, tangents
         w, V, status = full(A)
+        V = _cols_to_rows(V, lay) if v_cols else V
         # Re diag(V^H dA^H V) = Re diag(V^H dA V): no transpose of dA needed.
         dw = jnp.real(_col_sums(_conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
         return (w, status), (dw, _float0_zeros(status))
 
     return f
+
+
+def syevd_local(body, axes, v_layout="rows", values_body=None):
+    """The per-shard syevd forms (syevd_shardmap_ctx inside the caller's
+    shard_map): body(a) -> (w, V block, status) with V in `v_layout`
+    ("rows": (N/P, N); "cols": (N, N/P)); with values_body(a) -> (w,
+    status) (return_eigenvectors=False) the eigenvalues alone, whose
+    derivative runs body once."""
+    lay = Layout(tuple(axes))
+    cols = v_layout == "cols"
+    if values_body is not None:
+        return eigvalsh(values_body, body, lay, cols)
+    return syevd(body, lay, cols)
 
 
 # ---------------------------------------------------------------------------

@@ -9,17 +9,22 @@ vmappable function with the core's arguments and outputs:
     gesvd(core, lay)                 core(A) -> (U, s, Vh, status), reduced
     singular_values(core_s, core_usv, lay)
                                      core_s(A) -> (s, status)
-    polar(core, lay, svd_core)       core(A) -> (Up, H, status), M >= N
+    svd_parts(core, core_usv, lay, compute_u, compute_vh, full_matrices)
+                                     U or Vh alone; full_matrices where
+                                     that is the reduced SVD
+    polar(core, lay, svd_core)       core(A) -> (Up, H, status), tall or wide
     least_squares(core, lay, hpd_solve=None)
                                      core(A, b) -> (x, status), M >= N
 
-A is M x N in rows over the solve axes; the small factors (R, Vh, s, H,
-x) are N x N or smaller and replicated, as the ops return them. The
-rules multiply row-sharded by replicated matrices on each device's rows
-and contract over the rows with one all-reduce of a small (N x N or
-N x K) result: an M x N matrix is never gathered. The formulas are
-jnp.linalg's (qr, svd) and their standard implicit forms (polar, least
-squares); each holds where the op is smooth: full column rank, and for the
+A is M x N in rows over the solve axes: at mesh level the global matrix,
+per shard (Layout(axes), mesh None, inside the caller's shard_map) this
+device's row block, with collectives over the solve axes. The small
+factors (R, Vh, s, H, x) are N x N or smaller and replicated, as the ops
+return them. The rules multiply row-sharded by replicated matrices on each
+device's rows and contract over the rows with one all-reduce of a small
+(N x N or N x K) result: an M x N matrix is never gathered. The formulas
+are jnp.linalg's (qr, svd) and their standard implicit forms (polar, least
+squares); each holds where the op is smooth: full rank, and for the
 singular vectors distinct singular values.
 """
 
@@ -30,13 +35,19 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import _batching
-from ._autodiff import Layout, _conj, _explicit, _float0_zeros, _is_complex, keep
+from ._autodiff import Layout, _conj, _explicit, _float0_zeros, _is_complex, _my_rows, keep
 
 _REP = P(None, None)
 
 
 def _H(x):
     return _conj(x).T
+
+
+def global_rows(X, lay: Layout) -> int:
+    """The row count of the matrix X is a block of (per shard: its rows on
+    every device of the solve axes)."""
+    return X.shape[0] * (lay.nparties if lay.per_shard else 1)
 
 
 def rows_times(X, S, lay: Layout):
@@ -102,7 +113,7 @@ def qr(core, lay: Layout):
 
 def _svd_tangents(A, dA, U, s, Vh, lay: Layout):
     """(ds, dU, dVh) as jnp.linalg.svd's JVP, reduced SVD."""
-    m, n = A.shape
+    m, n = global_rows(A, lay), A.shape[1]
     V = _H(Vh)
     dAV = rows_times(dA, V, lay)
     dS = gram(U, dAV, lay)
@@ -144,6 +155,53 @@ def gesvd(core, lay: Layout):
     return f
 
 
+def check_full_matrices(m: int, n: int, compute_u: bool, compute_vh: bool, full: bool):
+    """full_matrices=True differs from the reduced SVD only where M != N, in
+    the factor on the longer side (U for M > N, Vh for M < N): its extra
+    |M - N| vectors are any orthonormal basis of the complement of A's
+    range (row space), not a function of A, so they have no derivative."""
+    extra = (m > n and compute_u) or (n > m and compute_vh)
+    if full and extra:
+        side = "U" if m > n else "Vh"
+        raise NotImplementedError(
+            f"jaxmg: gesvd's derivative with full_matrices=True is defined only where it equals "
+            f"the reduced SVD: for A of shape {(m, n)} the last {abs(m - n)} columns of the full "
+            f"{side} are an arbitrary orthonormal basis of a complement (not unique), so they "
+            f"have no derivative (jnp.linalg.svd refuses it too). Differentiate "
+            f"full_matrices=False, or compute {'Vh' if side == 'U' else 'U'} and s only.")
+
+
+def svd_parts(core, core_usv, lay: Layout, compute_u: bool, compute_vh: bool,
+              full_matrices: bool = False):
+    """Differentiable U, s, Vh, status = gesvd(A) for the forms that
+    jnp.linalg.svd's rule does not cover directly: only one of U / Vh
+    (core(A) -> (U or (M, 0), s, Vh or (0, N), status)), or
+    full_matrices=True where that is the reduced SVD (square A, or the
+    longer side's factor not computed; elsewhere check_full_matrices
+    raises). The derivative runs the reduced SVD (core_usv) once and takes
+    its parts: the primal and tangent outputs come from that one run."""
+    core = _batching.matrix_op(core)
+    full = gesvd(core_usv, lay)
+
+    @jax.custom_jvp
+    def f(A):
+        return core(A)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A,), (dA,) = primals, tangents
+        check_full_matrices(global_rows(A, lay), A.shape[1], compute_u, compute_vh,
+                            full_matrices)
+        (U, s, Vh, status), (dU, ds, dVh, _) = jax.jvp(full, (A,), (dA,))
+        if not compute_u:  # the core's empty (M, 0) / (0, N) factors
+            U = dU = jnp.zeros((A.shape[0], 0), A.dtype)
+        if not compute_vh:
+            Vh = dVh = jnp.zeros((0, A.shape[1]), A.dtype)
+        return (U, s, Vh, status), (dU, ds, dVh, _float0_zeros(status))
+
+    return f
+
+
 def singular_values(core_s, core_usv, lay: Layout):
     """Differentiable s, status = gesvd(A, compute_u=False,
     compute_vh=False): ds = Re diag(U^H dA V); the derivative runs the
@@ -165,13 +223,46 @@ def singular_values(core_s, core_usv, lay: Layout):
     return f
 
 
+def _polar_tall_tangents(A, dA, Up, s, Vh, lay: Layout):
+    """(dUp, dH) for M >= N. With X = Up^H dA and H = V diag(s) V^H:
+    Up^H dUp = W, skew-Hermitian, solves W H + H W = X - X^H, so
+    V^H W V = V^H (X - X^H) V / (s_i + s_j); dH = X - W H;
+    dUp = Up W + (dA - Up X) H^-1."""
+    V = _H(Vh)
+    X = gram(Up, dA, lay)
+    C = Vh @ (X - _H(X)) @ V
+    W = V @ (C / (s[:, None] + s[None, :]).astype(C.dtype)) @ Vh
+    dH = X - W @ ((V * s[None, :].astype(V.dtype)) @ Vh)
+    h_inv = (V / s[None, :].astype(V.dtype)) @ Vh
+    dUp = rows_times(Up, W, lay) + rows_times(dA - rows_times(Up, X, lay), h_inv, lay)
+    return dUp, dH
+
+
+def _polar_wide_tangents(A, dA, Up, U, s, Vh, lay: Layout):
+    """(dUp, dH) for M < N, from the tall case applied to A^H (N x M, whose
+    polar factors are Up^H and H' = (A A^H)^(1/2) = U diag(s) U^H) without
+    forming A^H: with K = U^H dA Vh^H (M x M, as in the SVD's rule) and
+    C = K^H - K, W' = U (C / (s_i + s_j)) U^H and
+    dUp = -W' Up + H'^-1 dA (I - Vh^H Vh)
+        = U (-(C / (s_i + s_j)) Vh + diag(1/s) (U^H dA - K Vh));
+    dH = d(A^H Up) = dA^H Up + A^H dUp."""
+    K = gram(U, rows_times(dA, _H(Vh), lay), lay)
+    C = _H(K) - K
+    Ct = C / (s[:, None] + s[None, :]).astype(C.dtype)
+    inv_s = (1 / s)[:, None].astype(C.dtype)
+    dUp = rows_times(U, -Ct @ Vh + inv_s * (gram(U, dA, lay) - K @ Vh), lay)
+    dH = gram(dA, Up, lay) + gram(A, dUp, lay)
+    return dUp, dH
+
+
 def polar(core, lay: Layout, svd_core):
-    """Differentiable Up, H, status = polar(A) for M >= N, full rank. With
-    X = Up^H dA and H = V diag(s) V^H: Up^H dUp = W, skew-Hermitian, solves
-    W H + H W = X - X^H, so V^H W V = V^H (X - X^H) V / (s_i + s_j);
-    dH = X - W H; dUp = Up W + (dA - Up X) H^-1. V and s come from one
-    gesvd (svd_core(A) -> (U, s, Vh, status)), which the engine runs
-    anyway to form the polar factors; products as in gesvd's rule."""
+    """Differentiable Up, H, status = polar(A), A of full rank (column rank
+    for M >= N, row rank for M < N): _polar_tall_tangents /
+    _polar_wide_tangents. U, s, Vh come from one reduced gesvd
+    (svd_core(A) -> (U, s, Vh, status)), which the engine runs anyway to
+    form the polar factors; products as in gesvd's rule: row-block times
+    replicated, contractions over the rows (all-reduces of M x M, M x N
+    and N x N results; H itself is N x N and replicated)."""
     core = _batching.matrix_op(core)
     svd_core = _batching.matrix_op(svd_core)
 
@@ -182,21 +273,16 @@ def polar(core, lay: Layout, svd_core):
     @f.defjvp
     def f_jvp(primals, tangents):
         (A,), (dA,) = primals, tangents
-        if A.shape[0] < A.shape[1]:
-            raise NotImplementedError("jaxmg: polar's derivative needs M >= N")
         Up, H, status = f(A)
-        _, s, Vh, _ = svd_core(A)
-        V = _H(Vh)
+        U, s, Vh, _ = svd_core(A)
         dA = keep(dA, lay)
-        X = gram(Up, dA, lay)
-        C = Vh @ (X - _H(X)) @ V
-        W = V @ (C / (s[:, None] + s[None, :]).astype(C.dtype)) @ Vh
-        dH = X - W @ ((V * s[None, :].astype(V.dtype)) @ Vh)
+        if global_rows(A, lay) >= A.shape[1]:
+            dUp, dH = _polar_tall_tangents(A, dA, Up, s, Vh, lay)
+        else:
+            dUp, dH = _polar_wide_tangents(A, dA, Up, U, s, Vh, lay)
         dH = (dH + _H(dH)) / 2
         if H.shape[0] == 0:  # compute_h=False: H is (0, N)
             dH = jnp.zeros_like(H)
-        h_inv = (V / s[None, :].astype(V.dtype)) @ Vh
-        dUp = rows_times(Up, W, lay) + rows_times(dA - rows_times(Up, X, lay), h_inv, lay)
         return (Up, H, status), (keep(dUp, lay), dH, _float0_zeros(status))
 
     return f
@@ -228,6 +314,8 @@ def least_squares(core, lay: Layout, hpd_solve=None):
         (A, b), (dA, db) = primals, tangents
         x, status = f(A, b)
         dA = keep(dA, lay)
+        if lay.per_shard:  # b is replicated; A's rows are this device's
+            b, db = _my_rows(b, lay), _my_rows(db, lay)
         r = b - rows_times(A, x, lay)
         G = gram(A, A, lay)
         rhs = gram(A, db - rows_times(dA, x, lay), lay) + gram(dA, r, lay)

@@ -350,26 +350,36 @@ def _with(req, **opts):
     return dataclasses.replace(req, opts=tuple({**dict(req.opts), **opts}.items()))
 
 
+def _svd_rule(core, core_usv, lay, compute_u, compute_vh, full_matrices):
+    """The differentiable gesvd for one form: core(A) -> (U, s, Vh,
+    status) as asked, core_usv the reduced SVD with both factors (the
+    one-sided and full_matrices forms differentiate through it; full
+    matrices only where they are the reduced ones, see
+    adg.check_full_matrices)."""
+    if compute_u and compute_vh and not full_matrices:
+        return adg.gesvd(core, lay)
+    if compute_u or compute_vh:
+        return adg.svd_parts(core, core_usv, lay, compute_u, compute_vh, full_matrices)
+    values = adg.singular_values(lambda A: core(A)[1::2], core_usv, lay)
+
+    def f(A):
+        s, status = values(A)
+        dt = A.dtype
+        return jnp.zeros((A.shape[0], 0), dt), s, jnp.zeros((0, A.shape[1]), dt), status
+
+    return f
+
+
 def _gesvd_diff(A, req):
-    """The rules cover the reduced SVD and the singular values alone; the
-    other forms (full_matrices, U or Vh alone) run without one."""
     cu, cv, full = req.opt("compute_u"), req.opt("compute_vh"), req.opt("full_matrices")
-    lay = ad.layout_of(req)
     usv = _with(req, compute_u=True, compute_vh=True, full_matrices=False)
-    if cu and cv and not full:
-        return adg.gesvd(lambda A_: _gesvd_req(A_, req), lay)(A)
-    if not cu and not cv:
-        s, status = adg.singular_values(lambda A_: _gesvd_req(A_, req)[1::2],
-                                        lambda A_: _gesvd_req(A_, usv), lay)(A)
-        u, _, vh, _ = jax.eval_shape(lambda A_: _gesvd_req(A_, req), A)
-        return jnp.zeros(u.shape, u.dtype), s, jnp.zeros(vh.shape, vh.dtype), status
-    return _gesvd_req(A, req)
+    return _svd_rule(lambda A_: _gesvd_req(A_, req), lambda A_: _gesvd_req(A_, usv),
+                     ad.layout_of(req), cu, cv, full)(A)
 
 
 def _polar_diff(A, req):
-    """The rule needs M >= N (full column rank); wide A runs without one."""
-    if req.shape[0] < req.shape[1]:
-        return _polar_req(A, req)
+    """Tall or wide A (the rule needs full rank); U, s, Vh for the
+    derivative from one reduced gesvd."""
     usv = dataclasses.replace(req, op="gesvd", opts=(("compute_u", True), ("compute_vh", True),
                                                       ("full_matrices", False)))
     return adg.polar(lambda A_: _polar_req(A_, req), ad.layout_of(req),
@@ -541,8 +551,20 @@ def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False,
 def _lu_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """a: this device's row shard of A, (N / devices, N); b (N,) or (N, K),
     replicated. Returns (x, status): x replicated like b, status (1,) as
-    for lu_solve."""
-    return _lu_local(a, b, T_A, v.flag(pad, "pad"), axis_name, dispatch)
+    for lu_solve. Differentiable in a and b (issue 16)."""
+    pad = v.flag(pad, "pad")
+    _dispatch_for("lu_solve", dispatch)
+    # checked before the rule's products touch a and b (they would fail
+    # first, with JAX's shape errors)
+    _, _, _, _, _, _, dt, _ = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)
+    v.rhs(b, a.shape[1], dt)
+    return ad.linear_solve(lambda a_, b_: _lu_local(a_, b_, T_A, pad, axis_name, dispatch),
+                           _local_layout(axis_name))(a, b)
+
+
+def _local_layout(axis_name):
+    """The derivative rules' Layout inside the caller's shard_map."""
+    return ad.Layout(v.shard_axes(axis_name))
 
 
 def _lu_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
@@ -554,16 +576,18 @@ def _lu_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pa
 
 
 def _lu_ctx_core(A, b, req):
-    x, status = _lu_req(A, b, req)
+    x, status = _lu_diff(A, b, req)
     return _request.to_rows(A, req), x, status
 
 
 def _lstsq_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """a: this device's row shard of A (M / devices, N), M >= N; b (M,) or
     (M, K) replicated. Returns (x, status): x (N,) or (N, K) replicated,
-    status (1,) as for least_squares. pad is unused: any M works."""
+    status (1,) as for least_squares. pad is unused: any M works.
+    Differentiable in a and b."""
     v.flag(pad, "pad")
-    return _lstsq_local(a, b, T_A, axis_name, dispatch)
+    return adg.least_squares(lambda a_, b_: _lstsq_local(a_, b_, T_A, axis_name, dispatch),
+                             _local_layout(axis_name))(a, b)
 
 
 def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
@@ -575,32 +599,38 @@ def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
 
 
 def _lstsq_ctx_core(A, b, req):
-    x, status = _lstsq_req(A, b, req)
+    x, status = _lstsq_diff(A, b, req)
     return _request.to_rows(A, req), b, x, status
 
 
 def _qr_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
-    """Returns (this device's rows of Q, R (N, N) replicated, status (1,))."""
+    """Returns (this device's rows of Q, R (N, N) replicated, status (1,)).
+    Differentiable."""
     v.flag(pad, "pad")
-    return _qr_local(a, T_A, axis_name, dispatch)
+    return adg.qr(lambda a_: _qr_local(a_, T_A, axis_name, dispatch), _local_layout(axis_name))(a)
 
 
 def _qr_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
                    dispatch="auto", donate=False):
     """A global: returns (Q in A's layout, R, status)."""
     req = _normalise("qr", a, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate)
-    return _request.run(_qr_req, req, a)
+    return _request.run(_qr_diff, req, a)
 
 
 def _gesvd_ctx_local(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, pad=True,
                      axis_name=None, dispatch="auto"):
     """Returns (U rows of this device, s, Vh, status (1,)), U and Vh left
-    out when not computed; shapes as for gesvd."""
+    out when not computed; shapes as for gesvd. Differentiable as gesvd."""
     opts = dict(_svd_opts(compute_u, compute_vh, full_matrices))
+    cu, cv, full = opts["compute_u"], opts["compute_vh"], opts["full_matrices"]
     v.flag(pad, "pad")
-    u, s, vh, status = _gesvd_local(a, T_A, opts["compute_u"], opts["compute_vh"],
-                                    opts["full_matrices"], axis_name, dispatch)
-    return _svd_out(u, s, vh, opts["compute_u"], opts["compute_vh"]) + (status,)
+
+    def core(cu, cv, full):
+        return lambda a_: _gesvd_local(a_, T_A, cu, cv, full, axis_name, dispatch)
+
+    u, s, vh, status = _svd_rule(core(cu, cv, full), core(True, True, False),
+                                 _local_layout(axis_name), cu, cv, full)(a)
+    return _svd_out(u, s, vh, cu, cv) + (status,)
 
 
 def _gesvd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, compute_u=True,
@@ -615,15 +645,17 @@ def _gesvd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, co
 
 
 def _gesvd_ctx_core(A, req):
-    return (_request.to_rows(A, req),) + _gesvd_req(A, req)
+    return (_request.to_rows(A, req),) + _gesvd_diff(A, req)
 
 
 def _polar_ctx_local(a, T_A, compute_h=True, pad=True, axis_name=None, dispatch="auto"):
     """Returns (Up rows of this device, H, status (1,)), or (Up rows,
-    status) without compute_h."""
+    status) without compute_h. Differentiable (A of full rank)."""
     ch = v.flag(compute_h, "compute_h")
     v.flag(pad, "pad")
-    up, h, status = _polar_local(a, T_A, ch, axis_name, dispatch)
+    up, h, status = adg.polar(
+        lambda a_: _polar_local(a_, T_A, ch, axis_name, dispatch), _local_layout(axis_name),
+        lambda a_: _gesvd_local(a_, T_A, True, True, False, axis_name, dispatch))(a)
     return (up, h, status) if ch else (up, status)
 
 
@@ -638,7 +670,7 @@ def _polar_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, co
 
 
 def _polar_ctx_core(A, req):
-    return (_request.to_rows(A, req),) + _polar_req(A, req)
+    return (_request.to_rows(A, req),) + _polar_diff(A, req)
 
 
 lu_solve_shardmap_ctx = _two_forms(_lu_ctx_local, _lu_ctx_global, "lu_solve_shardmap_ctx")

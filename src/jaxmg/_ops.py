@@ -544,8 +544,17 @@ def _syevd_ctx_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
     if a.shape[0] == 0 and a.shape[1] == 0:
         w = jnp.zeros((0,), _shard.real_dtype(a.dtype))
         return (w, a, _status(0)) if jobz else (w, _status(0))
-    w, vecs, status = _syevd_local(a, T_A, jobz, pad, axis_name, dispatch, v_layout)
-    return (w, vecs, status) if jobz else (w, status)
+    if v_layout not in V_LAYOUTS:
+        raise ValueError(f"jaxmg: v_layout must be 'cols' or 'rows', got {v_layout!r}")
+    v.tile(T_A)
+    v.matrix(a, "the local shard of A")
+    # differentiable (issue 16): the rule works on V in rows, either layout
+    body = functools.partial(_syevd_local, T_A=T_A, return_eigenvectors=True, pad=pad,
+                             axis_name=axis_name, dispatch=dispatch, v_layout=v_layout)
+    values = (lambda a: _syevd_local(a, T_A, False, pad, axis_name, dispatch)[::2]) \
+        if not jobz else None
+    out = _autodiff.syevd_local(body, v.shard_axes(axis_name), v_layout, values)(a)
+    return out
 
 
 def _syevd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
