@@ -369,3 +369,106 @@ def test_polar_ctx_check_grads(rng, shape):
     np.testing.assert_allclose(np.asarray(up), jax.scipy.linalg.polar(A, method="svd")[0],
                                atol=1e-12)
     check_grads(jax.jit(f), (A,), order=1, modes=("rev",))
+
+
+# ---------------------------------------------------------------------------
+# distributed: what the derivative programs move
+
+
+def test_per_shard_derivatives_move_no_full_matrix(rng):
+    """No collective of the compiled gradient program of a per-shard form
+    carries more than one device's block: syevd_shardmap_ctx (V in columns)
+    and lu_solve_shardmap_ctx (N x N A: at most N/P x N), qr, gesvd and
+    polar of a tall A (M x N: at most N x N, the replicated factors)."""
+    from test_grad import _collective_sizes
+
+    m, n, p = mesh(4), 32, 4
+    H, A = hermitian(rng, n, np.float64), _square(rng, n, np.float64)
+    b = randn(rng, (n, 2), np.float64)
+    T = _tall(rng, np.float64, (64, 8))
+
+    def syevd(a):
+        w, V, _ = jaxmg.syevd_shardmap_ctx(a, None)
+        return jnp.sum(w ** 2) + jax.lax.psum(jnp.sum(V ** 4), "x")
+
+    def lu(a, b):
+        return jnp.sum(jaxmg.lu_solve_shardmap_ctx(a, b, None)[0] ** 2)
+
+    def qr(a):
+        q, r, _ = jaxmg.qr_shardmap_ctx(a, None)
+        return jnp.sum(r ** 3) + jax.lax.psum(jnp.sum(q ** 3), "x")
+
+    def gesvd(a):
+        u, s, vh, _ = jaxmg.gesvd_shardmap_ctx(a, None)
+        return jnp.sum(s ** 3) + jax.lax.psum(jnp.sum(u ** 4), "x") + jnp.sum(vh ** 4)
+
+    def polar(a):
+        up, h, _ = jaxmg.polar_shardmap_ctx(a, None)
+        return jnp.sum(h ** 3) + jax.lax.psum(jnp.sum(up ** 3), "x")
+
+    cases = [(syevd, (H,), n * n // p), (lu, (A, b), n * n // p)] + \
+        [(f, (T,), 8 * 8) for f in (qr, gesvd, polar)]
+    for body, args, bound in cases:
+        specs = (ROW, REP)[: len(args)]
+        loss = smap(body, m, specs, P())
+        sizes = _collective_sizes(jax.grad(loss, argnums=tuple(range(len(args)))),
+                                  *(put(x, m, s) for x, s in zip(args, specs)))
+        assert sizes and max(sizes) <= bound, (body.__name__, sorted(sizes)[-3:])
+    # the check can fail: a body that gathers its A does show up
+    gather = smap(lambda a: jnp.sum(jax.lax.all_gather(a, "x", tiled=True) ** 2), m, (ROW,), P())
+    assert max(_collective_sizes(jax.grad(gather), put(H, m, ROW))) >= n * n
+
+
+def test_per_shard_grad_on_two_solve_axes(rng):
+    """Solve axes ("x", "y") of a 2 x 2 mesh (axis_name a tuple): the
+    collectives of the rules run over both; syevd (V in columns) and
+    lu_solve."""
+    from jax.sharding import Mesh
+
+    m = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("x", "y"))
+    rows, cols = P(("x", "y"), None), P(None, ("x", "y"))
+    n = 8
+    H, A, b = hermitian(rng, n, np.complex128), _square(rng, n, np.complex128), \
+        randn(rng, (n, 2), np.complex128)
+    cw, cv = rng.standard_normal(n), rng.standard_normal((n, n))
+
+    def eig(a):
+        w, V, _ = jaxmg.syevd_shardmap_ctx(a, None, axis_name=("x", "y"))
+        return w, jnp.abs(V) ** 2
+
+    f = smap(eig, m, (rows,), (P(None), cols))
+    g = jax.jit(jax.grad(lambda A: jnp.sum(cw * f(A)[0]) + jnp.sum(cv * f(A)[1])))(H)
+    ref = jax.grad(lambda A: jnp.sum(cw * jnp.linalg.eigh(A)[0])
+                   + jnp.sum(cv * jnp.abs(jnp.linalg.eigh(A)[1]) ** 2))(H)
+    close(g, ref, _gap_tol(H, n))
+    lu = smap(lambda a, b: jaxmg.lu_solve_shardmap_ctx(a, b, None, axis_name=("x", "y"))[0], m,
+              (rows, REP), REP)
+    gA, gb = jax.jit(jax.grad(lambda A, b: sq(lu(A, b)), (0, 1)))(A, b)
+    rA, rb = jax.grad(lambda A, b: sq(jnp.linalg.solve(A, b)), (0, 1))(A, b)
+    close(gA, rA)
+    close(gb, rb)
+
+
+def test_general_ctx_grads_at_failing_input_are_nan(rng):
+    """A rank-deficient A for least_squares (status > 0), a non-finite A
+    for qr, gesvd and polar (status -1): NaN gradients, no error."""
+    m = mesh(2)
+    A = _tall(rng, np.float64)
+    A[:, 1] = 0.0
+    b = randn(rng, (M, 1), np.float64)
+    bad = _tall(rng, np.float64)
+    bad[3, 2] = np.inf
+    bodies = [
+        (lambda a: jaxmg.least_squares_shardmap_ctx(a, b, None), A, 1),
+        (lambda a: jaxmg.qr_shardmap_ctx(a, None), bad, -1),
+        (lambda a: jaxmg.gesvd_shardmap_ctx(a, None), bad, -1),
+        (lambda a: jaxmg.polar_shardmap_ctx(a, None), bad, -1),
+    ]
+    for call, X, sign in bodies:
+        def body(a, call=call):
+            *outs, status = call(a)
+            return sum(jax.lax.psum(jnp.sum(o), "x") for o in outs), status
+
+        f = smap(body, m, (ROW,), (P(), P(None)))
+        (_, status), g = jax.jit(jax.value_and_grad(f, has_aux=True))(put(X, m, ROW))
+        assert int(status[0]) * sign > 0 and np.all(np.isnan(np.asarray(g))), (call, status)

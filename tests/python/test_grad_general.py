@@ -234,3 +234,100 @@ def test_public_general_ops_grad(rng):
         gA = jax.jit(jax.grad(loss))(X)
         _close(gA, jax.grad(ref)(X0))
         _in_rows(gA, m)
+
+
+@pytest.mark.parametrize("ndev", [1, 2, 4])
+def test_public_gesvd_one_factor_and_full_matrices(rng, ndev):
+    """U alone, Vh alone (the rule runs the reduced SVD and returns the
+    requested part), full_matrices on a square A and on a tall A whose
+    longer factor is not computed: jnp.linalg.svd's gradients. A tall A's
+    full U has no derivative: NotImplementedError naming the reason."""
+    import jaxmg
+
+    m = mesh(ndev)
+    T, S = randn(rng, (M, N), np.complex128), randn(rng, (N, N), np.float64)
+    Tr, Sr = put(T, m, ROW), put(S, m, ROW)
+    ws, wu, wv = _svd_weights_mesh(rng, (M, N))
+    svd = lambda A: jnp.linalg.svd(A, full_matrices=False)  # noqa: E731
+    a2 = lambda x: jnp.abs(x) ** 2  # noqa: E731
+    cases = [
+        (lambda A: jnp.sum(ws * jaxmg.gesvd(A, None, m, ROW, compute_vh=False)[1])
+         + jnp.sum(wu * a2(jaxmg.gesvd(A, None, m, ROW, compute_vh=False)[0])), Tr, T,
+         lambda A: jnp.sum(ws * svd(A)[1]) + jnp.sum(wu * a2(svd(A)[0]))),
+        (lambda A: jnp.sum(wv * a2(jaxmg.gesvd(A, None, m, ROW, compute_u=False)[1])), Tr, T,
+         lambda A: jnp.sum(wv * a2(svd(A)[2]))),
+        (lambda A: jnp.sum(wv * a2(jaxmg.gesvd(A, None, m, ROW, compute_u=False,
+                                               full_matrices=True)[1])), Tr, T,
+         lambda A: jnp.sum(wv * a2(svd(A)[2]))),
+        (lambda A: jnp.sum(wv[:, :N] * a2(jaxmg.gesvd(A, None, m, ROW, full_matrices=True)[0])),
+         Sr, S, lambda A: jnp.sum(wv[:, :N] * a2(svd(A)[0]))),
+    ]
+    for loss, X, X0, ref in cases:
+        gA = jax.jit(jax.grad(loss))(X)
+        _close(gA, jax.grad(ref)(X0), 1e-8)
+        if X0.shape[0] % ndev == 0:
+            _in_rows(gA, m)
+    full_u = lambda A: jnp.sum(jaxmg.gesvd(A, None, m, ROW, full_matrices=True)[0])  # noqa: E731
+    assert np.isfinite(float(jnp.real(jax.jit(full_u)(Tr))))
+    with pytest.raises(NotImplementedError, match="arbitrary orthonormal basis"):
+        jax.grad(lambda A: jnp.real(full_u(A)))(Tr)
+
+
+def _svd_weights_mesh(rng, shape):
+    k = min(shape)
+    return rng.standard_normal(k), rng.standard_normal((shape[0], k)), \
+        rng.standard_normal((k, shape[1]))
+
+
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+@pytest.mark.parametrize("ndev,shape", [(1, (4, 9)), (2, (4, 9)), (4, (4, 9)), (2, (5, 9))],
+                         ids=str)
+def test_polar_wide_grad(rng, dtype, ndev, shape):
+    """Wide A (M < N): Up has orthonormal rows, H = (A^H A)^(1/2) has rank
+    M; JVP, gradient and finite differences against jax.scipy.linalg.polar
+    (M = 5 on 2 devices: A padded by the core)."""
+    import jaxmg
+
+    m = mesh(ndev)
+    A = randn(rng, shape, dtype) + 2 * np.eye(*shape)
+    dA = randn(rng, shape, dtype)
+    f = lambda A: jaxmg.polar(A, None, m, ROW)  # noqa: E731
+    ref = lambda A: jax.scipy.linalg.polar(A, method="svd")  # noqa: E731
+    (up, h), (dup, dh) = jax.jit(lambda A, t: jax.jvp(f, (A,), (t,)))(put(A, m, ROW), dA)
+    (rup, rh), (rdup, rdh) = jax.jvp(ref, (A,), (dA,))
+    _close(up, rup, 1e-12)
+    _close(h, rh, 1e-12)
+    _close(dup, rdup)
+    _close(dh, rdh)
+    check_grads(jax.jit(f), (A,), order=1, modes=("fwd", "rev"))
+    w = randn(rng, shape, dtype)
+    gA = jax.jit(jax.grad(lambda A: jnp.real(jnp.sum(w * f(A)[0]))))(put(A, m, ROW))
+    _close(gA, jax.grad(lambda A: jnp.real(jnp.sum(w * ref(A)[0])))(A))
+
+
+def test_general_ctx_global_forms_grad(rng):
+    """The *_shardmap_ctx forms outside a shard_map (JAXMg 1.4's, on global
+    arrays) run the same rules."""
+    import jaxmg
+
+    m = mesh(4)
+    n = 8
+    A, b = randn(rng, (n, n), np.float64) + 3 * np.eye(n), randn(rng, (n, 2), np.float64)
+    T, bt = _tall(rng, np.float64), randn(rng, (M, 2), np.float64)
+    sq = lambda x: jnp.sum(x ** 2)  # noqa: E731
+    cases = [
+        (lambda A: sq(jaxmg.lu_solve_shardmap_ctx(A, b, None, m, ROW)[1]), A,
+         lambda A: sq(jnp.linalg.solve(A, b))),
+        (lambda A: sq(jaxmg.least_squares_shardmap_ctx(A, bt, None, m, ROW)[2]), T,
+         lambda A: sq(jnp.linalg.solve(A.T @ A, A.T @ bt))),
+        (lambda A: sq(jaxmg.qr_shardmap_ctx(A, None, m, ROW)[1]), T,
+         lambda A: sq(jnp.linalg.qr(A)[1])),
+        (lambda A: sq(jaxmg.gesvd_shardmap_ctx(A, None, m, ROW, compute_u=False)[1]), T,
+         lambda A: sq(jnp.linalg.svd(A, compute_uv=False))),
+        (lambda A: sq(jaxmg.polar_shardmap_ctx(A, None, m, ROW)[2]), T,
+         lambda A: sq(jax.scipy.linalg.polar(A, method="svd")[1])),
+    ]
+    for loss, X, ref in cases:
+        gA = jax.jit(jax.grad(loss))(put(X, m, ROW))
+        _close(gA, jax.grad(ref)(X))
+        _in_rows(gA, m)
