@@ -28,6 +28,7 @@
 #define JMG_MAX_BUFS 6      /* data buffers of one party (op_table.h: slots) */
 #define JMG_MAX_ATTRS 3     /* op-specific integer attributes */
 #define JMG_MAX_SCALARS 2   /* real scalar results, sent in the leader's verdict */
+#define JMG_MAX_BATCH_DIMS 4 /* leading batch dimensions of one call (nested vmaps) */
 
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
@@ -59,6 +60,12 @@ typedef struct jmg_party {
   int64_t mpad;     /* rows of all shards: nparties * nloc */
   int64_t nloc, nrhs, tile;
   int64_t attr[JMG_MAX_ATTRS]; /* the op's own attributes, in its row's order */
+  /* A batched call holds `batch` problems, element after element in every
+   * buffer (batch_dims leading, most major); the engine's run sees one at a
+   * time (handle.c). Unbatched: nbatch 0, batch 1. */
+  int32_t nbatch;
+  int64_t batch;
+  int64_t batch_dims[JMG_MAX_BATCH_DIMS];
   uint64_t site;    /* hash of the call site */
   uint64_t token;   /* the party's process, jmg_process_token(): never a PID */
   void* stream;     /* the device's XLA stream (GPU), NULL on the host */
@@ -73,7 +80,7 @@ typedef struct jmg_party {
       void* w;
     };
   };
-  int64_t buf_bytes[JMG_MAX_BUFS];
+  int64_t buf_bytes[JMG_MAX_BUFS]; /* the whole batch's */
   uint8_t buf_flags[JMG_MAX_BUFS];
   int32_t* status;  /* the op's int32 status output */
   void* scalar[JMG_MAX_SCALARS]; /* real scalar outputs (potrs: logdet), or NULL */

@@ -30,6 +30,7 @@ typedef struct jmg_call {
   int cross;      /* some party runs in another process */
   int shared;     /* this party shared its buffers (fetch owed) */
   int have_work;  /* this party holds workspace (release owed) */
+  jmg_result* results; /* one per element of the batch: the leader's, then everyone's */
   char err[JMG_ERRLEN]; /* why the call fails, once it does */
 } jmg_call;
 
