@@ -472,3 +472,28 @@ def test_general_ctx_grads_at_failing_input_are_nan(rng):
         f = smap(body, m, (ROW,), (P(), P(None)))
         (_, status), g = jax.jit(jax.value_and_grad(f, has_aux=True))(put(X, m, ROW))
         assert int(status[0]) * sign > 0 and np.all(np.isnan(np.asarray(g))), (call, status)
+
+
+def test_vmap_of_per_shard_grads(rng):
+    """jax.vmap over a batch of row blocks inside the shard_map, through
+    lu_solve_shardmap_ctx and syevd_shardmap_ctx, then grad: the batched
+    rules against jnp over the batch."""
+    m, n = mesh(2), 6
+    As = np.stack([_square(rng, n, np.float64) for _ in range(3)])
+    Hs = np.stack([hermitian(rng, n, np.float64) for _ in range(3)])
+    b = randn(rng, (n, 2), np.float64)
+    batch = P(None, "x", None)
+
+    def lu(a):
+        return sq(jax.vmap(lambda a: jaxmg.lu_solve_shardmap_ctx(a, b, None)[0])(a))
+
+    def eig(a):
+        w, V, _ = jax.vmap(lambda a: jaxmg.syevd_shardmap_ctx(a, None))(a)
+        return jnp.sum(w ** 2) + jax.lax.psum(jnp.sum(V ** 4), "x")
+
+    g = jax.jit(jax.grad(smap(lu, m, (batch,), P())))(As)
+    close(g, jax.grad(lambda As: sq(jnp.linalg.solve(As, b[None])))(As))
+    g = jax.jit(jax.grad(smap(eig, m, (batch,), P())))(Hs)
+    ref = jax.grad(lambda H: jnp.sum(jnp.linalg.eigh(H)[0] ** 2)
+                   + jnp.sum(jnp.linalg.eigh(H)[1] ** 4))(Hs)
+    close(g, ref, max(_gap_tol(H, n) for H in Hs))

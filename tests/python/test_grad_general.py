@@ -199,6 +199,12 @@ def test_general_rules_on_explicit_mesh_axes(rng):
          lambda A: jnp.sum(jnp.linalg.svd(A, compute_uv=False) ** 3)),
         (lambda A: jnp.sum(polar(A)[0] ** 3),
          lambda A: jnp.sum(jax.scipy.linalg.polar(A, method="svd")[0] ** 3)),
+        (lambda A: jnp.sum(polar(A.T[:4])[0] ** 3),  # wide (4 x 12)
+         lambda A: jnp.sum(jax.scipy.linalg.polar(A.T[:4], method="svd")[0] ** 3)),
+        (lambda A: jnp.sum(adg.svd_parts(  # U alone
+            lambda A: g._core_gesvd(A, compute_u=True, compute_vh=False, full_matrices=False,
+                                    **kw), svd, lay, True, False)(A)[0] ** 4),
+         lambda A: jnp.sum(jnp.linalg.svd(A, full_matrices=False)[0] ** 4)),
     ]
     for loss, ref in cases:
         gA = jax.jit(jax.grad(loss))(Ar)
