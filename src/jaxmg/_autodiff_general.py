@@ -264,7 +264,9 @@ def polar(core, lay: Layout, svd_core):
     replicated, contractions over the rows (all-reduces of M x M, M x N
     and N x N results; H itself is N x N and replicated)."""
     core = _batching.matrix_op(core)
-    svd_core = _batching.matrix_op(svd_core)
+    # differentiable, so that second derivatives go through the SVD's rule
+    # (they then need distinct singular values, as the SVD's do)
+    svd_core = gesvd(svd_core, lay)
 
     @jax.custom_jvp
     def f(A):

@@ -497,3 +497,24 @@ def test_vmap_of_per_shard_grads(rng):
     ref = jax.grad(lambda H: jnp.sum(jnp.linalg.eigh(H)[0] ** 2)
                    + jnp.sum(jnp.linalg.eigh(H)[1] ** 4))(Hs)
     close(g, ref, max(_gap_tol(H, n) for H in Hs))
+
+
+@pytest.mark.parametrize("case", ["qr", "polar_tall", "polar_wide", "syevd"])
+def test_per_shard_second_order(rng, case):
+    """check_grads to second order through the per-shard rules (each JVP is
+    written with differentiable pieces: polar's goes through gesvd's rule;
+    syevd along Hermitian directions, eigenvectors as |V|^2)."""
+    m = mesh(2)
+    T = _tall(rng, np.float64, (6, 3))
+    if case == "qr":
+        f, X = smap(lambda a: jaxmg.qr_shardmap_ctx(a, None)[:2], m, (ROW,), (ROW, REP)), T
+    elif case.startswith("polar"):
+        f = smap(lambda a: jaxmg.polar_shardmap_ctx(a, None)[:2], m, (ROW,), (ROW, REP))
+        X = T if case == "polar_tall" else _tall(rng, np.float64, (4, 6))
+    else:
+        def eig(a):
+            w, V, _ = jaxmg.syevd_shardmap_ctx(a, None)
+            return w, jnp.abs(V) ** 2
+
+        f, X = herm_dir(smap(eig, m, (ROW,), (P(None), COLS))), hermitian(rng, 4, np.float64) / 2
+    check_grads(jax.jit(f), (X,), order=2, modes=("rev",) if case == "syevd" else ("fwd", "rev"))
