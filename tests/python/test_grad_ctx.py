@@ -499,7 +499,7 @@ def test_vmap_of_per_shard_grads(rng):
     close(g, ref, max(_gap_tol(H, n) for H in Hs))
 
 
-@pytest.mark.parametrize("case", ["qr", "polar_tall", "polar_wide", "syevd"])
+@pytest.mark.parametrize("case", ["qr", "gesvd", "polar_tall", "polar_wide", "syevd"])
 def test_per_shard_second_order(rng, case):
     """check_grads to second order through the per-shard rules (each JVP is
     written with differentiable pieces: polar's goes through gesvd's rule;
@@ -508,6 +508,12 @@ def test_per_shard_second_order(rng, case):
     T = _tall(rng, np.float64, (6, 3))
     if case == "qr":
         f, X = smap(lambda a: jaxmg.qr_shardmap_ctx(a, None)[:2], m, (ROW,), (ROW, REP)), T
+    elif case == "gesvd":
+        def svd(a):
+            u, s, vh, _ = jaxmg.gesvd_shardmap_ctx(a, None)
+            return jnp.abs(u) ** 2, s, jnp.abs(vh) ** 2
+
+        f, X = smap(svd, m, (ROW,), (ROW, P(None), REP)), T
     elif case.startswith("polar"):
         f = smap(lambda a: jaxmg.polar_shardmap_ctx(a, None)[:2], m, (ROW,), (ROW, REP))
         X = T if case == "polar_tall" else _tall(rng, np.float64, (4, 6))
