@@ -22,10 +22,6 @@ NDEV = [1, 2, 4]
 COLS = P(None, "x")
 
 
-def sym(A):
-    return (A + jnp.conj(A).T) / 2
-
-
 def smap(body, m, in_specs, out_specs):
     return jax.shard_map(body, mesh=m, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
