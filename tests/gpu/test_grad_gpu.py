@@ -1,7 +1,8 @@
 """Gradients on GPUs (issue 16) through the public functions: potrs (A and
 b), its logdet and syevd, through cuSolverMg ("multi") and cuSOLVER
-("single"), against jnp.linalg on one device in float64 / complex128; A's
-cotangent stays row-sharded."""
+("single"), and per shard (syevd_shardmap_ctx with V in columns,
+lu_solve_shardmap_ctx inside a shard_map), against jnp.linalg on one device
+in float64 / complex128; A's cotangent stays row-sharded."""
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +105,47 @@ def test_syevd_grad_gpu(gpus, dtype):
     gap = np.diff(np.linalg.eigvalsh(A)).min()
     _close(g, r, 1e-10 / gap)
     assert g.sharding.is_equivalent_to(NamedSharding(m, ROW), 2), g.sharding
+
+
+def _smap(body, m, in_specs):
+    return jax.shard_map(body, mesh=m, in_specs=in_specs, out_specs=P(), check_vma=False)
+
+
+def _my_block(c, axis):
+    nloc = c.shape[axis] // jax.lax.axis_size("x")
+    return jax.lax.dynamic_slice_in_dim(c, jax.lax.axis_index("x") * nloc, nloc, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_syevd_shardmap_ctx_grad_gpu(gpus, dtype):
+    """Per shard, V in columns (0.0.x's layout): eigenvalues and |V|^2."""
+    m = _mesh(gpus)
+    rng = np.random.default_rng(163)
+    n = 256
+    A = _herm(rng, n, dtype)
+    cw, cv = rng.standard_normal(n), rng.standard_normal((n, n))
+
+    def body(a):
+        w, V, _ = jaxmg.syevd_shardmap_ctx(a, None)
+        return jnp.sum(cw * w) + jax.lax.psum(jnp.sum(_my_block(cv, 1) * jnp.abs(V) ** 2), "x")
+
+    g = jax.jit(jax.grad(_smap(body, m, (ROW,))))(_rows(m, A))
+    loss = lambda w, V: jnp.sum(cw * w) + jnp.sum(cv * jnp.abs(V) ** 2)  # noqa: E731
+    r = jax.jit(jax.grad(lambda A: loss(*jnp.linalg.eigh(A))))(*_one_gpu(gpus, A))
+    _close(g, r, 1e-10 / np.diff(np.linalg.eigvalsh(A)).min())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lu_solve_shardmap_ctx_grad_gpu(gpus, dtype):
+    m = _mesh(gpus)
+    rng = np.random.default_rng(164)
+    A, b = _rand(rng, (N, N), dtype) + 4 * np.sqrt(N) * np.eye(N), _rand(rng, (N, 2), dtype)
+
+    def body(a, b):
+        return jnp.sum(jnp.abs(jaxmg.lu_solve_shardmap_ctx(a, b, None)[0]) ** 2)
+
+    gA, gb = jax.jit(jax.grad(_smap(body, m, (ROW, REP)), (0, 1)))(_rows(m, A), b)
+    ref = lambda A, b: jnp.sum(jnp.abs(jnp.linalg.solve(A, b)) ** 2)  # noqa: E731
+    rA, rb = jax.jit(jax.grad(ref, (0, 1)))(*_one_gpu(gpus, A, b))
+    _close(gA, rA, 1e-9)
+    _close(gb, rb, 1e-9)
