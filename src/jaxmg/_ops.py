@@ -536,7 +536,8 @@ def _syevd_ctx_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
     (eigenvectors in columns): v_layout="cols" (the default, as JAXMg
     0.0.x): (N, N / P), this device's columns, out_specs P(None, ax);
     "rows": (N / P, N), this device's rows, out_specs P(ax, None). status
-    (1,) as for potrs."""
+    (1,) as for potrs. Differentiable (w; V for distinct eigenvalues, as
+    jnp.linalg.eigh), in either layout and without eigenvectors."""
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     if T_A is not None and not isinstance(T_A, bool) and isinstance(T_A, int) \
             and T_A > SYEVD_MAX_TILE:
@@ -553,8 +554,7 @@ def _syevd_ctx_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None,
                              axis_name=axis_name, dispatch=dispatch, v_layout=v_layout)
     values = (lambda a: _syevd_local(a, T_A, False, pad, axis_name, dispatch)[::2]) \
         if not jobz else None
-    out = _autodiff.syevd_local(body, v.shard_axes(axis_name), v_layout, values)(a)
-    return out
+    return _autodiff.syevd_local(body, v.shard_axes(axis_name), v_layout, values)(a)
 
 
 def _syevd_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
