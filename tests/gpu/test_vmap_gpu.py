@@ -86,3 +86,23 @@ def test_batched_lu_solve_and_qr_gpu(gpus, dispatch):
         Q, R = jax.jit(jax.vmap(lambda A: jaxmg.qr(A, in_specs=(ROW,), **kw)))(Ts)
         Q, R = np.asarray(Q), np.asarray(R)
         assert np.abs(Q @ R - Ts).max() <= 1e-10 * np.abs(Ts).max() * N
+
+
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
+def test_ops_inside_loops_gpu(gpus, dispatch):
+    """potrs and lu_solve inside lax.map and lax.fori_loop: XLA on GPUs can
+    leave a result unaliased to its argument inside a loop; the C core then
+    copies the argument into the result and works there (decode.c)."""
+    m = _mesh(gpus)
+    rng = np.random.default_rng(9)
+    As = np.stack([_hpd(rng, N, np.float64) for _ in range(B)])
+    bs = _rand(rng, (B, N, 2), np.float64)
+    kw = dict(T_A=256, mesh=m, dispatch=dispatch)
+    f = lambda A, b: jaxmg.potrs(A, b, in_specs=(ROW, REP), **kw)  # noqa: E731
+    x = jax.jit(lambda A, b: jax.lax.map(lambda ab: f(*ab), (A, b)))(As, bs)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(As, bs), rtol=1e-9, atol=1e-12)
+    g = lambda A, b: jaxmg.lu_solve(A, b, in_specs=(ROW, REP), **kw)  # noqa: E731
+    # x_{k+1} = A^-1 x_k, three times
+    y = jax.jit(lambda A, b: jax.lax.fori_loop(0, 3, lambda i, x: g(A, x), b))(As[0], bs[0])
+    ref = np.linalg.solve(As[0], np.linalg.solve(As[0], np.linalg.solve(As[0], bs[0])))
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-8, atol=1e-14)

@@ -313,3 +313,16 @@ def test_vmap_inside_the_callers_shard_map(rng):
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(A), rtol=1e-11, atol=1e-12)
     assert np.all(np.asarray(st) == 0) and np.all(np.asarray(st2) == 0)
+
+
+def test_ops_inside_loops(rng):
+    """jaxmg calls inside lax.map and lax.fori_loop (one call per step)."""
+    m, n = mesh(2), 8
+    A, b = _inputs(rng, "potrs", (NB,), n, np.float64)
+    f = _general("potrs", m)
+    x, st = jax.jit(lambda A, b: jax.lax.map(lambda ab: f(*ab), (A, b)))(A, b)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-11, atol=1e-12)
+    g = lambda A, b: _general("lu_solve", m)(A, b)[0]  # noqa: E731
+    y = jax.jit(lambda A, b: jax.lax.fori_loop(0, 3, lambda i, x: g(A, x), b))(A[0], b[0])
+    ref = np.linalg.solve(A[0], np.linalg.solve(A[0], np.linalg.solve(A[0], b[0])))
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-10, atol=1e-13)
