@@ -131,6 +131,11 @@ typedef struct jmg_engine {
    * read the small int32 `where` input (rank, group) into host memory. */
   int (*enter)(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                int32_t where_out[2], char* err);
+  /* Every party, after enter, where XLA did not alias a result to its
+   * argument: copy `bytes` from src to dst on the device and make the copy
+   * complete (0, or -1 with a message). */
+  int (*copy_in)(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
+                 int64_t bytes, char* err);
   /* Every party: allocate / free its workspace (the ops layer calls these
    * only when workspace() asked for some). */
   int (*alloc)(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err);

@@ -204,10 +204,16 @@ int jmg_decode_problem(jmg_call* c) {
     const jmg_buf_rule* r = &row->rets[i];
     XLA_FFI_Buffer* b = jmg_ffi_ret(c->cf, i);
     if (check_buf(c, b, r, a->dtype, "result", err)) return -1;
-    /* An op that works in place needs XLA to have aliased the result. */
-    if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data)
-      return jmg_call_fail(err, "%s: the %s result is not aliased to %s", row->name, r->name,
-                  row->args[r->alias].name);
+    /* An op works in place: in the argument's buffer when XLA aliased the
+     * result to it, else in the result, into which the engine first copies
+     * the argument (XLA on GPUs can leave a result unaliased inside a loop). */
+    if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data) {
+      const XLA_FFI_Buffer* src = jmg_ffi_arg(c->cf, r->alias);
+      c->copies[c->ncopies].dst = b->data;
+      c->copies[c->ncopies].src = src->data;
+      c->copies[c->ncopies].bytes = jmg_ffi_numel(b) * (int64_t)jmg_dtype_size((jmg_dtype)p->dtype);
+      c->ncopies++;
+    }
     place(p, r, b);
   }
   if (!p->status) return jmg_call_fail(err, "%s: no status result", row->name);

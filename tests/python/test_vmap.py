@@ -289,3 +289,40 @@ def test_batched_call_leaves_inputs_unchanged(rng):
     jax.block_until_ready(jax.jit(jax.vmap(_general("lu_solve", m)))(Aj, bj))
     np.testing.assert_array_equal(np.asarray(Aj), A0)
     np.testing.assert_array_equal(np.asarray(bj), b0)
+
+
+def test_vmap_inside_the_callers_shard_map(rng):
+    """potrs_shardmap_ctx / potri_shardmap_ctx vmapped inside a shard_map
+    body: a batch of row shards is one FFI call there too."""
+    from jax.sharding import PartitionSpec as P
+
+    m, n = mesh(4), 8
+    A, b = _inputs(rng, "potrs", (NB,), n, np.float64)
+
+    def body(a, b):
+        x, st = jax.vmap(lambda a, b: jaxmg.potrs_shardmap_ctx(a, b, 2))(a, b)
+        inv, st2 = jax.vmap(lambda a: jaxmg.potri_shardmap_ctx(a, 2))(a)
+        return x, inv, st, st2
+
+    BROW, BREP = P(None, "x", None), P(None, None, None)
+    f = jax.shard_map(body, mesh=m, in_specs=(BROW, BREP),
+                      out_specs=(BREP, BROW, P(None, "x"), P(None, "x")), check_vma=False)
+    shapes, text = _custom_call_shapes(f, A, b, target="jaxmg_potrs")
+    assert len(shapes) == 1 and "stablehlo.while" not in text
+    x, inv, st, st2 = jax.jit(f)(A, b)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(inv), np.linalg.inv(A), rtol=1e-11, atol=1e-12)
+    assert np.all(np.asarray(st) == 0) and np.all(np.asarray(st2) == 0)
+
+
+def test_ops_inside_loops(rng):
+    """jaxmg calls inside lax.map and lax.fori_loop (one call per step)."""
+    m, n = mesh(2), 8
+    A, b = _inputs(rng, "potrs", (NB,), n, np.float64)
+    f = _general("potrs", m)
+    x, st = jax.jit(lambda A, b: jax.lax.map(lambda ab: f(*ab), (A, b)))(A, b)
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, b), rtol=1e-11, atol=1e-12)
+    g = lambda A, b: _general("lu_solve", m)(A, b)[0]  # noqa: E731
+    y = jax.jit(lambda A, b: jax.lax.fori_loop(0, 3, lambda i, x: g(A, x), b))(A[0], b[0])
+    ref = np.linalg.solve(A[0], np.linalg.solve(A[0], np.linalg.solve(A[0], b[0])))
+    np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-10, atol=1e-13)
