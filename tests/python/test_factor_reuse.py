@@ -283,3 +283,26 @@ def test_rules_without_factor_ops_still_refactor(rng):
     r = jax.grad(lambda A: jnp.linalg.slogdet(sym(A))[1])(np.asarray(A))
     np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(lambda A: f(A, b, req)[2]))(A)), r,
                                atol=1e-12 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_grads_across_processes(tmp_path, nprocs):
+    """One CPU device per process (the host engine's shared memory carries
+    the factor out and back between the calls): grad of a Gaussian-process
+    loss equals jnp's, float64 and complex128."""
+    from mp_matrices import rng as mp_rng, spd as mp_spd
+    from test_multiprocess import assemble, launch, ok
+
+    codes, seen, logs = launch(tmp_path, "grads", nprocs)
+    assert codes == [0] * nprocs, "\n".join(logs)
+    n = 5 * nprocs
+    for dt in CDT:
+        A = mp_spd("A", n, dt)
+        b = mp_rng("b").standard_normal((n, 1)).astype(dt)
+        res = ok(seen, f"grad/{np.dtype(dt).name}")
+        # b's cotangent may come back row-sharded: assemble checks copies agree
+        gA, gb = assemble([p[0] for p in res], n), assemble([p[1] for p in res], n)
+        rA, rb = jax.grad(gp_ref, argnums=(0, 1))(A, b)
+        scale = float(np.abs(rA).max())
+        np.testing.assert_allclose(gA, rA, atol=tol(dt, n) * scale)
+        np.testing.assert_allclose(gb, rb, atol=tol(dt, n) * scale)
