@@ -224,6 +224,21 @@ def test_grad_through_shardmap_ctx_factors_once(rng):
     assert "potri" not in got and "potrs" not in got, got
 
 
+@pytest.mark.parametrize("dtype", CDT, ids=IDS)
+def test_shardmap_ctx_check_grads_second_order(rng, dtype):
+    """The per-shard rules (solve and logdet) to second order."""
+    m, n = mesh(2), 6
+    A, b = spd(rng, n, dtype), randn(rng, (n, 1), dtype)
+
+    def body(a, b):
+        x, logdet, _ = jaxmg.potrs_shardmap_ctx(a, b, None, return_logdet=True)
+        return x, logdet
+
+    f = jax.shard_map(body, mesh=m, in_specs=(ROW, REP), out_specs=(REP, P(None)),
+                      check_vma=False)
+    check_grads(herm_dir(f), (A / 2, b), order=2, modes=("fwd", "rev"))
+
+
 def test_vmap_of_grad_matches_a_loop(rng):
     """vmap over b (one factor for the whole batch) and over A."""
     m, n = mesh(2), 6
