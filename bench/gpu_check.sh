@@ -20,6 +20,7 @@
 #   gtest    tests/gpu/test_general_gpu.py alone
 #   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
 #   peer     JAXMg 1.4.1 itself next to jaxmg, one process per GPU (wheels: bench/README.md)
+#   vmap     a batch through jax.vmap: one FFI call vs a loop of calls vs jnp batched (VMAP_CASES)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -204,6 +205,9 @@ for s in $steps; do
     minsr) run minsr "$PY" examples/minsr.py ${MINSR_ARGS:-} ;;
     grad) run grad "$PY" bench/grad_bench.py --sizes "${GRAD_SIZES:-16384,32768}" --reps "$REPS"
       cp "$LOGS/grad.log" "$OUT/grad.md" ;;
+    vmap) run vmap "$PY" bench/vmap_bench.py --cases "${VMAP_CASES:-256x128,64x512,16x2048,4x8192}" \
+        --reps "$REPS"
+      cp "$LOGS/vmap.log" "$OUT/vmap.md" ;;
     smoke) run smoke "$PY" bench/mp_smoke.py; cp "$LOGS/smoke.log" "$OUT/smoke.txt" ;;
     gtest) run gtest "$PY" -m pytest -q tests/gpu/test_general_gpu.py -p no:cacheprovider ;;
     general)

@@ -28,6 +28,7 @@
 #define JMG_MAX_BUFS 6      /* data buffers of one party (op_table.h: slots) */
 #define JMG_MAX_ATTRS 3     /* op-specific integer attributes */
 #define JMG_MAX_SCALARS 2   /* real scalar results, sent in the leader's verdict */
+#define JMG_MAX_BATCH_DIMS 4 /* leading batch dimensions of one call (nested vmaps) */
 
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
@@ -59,6 +60,12 @@ typedef struct jmg_party {
   int64_t mpad;     /* rows of all shards: nparties * nloc */
   int64_t nloc, nrhs, tile;
   int64_t attr[JMG_MAX_ATTRS]; /* the op's own attributes, in its row's order */
+  /* A batched call holds `batch` problems, element after element in every
+   * buffer (batch_dims leading, most major); the engine's run sees one at a
+   * time (handle.c). Unbatched: nbatch 0, batch 1. */
+  int32_t nbatch;
+  int64_t batch;
+  int64_t batch_dims[JMG_MAX_BATCH_DIMS];
   uint64_t site;    /* hash of the call site */
   uint64_t token;   /* the party's process, jmg_process_token(): never a PID */
   void* stream;     /* the device's XLA stream (GPU), NULL on the host */
@@ -73,7 +80,7 @@ typedef struct jmg_party {
       void* w;
     };
   };
-  int64_t buf_bytes[JMG_MAX_BUFS];
+  int64_t buf_bytes[JMG_MAX_BUFS]; /* the whole batch's */
   uint8_t buf_flags[JMG_MAX_BUFS];
   int32_t* status;  /* the op's int32 status output */
   void* scalar[JMG_MAX_SCALARS]; /* real scalar outputs (potrs: logdet), or NULL */
@@ -124,6 +131,11 @@ typedef struct jmg_engine {
    * read the small int32 `where` input (rank, group) into host memory. */
   int (*enter)(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                int32_t where_out[2], char* err);
+  /* Every party, after enter, where XLA did not alias a result to its
+   * argument: copy `bytes` from src to dst on the device and make the copy
+   * complete (0, or -1 with a message). */
+  int (*copy_in)(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
+                 int64_t bytes, char* err);
   /* Every party: allocate / free its workspace (the ops layer calls these
    * only when workspace() asked for some). */
   int (*alloc)(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err);

@@ -95,6 +95,15 @@ static void host_release(const XLA_FFI_CallFrame* cf, jmg_party* me) {
   (void)me;
 }
 
+static int host_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
+                        int64_t bytes, char* err) {
+  (void)cf;
+  (void)me;
+  (void)err;
+  memmove(dst, src, (size_t)bytes);
+  return 0;
+}
+
 static int host_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
                        char* err) {
   (void)cf;
@@ -125,6 +134,7 @@ const jmg_engine jmg_host_engine = {
             [JMG_CHOL_INVERSE] = {NULL, jmg_host_chol_inverse},
         },
     .enter = host_enter,
+    .copy_in = host_copy_in,
     .alloc = host_alloc,
     .release = host_release,
     .finish = host_finish,

@@ -30,6 +30,16 @@ typedef struct jmg_call {
   int cross;      /* some party runs in another process */
   int shared;     /* this party shared its buffers (fetch owed) */
   int have_work;  /* this party holds workspace (release owed) */
+  jmg_result* results; /* one per element of the batch: the leader's, then everyone's */
+  /* Results XLA did not alias to their arguments (seen inside loops on
+   * GPUs): the engine copies each argument into its result before the
+   * meeting, and the op then works in the result (decode.c). */
+  struct {
+    void* dst;
+    const void* src;
+    int64_t bytes;
+  } copies[JMG_MAX_RETS];
+  int ncopies;
   char err[JMG_ERRLEN]; /* why the call fails, once it does */
 } jmg_call;
 

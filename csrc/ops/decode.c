@@ -1,6 +1,7 @@
 /* decode.c - one device's FFI call frame, checked against its op's row
  * (op_table.h) and read into a jmg_party. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,8 +49,11 @@ int jmg_decode_identity(jmg_call* c) {
   int64_t wi = -1;
   where_rule(row, &wi);
   const XLA_FFI_Buffer* where = wi >= 0 ? jmg_ffi_arg(cf, wi) : NULL;
+  /* A batched call (leading dimensions on every buffer) repeats (rank,
+   * group) once per element; the first pair is the party's. */
   if (cf->args.size != row->nargs || cf->rets.size != row->nrets || !where ||
-      where->dtype != XLA_FFI_DataType_S32 || jmg_ffi_numel(where) != 2 ||
+      where->dtype != XLA_FFI_DataType_S32 || where->rank < 1 ||
+      where->dims[where->rank - 1] != 2 ||
       jmg_ffi_attr_str(cf, "site", &c->site, &c->site_len) ||
       jmg_ffi_attr_int(cf, "nparties", &c->nparties) || c->nparties < 1 ||
       c->nparties > JMG_MAX_DEVICES)
@@ -64,27 +68,46 @@ int jmg_decode_identity(jmg_call* c) {
   return 0;
 }
 
+/* The batch: A's dimensions before its last two (jax.vmap of the call,
+ * vmap_method "broadcast_all", puts the same ones on every buffer). */
+static int batch_of(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) {
+  p->nbatch = (int32_t)(a->rank - 2);
+  if (p->nbatch > JMG_MAX_BATCH_DIMS)
+    return jmg_call_fail(err, "%s: %d batch dimensions; at most %d", c->row->name, (int)p->nbatch,
+                         JMG_MAX_BATCH_DIMS);
+  p->batch = 1;
+  for (int d = 0; d < p->nbatch; d++) {
+    if (a->dims[d] > 0 && p->batch > INT64_MAX / a->dims[d])
+      return jmg_call_fail(err, "%s: the batch size overflows", c->row->name);
+    p->batch_dims[d] = a->dims[d];
+    p->batch *= a->dims[d];
+  }
+  return 0;
+}
+
 /* The problem's sizes, from A and (where the row has one) the K of b. */
 static int sizes(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) {
   const jmg_op_row* row = c->row;
-  if (!a || a->rank != 2) return jmg_call_fail(err, "%s: A must be a matrix", row->name);
+  if (!a || a->rank < 2) return jmg_call_fail(err, "%s: A must be a matrix", row->name);
   jmg_dtype dt;
   if (to_dtype(a->dtype, &dt))
     return jmg_call_fail(err, "%s: unsupported dtype %s", row->name, jmg_ffi_dtype_name(a->dtype));
+  if (batch_of(c, p, a, err)) return -1;
   p->dtype = dt;
-  p->nloc = a->dims[0];
-  p->n = a->dims[1];
+  p->nloc = a->dims[p->nbatch];
+  p->n = a->dims[p->nbatch + 1];
   p->mpad = c->nparties * p->nloc;
   p->m = p->mpad;
   p->nrhs = 0;
   for (int i = 0; i < row->nargs; i++) {
     const char* k = strchr(row->args[i].dims, 'K');
     const XLA_FFI_Buffer* b = jmg_ffi_arg(c->cf, i);
+    int64_t rank = (int64_t)strlen(row->args[i].dims) + p->nbatch;
     if (!k) continue;
-    if (!b || b->rank != (int64_t)strlen(row->args[i].dims))
-      return jmg_call_fail(err, "%s: %s must have rank %d", row->name, row->args[i].name,
-                  (int)strlen(row->args[i].dims));
-    p->nrhs = b->dims[k - row->args[i].dims];
+    if (!b || b->rank != rank)
+      return jmg_call_fail(err, "%s: %s must have rank %lld", row->name, row->args[i].name,
+                           (long long)rank);
+    p->nrhs = b->dims[p->nbatch + (k - row->args[i].dims)];
   }
   return 0;
 }
@@ -136,12 +159,12 @@ static int check_buf(const jmg_call* c, const XLA_FFI_Buffer* b, const jmg_buf_r
   if (b->dtype != want)
     return jmg_call_fail(err, "%s: %s %s has dtype %s, expected %s", op, kind, r->name,
                 jmg_ffi_dtype_name(b->dtype), jmg_ffi_dtype_name(want));
-  int64_t rank = (int64_t)strlen(r->dims);
+  int64_t nb = p->nbatch, rank = (int64_t)strlen(r->dims) + nb;
   if (b->rank != rank)
     return jmg_call_fail(err, "%s: %s %s has rank %lld, expected %lld", op, kind, r->name,
                 (long long)b->rank, (long long)rank);
   for (int64_t d = 0; d < rank; d++) {
-    int64_t v = jmg_dim_value(r->dims[d], p);
+    int64_t v = d < nb ? p->batch_dims[d] : jmg_dim_value(r->dims[d - nb], p);
     if (b->dims[d] != v)
       return jmg_call_fail(err, "%s: %s %s has %lld in dimension %lld, expected %lld", op, kind, r->name,
                   (long long)b->dims[d], (long long)d, (long long)v);
@@ -181,10 +204,16 @@ int jmg_decode_problem(jmg_call* c) {
     const jmg_buf_rule* r = &row->rets[i];
     XLA_FFI_Buffer* b = jmg_ffi_ret(c->cf, i);
     if (check_buf(c, b, r, a->dtype, "result", err)) return -1;
-    /* An op that works in place needs XLA to have aliased the result. */
-    if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data)
-      return jmg_call_fail(err, "%s: the %s result is not aliased to %s", row->name, r->name,
-                  row->args[r->alias].name);
+    /* An op works in place: in the argument's buffer when XLA aliased the
+     * result to it, else in the result, into which the engine first copies
+     * the argument (XLA on GPUs can leave a result unaliased inside a loop). */
+    if (r->alias >= 0 && b->data != jmg_ffi_arg(c->cf, r->alias)->data) {
+      const XLA_FFI_Buffer* src = jmg_ffi_arg(c->cf, r->alias);
+      c->copies[c->ncopies].dst = b->data;
+      c->copies[c->ncopies].src = src->data;
+      c->copies[c->ncopies].bytes = jmg_ffi_numel(b) * (int64_t)jmg_dtype_size((jmg_dtype)p->dtype);
+      c->ncopies++;
+    }
     place(p, r, b);
   }
   if (!p->status) return jmg_call_fail(err, "%s: no status result", row->name);
@@ -193,9 +222,9 @@ int jmg_decode_problem(jmg_call* c) {
 
 void jmg_describe(const jmg_party* p, char* out, size_t cap) {
   snprintf(out, cap,
-           "rank %d: %s of a %lld x %lld %s matrix (shard %lld rows, tile %lld, nrhs %lld, "
+           "rank %d: %s of %lld %lld x %lld %s matrices (shard %lld rows, tile %lld, nrhs %lld, "
            "attributes %lld %lld %lld, dispatch %d, site %016llx)",
-           (int)p->rank, jmg_op_name(p->op), (long long)p->m, (long long)p->n,
+           (int)p->rank, jmg_op_name(p->op), (long long)p->batch, (long long)p->m, (long long)p->n,
            jmg_dtype_name((jmg_dtype)p->dtype), (long long)p->nloc, (long long)p->tile,
            (long long)p->nrhs, (long long)p->attr[0], (long long)p->attr[1],
            (long long)p->attr[2], (int)p->dispatch, (unsigned long long)p->site);
@@ -205,7 +234,10 @@ int jmg_same_call(const jmg_party* x, const jmg_party* y) {
   int same = x->op == y->op && x->dtype == y->dtype && x->m == y->m && x->n == y->n &&
              x->mpad == y->mpad &&
              x->nloc == y->nloc && x->nrhs == y->nrhs && x->tile == y->tile &&
-             x->dispatch == y->dispatch && x->site == y->site;
+             x->dispatch == y->dispatch && x->site == y->site && x->nbatch == y->nbatch &&
+             x->batch == y->batch;
+  for (int d = 0; d < x->nbatch && d < JMG_MAX_BATCH_DIMS; d++)
+    same = same && x->batch_dims[d] == y->batch_dims[d];
   for (int k = 0; k < JMG_MAX_ATTRS; k++) same = same && x->attr[k] == y->attr[k];
   for (int k = 0; k < JMG_MAX_BUFS; k++)
     same = same && x->buf_bytes[k] == y->buf_bytes[k] && x->buf_flags[k] == y->buf_flags[k];

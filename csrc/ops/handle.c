@@ -50,25 +50,44 @@ static int exchange(jmg_call* c, const void* mine, size_t size, void* all, doubl
   return 0;
 }
 
+_Static_assert(sizeof(jmg_party) <= JMG_MEET_MAX_MSG, "a party must fit one exchange");
+
 /* ---- the leader's word ---- */
 
+/* Workspace sizes. */
 typedef struct verdict {
   int32_t code; /* 0 ok */
-  jmg_result res;
   int64_t bytes[JMG_MAX_DEVICES]; /* workspace per rank */
   char msg[JMG_ERRLEN];
 } verdict;
 
-static int broadcast(jmg_call* c, verdict* v, double timeout) {
-  verdict* all = malloc(sizeof(verdict) * (size_t)c->nparties);
-  if (!all) return jmg_call_fail(c->err, "out of host memory");
-  verdict mine;
-  if (c->me.rank == 0) mine = *v;
-  else memset(&mine, 0, sizeof mine);
-  int rc = exchange(c, &mine, sizeof mine, all, timeout);
-  if (rc == 0) *v = all[0];
+/* Results of up to JMG_WORD_RESULTS elements of a batch, in order. */
+#define JMG_WORD_RESULTS 16
+typedef struct results_word {
+  int32_t code; /* 0 ok */
+  jmg_result res[JMG_WORD_RESULTS];
+  char msg[JMG_ERRLEN];
+} results_word;
+_Static_assert(sizeof(verdict) <= JMG_MEET_MAX_MSG && sizeof(results_word) <= JMG_MEET_MAX_MSG,
+               "the leader's words must fit one exchange");
+
+/* Every party gets the leader's `size` bytes at word; a non-zero code in
+ * them (at *code, inside word) fails the call with msg everywhere. */
+static int broadcast(jmg_call* c, void* word, size_t size, const int32_t* code, const char* msg,
+                     double timeout) {
+  char* all = malloc(size * (size_t)c->nparties);
+  char* mine = calloc(1, size);
+  int rc = -1;
+  if (!all || !mine) {
+    jmg_call_fail(c->err, "out of host memory");
+  } else {
+    if (c->me.rank == 0) memcpy(mine, word, size);
+    rc = exchange(c, mine, size, all, timeout);
+    if (rc == 0) memcpy(word, all, size);
+    if (rc == 0 && *code) rc = jmg_call_fail(c->err, "%s", msg);
+  }
   free(all);
-  if (rc == 0 && v->code) return jmg_call_fail(c->err, "%s", v->msg);
+  free(mine);
   return rc;
 }
 
@@ -83,6 +102,11 @@ static int enter(jmg_call* c) {
   c->me.rank = c->where[0];
   if (c->where[0] < 0 || c->where[0] >= c->nparties)
     return jmg_call_fail(c->err, "rank %d is not in [0, %lld)", (int)c->where[0], (long long)c->nparties);
+  for (int i = 0; i < c->ncopies && !c->own[0]; i++) {
+    jmg_trace(1, "%s rank %d: XLA did not alias a result to its argument; copying %lld bytes",
+              c->row->name, (int)c->me.rank, (long long)c->copies[i].bytes);
+    c->eng->copy_in(c->cf, &c->me, c->copies[i].dst, c->copies[i].src, c->copies[i].bytes, c->own);
+  }
   step(c, "entered (inputs ready)");
   return 0;
 }
@@ -184,6 +208,10 @@ static int agree(jmg_call* c) {
                         "memory step carries potrs/potri/syevd's buffers only); use one "
                         "process for all devices",
                 c->row->name, eng->name);
+  if (c->cross && !eng->shares_every_buffer && c->job.parties[0].batch > 1)
+    return jmg_call_fail(c->err, "a batch of %lld %s calls cannot run across processes on the %s "
+                        "engine (its shared memory step carries one element's buffers)",
+                        (long long)c->job.parties[0].batch, c->row->name, eng->name);
   step(c, "all parties known");
   return 0;
 }
@@ -207,7 +235,7 @@ static int workspace(jmg_call* c) {
   memset(&v, 0, sizeof v);
   const jmg_engine_op* eop = &c->eng->ops[c->job.op];
   if (c->me.rank == 0 && eop->workspace && eop->workspace(&c->job, v.bytes, v.msg)) v.code = 1;
-  if (broadcast(c, &v, c->timeout)) return -1;
+  if (broadcast(c, &v, sizeof v, &v.code, v.msg, c->timeout)) return -1;
   trace_workspace(c, &v);
   int64_t any = 0;
   for (int r = 0; r < c->nparties; r++) any |= v.bytes[r];
@@ -233,30 +261,79 @@ static int share(jmg_call* c) {
   return 0;
 }
 
-static void lead(jmg_call* c, verdict* v) {
-  jmg_job* job = &c->job;
-  const jmg_engine* eng = c->eng;
-  double t0 = jmg_clock_now();
-  int opened = c->cross && eng->open(job, v->msg) == 0;
-  if (c->cross && !opened) v->code = 1;
-  double t1 = jmg_clock_now();
-  if (!v->code && eng->ops[job->op].run(job, &v->res, v->msg)) v->code = 1;
-  double t2 = jmg_clock_now();
-  if (opened) eng->close(job);
-  jmg_trace(2, "%s rank 0: open %.2f ms, run %.2f ms, close %.2f ms, info %d, code %d",
-            c->row->name, 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (jmg_clock_now() - t2),
-            (int)v->res.info, (int)v->code);
+/* Points every party's data buffers at element i of the batch, from the
+ * bases saved in base (the element's bytes: buf_bytes / batch). */
+static void point_at(jmg_job* job, void* base[][JMG_MAX_BUFS], int64_t i) {
+  for (int r = 0; r < job->nparties; r++) {
+    jmg_party* p = &job->parties[r];
+    for (int k = 0; k < JMG_MAX_BUFS; k++)
+      p->buf[k] = base[r][k] ? (char*)base[r][k] + i * (p->buf_bytes[k] / p->batch) : NULL;
+  }
 }
 
-/* The leader runs the op; the others wait as long as it takes. */
-static int run(jmg_call* c, jmg_result* res) {
-  verdict v;
-  memset(&v, 0, sizeof v);
-  step(c, c->me.rank == 0 ? "runs the engine" : "waits for the leader");
-  if (c->me.rank == 0) lead(c, &v);
-  int rc = broadcast(c, &v, -1.0);
-  *res = v.res;
+/* The engine on every element of the batch, one after the other, with
+ * the same workspace; stops at the first engine failure. */
+static int run_batch(jmg_call* c, char* msg) {
+  jmg_job* job = &c->job;
+  int64_t batch = c->me.batch;
+  void* base[JMG_MAX_DEVICES][JMG_MAX_BUFS];
+  for (int r = 0; r < job->nparties; r++) memcpy(base[r], job->parties[r].buf, sizeof base[r]);
+  int rc = 0;
+  for (int64_t i = 0; i < batch && !rc; i++) {
+    if (batch > 1) point_at(job, base, i);
+    rc = c->eng->ops[job->op].run(job, &c->results[i], msg);
+  }
+  point_at(job, base, 0);
   return rc;
+}
+
+static int32_t lead(jmg_call* c, char* msg) {
+  jmg_job* job = &c->job;
+  const jmg_engine* eng = c->eng;
+  int32_t code = 0;
+  double t0 = jmg_clock_now();
+  int opened = c->cross && eng->open(job, msg) == 0;
+  if (c->cross && !opened) code = 1;
+  double t1 = jmg_clock_now();
+  if (!code && run_batch(c, msg)) code = 1;
+  double t2 = jmg_clock_now();
+  if (opened) eng->close(job);
+  jmg_trace(2, "%s rank 0: open %.2f ms, run %.2f ms (%lld elements), close %.2f ms, info %d, "
+            "code %d", c->row->name, 1e3 * (t1 - t0), 1e3 * (t2 - t1), (long long)c->me.batch,
+            1e3 * (jmg_clock_now() - t2), (int)c->results[0].info, (int)code);
+  return code;
+}
+
+/* The leader runs the op; the others wait as long as it takes. Then the
+ * results go out JMG_WORD_RESULTS at a time (an engine failure: one word). */
+static int run(jmg_call* c) {
+  results_word w;
+  memset(&w, 0, sizeof w);
+  step(c, c->me.rank == 0 ? "runs the engine" : "waits for the leader");
+  if (c->me.rank == 0) w.code = lead(c, w.msg);
+  double timeout = -1.0;
+  for (int64_t i0 = 0; i0 < c->me.batch; i0 += JMG_WORD_RESULTS) {
+    int64_t n = c->me.batch - i0 < JMG_WORD_RESULTS ? c->me.batch - i0 : JMG_WORD_RESULTS;
+    if (c->me.rank == 0) memcpy(w.res, c->results + i0, (size_t)n * sizeof(jmg_result));
+    if (broadcast(c, &w, sizeof w, &w.code, w.msg, timeout)) return -1;
+    memcpy(c->results + i0, w.res, (size_t)n * sizeof(jmg_result));
+    timeout = c->timeout;
+  }
+  return 0;
+}
+
+/* Every party stores element i's status and scalars at element i of its
+ * outputs, through the engine. */
+static int finish(jmg_call* c) {
+  size_t rs = jmg_dtype_real_size((jmg_dtype)c->me.dtype);
+  for (int64_t i = 0; i < c->me.batch; i++) {
+    jmg_party e = c->me;
+    e.status = c->me.status + i;
+    for (int k = 0; k < JMG_MAX_SCALARS; k++)
+      e.scalar[k] = c->me.scalar[k] ? (char*)c->me.scalar[k] + (size_t)i * rs : NULL;
+    if (c->eng->finish(c->cf, &e, &c->results[i], c->err)) return -1;
+  }
+  return 0;
 }
 
 /* Results back (or only the share dropped); then, across processes,
@@ -286,16 +363,16 @@ static void cleanup(jmg_call* c) {
   if (c->have_work) c->eng->release(c->cf, &c->me);
   if (c->joined) jmg_meeting_leave(&c->m);
   free(c->all);
+  free(c->results);
 }
 
 /* The phases after the meeting, in order; the first failure ends them. */
 static int after_meeting(jmg_call* c) {
-  jmg_result res;
   if (agree(c) || workspace(c) || share(c)) return -1;
-  int rc = run(c, &res);
+  int rc = run(c);
   if (fetch(c, rc == 0)) return -1;
   if (rc) return -1;
-  if (c->eng->finish(c->cf, &c->me, &res, c->err)) return -1;
+  if (finish(c)) return -1;
   step(c, "done");
   return 0;
 }
@@ -316,9 +393,13 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   } else if (jmg_decode_identity(c)) {
     out = jmg_ffi_error(cf, XLA_FFI_Error_Code_INVALID_ARGUMENT, "jaxmg: %s", c->err);
   } else {
-    jmg_decode_problem(c); /* a bad call still meets, and reports at the first exchange */
+    /* A bad call still meets, and reports at the first exchange. */
+    if (jmg_decode_problem(c) == 0 && c->me.batch == 0) goto done; /* an empty batch: everyone's */
+    c->results = calloc(c->me.batch > 0 ? (size_t)c->me.batch : 1, sizeof(jmg_result));
+    if (!c->results && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
     if (enter(c) || meet(c) || after_meeting(c)) out = give_up(c);
   }
+done:
   cleanup(c);
   free(c);
   return out;

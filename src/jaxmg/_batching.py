@@ -1,23 +1,25 @@
 """vmap for jaxmg's cores: a batch of systems runs as a batch.
 
-The FFI calls (in _calls.py) declare vmap_method="sequential"; these rules
-(jax.custom_batching.custom_vmap over each core) take over before JAX gets
-there:
+Every FFI call (_calls.py) declares vmap_method="broadcast_all": under
+jax.vmap it becomes one call whose buffers carry the batch as leading
+dimensions, and the C core runs the engine on each element after one
+rendezvous (csrc/ops/handle.c). These rules (jax.custom_batching.custom_vmap
+over each core) choose how a batch reaches that call:
 
 - potrs-like cores, core(A, b) -> (x, *scalars), batched over b only: the
   batch folds into b's columns, (B, N, K) -> (N, B*K), one solve, one
   factorization for the whole batch. The scalar outputs (status, logdet)
   belong to the one matrix and are not batched.
-- batched A (with or without b), and every matrix core (potri, syevd):
-  one traced core inside lax.map, so the batch is one shard_map, padded
-  and sharded once, whose per-device body runs the engine B times in
-  sequence on the devices that hold A's rows. Nothing is gathered; there is
-  no per-element retracing. What is left for a batched engine: one FFI call
-  taking (B, N/P, N) and looping (or batched kernels) inside C, which would
-  save B-1 rendezvous and launch round trips, not flops.
+- batched A (with or without b; an unbatched b is broadcast), and every
+  matrix core (potri, syevd, the general ops): jax.vmap of the core, so the
+  batch is one shard_map, padded and sharded once, with one FFI call per
+  device for the whole batch. Nothing is gathered and nothing loops in the
+  program; the engine sees one element at a time, so the flops are those of
+  B calls and the saving is B-1 rendezvous, launches and dispatches.
+  (A multi-process GPU program loops instead: _calls._vmap_method.)
 
 Nested vmaps work: each rule calls the batched core again, so an outer
-vmap meets the same rule.
+vmap meets the same rule, and the C core takes several batch dimensions.
 """
 
 from __future__ import annotations
@@ -53,9 +55,7 @@ def potrs(core):
             cols, unfold = _fold_rhs(b)
             x, *rest = batched(A, cols)
             return (unfold(x), *rest), (True,) + (False,) * len(rest)
-        if not b_bat:
-            b = jnp.broadcast_to(b, (axis_size,) + b.shape)
-        outs = jax.lax.map(lambda ab: batched(*ab), (A, b))
+        outs = jax.vmap(core, in_axes=(0, 0 if b_bat else None))(A, b)
         return outs, tuple(True for _ in outs)
 
     return batched
@@ -70,7 +70,7 @@ def matrix_op(core):
 
     @batched.def_vmap
     def rule(axis_size, in_batched, A):
-        outs = jax.lax.map(batched, A)
+        outs = jax.vmap(core)(A)
         return outs, jax.tree.map(lambda _: True, outs)
 
     return batched

@@ -88,9 +88,19 @@ def _layout(buf: Buf):
     return _COL_MAJOR if buf.col_major and len(buf.dims) == 2 else None
 
 
+def _vmap_method(platform: str, meet: dict) -> str:
+    """How jax.vmap meets the call: "broadcast_all" hands the C core one
+    call with the batch as leading dimensions on every buffer, which it runs
+    element by element after one rendezvous (csrc/ops/handle.c). The GPU
+    engine's cross-process sharing carries one element's buffers, so a
+    multi-process GPU program loops (one call per element) instead."""
+    return "sequential" if meet and platform != "cpu" else "broadcast_all"
+
+
 def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in
-    table order); returns all its results in table order."""
+    table order); returns all its results in table order. Under jax.vmap,
+    one call for the whole batch (_vmap_method)."""
     op = table()[name]
     if len(arrays) != len(op.args):
         raise TypeError(f"jaxmg: {name} takes {len(op.args)} arrays, got {len(arrays)}")
@@ -102,6 +112,8 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
     out = tuple(
         jax.ShapeDtypeStruct(tuple(d[c] for c in r.dims), _dtype(r.type, a_dtype)) for r in op.rets
     )
+    platform = _library.current_platform()
+    meet = _multiproc.meet_attrs(platform)
     call = jax.ffi.ffi_call(
         _library.target_name(name),
         out,
@@ -109,12 +121,12 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
         output_layouts=tuple(_layout(r) for r in op.rets),
         input_output_aliases={r.alias: i for i, r in enumerate(op.rets) if r.alias is not None},
         has_side_effect=True,
-        vmap_method="sequential",
+        vmap_method=_vmap_method(platform, meet),
     )
     kw = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
               dispatch=np.int64(dispatch))
     kw.update({k: np.int64(v) for k, v in attrs.items()})
-    kw.update(_multiproc.meet_attrs(_library.current_platform()))
+    kw.update(meet)
     return call(*arrays, **kw)
 
 

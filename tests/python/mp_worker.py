@@ -271,6 +271,12 @@ def general():
         record(f"gesvd_wide/{dt}", lambda: jaxmg.gesvd(W, 2, m, (row,), **kw))
         record(f"polar/{dt}", lambda: jaxmg.polar(A, 2, m, (row,), **kw))
         record(f"polar_tall/{dt}", lambda: jaxmg.polar(B, 2, m, (row,), **kw))
+        # One batched call (jax.vmap) through the shared memory: every
+        # element's buffers cross, the second matrix of the batch singular.
+        Ab = np.stack([x["A"], x["A"] * 0, x["A"] + 2 * k * np.eye(4 * k)]).astype(dt)
+        Ab = put(Ab, m, P(None, "x", None))
+        record(f"lu_batch/{dt}", lambda: jax.vmap(
+            lambda a: jaxmg.lu_solve(a, b, 2, m, (row, REP), **kw))(Ab))
         S = x["A"].copy()
         S[:, 1] = 0  # exactly singular: U(2, 2) = 0
         record(f"lu_singular/{dt}", lambda: jaxmg.lu_solve(put(S, m, row), b, 2, m, (row, REP),

@@ -1,7 +1,8 @@
 """The general ops in multi-process mode (one CPU process per device, as in
 test_multiprocess.py): lu_solve, least_squares, qr, gesvd and polar carry
 every buffer slot of the op table through the host engine's shared memory
-(host_share.c) and give numpy's answers on 2 and 3 processes, in float64
+(host_share.c), a batched call (jax.vmap) included, and give numpy's
+answers on 2 and 3 processes, in float64
 and complex64, leaving nothing in /dev/shm; and two processes that make
 different calls at one call site both fail with an error naming both sides
 (the call fingerprint), never a silent pairing.
@@ -169,6 +170,14 @@ def check_general(seen, k, dtype):
 
     # A failing matrix: the leader's status and NaN reach every process.
     from test_multiprocess import ok, replicas
+
+    # One batched call: each element solved, the singular one NaN with its status.
+    res = ok(seen, f"lu_batch/{dtype}")
+    xb, st = replicas([p[0] for p in res]), replicas([p[1] for p in res])
+    assert xb.shape == (3,) + b.shape and st[0] == 0 and st[1] > 0 and st[2] == 0, st
+    assert np.all(np.isnan(xb[1]))
+    for i, M in ((0, A), (2, A + 2 * k * np.eye(n))):
+        _close(xb[i], np.linalg.solve(M, b), _tol(dtype, n, np.linalg.cond(M)), f"lu batch {i}")
 
     res = ok(seen, f"lu_singular/{dtype}")
     assert int(replicas([p[1] for p in res])) > 0, "singular A: status 0"

@@ -92,6 +92,17 @@ fail:
   return -1;
 }
 
+static int mg_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
+                      int64_t bytes, char* err) {
+  (void)cf;
+  CU(cudaSetDevice(me->ordinal));
+  CU(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)me->stream));
+  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  return 0;
+fail:
+  return -1;
+}
+
 static int mg_alloc(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err) {
   XLA_FFI_Error* e = jmg_ffi_alloc(cf, (size_t)me->work_bytes, &me->work);
   if (e) {
@@ -139,6 +150,7 @@ const jmg_engine jmg_cusolvermg_engine = {
     .name = "cusolvermg",
     .ops = {ALL_OPS(GPU_OP)},
     .enter = mg_enter,
+    .copy_in = mg_copy_in,
     .alloc = mg_alloc,
     .release = mg_release,
     .finish = mg_finish,
