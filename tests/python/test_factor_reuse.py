@@ -254,6 +254,8 @@ def test_vmap_of_grad_matches_a_loop(rng):
     g = jax.jit(jax.vmap(jax.grad(loss)))(As, bs[:2])
     for i in range(2):
         np.testing.assert_allclose(np.asarray(g[i]), jax.grad(ref)(As[i], bs[i]), atol=1e-11)
+    # a batch of factors: each factor op one batched FFI call
+    assert calls(jax.vmap(jax.grad(loss)), As, bs[:2]) == {"chol_factor": 1, "chol_solve": 2}
 
 
 # ---------------------------------------------------------------------------
