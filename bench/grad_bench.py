@@ -5,14 +5,18 @@ every device of the machine, with jnp on one device beside them.
   python bench/grad_bench.py --sizes 16384,32768 --reps 3
 
 Rows: jaxmg primal, jaxmg grad (w.r.t. A and b), their ratio, and the same
-for jax.scipy's cho_factor/cho_solve on device 0. Every gradient is
-checked: for loss = |x|^2 with A x = b, A (d loss / d b) = 2 x; for logdet,
-A G[:, :8] = I[:, :8]. Warm-up, then the median of --reps runs.
+for jax.scipy's cho_factor/cho_solve on device 0. jaxmg's gradients reuse
+the primal's factorization (one chol_factor, then chol_solve / chol_inverse
+with that factor; the "calls" column counts the FFI calls of the compiled
+gradient); the "refactoring" rows time the rules without the factor ops
+(every solve a potrs, logdet's gradient a potri), as before the reuse.
+Every gradient is checked: for loss = |x|^2 with A x = b, A (d loss / d b)
+= 2 x; for logdet, A G[:, :8] = I[:, :8]. Warm-up, then the median of
+--reps runs.
 """
 
 import argparse
-import statistics
-import time
+import re
 
 import jax
 import jax.numpy as jnp
@@ -21,16 +25,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
 import jaxmg  # noqa: E402
-
-
-def median_time(fn, *args, reps):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from jaxmg import _autodiff, _ops, _request  # noqa: E402
+from timing import median_time  # noqa: E402
 
 
 def spd(n, key, sharding):
@@ -40,8 +36,23 @@ def spd(n, key, sharding):
     return make(key)
 
 
-def row(name, primal, grad, err):
-    return f"| {name} | {primal:.4g} | {grad:.4g} | {grad / primal:.2f} | {err:.1e} |"
+def row(name, primal, grad, err, calls=""):
+    return f"| {name} | {primal:.4g} | {grad:.4g} | {grad / primal:.2f} | {err:.1e} | {calls} |"
+
+
+def ffi_calls(fn, *args):
+    """The jaxmg FFI calls of fn's compiled program, as "op xN, ..."."""
+    text = fn.lower(*args).compile().as_text()
+    names = re.findall(r'custom_call_target="jaxmg_([a-z_]+)"', text)
+    return ", ".join(f"{k} x{names.count(k)}" for k in sorted(set(names)))
+
+
+def refactoring(mesh, A, b, logdet):
+    """potrs through the derivative rules without the factor ops."""
+    opts = (("logdet", True),) if logdet else ()
+    req = _request.normalise("potrs", A, b, T_A=None, mesh=mesh, specs=P("x", None), opts=opts)
+    f = _autodiff.differentiable("potrs", _ops._core_potrs, _ops._core_potri)
+    return lambda A, b: f(A, b, req)
 
 
 def bench(n, reps, mesh):
@@ -57,13 +68,27 @@ def bench(n, reps, mesh):
     _, gb = g(A, b)
     x = f(A, b)
     err = float(jnp.linalg.norm(A @ gb - 2 * x) / jnp.linalg.norm(2 * x))
-    out.append(row(f"potrs x, jaxmg, {mesh.size} dev", median_time(f, A, b, reps=reps),
-                   median_time(g, A, b, reps=reps), err))
+    t_primal = median_time(f, A, b, reps=reps)
+    out.append(row(f"potrs x, jaxmg, {mesh.size} dev", t_primal,
+                   median_time(g, A, b, reps=reps), err, ffi_calls(g, A, b)))
+    old = refactoring(mesh, A, b, False)
+    g = jax.jit(jax.grad(lambda A, b: jnp.sum(old(A, b)[0] ** 2), argnums=(0, 1)))
+    _, gb = g(A, b)
+    err = float(jnp.linalg.norm(A @ gb - 2 * x) / jnp.linalg.norm(2 * x))
+    out.append(row("potrs x, jaxmg, refactoring", t_primal, median_time(g, A, b, reps=reps), err,
+                   ffi_calls(g, A, b)))
     f, g = jax.jit(logdet), jax.jit(jax.grad(logdet))
     G = g(A, b)
     err = float(jnp.linalg.norm(A @ G[:, :8] - jnp.eye(n)[:, :8]))
-    out.append(row(f"potrs logdet, jaxmg, {mesh.size} dev", median_time(f, A, b, reps=reps),
-                   median_time(g, A, b, reps=reps), err))
+    t_primal = median_time(f, A, b, reps=reps)
+    out.append(row(f"potrs logdet, jaxmg, {mesh.size} dev", t_primal,
+                   median_time(g, A, b, reps=reps), err, ffi_calls(g, A, b)))
+    old = refactoring(mesh, A, b, True)
+    g = jax.jit(jax.grad(lambda A, b: old(A, b)[2]))
+    G = g(A, b)
+    err = float(jnp.linalg.norm(A @ G[:, :8] - jnp.eye(n)[:, :8]))
+    out.append(row("potrs logdet, jaxmg, refactoring", t_primal, median_time(g, A, b, reps=reps),
+                   err, ffi_calls(g, A, b)))
     dev = jax.devices()[0]
     one = jax.sharding.SingleDeviceSharding(dev)
     A1, b1 = spd(n, jax.random.key(n), one), jax.device_put(np.asarray(b), dev)
@@ -75,7 +100,7 @@ def bench(n, reps, mesh):
         out.append(row("cho_solve x, jnp, 1 dev", median_time(f, A1, b1, reps=reps),
                        median_time(g, A1, b1, reps=reps), err))
     except Exception as e:  # one device may not hold A and its cotangent
-        out.append(f"| cho_solve x, jnp, 1 dev | {type(e).__name__} | | | |")
+        out.append(f"| cho_solve x, jnp, 1 dev | {type(e).__name__} | | | | |")
     return out
 
 
@@ -85,10 +110,10 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     args = p.parse_args()
     mesh = jax.make_mesh((jax.device_count(),), ("x",))
-    print("| case | primal s | grad s | grad / primal | check |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| case | primal s | grad s | grad / primal | check | calls in grad |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for n in (int(s) for s in args.sizes.split(",")):
-        print(f"| N = {n} | | | | |")
+        print(f"| N = {n} | | | | | |")
         for line in bench(n, args.reps, mesh):
             print(line, flush=True)
 

@@ -10,6 +10,10 @@ int jmg_host_potrs(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_potri(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_syevd_workspace(const jmg_job* job, int64_t* bytes, char* err);
 int jmg_host_syevd(jmg_job* job, jmg_result* res, char* err);
+/* Factor reuse (host_sym.c): the factor stays in the cyclic tiles. */
+int jmg_host_chol_factor(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_chol_solve(jmg_job* job, jmg_result* res, char* err);
+int jmg_host_chol_inverse(jmg_job* job, jmg_result* res, char* err);
 
 /* The general ops (host_general.c), on the gathered matrix. */
 int jmg_host_general_workspace(const jmg_job* job, int64_t* bytes, char* err);

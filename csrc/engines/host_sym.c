@@ -1,5 +1,5 @@
-/* host_sym.c - potrs, potri and syevd on the host, following the GPU data
- * path on purpose: the leader moves the shards into the block-cyclic
+/* host_sym.c - potrs, potri, syevd and the factor-reuse ops (chol_*) on
+ * the host, following the GPU data path on purpose: the leader moves the shards into the block-cyclic
  * layout in place (the same plan the GPU engine runs with peer copies),
  * assembles E from the cyclic tiles, calls LAPACK, writes the results back
  * into the cyclic tiles and moves them back. The assembly costs one host
@@ -148,6 +148,47 @@ static int potri_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
   return 0;
 }
 
+/* ---- factor reuse: the factor op, then solves and the inverse from it ---- */
+
+static int factor_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
+  la_potrf* potrf = (la_potrf*)jmg_la_get(JMG_LA_POTRF, job->dtype, err);
+  if (!potrf) return -1;
+  int info = 0;
+  char uplo = 'L';
+  potrf(&uplo, &n, g, &n, &info);
+  res->scalar[0] = NAN;
+  if (info == 0) res->scalar[0] = chol_logdet(job->dtype, g, n);
+  /* A failed factor is NaN: every solve and inverse from it is NaN too. */
+  else jmg_host_fill_nan(job->dtype, g, (int64_t)n * n);
+  res->info = info;
+  return 0;
+}
+
+static int solve_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
+  la_potrs* potrs = (la_potrs*)jmg_la_get(JMG_LA_POTRS, job->dtype, err);
+  if (!potrs) return -1;
+  if (jmg_host_fits_int(job->nrhs, "right-hand sides", job, err)) return -1;
+  int nrhs = (int)job->nrhs, info = 0;
+  char uplo = 'L';
+  void* x = job->parties[0].b;
+  potrs(&uplo, &n, &nrhs, g, &n, x, &n, &info);
+  jmg_host_broadcast(job, 1, x, (size_t)n * (size_t)nrhs * jmg_dtype_size(job->dtype));
+  res->info = info;
+  return 0;
+}
+
+static int inverse_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
+  la_potrf* potri = (la_potrf*)jmg_la_get(JMG_LA_POTRI, job->dtype, err); /* potrf's signature */
+  if (!potri) return -1;
+  int info = 0;
+  char uplo = 'L';
+  potri(&uplo, &n, g, &n, &info);
+  if (info == 0) mirror_lower(job->dtype, g, n);
+  else jmg_host_fill_nan(job->dtype, g, (int64_t)n * n);
+  res->info = info;
+  return 0;
+}
+
 /* LAPACK's documented workspace sizes for syevd/heevd (jobz 'V'), which
  * the query computes in int and would overflow. */
 static void evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork) {
@@ -229,9 +270,23 @@ static int syevd_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
   return 0;
 }
 
-/* Moves A into the cyclic layout, assembles it, runs fn on it and, where
- * the op returns a matrix in A (back != 0), moves the result back. */
-static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, int back) {
+/* Where on_square finds A and leaves its result. A Cholesky factor
+ * (chol_factor) stays in the cyclic tiles, as the GPU engine keeps its
+ * own in cuSolverMg's layout: the solves read it there and leave it. */
+typedef enum {
+  IN_CALLER = 0, /* A in the caller's layout: moved into the cyclic one first */
+  IN_CYCLIC = 1, /* already cyclic (a factor) */
+} square_in;
+typedef enum {
+  OUT_NONE = 0,   /* A's shards are scratch (or, IN_CYCLIC, read only) */
+  OUT_CYCLIC = 1, /* the result written into the cyclic tiles */
+  OUT_CALLER = 2, /* ... and moved back into the caller's layout */
+} square_out;
+
+/* Assembles A from its tiles (moved there first where `in` says), runs fn
+ * on it and writes the result back as `out` says. */
+static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, square_in in,
+                     square_out out) {
   if (jmg_host_fits_int(job->n, "n", job, err)) return -1;
   int n = (int)job->n;
   char* g = jmg_host_alloc(job->n * job->n, jmg_dtype_size(job->dtype));
@@ -240,27 +295,37 @@ static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, in
              (long long)job->n);
     return -1;
   }
-  int rc = move_layout(job, 1, err);
+  int rc = in == IN_CALLER ? move_layout(job, 1, err) : 0;
   if (rc == 0) {
     tiles_to_matrix(job, g, 1);
     rc = fn(job, g, n, res, err);
   }
-  if (rc == 0 && back) {
-    tiles_to_matrix(job, g, 0);
-    rc = move_layout(job, 0, err);
-  }
+  if (rc == 0 && out != OUT_NONE) tiles_to_matrix(job, g, 0);
+  if (rc == 0 && out == OUT_CALLER) rc = move_layout(job, 0, err);
   free(g);
   return rc;
 }
 
 int jmg_host_potrs(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, potrs_on, 0); /* A is left as scratch */
+  return on_square(job, res, err, potrs_on, IN_CALLER, OUT_NONE); /* A is left as scratch */
 }
 
 int jmg_host_potri(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, potri_on, 1);
+  return on_square(job, res, err, potri_on, IN_CALLER, OUT_CALLER);
 }
 
 int jmg_host_syevd(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, syevd_on, 1);
+  return on_square(job, res, err, syevd_on, IN_CALLER, OUT_CALLER);
+}
+
+int jmg_host_chol_factor(jmg_job* job, jmg_result* res, char* err) {
+  return on_square(job, res, err, factor_on, IN_CALLER, OUT_CYCLIC);
+}
+
+int jmg_host_chol_solve(jmg_job* job, jmg_result* res, char* err) {
+  return on_square(job, res, err, solve_on, IN_CYCLIC, OUT_NONE);
+}
+
+int jmg_host_chol_inverse(jmg_job* job, jmg_result* res, char* err) {
+  return on_square(job, res, err, inverse_on, IN_CYCLIC, OUT_CALLER);
 }

@@ -1,7 +1,8 @@
 /* op_table.c - the rows of op_table.h.
  *
  * Slots: 0 is A's shard, which every op takes and returns in place (the
- * result the engine writes there, or scratch); 1 holds right-hand sides,
+ * result the engine writes there, or scratch), except chol_solve, which
+ * only reads the factor there; 1 holds right-hand sides,
  * solutions and N x N results; 2 eigen/singular values; 3 what fits
  * nowhere else (gesvd's U, the least-squares right-hand sides). Square
  * results travel row-major when the engine's column-major view of them is
@@ -28,12 +29,17 @@
 #define A_WORK {"a", "LN", 'A', 0, 0, 0}
 #define WHERE {"where", "2", 'I', JMG_SLOT_WHERE, -1, 0}
 #define STATUS {"status", "", 'I', JMG_SLOT_STATUS, -1, 0}
+#define LOGDET {"logdet", "", 'R', JMG_SLOT_SCALAR, -1, 0}
+/* A Cholesky factor made by chol_factor: A's shard shape and dtype, its
+ * contents the engine's own (its layout, for the same tile, nparties and
+ * dispatch only). The solve reads it and leaves it as it is, so that one
+ * factor serves any number of solves. */
+#define FACTOR_ARG {"factor", "LN", 'A', 0, -1, IN}
 
 const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     [JMG_POTRS] = {"potrs", SQ, 3, 4,
                    {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
-                   {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS,
-                    {"logdet", "", 'R', JMG_SLOT_SCALAR, -1, 0}},
+                   {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS, LOGDET},
                    {NULL}},
     [JMG_POTRI] = {"potri", SQ, 2, 2, {A_ARG, WHERE}, {A_RET, STATUS}, {NULL}},
     [JMG_SYEVD] = {"syevd", SQ, 2, 3, {A_ARG, WHERE},
@@ -56,6 +62,16 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     /* attr: H's rows (0 or N). */
     [JMG_POLAR] = {"polar", ANY, 2, 3, {A_ARG, WHERE},
                    {A_RET, {"h", "aN", 'A', 1, -1, OUT}, STATUS}, {"hrows", "mrows"}},
+    /* Factor reuse (a derivative's solves after the primal's factorization):
+     * the factor in place of A (OUT: across processes it comes back), a
+     * solve with it (x aliases b, as potrs's), and the inverse from it
+     * (both triangles, as potri's) in the factor's buffer. */
+    [JMG_CHOL_FACTOR] = {"chol_factor", SQ, 2, 3, {A_ARG, WHERE}, {A_RET, STATUS, LOGDET}, {NULL}},
+    [JMG_CHOL_SOLVE] = {"chol_solve", SQ, 3, 2,
+                        {FACTOR_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
+                        {{"x", "NK", 'A', 1, 1, OUT | COL}, STATUS}, {NULL}},
+    [JMG_CHOL_INVERSE] = {"chol_inverse", SQ, 2, 2, {FACTOR_ARG, WHERE},
+                          {{"inv", "LN", 'A', 0, 0, OUT}, STATUS}, {NULL}},
 };
 
 const jmg_op_row* jmg_op_row_of(jmg_op op) {

@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
 from jax.sharding import PartitionSpec as P
 
 from . import _batching, _shard
@@ -280,12 +282,17 @@ def _hpd_solve(core, A, b, lay: Layout):
     )
 
 
-def potrs(core, lay: Layout):
+def potrs(core, lay: Layout, factored=None):
     """Differentiable x, status = potrs(A, b). Costs: forward mode one more
     solve with A per tangent; reverse mode one solve with A (for complex A
     on conjugated right-hand sides, see _solve_fns) and the rank-K product
-    -(y x^H + x y^H) / 2 for A's cotangent, computed in A's layout."""
+    -(y x^H + x y^H) / 2 for A's cotangent, computed in A's layout.
+    factored (a Factored): the derivative factors A once and every solve
+    of the JVP and its transpose reuses that factor (_potrs_factored);
+    without it, each solve is the core again (a factorization each)."""
     core = _batching.potrs(core)
+    if factored is not None:
+        return _potrs_factored(core, lay, factored)
 
     def f(A, b):
         x, (status,) = _hpd_solve(core, A, b, lay)
@@ -315,13 +322,162 @@ def potri(core, lay: Layout):
     return f
 
 
-def potrs_logdet(core, potri_core, lay: Layout):
+# ---------------------------------------------------------------------------
+# factor reuse: one Cholesky factorization shared by the primal and every
+# solve of its derivatives
+
+
+class Factored(NamedTuple):
+    """The engine's factor ops for one matrix, statics closed over (a
+    factor is valid only with the statics it was made with):
+
+        factor(A) -> (F, fstatus, logdet)     F opaque, A's rows
+        solve(F, fstatus, b) -> (x, status)   x = sym(A)^-1 b, b's layout
+        inverse(F, fstatus) -> (inv, status)  sym(A)^-1 in A's layout
+
+    A failed factor (fstatus != 0) gives NaN solves and inverse with that
+    status; a non-finite b gives status -1."""
+
+    factor: Callable
+    solve: Callable
+    inverse: Callable
+
+
+def _batched_solve(solve):
+    """solve(F, fstatus, b) under vmap: a batch over b alone folds into b's
+    columns (one solve with the one factor, never copied per element); a
+    batch of factors goes to the op's own batching rule."""
+
+    @custom_vmap
+    def s(F, fstatus, b):
+        return solve(F, fstatus, b)
+
+    @s.def_vmap
+    def rule(axis_size, in_batched, F, fstatus, b):
+        f_bat, s_bat, _ = in_batched
+        if not (f_bat or s_bat):
+            nb, n, tail = b.shape[0], b.shape[1], b.shape[2:]
+            x, status = s(F, fstatus, jnp.moveaxis(b, 0, 1).reshape(n, -1))
+            return (jnp.moveaxis(x.reshape((n, nb) + tail), 1, 0), status), (True, False)
+        axes = tuple(0 if bat else None for bat in in_batched)
+        return jax.vmap(solve, in_axes=axes)(F, fstatus, b), (True, True)
+
+    return s
+
+
+def _factor_solve(fac: Factored, F, fstatus, A, b, lay: Layout):
+    """x = sym(A)^-1 b by solves with A's factor F, differentiable in A and
+    b as _hpd_solve: F is a constant of custom_linear_solve's solve, which
+    JAX never differentiates; the derivative goes through sym(A) (matvec).
+    Returns (x, (status,))."""
+    solve = _batched_solve(fac.solve)
+    solve_fn, tsolve = _solve_fns(_with_aux(lambda _, r: solve(F, fstatus, r)), A, lay)
+    return jax.lax.custom_linear_solve(
+        lambda v: symmul(A, v, lay), b, solve_fn, tsolve, has_aux=True
+    )
+
+
+def _factor_of(fac: Factored, A):
+    """A's factor, made from A's value only: its solves are constants of
+    the derivative (no rule is needed for, or given to, the factor op)."""
+    return fac.factor(jax.lax.stop_gradient(A))
+
+
+def _potrs_factored(core, lay: Layout, fac: Factored):
+    """potrs's rule with one factorization: the primal alone is core (the
+    fused potrs, one rendezvous); its JVP factors A once, solves the primal
+    and the tangent with that factor, and its transpose (reverse mode) is
+    one more solve with it. grad costs N^3/3 + O(N^2 K) instead of twice
+    N^3/3. Higher orders differentiate the solves through sym(A)."""
+
+    @jax.custom_jvp
+    def f(A, b):
+        return core(A, b)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A, b), (dA, db) = primals, tangents
+        F, fstatus, _ = _factor_of(fac, A)
+        x, (status,) = _factor_solve(fac, F, fstatus, A, b, lay)
+        dx, _ = _factor_solve(fac, F, fstatus, A, db - symmul(keep(dA, lay), x, lay), lay)
+        return (x, status), (dx, _float0_zeros(status))
+
+    return f
+
+
+def _inverse_from(fac: Factored, lay: Layout):
+    """inv(A, F, fstatus) = sym(A)^-1 from A's factor F, differentiable in
+    A as potri's rule (-inv sym(dA) inv; F, made from A's value, is not
+    differentiated)."""
+
+    @jax.custom_jvp
+    def inv(A, F, fstatus):
+        return fac.inverse(F, fstatus)[0]
+
+    @inv.defjvp
+    def inv_jvp(primals, tangents):
+        A, F, fstatus = primals
+        X = inv(A, F, fstatus)
+        s = hermitian_part(keep(tangents[0], lay), lay)
+        return X, keep(-matmul(X, matmul(s, X, lay), lay), lay)
+
+    return inv
+
+
+def _tr_inv(inv, dA, lay: Layout, like_logdet):
+    """d logdet = Re tr(A^-1 dA) = Re sum(conj(A^-1) * dA) (A^-1 Hermitian):
+    an elementwise product of row-sharded matrices, one scalar all-reduce."""
+    d = jnp.real(jnp.sum(_conj(inv) * dA))
+    if lay.per_shard:
+        d = jax.lax.psum(d, lay.axes)
+    return jnp.reshape(d, jnp.shape(like_logdet)).astype(like_logdet.dtype)
+
+
+def _logdet_factored(core, lay: Layout, fac: Factored):
+    """potrs_logdet's rule with one factorization: the JVP factors A once
+    (which gives logdet too), solves with that factor as _potrs_factored,
+    and takes logdet's derivative from the inverse computed from the same
+    factor (one chol_inverse instead of a potri: no second potrf)."""
+    inverse = _inverse_from(fac, lay)
+
+    @jax.custom_jvp
+    def logdet_of(A, F, fstatus, logdet):
+        return logdet
+
+    @logdet_of.defjvp
+    def logdet_jvp(primals, tangents):
+        A, F, fstatus, logdet = primals
+        return logdet, _tr_inv(inverse(A, F, fstatus), keep(tangents[0], lay), lay, logdet)
+
+    @jax.custom_jvp
+    def f(A, b):
+        return core(A, b)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        (A, b), (dA, db) = primals, tangents
+        F, fstatus, logdet = _factor_of(fac, A)
+        dA = keep(dA, lay)
+        x, (status,) = _factor_solve(fac, F, fstatus, A, b, lay)
+        dx, _ = _factor_solve(fac, F, fstatus, A, db - symmul(dA, x, lay), lay)
+        # logdet as a function of A (for higher orders); its tangent from the inverse
+        logdet = logdet_of(A, F, fstatus, logdet)
+        d_logdet = _tr_inv(inverse(A, F, fstatus), dA, lay, logdet)
+        return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
+
+    return f
+
+
+def potrs_logdet(core, potri_core, lay: Layout, factored=None):
     """Differentiable x, logdet, status = potrs(A, b, return_logdet=True).
     d logdet = Re tr(A^-1 dA) = Re sum(conj(A^-1) * dA) (A^-1 Hermitian),
     an elementwise product of two row-sharded matrices and one all-reduce
-    of a scalar; A^-1 comes from one potri (another factorization: the
-    engine does not keep the primal's Cholesky factor)."""
+    of a scalar. factored (a Factored): A^-1 comes from the factor that
+    the derivative's solves use (_logdet_factored); without it, from one
+    potri (another factorization)."""
     core = _batching.potrs(core)
+    if factored is not None:
+        return _logdet_factored(core, lay, factored)
     inverse = potri(potri_core, lay)
 
     @jax.custom_jvp
@@ -484,16 +640,18 @@ def _with_opt(req, name, value):
     return _replace(req, opts=opts)
 
 
-def differentiable(op: str, core, potri_core=None):
+def differentiable(op: str, core, potri_core=None, factored=None):
     """A core of _ops (`core(*arrays, req)`) with the same signature and
     outputs, differentiable and batchable. potrs with the request option
     logdet needs potri_core (the potri core, same convention) for logdet's
-    derivative."""
+    derivative. factored(req) -> Factored or None: potrs's factor ops for
+    the request (None: the rules that refactor)."""
     if op == "potrs":
         def f(A, b, req):
             lay = layout_of(req)
+            fac = factored(req) if factored is not None else None
             if not req.opt("logdet", False):
-                x, status = potrs(lambda A, b: core(A, b, req)[:2], lay)(A, b)
+                x, status = potrs(lambda A, b: core(A, b, req)[:2], lay, fac)(A, b)
                 return x, status, None
             inv_req = _replace(req, op="potri", b_spec=None, b_vector=False, opts=())
 
@@ -502,7 +660,7 @@ def differentiable(op: str, core, potri_core=None):
                 return x, logdet, status
 
             x, logdet, status = potrs_logdet(
-                reordered, lambda A: potri_core(A, inv_req), lay)(A, b)
+                reordered, lambda A: potri_core(A, inv_req), lay, fac)(A, b)
             return x, status, logdet
     elif op == "potri":
         def f(A, req):
@@ -521,18 +679,19 @@ def differentiable(op: str, core, potri_core=None):
     return f
 
 
-def differentiable_local(op: str, body, axes, potri_body=None):
+def differentiable_local(op: str, body, axes, potri_body=None, factored=None):
     """The per-shard form (inside the caller's shard_map), for the bodies of
     the *_shardmap_ctx functions with their statics closed over:
     potrs: body(a, b) -> (x, status, logdet or None) [potri_body(a) ->
-    (inv, status), given exactly when logdet is wanted]; potri: body(a)
+    (inv, status), given exactly when logdet is wanted; factored: the
+    per-shard Factored, or None to refactor]; potri: body(a)
     -> (inv, status), this device's rows; syevd: body(a) -> (w, V,
     status) with V in rows (N/P, N). axes: the resolved solve axes."""
     lay = Layout(tuple(axes))
     if op == "potrs":
         if potri_body is None:
             def f(a, b):
-                x, status = potrs(lambda a, b: body(a, b)[:2], lay)(a, b)
+                x, status = potrs(lambda a, b: body(a, b)[:2], lay, factored)(a, b)
                 return x, status, None
             return f
 
@@ -540,7 +699,7 @@ def differentiable_local(op: str, body, axes, potri_body=None):
             x, status, logdet = body(a, b)
             return x, logdet, status
 
-        g = potrs_logdet(reordered, potri_body, lay)
+        g = potrs_logdet(reordered, potri_body, lay, factored)
         return lambda a, b: (lambda x, ld, st: (x, st, ld))(*g(a, b))
     if op == "potri":
         return potri(body, lay)

@@ -197,3 +197,27 @@ def polar(a, where, *, site: str, tile: int, nparties: int, dispatch: int, compu
     n = a.shape[1]
     return ffi("polar", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
                hrows=n if compute_h else 0, mrows=mrows)
+
+
+# ---- factor reuse (issue 16): one factorization, then solves and the inverse
+
+def chol_factor(a, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    """(factor, status, logdet): the engine's Cholesky factor of the padded
+    matrix in A's shard shape and dtype, OPAQUE (its contents are the
+    engine's own layout: valid only for chol_solve / chol_inverse with the
+    same tile, nparties and dispatch), NaN where status != 0."""
+    return ffi("chol_factor", a, where, site=site, tile=tile, nparties=nparties,
+               dispatch=dispatch)
+
+
+def chol_solve(factor, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    """(x, status): A x = b with chol_factor's factor (read, not changed)."""
+    return ffi("chol_solve", factor, b, where, site=site, tile=tile, nparties=nparties,
+               dispatch=dispatch)
+
+
+def chol_inverse(factor, where, *, site: str, tile: int, nparties: int, dispatch: int):
+    """(this shard's rows of A^-1, both triangles; status), written in the
+    factor's buffer (XLA copies the factor first where it is still used)."""
+    return ffi("chol_inverse", factor, where, site=site, tile=tile, nparties=nparties,
+               dispatch=dispatch)

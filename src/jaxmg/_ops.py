@@ -144,6 +144,115 @@ def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     return inv, _status(_final_status(_shard.unpad_status(status, nloc, nloc_p), bad))
 
 
+# Factor reuse (issue 16): the engine's Cholesky factor made once, then
+# any number of solves and the inverse from it (the derivative rules of
+# potrs and its logdet, _autodiff.Factored). The factor is opaque: A's
+# padded shard shape and dtype, contents in the engine's own layout, valid
+# only for the statics it was made with. The solve and inverse bodies take
+# the original shard shape (nloc, N) and the same T_A, pad, axes and
+# dispatch, and _setup derives the same tile, padding and solver from
+# them (a pure function of those statics and the platform); the factor's
+# shape is checked against that plan.
+
+
+def _chol_factor_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """(factor (nloc_p, P nloc_p), status (1,), logdet (1,)) for one shard:
+    status and logdet as potrs's (0 / failing minor / -1 non-finite)."""
+    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
+        a, axis_name, T_A, pad, "potrs", dispatch
+    )
+    bad = _nonfinite(axes, a)
+    a = _sanitised(a, bad, where[0])
+    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    fac, status, logdet = _calls.chol_factor(
+        a_p, where, site=_shard.new_site("chol_factor"), tile=tile, nparties=nparties,
+        dispatch=solver,
+    )
+    status = _final_status(_shard.unpad_status(status, nloc, nloc_p), bad)
+    return fac, _status(status), _nan_where(bad, jnp.asarray(logdet).reshape(1))
+
+
+def _factor_setup(factor, shard, T_A, pad, axis_name, dispatch):
+    """_setup for a call on a factor made from a shard of shape `shard`."""
+    out = _setup(jax.ShapeDtypeStruct(tuple(shard), factor.dtype), axis_name, T_A, pad, "potrs",
+                 dispatch)
+    nparties, nloc_p = out[1], out[3]
+    if tuple(factor.shape) != (nloc_p, nparties * nloc_p):
+        raise ValueError(
+            f"jaxmg: a Cholesky factor of shape {tuple(factor.shape)} does not fit a {shard} "
+            f"shard with these statics (expected {(nloc_p, nparties * nloc_p)}): a factor is "
+            "valid only with the tile, padding, axes and dispatch it was made with"
+        )
+    return out
+
+
+def _factor_failed(fstatus):
+    fst = jnp.reshape(jnp.asarray(fstatus), ()).astype(jnp.int32)
+    return fst, fst != 0
+
+
+def _chol_solve_local(factor, fstatus, b, shard, T_A, pad=True, axis_name=None,
+                      dispatch="auto"):
+    """(x, status (1,)): A x = b (b replicated) with the factor of A that
+    _chol_factor_local made from a `shard`-shaped shard with these statics.
+    A failed factor (fstatus != 0) gives NaN and fstatus; non-finite b, -1."""
+    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _factor_setup(
+        factor, shard, T_A, pad, axis_name, dispatch
+    )
+    _, vector = v.rhs(b, shard[1], dt)
+    b2 = b[:, None] if vector else b
+    bad = _nonfinite(axes, b2)
+    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    if _shard.is_complex(dt):
+        b_p = jnp.conj(b_p)  # the engine solves conj(A) y = conj(b), as potrs's
+    x, status = _calls.chol_solve(
+        factor, b_p, where, site=_shard.new_site("chol_solve"), tile=tile, nparties=nparties,
+        dispatch=solver,
+    )
+    x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
+    if _shard.is_complex(dt):
+        x = jnp.conj(x)
+    fst, failed = _factor_failed(fstatus)
+    x = _nan_where(bad | failed, x)
+    status = _final_status(jnp.where(failed, fst, jnp.asarray(status, jnp.int32)), bad)
+    return (x[:, 0] if vector else x), _status(status)
+
+
+def _chol_inverse_local(factor, fstatus, shard, T_A, pad=True, axis_name=None, dispatch="auto"):
+    """(this device's rows of A^-1, both triangles; status (1,)) from the
+    factor, as _chol_solve_local."""
+    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _factor_setup(
+        factor, shard, T_A, pad, axis_name, dispatch
+    )
+    inv, status = _calls.chol_inverse(
+        factor, where, site=_shard.new_site("chol_inverse"), tile=tile, nparties=nparties,
+        dispatch=solver,
+    )
+    fst, failed = _factor_failed(fstatus)
+    inv = _nan_where(failed, _shard.unpad_shard(inv, nparties, nloc, nloc_p))
+    return inv, _status(jnp.where(failed, fst, jnp.asarray(status, jnp.int32)))
+
+
+def _factor_path_open(platform: str) -> bool:
+    """Whether the factor ops may run here: not on GPUs across processes,
+    where the cuSolverMg engine's share step carries potrs/potri/syevd's
+    buffers only (ops/handle.c refuses other ops there); those keep the
+    rules that refactor."""
+    return not (_multiproc.active() and platform == "gpu")
+
+
+def _local_factored(shard, T_A, pad, axis_name, dispatch):
+    """_autodiff.Factored for a shard of shape `shard` inside the caller's
+    shard_map, or None where the factor path is closed."""
+    if not _factor_path_open(_library.current_platform()):
+        return None
+    return _autodiff.Factored(
+        factor=lambda a: _chol_factor_local(a, T_A, pad, axis_name, dispatch),
+        solve=lambda F, s, b: _chol_solve_local(F, s, b, shard, T_A, pad, axis_name, dispatch),
+        inverse=lambda F, s: _chol_inverse_local(F, s, shard, T_A, pad, axis_name, dispatch),
+    )
+
+
 def _pad_value(a, axes):
     """A diagonal value for the pad block above every eigenvalue of A, with
     a gap of the order of ||A||: the pad eigenpairs then sort last and stay
@@ -277,6 +386,63 @@ def _core_potri(A, req):
     return _request.to_matrix_layout(_unpad_global(inv, req, n1), req), status[0]
 
 
+def _factor_shard(req):
+    """The shard shape the mesh-level factor is made from (A padded to n1)."""
+    n1 = _padded_n(req)
+    return (n1 // req.nparties, n1)
+
+
+def _factor_statics(req):
+    return dict(T_A=req.tile, pad=req.pad, axis_name=req.axes, dispatch=req.dispatch)
+
+
+def _core_chol_factor(A, req):
+    """Global (factor, status, logdet): the factor opaque, in rows over the
+    solve axes ((P nloc_p) x (P nloc_p): the engine's padded shards)."""
+    n, n1 = req.n, _padded_n(req)
+    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    body = functools.partial(_chol_factor_local, **_factor_statics(req))
+    fac, status, logdet = _shard_map(body, req, (req.row_spec,),
+                                     (req.row_spec, P(None), P(None)))(A)
+    return fac, status[0], logdet[0]
+
+
+def _core_chol_solve(F, fstatus, b, req):
+    """Global (x in b's shape and layout, status) with _core_chol_factor's
+    factor of the same request's A."""
+    n, n1 = req.n, _padded_n(req)
+    b2 = b[:, None] if b.ndim == 1 else b
+    b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
+    body = functools.partial(_chol_solve_local, shard=_factor_shard(req), **_factor_statics(req))
+    x, status = _shard_map(body, req, (req.row_spec, P(), REP), (REP, P(None)))(F, fstatus, b2)
+    x = x[:n]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+
+
+def _core_chol_inverse(F, fstatus, req):
+    """Global (A^-1 in A's layout, status) from the factor."""
+    n1 = _padded_n(req)
+    body = functools.partial(_chol_inverse_local, shard=_factor_shard(req),
+                             **_factor_statics(req))
+    inv, status = _shard_map(body, req, (req.row_spec, P()), (req.row_spec, P(None)))(F, fstatus)
+    return _request.to_matrix_layout(_unpad_global(inv, req, n1), req), status[0]
+
+
+def _factored(req):
+    """_autodiff.Factored for a mesh-level potrs request, or None where its
+    derivatives keep refactoring: the cuSOLVERMp route (issue 17: no factor
+    ops there) and GPUs across processes (_factor_path_open)."""
+    if _mp_route.takes("potrs", req.mesh, req.axes, req.dispatch, req.shape[1]):
+        return None
+    if not _factor_path_open(_mp_route._platform(req.mesh)):
+        return None
+    return _autodiff.Factored(
+        factor=lambda A: _core_chol_factor(A, req),
+        solve=lambda F, s, b: _core_chol_solve(F, s, b, req),
+        inverse=lambda F, s: _core_chol_inverse(F, s, req),
+    )
+
+
 def _core_syevd(A, req):
     """Global (w, V in A's layout or None, status)."""
     if (r := _mp_route.route("syevd", req, A)) is not None:
@@ -312,7 +478,8 @@ def _entry(op, req):
 @functools.lru_cache(maxsize=None)
 def _entry_for(op):
     # cached: _request.run caches its jit per (function, request)
-    return _autodiff.differentiable(op, CORES[op], CORES["potri"])
+    return _autodiff.differentiable(op, CORES[op], CORES["potri"],
+                                    factored=_factored if op == "potrs" else None)
 
 
 # ---------------------------------------------------------------------------
@@ -466,8 +633,9 @@ def _potrs_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", *,
     def potri_body(a):
         return _potri_local(a, T_A, pad, axis_name, dispatch)
 
+    factored = _local_factored(a.shape, T_A, pad, axis_name, dispatch)
     x, status, ld = _autodiff.differentiable_local(
-        "potrs", body, axes, potri_body if logdet else None)(a, b)
+        "potrs", body, axes, potri_body if logdet else None, factored)(a, b)
     return (x, ld, status) if logdet else (x, status)
 
 

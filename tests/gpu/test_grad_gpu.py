@@ -12,26 +12,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxmg
+from gpu_inputs import herm as _herm, hpd as _hpd, rand as _rand
+
 ROW, REP = P("x", None), P(None, None)
 DTYPES = [np.float64, np.complex128]
 N = 512
-
-
-def _rand(rng, shape, dtype):
-    x = rng.standard_normal(shape)
-    if np.issubdtype(dtype, np.complexfloating):
-        x = x + 1j * rng.standard_normal(shape)
-    return x.astype(dtype)
-
-
-def _hpd(rng, n, dtype):
-    x = _rand(rng, (n, n), dtype)
-    return (x @ x.conj().T / n + np.eye(n)).astype(dtype)
-
-
-def _herm(rng, n, dtype):
-    x = _rand(rng, (n, n), dtype)
-    return ((x + x.conj().T) / 2).astype(dtype)
 
 
 def _sym(A):
@@ -149,3 +134,92 @@ def test_lu_solve_shardmap_ctx_grad_gpu(gpus, dtype):
     rA, rb = jax.jit(jax.grad(ref, (0, 1)))(*_one_gpu(gpus, A, b))
     _close(gA, rA, 1e-9)
     _close(gb, rb, 1e-9)
+
+
+# ---------------------------------------------------------------------------
+# factor reuse (issue 16): one factorization per derivative
+
+
+def _ffi_calls(fn, *args):
+    import re
+
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    names = re.findall(r'custom_call_target="jaxmg_([a-z_]+)"', text)
+    return {k: names.count(k) for k in set(names)}
+
+
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_factor_ops_gpu(gpus, dtype, dispatch):
+    """The factor ops on both GPU paths against numpy: one factor, a
+    solve, the inverse and logdet from it. N = 500 with T_A = 64: shards
+    padded to whole tiles; the cuSolverMg factor is of the tile-reordered
+    matrix, which the solve and the inverse must undo."""
+    from jaxmg import _ops, _request
+
+    m = _mesh(gpus)
+    rng = np.random.default_rng(163)
+    n = 500 - 500 % len(gpus)
+    A, b = _hpd(rng, n, dtype), _rand(rng, (n, 3), dtype)
+    req = _request.normalise("potrs", A, b, T_A=64, mesh=m, specs=(ROW, REP), dispatch=dispatch)
+
+    def run(A, b):
+        F, fstatus, logdet = _ops._core_chol_factor(A, req)
+        x, s1 = _ops._core_chol_solve(F, fstatus, b, req)
+        inv, s2 = _ops._core_chol_inverse(F, fstatus, req)
+        return x, inv, logdet, jnp.stack([fstatus, s1, s2])
+
+    x, inv, logdet, status = jax.jit(run)(_rows(m, A), b)
+    assert np.all(np.asarray(status) == 0), status
+    _close(x, np.linalg.solve(A, b), 1e-10)
+    _close(inv, np.linalg.inv(A), 1e-10)
+    assert abs(float(logdet) - np.linalg.slogdet(A)[1]) <= 1e-10 * n
+
+
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
+def test_grad_factors_once_gpu(gpus, dispatch):
+    """grad of a solve and of a Gaussian-process loss: one chol_factor, no
+    second potrs, no potri; the gradients as jnp's."""
+    m = _mesh(gpus)
+    rng = np.random.default_rng(164)
+    A, b = _hpd(rng, N, np.float64), _rand(rng, (N, 1), np.float64)
+    kw = dict(dispatch=dispatch)
+
+    def gp(A, b):
+        x, logdet = jaxmg.potrs(A, b, None, m, (ROW, REP), return_logdet=True, **kw)
+        return jnp.vdot(b, x) / 2 + logdet / 2
+
+    def gp_ref(A, b):
+        S = _sym(A)
+        return jnp.vdot(b, jnp.linalg.solve(S, b)) / 2 + jnp.linalg.slogdet(S)[1] / 2
+
+    solve = lambda A, b: jnp.sum(jaxmg.potrs(A, b, None, m, (ROW, REP), **kw) ** 2)  # noqa: E731
+    Ar = _rows(m, A)
+    got = _ffi_calls(jax.grad(solve, (0, 1)), Ar, b)
+    assert got == {"chol_factor": 1, "chol_solve": 2}, got
+    got = _ffi_calls(jax.grad(gp, (0, 1)), Ar, b)
+    assert got.get("chol_factor") == 1 and got.get("chol_inverse") == 1, got
+    assert "potrs" not in got and "potri" not in got, got
+    gA, gb = jax.jit(jax.grad(gp, (0, 1)))(Ar, b)
+    rA, rb = jax.jit(jax.grad(gp_ref, (0, 1)))(*_one_gpu(gpus, A, b))
+    _close(gA, rA, 1e-9)
+    _close(gb, rb, 1e-9)
+
+
+@pytest.mark.parametrize("dispatch", ["multi", "single"])
+def test_grad_not_positive_definite_gpu(gpus, dispatch):
+    """A failing factor on the GPU: the primal's status, NaN gradients."""
+    m = _mesh(gpus)
+    rng = np.random.default_rng(165)
+    A, b = _hpd(rng, N, np.float64), _rand(rng, (N, 1), np.float64)
+    A[300, 300] = -50.0
+
+    def loss(A, b):
+        x, logdet, status = jaxmg.potrs(A, b, None, m, (ROW, REP), return_logdet=True,
+                                        return_status=True, dispatch=dispatch)
+        return jnp.sum(x ** 2) + logdet, status
+
+    _, want = jaxmg.potrs(A, b, None, m, (ROW, REP), return_status=True, dispatch=dispatch)
+    (val, status), (gA, gb) = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True))(_rows(m, A), b)
+    assert int(status) == int(want) > 0
+    assert np.isnan(float(val)) and np.all(np.isnan(np.asarray(gA))) and np.all(np.isnan(np.asarray(gb)))

@@ -283,8 +283,30 @@ def general():
                                                            **kw))
 
 
+def grads():
+    """issue 16's factor reuse across processes: grad of a Gaussian-process
+    loss (solve and logdet: chol_factor, chol_solve, chol_inverse, the
+    factor copied back to every process between the calls), f64 and c128;
+    the parent checks against jnp (test_factor_reuse.py)."""
+    import jax.numpy as jnp
+
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    for dt in (np.float64, np.complex128):
+        n = 5 * k  # shards of 5 rows, tiles of 2: padded inside every shard
+        A = spd("A", n, dt)
+        b = rng("b").standard_normal((n, 1)).astype(dt)
+
+        def loss(A, b):
+            x, logdet = jaxmg.potrs(A, b, 2, m, (row, REP), return_logdet=True)
+            return jnp.real(jnp.vdot(b, x)) / 2 + logdet / 2
+
+        g = jax.jit(jax.grad(loss, argnums=(0, 1)))
+        record(f"grad/{np.dtype(dt).name}", lambda: g(put(A, m, row), put(b, m, REP)))
+
+
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
-             "room": room, "retrace": retrace, "general": general}
+             "room": room, "retrace": retrace, "general": general, "grads": grads}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:

@@ -140,7 +140,10 @@ def test_jacobians_fold_into_one_solve(rng):
     inv = np.linalg.inv(A)
     for jac in (jax.jacfwd(f), jax.jacrev(f)):
         np.testing.assert_allclose(np.asarray(jax.jit(jac)(b)), inv, atol=1e-13)
-        assert _ffi_calls_and_loops(jac, b) == (2, 0)  # the primal's solve and one batched solve
+        # one factorization (issue 16's factor reuse), the primal's solve and one batched solve
+        assert _ffi_calls_and_loops(jac, b, target="jaxmg_chol_factor") == (1, 0)
+        assert _ffi_calls_and_loops(jac, b, target="jaxmg_chol_solve") == (2, 0)
+        assert _ffi_calls_and_loops(jac, b) == (0, 0)
     hess = jax.jit(jax.hessian(lambda b: jnp.sum(f(b) ** 2)))(b)
     np.testing.assert_allclose(np.asarray(hess), 2 * inv @ inv, atol=1e-12)
 

@@ -8,7 +8,7 @@
  * cuSolverMg's potri is not. Rank 0's workspace holds, in order:
  *   G      n x n, the gathered matrix (M read as column-major, as the
  *          engine sees it everywhere)
- *   X      potri: n x n, the identity, then the inverse
+ *   X      potri, chol_inverse: n x n, the identity, then the inverse
  *   W      syevd: n eigenvalues
  *   info   one int
  *   dwork  cuSOLVER's device workspace
@@ -55,7 +55,7 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   p->g = at;
   at += gpu_round_up(n * n * es);
   p->x = at;
-  if (job->op == JMG_POTRI) at += gpu_round_up(n * n * es);
+  if (job->op == JMG_POTRI || job->op == JMG_CHOL_INVERSE) at += gpu_round_up(n * n * es);
   p->w = at;
   if (job->op == JMG_SYEVD) at += gpu_round_up(n * (int64_t)real_size(job->dtype));
   p->info = at;
@@ -204,6 +204,67 @@ fail:;
   return -1;
 }
 
+/* ---- factor reuse: the factor of the gathered matrix G goes back into
+ * A's shards (the caller's layout, G's columns), where the solves and the
+ * inverse gather it again: an n x n copy instead of a factorization. ---- */
+
+static int dn_chol_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  dn_plan p;
+  if (plan(job, ctx, &p, err)) return -1;
+  int64_t n = job->n;
+  size_t es = jmg_dtype_size(job->dtype);
+  cudaDataType t = mg_cuda_type(job->dtype);
+  char* base = job->parties[0].work;
+  char* g = base + p.g;
+  char* x = base + p.x;
+  int* d_info = (int*)(void*)(base + p.info);
+  void* hwork = p.hwork_bytes ? malloc(p.hwork_bytes) : NULL;
+  void* outs[JMG_MAX_DEVICES];
+  int h_info = 0;
+  cudaStream_t s0 = ctx->stream[0];
+  if (p.hwork_bytes && !hwork) {
+    snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
+    return -1;
+  }
+  res->scalar[0] = NAN;
+  if (move_shards(job, ctx, g, 1, err)) goto fail;
+  CU(cudaSetDevice(ctx->dev[0]));
+  if (job->op == JMG_CHOL_FACTOR) {
+    SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, t, g, n, t,
+                            base + p.dwork, p.dwork_bytes, hwork, p.hwork_bytes, d_info));
+  } else if (job->op == JMG_CHOL_SOLVE) {
+    SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, job->nrhs, t, g, n,
+                            t, job->parties[0].b, n, d_info));
+  } else {
+    if (gpu_identity_cols(x, ctx->dev[0], job->dtype, n, 0, n, s0, err)) goto fail;
+    SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, n, t, g, n, t, x, n,
+                            d_info));
+  }
+  CU(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s0));
+  CU(cudaStreamSynchronize(s0));
+  if (job->op == JMG_CHOL_FACTOR) {
+    if (h_info == 0 && dn_logdet(job, g, &res->scalar[0], err)) goto fail;
+    /* A failed factor is NaN: every solve and inverse from it is NaN too. */
+    if (h_info != 0 && gpu_fill_nan(g, ctx->dev[0], (size_t)n * (size_t)n * es, s0, err)) goto fail;
+    CU(cudaStreamSynchronize(s0));
+    if (move_shards(job, ctx, g, 0, err)) goto fail;
+  } else if (job->op == JMG_CHOL_SOLVE) {
+    for (int r = 0; r < job->nparties; r++) outs[r] = job->parties[r].b;
+    if (gpu_broadcast(ctx, outs, job->parties[0].b, (size_t)n * (size_t)job->nrhs * es, err))
+      goto fail;
+  } else if (move_shards(job, ctx, x, 0, err)) {
+    goto fail;
+  }
+  free(hwork);
+  res->info = h_info;
+  return 0;
+fail:;
+  char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
+  gpu_sync_streams(ctx, ignored);
+  free(hwork);
+  return -1;
+}
+
 /* potrs, potri and syevd share the gather and the Cholesky/eigensolver
  * call above; the general ops are in dn_general.c. */
 const gpu_solver dn_solvers[JMG_NOPS] = {
@@ -215,4 +276,7 @@ const gpu_solver dn_solvers[JMG_NOPS] = {
     [JMG_QR] = {dn_general_workspace, dn_qr_run},
     [JMG_GESVD] = {dn_general_workspace, dn_gesvd_run},
     [JMG_POLAR] = {dn_general_workspace, dn_polar_run},
+    [JMG_CHOL_FACTOR] = {dn_solve_workspace, dn_chol_run},
+    [JMG_CHOL_SOLVE] = {dn_solve_workspace, dn_chol_run},
+    [JMG_CHOL_INVERSE] = {dn_solve_workspace, dn_chol_run},
 };

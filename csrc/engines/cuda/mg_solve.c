@@ -3,7 +3,9 @@
  * For potri and syevd the leader moves the shards into cuSolverMg's
  * block-cyclic layout in place with peer copies (independent chains run
  * concurrently, one stream per device), calls cuSolverMg (synchronous) and
- * moves the results back. potrs needs no move (see run_potrs).
+ * moves the results back. potrs needs no move (see run_potrs); nor do the
+ * factor-reuse ops, which keep potrs's factor of the tile-reordered A in
+ * A's shards (chol_factor) and solve with it or invert from it.
  *
  * cuSolverMg's solves are wrong beyond 2048 right-hand sides on more than
  * one device (cusolverMgPotrs with 4096 columns: columns >= 2048 wrong;
@@ -91,9 +93,12 @@ static void gather_ptrs(const jmg_job* job, void** a, void** b, void** work) {
   }
 }
 
+/* The ops that compute an inverse panel by panel (A X = I). */
+static int inverts(const jmg_job* job) { return job->op == JMG_POTRI || job->op == JMG_CHOL_INVERSE; }
+
 /* Columns per cuSolverMg solve. */
 static int64_t panel_width(const jmg_job* job) {
-  int64_t cols = job->op == JMG_POTRI ? job->n : job->nrhs;
+  int64_t cols = inverts(job) ? job->n : job->nrhs;
   return cols < MG_MAX_RHS ? cols : MG_MAX_RHS;
 }
 
@@ -102,17 +107,25 @@ static int64_t b_block(const jmg_job* job, int64_t width) {
   return width > job->tile ? width : job->tile;
 }
 
-/* potri's workspace, in order: X (the inverse, one n x nloc shard per
- * device, in the caller's layout), on rank 0 the identity panel, then the
- * solver's own workspace. */
+/* potri's and chol_inverse's workspace, in order: X (the inverse, one
+ * n x nloc shard per device, in the caller's layout), on rank 0 the
+ * identity panel (chol_inverse: and a tile x panel staging area for its
+ * row permutation), then the solver's own workspace. */
 static int64_t inverse_bytes(const jmg_job* job) {
-  if (job->op != JMG_POTRI) return 0;
+  if (!inverts(job)) return 0;
   return gpu_round_up(job->n * job->nloc * (int64_t)jmg_dtype_size(job->dtype));
 }
 
-static int64_t panel_bytes(const jmg_job* job, int rank) {
-  if (job->op != JMG_POTRI || rank != 0) return 0;
+static int64_t panel_only_bytes(const jmg_job* job) {
   return gpu_round_up(job->n * panel_width(job) * (int64_t)jmg_dtype_size(job->dtype));
+}
+
+static int64_t panel_bytes(const jmg_job* job, int rank) {
+  if (!inverts(job) || rank != 0) return 0;
+  int64_t stage = job->op == JMG_CHOL_INVERSE
+                      ? gpu_round_up(job->tile * panel_width(job) * (int64_t)jmg_dtype_size(job->dtype))
+                      : 0;
+  return panel_only_bytes(job) + stage;
 }
 
 /* Elements of cuSolverMg workspace per device for this job; the queries
@@ -135,13 +148,20 @@ static int solver_lwork(const jmg_job* job, mg_context* ctx, int64_t* lwork, cha
                                       CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, w,
                                       mg_cuda_real_type(job->dtype), t, &l1));
   } else {
-    SOLVER(cusolverMgPotrf_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, &l1));
+    /* chol_factor factors only; chol_solve and chol_inverse only solve. */
+    int factors = job->op != JMG_CHOL_SOLVE && job->op != JMG_CHOL_INVERSE;
+    int solves = job->op != JMG_CHOL_FACTOR;
+    if (factors)
+      SOLVER(cusolverMgPotrf_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, &l1));
     int64_t w = panel_width(job);
-    cudaLibMgMatrixDesc_t db = mg_context_desc(ctx, job->n, w, b_block(job, w), t, err);
-    if (!db) return -1;
-    /* potri's panels are not allocated yet; the query reads no data. */
-    SOLVER(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)w, a, 1, 1, da,
-                                      job->op == JMG_POTRS ? b : a, 1, 1, db, t, &l2));
+    if (solves && w > 0) {
+      cudaLibMgMatrixDesc_t db = mg_context_desc(ctx, job->n, w, b_block(job, w), t, err);
+      if (!db) return -1;
+      /* The inverse's panels are not allocated yet; the query reads no data. */
+      int has_b = job->op == JMG_POTRS || job->op == JMG_CHOL_SOLVE;
+      SOLVER(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)w, a, 1, 1, da,
+                                        has_b ? b : a, 1, 1, db, t, &l2));
+    }
   }
   *lwork = l1 > l2 ? l1 : l2;
   mg_context_lwork_put(ctx, key, *lwork);
@@ -345,62 +365,124 @@ static int permute_rhs(const jmg_job* job, mg_context* ctx, char* b, int inverse
   return 0;
 }
 
-static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
-                     jmg_result* res, char* err) {
+/* P * L bytes of host scratch for permute_rows' cycles. */
+static unsigned char* tile_marks(const jmg_job* job, char* err) {
+  unsigned char* seen = malloc((size_t)(job->nparties * (job->nloc / job->tile)) + 1);
+  if (!seen) snprintf(err, JMG_ERRLEN, "out of host memory");
+  return seen;
+}
+
+/* The factor of A' = Q^T A Q in place of A's shards: the rows of each
+ * shard permuted within its device, then potrf. *info: LAPACK's, as a row
+ * of A; *logdet: log det A (NaN when info != 0). The staging units are the
+ * heads of the workspaces, which cuSolverMg only uses once the rows are in
+ * place. */
+static int factor_reordered(const jmg_job* job, mg_context* ctx, void** a, cudaLibMgMatrixDesc_t da,
+                            void** work, int64_t lwork, unsigned char* seen, int32_t* info,
+                            double* logdet, char* err) {
+  int64_t P = job->nparties, L = job->nloc / job->tile, T = job->tile;
+  int32_t h_info = 0;
+  for (int r = 0; r < job->nparties; r++)
+    if (permute_rows(job, ctx, r, a[r], job->nloc, work[r], 0, seen, err)) return -1;
+  if (gpu_sync_streams(ctx, err)) return -1;
+  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) return -1;
+  /* log det A' = log det A: Q is a permutation. */
+  *logdet = NAN;
+  if (h_info == 0 && factor_diag(job, ctx, a, NULL, logdet, err)) return -1;
+  if (h_info > 0) {
+    /* The pivot that failed, as a row of A rather than of A'. */
+    int64_t i = h_info - 1;
+    h_info = (int32_t)(reorder(i / T, P, L) * T + i % T + 1);
+  }
+  *info = h_info;
+  return 0;
+}
+
+/* x = A^-1 b with A' = Q^T A Q factored in a: b' = Q^T b, the solves in
+ * panels, x = Q x', x on every party. *info != 0 on entry (a failed
+ * factor): x is NaN; on return the solver's info. */
+static int solve_reordered(const jmg_job* job, mg_context* ctx, void** a, cudaLibMgMatrixDesc_t da,
+                           void** work, int64_t lwork, unsigned char* seen, int32_t* info,
+                           char* err) {
   void* b[JMG_MAX_DEVICES];
   gather_ptrs(job, NULL, b, NULL);
   size_t es = jmg_dtype_size(job->dtype);
-  int32_t h_info = 0;
-  int64_t P = job->nparties, L = job->nloc / job->tile;
-  unsigned char* seen = malloc((size_t)(P * L));
-  if (!seen) {
-    snprintf(err, JMG_ERRLEN, "out of host memory");
-    return -1;
-  }
-  /* The staging units are the heads of the workspaces, which cuSolverMg
-   * only uses once the rows are in place. */
-  double t0 = jmg_clock_now();
-  for (int r = 0; r < job->nparties; r++)
-    if (permute_rows(job, ctx, r, a[r], job->nloc, work[r], 0, seen, err)) goto fail;
-  if (permute_rhs(job, ctx, b[0], 0, seen, err) || gpu_sync_streams(ctx, err)) goto fail;
-  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
-  if (!da) goto fail;
-  double t1 = jmg_clock_now();
-  if (potrf(job, ctx, a, da, work, lwork, &h_info, err)) goto fail;
-  double t2 = jmg_clock_now();
-  /* log det A' = log det A: Q is a permutation. */
-  res->scalar[0] = NAN;
-  if (h_info == 0 && factor_diag(job, ctx, a, NULL, &res->scalar[0], err)) goto fail;
-  if (h_info > 0) {
-    /* The pivot that failed, as a row of A rather than of A'. */
-    int64_t i = h_info - 1, T = job->tile;
-    h_info = (int32_t)(reorder(i / T, P, L) * T + i % T + 1);
-  }
   size_t xbytes = (size_t)job->n * (size_t)job->nrhs * es;
+  int32_t h_info = *info;
   if (h_info == 0) {
+    if (permute_rhs(job, ctx, b[0], 0, seen, err) || gpu_sync_streams(ctx, err)) return -1;
     int64_t pw = panel_width(job);
     for (int64_t c0 = 0; c0 < job->nrhs && h_info == 0; c0 += pw) {
       int64_t w = job->nrhs - c0 < pw ? job->nrhs - c0 : pw;
       void* b0 = (char*)b[0] + (size_t)c0 * (size_t)job->n * es;
-      if (solve_panel(job, ctx, a, da, b0, b, w, work, lwork, &h_info, err)) goto fail;
+      if (solve_panel(job, ctx, a, da, b0, b, w, work, lwork, &h_info, err)) return -1;
     }
+    if (h_info == 0 && permute_rhs(job, ctx, b[0], 1, seen, err)) return -1;
   } else if (gpu_fill_nan(b[0], ctx->dev[0], xbytes, ctx->stream[0], err)) {
-    goto fail;
+    return -1;
   }
-  double t3 = jmg_clock_now();
-  if (h_info == 0 && permute_rhs(job, ctx, b[0], 1, seen, err)) goto fail;
   CU(cudaStreamSynchronize(ctx->stream[0]));
-  free(seen);
-  res->info = h_info;
-  if (h_info != 0) res->scalar[0] = NAN;
-  int rc = gpu_broadcast(ctx, b, b[0], xbytes, err);
-  /* Where the time goes next to the raw engine (bench/README.md). */
-  jmg_trace(2, "potrs engine: reorder %.2f ms, potrf %.2f ms, solve %.2f ms, x back and out %.2f ms",
-            1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2), 1e3 * (jmg_clock_now() - t3));
-  return rc;
+  *info = h_info;
+  return gpu_broadcast(ctx, b, b[0], xbytes, err);
 fail:
-  free(seen);
   return -1;
+}
+
+static int run_potrs(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                     jmg_result* res, char* err) {
+  unsigned char* seen = tile_marks(job, err);
+  if (!seen) return -1;
+  int32_t info = 0;
+  double t0 = jmg_clock_now(), t1 = t0;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  int rc = !da || factor_reordered(job, ctx, a, da, work, lwork, seen, &info, &res->scalar[0], err);
+  if (rc == 0) {
+    t1 = jmg_clock_now();
+    rc = solve_reordered(job, ctx, a, da, work, lwork, seen, &info, err);
+  }
+  free(seen);
+  if (rc) return -1;
+  res->info = info;
+  if (info != 0) res->scalar[0] = NAN;
+  /* Where the time goes next to the raw engine (bench/README.md). */
+  jmg_trace(2, "potrs engine: reorder and potrf %.2f ms, solve and x out %.2f ms", 1e3 * (t1 - t0),
+            1e3 * (jmg_clock_now() - t1));
+  return 0;
+}
+
+/* ---- factor reuse: the factor of A' kept in A's shards (opaque to the
+ * caller), then solves and the inverse from it ---- */
+
+static int run_chol_factor(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                           jmg_result* res, char* err) {
+  unsigned char* seen = tile_marks(job, err);
+  if (!seen) return -1;
+  int32_t info = 0;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  int rc = !da || factor_reordered(job, ctx, a, da, work, lwork, seen, &info, &res->scalar[0], err);
+  free(seen);
+  if (rc) return -1;
+  /* A failed factor is NaN: every solve and inverse from it is NaN too. */
+  size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
+  for (int r = 0; info != 0 && r < job->nparties; r++)
+    if (gpu_fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err)) return -1;
+  if (gpu_sync_streams(ctx, err)) return -1;
+  res->info = info;
+  if (info != 0) res->scalar[0] = NAN;
+  return 0;
+}
+
+static int run_chol_solve(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                          jmg_result* res, char* err) {
+  unsigned char* seen = tile_marks(job, err);
+  if (!seen) return -1;
+  int32_t info = 0;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  int rc = !da || solve_reordered(job, ctx, a, da, work, lwork, seen, &info, err);
+  free(seen);
+  if (rc) return -1;
+  res->info = info;
+  return 0;
 }
 
 /* Sends columns [c0, c0 + w) of the inverse, held in the panel on rank 0,
@@ -481,6 +563,56 @@ fail:
   return -1;
 }
 
+/* The inverse from the factor of A' = Q^T A Q: panels of A's identity
+ * columns, each permuted into A's tile order (Q^T I), solved with A', put
+ * back in A's row order (Q X') and scattered into the caller's layout as
+ * potri's; at the end the inverse replaces the factor in A's shards. */
+static int run_chol_inverse(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
+                            jmg_result* res, char* err) {
+  int32_t h_info = 0;
+  size_t shard = (size_t)job->nloc * (size_t)job->n * jmg_dtype_size(job->dtype);
+  void* x[JMG_MAX_DEVICES];
+  void* solver_work[JMG_MAX_DEVICES];
+  char* panel = (char*)work[0] + inverse_bytes(job);
+  char* stage = panel + panel_only_bytes(job);
+  for (int r = 0; r < job->nparties; r++) {
+    x[r] = work[r];
+    solver_work[r] = (char*)work[r] + inverse_bytes(job) + panel_bytes(job, r);
+  }
+  unsigned char* seen = tile_marks(job, err);
+  if (!seen) return -1;
+  cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, mg_cuda_type(job->dtype), err);
+  if (!da) goto fail;
+  int64_t pw = panel_width(job);
+  for (int64_t c0 = 0; c0 < job->n && h_info == 0; c0 += pw) {
+    int64_t w = job->n - c0 < pw ? job->n - c0 : pw;
+    if (gpu_identity_cols(panel, ctx->dev[0], job->dtype, job->n, c0, w, ctx->stream[0], err) ||
+        permute_rows(job, ctx, 0, panel, w, stage, 0, seen, err))
+      goto fail;
+    CU(cudaStreamSynchronize(ctx->stream[0]));
+    if (solve_panel(job, ctx, a, da, panel, x, w, solver_work, lwork, &h_info, err) ||
+        permute_rows(job, ctx, 0, panel, w, stage, 1, seen, err) ||
+        scatter_panel(job, ctx, panel, x, c0, w, err))
+      goto fail;
+    /* The next panel overwrites this one. */
+    CU(cudaStreamSynchronize(ctx->stream[0]));
+  }
+  for (int r = 0; r < job->nparties; r++) {
+    if (h_info != 0) {
+      if (gpu_fill_nan(a[r], ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
+      continue;
+    }
+    CU(cudaSetDevice(ctx->dev[r]));
+    CU(cudaMemcpyAsync(a[r], x[r], shard, cudaMemcpyDeviceToDevice, ctx->stream[r]));
+  }
+  free(seen);
+  res->info = h_info;
+  return gpu_sync_streams(ctx, err);
+fail:
+  free(seen);
+  return -1;
+}
+
 static int run_syevd(jmg_job* job, mg_context* ctx, void** a, void** work, int64_t lwork,
                      jmg_result* res, char* err) {
   int32_t* info = &res->info;
@@ -549,10 +681,22 @@ static int mg_potri(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
 static int mg_syevd(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   return on_all(job, ctx, res, err, run_syevd);
 }
+static int mg_chol_factor(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_chol_factor);
+}
+static int mg_chol_solve(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_chol_solve);
+}
+static int mg_chol_inverse(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  return on_all(job, ctx, res, err, run_chol_inverse);
+}
 
 const gpu_solver mg_solvers[JMG_NOPS] = {
     [JMG_POTRS] = {mg_solve_workspace, mg_potrs},
     [JMG_POTRI] = {mg_solve_workspace, mg_potri},
     [JMG_SYEVD] = {mg_solve_workspace, mg_syevd},
     [JMG_LU_SOLVE] = {mg_getrs_workspace, mg_getrs_run},
+    [JMG_CHOL_FACTOR] = {mg_solve_workspace, mg_chol_factor},
+    [JMG_CHOL_SOLVE] = {mg_solve_workspace, mg_chol_solve},
+    [JMG_CHOL_INVERSE] = {mg_solve_workspace, mg_chol_inverse},
 };
