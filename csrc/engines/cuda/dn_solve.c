@@ -27,6 +27,29 @@ typedef struct dn_plan {
   int64_t total;
 } dn_plan;
 
+/* One run, as its step (below) sees it: the plan, rank 0's workspace with
+ * G gathered, cuSOLVER's host workspace. */
+typedef struct dn_frame {
+  dn_plan p;
+  char *base, *g, *x, *w;
+  int* d_info;
+  void* hwork;
+  cudaDataType t;
+  size_t es;
+  int64_t n;
+} dn_frame;
+
+typedef int dn_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err);
+
+/* Each op: its step after the gather, whether it runs the eigensolver
+ * (else Cholesky: the workspace query) and needs X (an n x n inverse). */
+typedef struct dn_op {
+  dn_step* step;
+  uint8_t eig, x;
+} dn_op;
+
+static const dn_op dn_ops[JMG_NOPS];
+
 static size_t real_size(jmg_dtype t) { return (t == JMG_F32 || t == JMG_C64) ? 4 : 8; }
 
 static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
@@ -40,7 +63,8 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
     snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", ctx->dev[0]);
     return -1;
   }
-  if (job->op == JMG_SYEVD) {
+  const dn_op* op = &dn_ops[job->op];
+  if (op->eig) {
     SOLVER(cusolverDnXsyevd_bufferSize(ctx->dn, ctx->dn_params,
                                        job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
                                        CUBLAS_FILL_MODE_LOWER, n, t, any, n,
@@ -55,9 +79,9 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   p->g = at;
   at += gpu_round_up(n * n * es);
   p->x = at;
-  if (job->op == JMG_POTRI || job->op == JMG_CHOL_INVERSE) at += gpu_round_up(n * n * es);
+  if (op->x) at += gpu_round_up(n * n * es);
   p->w = at;
-  if (job->op == JMG_SYEVD) at += gpu_round_up(n * (int64_t)real_size(job->dtype));
+  if (op->eig) at += gpu_round_up(n * (int64_t)real_size(job->dtype));
   p->info = at;
   at += 256;
   p->dwork = at;
@@ -116,167 +140,206 @@ fail:
   return -1;
 }
 
-static int dn_solve_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
-  dn_plan p;
-  if (plan(job, ctx, &p, err)) return -1;
-  int np = job->nparties;
-  int64_t n = job->n;
-  size_t es = jmg_dtype_size(job->dtype);
-  cudaDataType t = mg_cuda_type(job->dtype);
-  char* base = job->parties[0].work;
-  char* g = base + p.g;
-  char* x = base + p.x;
-  char* w = base + p.w;
-  int* d_info = (int*)(void*)(base + p.info);
-  void* dwork = base + p.dwork;
-  void* hwork = p.hwork_bytes ? malloc(p.hwork_bytes) : NULL;
-  void* outs[JMG_MAX_DEVICES];
-  int h_info = 0;
-  cudaStream_t s0 = ctx->stream[0];
-  if (p.hwork_bytes && !hwork) {
+/* ---- the frame: plan, gather G, run the op's step, wait, free ---- */
+
+static int begin(jmg_job* job, mg_context* ctx, dn_frame* f, char* err) {
+  memset(f, 0, sizeof *f);
+  if (plan(job, ctx, &f->p, err)) return -1;
+  f->n = job->n;
+  f->es = jmg_dtype_size(job->dtype);
+  f->t = mg_cuda_type(job->dtype);
+  f->base = job->parties[0].work;
+  f->g = f->base + f->p.g;
+  f->x = f->base + f->p.x;
+  f->w = f->base + f->p.w;
+  f->d_info = (int*)(void*)(f->base + f->p.info);
+  f->hwork = f->p.hwork_bytes ? malloc(f->p.hwork_bytes) : NULL;
+  if (f->p.hwork_bytes && !f->hwork) {
     snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
     return -1;
   }
-  if (move_shards(job, ctx, g, 1, err)) goto fail;
+  if (move_shards(job, ctx, f->g, 1, err)) return -1;
   CU(cudaSetDevice(ctx->dev[0]));
-  if (job->op == JMG_SYEVD) {
-    SOLVER(cusolverDnXsyevd(ctx->dn, ctx->dn_params,
-                            job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
-                            CUBLAS_FILL_MODE_LOWER, n, t, g, n, mg_cuda_real_type(job->dtype), w, t,
-                            dwork, p.dwork_bytes, hwork, p.hwork_bytes, d_info));
-  } else {
-    SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, t, g, n, t, dwork,
-                            p.dwork_bytes, hwork, p.hwork_bytes, d_info));
-  }
-  CU(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s0));
-  CU(cudaStreamSynchronize(s0));
-
-  int spoil = 0; /* a failed potri or syevd leaves NaN in every shard of A */
-  if (job->op == JMG_POTRS) {
-    size_t xbytes = (size_t)n * (size_t)job->nrhs * es;
-    void* b0 = job->parties[0].b;
-    if (h_info == 0) {
-      SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, job->nrhs, t, g, n, t,
-                              b0, n, d_info));
-    } else if (gpu_fill_nan(b0, ctx->dev[0], xbytes, s0, err)) {
-      goto fail;
-    }
-    CU(cudaStreamSynchronize(s0));
-    for (int r = 0; r < np; r++) outs[r] = job->parties[r].b;
-    if (gpu_broadcast(ctx, outs, b0, xbytes, err)) goto fail;
-    res->scalar[0] = NAN;
-    if (h_info == 0 && dn_logdet(job, g, &res->scalar[0], err)) goto fail;
-  } else if (job->op == JMG_POTRI) {
-    /* A X = I gives both triangles of the inverse, where potri would give
-     * one and need a mirror. */
-    if (h_info == 0) {
-      if (gpu_identity_cols(x, ctx->dev[0], job->dtype, n, 0, n, s0, err)) goto fail;
-      SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, n, t, g, n, t, x, n,
-                              d_info));
-      CU(cudaStreamSynchronize(s0));
-      if (move_shards(job, ctx, x, 0, err)) goto fail;
-    } else {
-      spoil = 1;
-    }
-  } else {
-    size_t wbytes = (size_t)n * real_size(job->dtype);
-    if (h_info != 0 && gpu_fill_nan(w, ctx->dev[0], wbytes, s0, err)) goto fail;
-    CU(cudaStreamSynchronize(s0));
-    for (int r = 0; r < np; r++) outs[r] = job->parties[r].w;
-    if (gpu_broadcast(ctx, outs, w, wbytes, err)) goto fail;
-    if (h_info == 0 && job->jobz) {
-      if (move_shards(job, ctx, g, 0, err)) goto fail;
-    } else if (h_info != 0) {
-      spoil = 1;
-    }
-  }
-  size_t shard = (size_t)n * (size_t)job->nloc * es;
-  for (int r = 0; spoil && r < np; r++)
-    if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) goto fail;
-  if (gpu_sync_streams(ctx, err)) goto fail;
-  free(hwork);
-  res->info = h_info;
   return 0;
-fail:;
-  char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
-  gpu_sync_streams(ctx, ignored);
-  free(hwork);
+fail:
   return -1;
 }
 
-/* ---- factor reuse: the factor of the gathered matrix G goes back into
- * A's shards (the caller's layout, G's columns), where the solves and the
- * inverse gather it again: an n x n copy instead of a factorization. ---- */
+static int dn_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  dn_frame f;
+  int rc = begin(job, ctx, &f, err);
+  if (rc == 0) rc = dn_ops[job->op].step(job, ctx, &f, res, err);
+  char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
+  if (gpu_sync_streams(ctx, rc ? ignored : err)) rc = -1;
+  free(f.hwork);
+  return rc;
+}
 
-static int dn_chol_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
-  dn_plan p;
-  if (plan(job, ctx, &p, err)) return -1;
-  int64_t n = job->n;
-  size_t es = jmg_dtype_size(job->dtype);
-  cudaDataType t = mg_cuda_type(job->dtype);
-  char* base = job->parties[0].work;
-  char* g = base + p.g;
-  char* x = base + p.x;
-  int* d_info = (int*)(void*)(base + p.info);
-  void* hwork = p.hwork_bytes ? malloc(p.hwork_bytes) : NULL;
-  void* outs[JMG_MAX_DEVICES];
-  int h_info = 0;
-  cudaStream_t s0 = ctx->stream[0];
-  if (p.hwork_bytes && !hwork) {
-    snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
+/* ---- the pieces of the steps ---- */
+
+/* cuSOLVER's info of the last call, on the host. */
+static int info_of(mg_context* ctx, dn_frame* f, int* info, char* err) {
+  CU(cudaMemcpyAsync(info, f->d_info, sizeof *info, cudaMemcpyDeviceToHost, ctx->stream[0]));
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  return 0;
+fail:
+  return -1;
+}
+
+/* G = its Cholesky factor L (lower); *info as potrf's. */
+static int factor(mg_context* ctx, dn_frame* f, int* info, char* err) {
+  SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, f->t, f->g, f->n,
+                          f->t, f->base + f->p.dwork, f->p.dwork_bytes, f->hwork, f->p.hwork_bytes,
+                          f->d_info));
+  return info_of(ctx, f, info, err);
+fail:
+  return -1;
+}
+
+/* rhs (n x nrhs on rank 0) = G^-1 rhs, G a Cholesky factor. */
+static int solve(mg_context* ctx, dn_frame* f, void* rhs, int64_t nrhs, char* err) {
+  SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, nrhs, f->t, f->g,
+                          f->n, f->t, rhs, f->n, f->d_info));
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  return 0;
+fail:
+  return -1;
+}
+
+/* The inverse from the factor in G, into the shards: A X = I gives both
+ * triangles, where potri would give one and need a mirror. */
+static int inverse_out(jmg_job* job, mg_context* ctx, dn_frame* f, char* err) {
+  if (gpu_identity_cols(f->x, ctx->dev[0], job->dtype, f->n, 0, f->n, ctx->stream[0], err) ||
+      solve(ctx, f, f->x, f->n, err))
     return -1;
-  }
+  return move_shards(job, ctx, f->x, 0, err);
+}
+
+/* Rank 0's b (n x nrhs) to every party's b. */
+static int b_out(jmg_job* job, mg_context* ctx, char* err) {
+  void* outs[JMG_MAX_DEVICES];
+  for (int r = 0; r < job->nparties; r++) outs[r] = job->parties[r].b;
+  return gpu_broadcast(ctx, outs, job->parties[0].b,
+                       (size_t)job->n * (size_t)job->nrhs * jmg_dtype_size(job->dtype), err);
+}
+
+/* A failed potri or syevd leaves NaN in every shard of A. */
+static int spoil(jmg_job* job, mg_context* ctx, char* err) {
+  size_t shard = (size_t)job->n * (size_t)job->nloc * jmg_dtype_size(job->dtype);
+  for (int r = 0; r < job->nparties; r++)
+    if (gpu_fill_nan(job->parties[r].a, ctx->dev[r], shard, ctx->stream[r], err)) return -1;
+  return 0;
+}
+
+/* ---- the steps ---- */
+
+static int potrs_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err) {
+  int info = 0;
+  void* b0 = job->parties[0].b;
   res->scalar[0] = NAN;
-  if (move_shards(job, ctx, g, 1, err)) goto fail;
-  CU(cudaSetDevice(ctx->dev[0]));
-  if (job->op == JMG_CHOL_FACTOR) {
-    SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, t, g, n, t,
-                            base + p.dwork, p.dwork_bytes, hwork, p.hwork_bytes, d_info));
-  } else if (job->op == JMG_CHOL_SOLVE) {
-    SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, job->nrhs, t, g, n,
-                            t, job->parties[0].b, n, d_info));
-  } else {
-    if (gpu_identity_cols(x, ctx->dev[0], job->dtype, n, 0, n, s0, err)) goto fail;
-    SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, n, n, t, g, n, t, x, n,
-                            d_info));
-  }
-  CU(cudaMemcpyAsync(&h_info, d_info, sizeof h_info, cudaMemcpyDeviceToHost, s0));
-  CU(cudaStreamSynchronize(s0));
-  if (job->op == JMG_CHOL_FACTOR) {
-    if (h_info == 0 && dn_logdet(job, g, &res->scalar[0], err)) goto fail;
-    /* A failed factor is NaN: every solve and inverse from it is NaN too. */
-    if (h_info != 0 && gpu_fill_nan(g, ctx->dev[0], (size_t)n * (size_t)n * es, s0, err)) goto fail;
-    CU(cudaStreamSynchronize(s0));
-    if (move_shards(job, ctx, g, 0, err)) goto fail;
-  } else if (job->op == JMG_CHOL_SOLVE) {
-    for (int r = 0; r < job->nparties; r++) outs[r] = job->parties[r].b;
-    if (gpu_broadcast(ctx, outs, job->parties[0].b, (size_t)n * (size_t)job->nrhs * es, err))
-      goto fail;
-  } else if (move_shards(job, ctx, x, 0, err)) {
-    goto fail;
-  }
-  free(hwork);
-  res->info = h_info;
+  if (factor(ctx, f, &info, err)) return -1;
+  if (info == 0 && solve(ctx, f, b0, job->nrhs, err)) return -1;
+  if (info != 0 && gpu_fill_nan(b0, ctx->dev[0], (size_t)f->n * (size_t)job->nrhs * f->es,
+                                ctx->stream[0], err))
+    return -1;
+  if (gpu_sync_streams(ctx, err) || b_out(job, ctx, err)) return -1;
+  if (info == 0 && dn_logdet(job, f->g, &res->scalar[0], err)) return -1;
+  res->info = info;
   return 0;
-fail:;
-  char ignored[JMG_ERRLEN]; /* keep the first error, but let issued work finish */
-  gpu_sync_streams(ctx, ignored);
-  free(hwork);
+}
+
+static int potri_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err) {
+  int info = 0;
+  if (factor(ctx, f, &info, err)) return -1;
+  if (info == 0 ? inverse_out(job, ctx, f, err) : spoil(job, ctx, err)) return -1;
+  res->info = info;
+  return 0;
+}
+
+static int syevd_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err) {
+  int info = 0;
+  size_t wbytes = (size_t)f->n * real_size(job->dtype);
+  void* outs[JMG_MAX_DEVICES];
+  SOLVER(cusolverDnXsyevd(ctx->dn, ctx->dn_params,
+                          job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
+                          CUBLAS_FILL_MODE_LOWER, f->n, f->t, f->g, f->n,
+                          mg_cuda_real_type(job->dtype), f->w, f->t, f->base + f->p.dwork,
+                          f->p.dwork_bytes, f->hwork, f->p.hwork_bytes, f->d_info));
+  if (info_of(ctx, f, &info, err)) return -1;
+  if (info != 0 && (gpu_fill_nan(f->w, ctx->dev[0], wbytes, ctx->stream[0], err) ||
+                    spoil(job, ctx, err)))
+    return -1;
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  for (int r = 0; r < job->nparties; r++) outs[r] = job->parties[r].w;
+  if (gpu_broadcast(ctx, outs, f->w, wbytes, err)) return -1;
+  if (info == 0 && job->jobz && move_shards(job, ctx, f->g, 0, err)) return -1;
+  res->info = info;
+  return 0;
+fail:
   return -1;
 }
 
-/* potrs, potri and syevd share the gather and the Cholesky/eigensolver
- * call above; the general ops are in dn_general.c. */
+/* ---- factor reuse: the factor of G goes back into A's shards (the
+ * caller's layout, G's columns), where the solves and the inverse gather
+ * it again: an n x n copy instead of a factorization. ---- */
+
+static int chol_factor_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res,
+                            char* err) {
+  int info = 0;
+  res->scalar[0] = NAN;
+  if (factor(ctx, f, &info, err)) return -1;
+  if (info == 0 && dn_logdet(job, f->g, &res->scalar[0], err)) return -1;
+  /* A failed factor is NaN: every solve and inverse from it is NaN too. */
+  if (info != 0 && gpu_fill_nan(f->g, ctx->dev[0], (size_t)f->n * (size_t)f->n * f->es,
+                                ctx->stream[0], err))
+    return -1;
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  if (move_shards(job, ctx, f->g, 0, err)) return -1;
+  res->info = info;
+  return 0;
+fail:
+  return -1;
+}
+
+static int chol_solve_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res,
+                           char* err) {
+  int info = 0;
+  if (solve(ctx, f, job->parties[0].b, job->nrhs, err) || info_of(ctx, f, &info, err) ||
+      b_out(job, ctx, err))
+    return -1;
+  res->info = info;
+  return 0;
+}
+
+static int chol_inverse_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res,
+                             char* err) {
+  int info = 0;
+  if (inverse_out(job, ctx, f, err) || info_of(ctx, f, &info, err)) return -1;
+  res->info = info;
+  return 0;
+}
+
+static const dn_op dn_ops[JMG_NOPS] = {
+    [JMG_POTRS] = {potrs_step, 0, 0},
+    [JMG_POTRI] = {potri_step, 0, 1},
+    [JMG_SYEVD] = {syevd_step, 1, 0},
+    [JMG_CHOL_FACTOR] = {chol_factor_step, 0, 0},
+    [JMG_CHOL_SOLVE] = {chol_solve_step, 0, 0},
+    [JMG_CHOL_INVERSE] = {chol_inverse_step, 0, 1},
+};
+
+/* The ops of dn_ops share the frame above; the general ops are in
+ * dn_general.c. */
 const gpu_solver dn_solvers[JMG_NOPS] = {
-    [JMG_POTRS] = {dn_solve_workspace, dn_solve_run},
-    [JMG_POTRI] = {dn_solve_workspace, dn_solve_run},
-    [JMG_SYEVD] = {dn_solve_workspace, dn_solve_run},
+    [JMG_POTRS] = {dn_solve_workspace, dn_run},
+    [JMG_POTRI] = {dn_solve_workspace, dn_run},
+    [JMG_SYEVD] = {dn_solve_workspace, dn_run},
     [JMG_LU_SOLVE] = {dn_general_workspace, dn_lu_run},
     [JMG_LSTSQ] = {dn_general_workspace, dn_lstsq_run},
     [JMG_QR] = {dn_general_workspace, dn_qr_run},
     [JMG_GESVD] = {dn_general_workspace, dn_gesvd_run},
     [JMG_POLAR] = {dn_general_workspace, dn_polar_run},
-    [JMG_CHOL_FACTOR] = {dn_solve_workspace, dn_chol_run},
-    [JMG_CHOL_SOLVE] = {dn_solve_workspace, dn_chol_run},
-    [JMG_CHOL_INVERSE] = {dn_solve_workspace, dn_chol_run},
+    [JMG_CHOL_FACTOR] = {dn_solve_workspace, dn_run},
+    [JMG_CHOL_SOLVE] = {dn_solve_workspace, dn_run},
+    [JMG_CHOL_INVERSE] = {dn_solve_workspace, dn_run},
 };
