@@ -93,8 +93,26 @@ static void gather_ptrs(const jmg_job* job, void** a, void** b, void** work) {
   }
 }
 
-/* The ops that compute an inverse panel by panel (A X = I). */
-static int inverts(const jmg_job* job) { return job->op == JMG_POTRI || job->op == JMG_CHOL_INVERSE; }
+/* What each op asks of cuSolverMg, as data (the workspace follows):
+ *   eig      the eigensolver (else the Cholesky routines)
+ *   factors  potrf on A         solves  potrs, into b (has_b) or, for an
+ *   inverts  an inverse panel by panel (A X = I), from the factor that is
+ *            in place (restage: chol_inverse's factor is of the tile-
+ *            reordered A', so its panels need a tile x panel staging area) */
+typedef struct mg_op_traits {
+  uint8_t eig, factors, solves, has_b, inverts, restage;
+} mg_op_traits;
+
+static const mg_op_traits mg_traits[JMG_NOPS] = {
+    [JMG_POTRS] = {.factors = 1, .solves = 1, .has_b = 1},
+    [JMG_POTRI] = {.factors = 1, .solves = 1, .inverts = 1},
+    [JMG_SYEVD] = {.eig = 1},
+    [JMG_CHOL_FACTOR] = {.factors = 1},
+    [JMG_CHOL_SOLVE] = {.solves = 1, .has_b = 1},
+    [JMG_CHOL_INVERSE] = {.solves = 1, .inverts = 1, .restage = 1},
+};
+
+static int inverts(const jmg_job* job) { return mg_traits[job->op].inverts; }
 
 /* Columns per cuSolverMg solve. */
 static int64_t panel_width(const jmg_job* job) {
@@ -122,7 +140,7 @@ static int64_t panel_only_bytes(const jmg_job* job) {
 
 static int64_t panel_bytes(const jmg_job* job, int rank) {
   if (!inverts(job) || rank != 0) return 0;
-  int64_t stage = job->op == JMG_CHOL_INVERSE
+  int64_t stage = mg_traits[job->op].restage
                       ? gpu_round_up(job->tile * panel_width(job) * (int64_t)jmg_dtype_size(job->dtype))
                       : 0;
   return panel_only_bytes(job) + stage;
@@ -141,26 +159,23 @@ static int solver_lwork(const jmg_job* job, mg_context* ctx, int64_t* lwork, cha
   int64_t l1 = 0, l2 = 0;
   cudaLibMgMatrixDesc_t da = mg_context_desc(ctx, job->n, job->n, job->tile, t, err);
   if (!da) return -1;
-  if (job->op == JMG_SYEVD) {
+  const mg_op_traits* op = &mg_traits[job->op];
+  if (op->eig) {
     void* w = NULL; /* not read by the query */
     SOLVER(cusolverMgSyevd_bufferSize(ctx->handle,
                                       job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR,
                                       CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, w,
                                       mg_cuda_real_type(job->dtype), t, &l1));
   } else {
-    /* chol_factor factors only; chol_solve and chol_inverse only solve. */
-    int factors = job->op != JMG_CHOL_SOLVE && job->op != JMG_CHOL_INVERSE;
-    int solves = job->op != JMG_CHOL_FACTOR;
-    if (factors)
+    if (op->factors)
       SOLVER(cusolverMgPotrf_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, a, 1, 1, da, t, &l1));
     int64_t w = panel_width(job);
-    if (solves && w > 0) {
+    if (op->solves && w > 0) {
       cudaLibMgMatrixDesc_t db = mg_context_desc(ctx, job->n, w, b_block(job, w), t, err);
       if (!db) return -1;
       /* The inverse's panels are not allocated yet; the query reads no data. */
-      int has_b = job->op == JMG_POTRS || job->op == JMG_CHOL_SOLVE;
       SOLVER(cusolverMgPotrs_bufferSize(ctx->handle, CUBLAS_FILL_MODE_LOWER, n, (int)w, a, 1, 1, da,
-                                        has_b ? b : a, 1, 1, db, t, &l2));
+                                        op->has_b ? b : a, 1, 1, db, t, &l2));
     }
   }
   *lwork = l1 > l2 ? l1 : l2;
@@ -180,7 +195,7 @@ static int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* byte
     snprintf(err, JMG_ERRLEN, "n = %lld exceeds cuSolverMg's int", (long long)job->n);
     return -1;
   }
-  if (job->op == JMG_SYEVD && job->tile > MG_SYEVD_MAX_TILE) {
+  if (mg_traits[job->op].eig && job->tile > MG_SYEVD_MAX_TILE) {
     snprintf(err, JMG_ERRLEN, "cuSolverMg syevd takes tiles of at most %d columns, got %lld",
              MG_SYEVD_MAX_TILE, (long long)job->tile);
     return -1;
