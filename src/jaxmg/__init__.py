@@ -17,6 +17,7 @@ through the same C core. Importing jaxmg changes no JAX setting.
 """
 
 from . import utils
+from ._device import device_supports_vmm
 from ._general_ops import (
     gesvd,
     gesvd_shardmap_ctx,
@@ -57,6 +58,7 @@ __all__ = [
     "qr_shardmap_ctx",
     "gesvd_shardmap_ctx",
     "polar_shardmap_ctx",
+    "device_supports_vmm",
     "utils",
 ]
 # Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a
