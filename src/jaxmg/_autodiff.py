@@ -383,6 +383,15 @@ def _factor_of(fac: Factored, A):
     return fac.factor(jax.lax.stop_gradient(A))
 
 
+def _factored_jvp(fac: Factored, F, fstatus, A, b, dA, db, lay: Layout):
+    """x = sym(A)^-1 b and its tangent dx = sym(A)^-1 (db - sym(dA) x),
+    both by solves with A's factor F; dA already in A's layout. Returns
+    (x, status, dx)."""
+    x, (status,) = _factor_solve(fac, F, fstatus, A, b, lay)
+    dx, _ = _factor_solve(fac, F, fstatus, A, db - symmul(dA, x, lay), lay)
+    return x, status, dx
+
+
 def _potrs_factored(core, lay: Layout, fac: Factored):
     """potrs's rule with one factorization: the primal alone is core (the
     fused potrs, one rendezvous); its JVP factors A once, solves the primal
@@ -398,8 +407,7 @@ def _potrs_factored(core, lay: Layout, fac: Factored):
     def f_jvp(primals, tangents):
         (A, b), (dA, db) = primals, tangents
         F, fstatus, _ = _factor_of(fac, A)
-        x, (status,) = _factor_solve(fac, F, fstatus, A, b, lay)
-        dx, _ = _factor_solve(fac, F, fstatus, A, db - symmul(keep(dA, lay), x, lay), lay)
+        x, status, dx = _factored_jvp(fac, F, fstatus, A, b, keep(dA, lay), db, lay)
         return (x, status), (dx, _float0_zeros(status))
 
     return f
@@ -458,8 +466,7 @@ def _logdet_factored(core, lay: Layout, fac: Factored):
         (A, b), (dA, db) = primals, tangents
         F, fstatus, logdet = _factor_of(fac, A)
         dA = keep(dA, lay)
-        x, (status,) = _factor_solve(fac, F, fstatus, A, b, lay)
-        dx, _ = _factor_solve(fac, F, fstatus, A, db - symmul(dA, x, lay), lay)
+        x, status, dx = _factored_jvp(fac, F, fstatus, A, b, dA, db, lay)
         # logdet as a function of A (for higher orders); its tangent from the inverse
         logdet = logdet_of(A, F, fstatus, logdet)
         d_logdet = _tr_inv(inverse(A, F, fstatus), dA, lay, logdet)
@@ -491,11 +498,7 @@ def potrs_logdet(core, potri_core, lay: Layout, factored=None):
         dA = keep(dA, lay)
         rhs = db - symmul(dA, x, lay)
         dx, _ = _hpd_solve(core, A, rhs, lay)
-        inv, _ = inverse(A)
-        d_logdet = jnp.real(jnp.sum(_conj(inv) * dA))
-        if lay.per_shard:
-            d_logdet = jax.lax.psum(d_logdet, lay.axes)
-        d_logdet = jnp.reshape(d_logdet, jnp.shape(logdet)).astype(logdet.dtype)
+        d_logdet = _tr_inv(inverse(A)[0], dA, lay, logdet)
         return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
 
     return f
