@@ -102,6 +102,9 @@ static int enter(jmg_call* c) {
   c->me.rank = c->where[0];
   if (c->where[0] < 0 || c->where[0] >= c->nparties)
     return jmg_call_fail(c->err, "rank %d is not in [0, %lld)", (int)c->where[0], (long long)c->nparties);
+  if (c->ncopies && !c->eng->copy_in && !c->own[0])
+    snprintf(c->own, sizeof c->own, "XLA did not alias a result to its argument, and the %s engine "
+             "cannot copy one in", c->eng->name);
   for (int i = 0; i < c->ncopies && !c->own[0]; i++) {
     jmg_trace(1, "%s rank %d: XLA did not alias a result to its argument; copying %lld bytes",
               c->row->name, (int)c->me.rank, (long long)c->copies[i].bytes);
