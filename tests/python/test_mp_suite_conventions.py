@@ -19,44 +19,15 @@ WORKER = os.path.join(os.path.dirname(__file__), "..", "gpu", "mp_engine_worker.
 
 SHIM = r"""
 import sys, runpy
-import numpy as np, jax, jax.numpy as jnp
+sys.path.insert(0, TESTS_DIR)
 from jaxmg import _mp
+from test_mp_solve import engine  # numpy, following mp_ops.c's conventions
 
 WRONG = sys.argv.pop(2) == "wrong"
 
-def fake_call(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
-    A = np.asarray(a).astype(np.complex128 if np.iscomplexobj(np.asarray(a)) else np.float64)
-    if WRONG:
-        A = A + 1e-2
-    M, dt = A.T, a.dtype
-    n = A.shape[1]
-    st = np.zeros(grid.p * grid.q, np.int32)
-    rd = np.finfo(dt).dtype
-    c = lambda x, t=dt: jnp.asarray(np.asarray(x).astype(t))
-    if op == "potrs":
-        x = np.linalg.solve(M, np.asarray(b))
-        return c(a), c(x.T), c(np.linalg.slogdet(M)[1], rd), st
-    if op == "potri":
-        return c(np.linalg.inv(M).T), st
-    if op == "syevd":
-        w, Q = np.linalg.eigh(M)
-        return c(Q.T), c(w, rd), st
-    if op == "lu_solve":
-        return c(a), c(np.linalg.solve(A, np.asarray(b)).T), st
-    if op == "least_squares":
-        out = np.array(np.asarray(b), dtype=A.dtype)
-        out[:n] = np.linalg.lstsq(A, np.asarray(b), rcond=None)[0]
-        return c(a), c(out.T), st
-    if op == "qr":
-        Q, R = np.linalg.qr(A)
-        return c(Q), c(R.T), st
-    if op == "gesvd":
-        U, s, VT = np.linalg.svd(A, full_matrices=False)
-        return c(U), c(s, rd), c(VT.T), st
-    if op == "polar":
-        U, s, VT = np.linalg.svd(A, full_matrices=False)
-        return c(U @ VT), c(((VT.conj().T * s) @ VT).T), st
-    raise ValueError(op)
+
+def fake_call(op, grid, mesh, a, b=None, **kw):  # the right engine, or the same on A + 1e-2
+    return engine(op, grid, mesh, a + 1e-2 if WRONG else a, b, **kw)
 
 _mp.call = fake_call
 sys.argv = [sys.argv[0]] + sys.argv[2:]
@@ -66,7 +37,8 @@ runpy.run_path(WORKER_PATH, run_name="__main__")
 
 def run(tmp_path, wrong):
     cfg = dict(port=0, nprocs=1, pid=0, grid=[2, 2], n=32, tile=4, out=str(tmp_path))
-    code = SHIM.replace("WORKER_PATH", repr(os.path.abspath(WORKER)))
+    code = SHIM.replace("WORKER_PATH", repr(os.path.abspath(WORKER))).replace(
+        "TESTS_DIR", repr(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     out = subprocess.run([sys.executable, "-c", code, "x", "wrong" if wrong else "right",
                           json.dumps(cfg)], env=env, capture_output=True, text=True, timeout=300)
