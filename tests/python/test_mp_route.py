@@ -249,12 +249,9 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
         np.testing.assert_allclose(out[0] @ out[1], a, atol=1e-10)
 
 
-@pytest.mark.parametrize("op", ["potrs", "syevd"])
-def test_public_functions_route(monkeypatch, rng, op):
-    """jaxmg.potrs / syevd reach _mp_route through the cores' hook: with the
-    decision forced and a jnp engine, the public result is the engine's."""
-    from jaxmg import _ops
-
+def _routed_to_jnp(monkeypatch):
+    """Every call routed (the decision forced) to jnp_engine, on a 2 x 2
+    mesh; returns the ops the engine saw (a list that grows) and the mesh."""
     seen = []
 
     def engine(*a, **k):
@@ -263,7 +260,14 @@ def test_public_functions_route(monkeypatch, rng, op):
 
     monkeypatch.setattr(_mp, "call", engine)
     monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
-    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+
+
+@pytest.mark.parametrize("op", ["potrs", "syevd"])
+def test_public_functions_route(monkeypatch, rng, op):
+    """jaxmg.potrs / syevd reach _mp_route through the cores' hook: with the
+    decision forced and a jnp engine, the public result is the engine's."""
+    seen, mesh = _routed_to_jnp(monkeypatch)
     a = _input(op, rng, 8, 8, np.float64)
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     if op == "potrs":
@@ -282,17 +286,7 @@ def test_public_functions_route(monkeypatch, rng, op):
 @pytest.mark.parametrize("op", ["lu_solve", "qr"])
 def test_public_general_ops_route(monkeypatch, rng, op):
     """jaxmg.lu_solve / qr (issue 15's cores) reach _mp_route through their hook."""
-    from jaxmg import _general_ops
-
-    seen = []
-
-    def engine(*a, **k):
-        seen.append(a[0])
-        return jnp_engine(*a, **k)
-
-    monkeypatch.setattr(_mp, "call", engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
-    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    seen, mesh = _routed_to_jnp(monkeypatch)
     a = _input(op, rng, 8, 12, np.float64)
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     if op == "lu_solve":
