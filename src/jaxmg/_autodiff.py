@@ -45,7 +45,6 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_batching import custom_vmap
 from jax.sharding import PartitionSpec as P
 
 from . import _batching, _shard
@@ -343,34 +342,12 @@ class Factored(NamedTuple):
     inverse: Callable
 
 
-def _batched_solve(solve):
-    """solve(F, fstatus, b) under vmap: a batch over b alone folds into b's
-    columns (one solve with the one factor, never copied per element); a
-    batch of factors goes to the op's own batching rule."""
-
-    @custom_vmap
-    def s(F, fstatus, b):
-        return solve(F, fstatus, b)
-
-    @s.def_vmap
-    def rule(axis_size, in_batched, F, fstatus, b):
-        f_bat, s_bat, _ = in_batched
-        if not (f_bat or s_bat):
-            nb, n, tail = b.shape[0], b.shape[1], b.shape[2:]
-            x, status = s(F, fstatus, jnp.moveaxis(b, 0, 1).reshape(n, -1))
-            return (jnp.moveaxis(x.reshape((n, nb) + tail), 1, 0), status), (True, False)
-        axes = tuple(0 if bat else None for bat in in_batched)
-        return jax.vmap(solve, in_axes=axes)(F, fstatus, b), (True, True)
-
-    return s
-
-
 def _factor_solve(fac: Factored, F, fstatus, A, b, lay: Layout):
     """x = sym(A)^-1 b by solves with A's factor F, differentiable in A and
     b as _hpd_solve: F is a constant of custom_linear_solve's solve, which
     JAX never differentiates; the derivative goes through sym(A) (matvec).
     Returns (x, (status,))."""
-    solve = _batched_solve(fac.solve)
+    solve = _batching.factored_solve(fac.solve)
     solve_fn, tsolve = _solve_fns(_with_aux(lambda _, r: solve(F, fstatus, r)), A, lay)
     return jax.lax.custom_linear_solve(
         lambda v: symmul(A, v, lay), b, solve_fn, tsolve, has_aux=True

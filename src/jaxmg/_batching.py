@@ -74,3 +74,26 @@ def matrix_op(core):
         return outs, jax.tree.map(lambda _: True, outs)
 
     return batched
+
+
+def factored_solve(solve):
+    """solve(F, fstatus, b) -> (x, status) with a kept Cholesky factor F
+    (_autodiff.Factored): a batch over b alone folds into b's columns (one
+    solve with the one factor, never copied per element); a batch of
+    factors is jax.vmap of the solve (one batched FFI call)."""
+
+    @custom_vmap
+    def batched(F, fstatus, b):
+        return solve(F, fstatus, b)
+
+    @batched.def_vmap
+    def rule(axis_size, in_batched, F, fstatus, b):
+        f_bat, s_bat, _ = in_batched
+        if not (f_bat or s_bat):
+            cols, unfold = _fold_rhs(b)
+            x, status = batched(F, fstatus, cols)
+            return (unfold(x), status), (True, False)
+        axes = tuple(0 if bat else None for bat in in_batched)
+        return jax.vmap(solve, in_axes=axes)(F, fstatus, b), (True, True)
+
+    return batched
