@@ -18,6 +18,7 @@ through the same C core. Importing jaxmg changes no JAX setting.
 
 from . import utils
 from ._device import device_supports_vmm
+from .utils import calculate_padding
 from ._general_ops import (
     gesvd,
     gesvd_shardmap_ctx,
@@ -59,6 +60,7 @@ __all__ = [
     "gesvd_shardmap_ctx",
     "polar_shardmap_ctx",
     "device_supports_vmm",
+    "calculate_padding",
     "utils",
 ]
 # Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a
