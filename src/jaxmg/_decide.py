@@ -8,7 +8,9 @@ among them; every other module asks it, and a forced `dispatch=` that cannot
 run is a ValueError raised here, before anything is traced.
 
 `dispatch` is "auto" or a forced engine: "single", "multi" (cuSolverMg, the
-name the public API has always used; "mg" is accepted too), "mp" or "host".
+name the public API has always used; "mg" is accepted too), "mp", "host" or
+"local" (the algorithm jnp / jax.scipy run on one device, on the gathered
+matrix: _local.py; for qr, gesvd and polar).
 On CPU devices the host engine is the only one: a forced one-node GPU engine
 there is accepted (where it has the op) and has no effect, as it always had.
 
@@ -21,6 +23,8 @@ The automatic choice, in order:
   4. Otherwise single up to the op's measured crossover N (CROSSOVERS), then
      cuSolverMg where it has the op, else cuSOLVERMp at mesh level, else
      single.
+  5. Where that gives the one-device engine (single, host) at mesh level and
+     the one-device JAX algorithm measured faster (LOCAL), local.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 
 from . import _library, _multiproc
 
-ENGINES = ("host", "single", "mg", "mp")
+ENGINES = ("host", "single", "mg", "mp", "local")
 
 # The public ops; the factor ops of potrs's derivative (chol_*) decide as potrs.
 OPS = ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar")
@@ -44,10 +48,12 @@ ENGINE_OPS = {
     "single": frozenset(OPS),
     "mg": frozenset({"potrs", "potri", "syevd", "lu_solve"}),
     "mp": frozenset(OPS),
+    "local": frozenset({"qr", "gesvd", "polar"}),
 }
 
 # What callers may pass as dispatch=, and the engine each forces.
-FORCED = {"single": "single", "multi": "mg", "mg": "mg", "mp": "mp", "host": "host"}
+FORCED = {"single": "single", "multi": "mg", "mg": "mg", "mp": "mp", "host": "host",
+          "local": "local"}
 ACCEPTED = ("auto",) + tuple(FORCED)
 
 
@@ -70,6 +76,27 @@ CROSSOVERS = {
                               "6.0 s at N = 16384; 22.6 s vs 21.8 s at 32768"),
     "lu_solve": Crossover(16384, "not measured on several GPUs yet: potrs's, the closest "
                                  "factorisation"),
+}
+
+@dataclasses.dataclass(frozen=True)
+class LocalWin:
+    """Where the one-device JAX algorithm (jnp / jax.scipy on the gathered
+    matrix, _local.py) beats the engine the rules above would pick on one
+    device (single on GPUs, host on CPUs): N in [min_n, max_n] (None: no
+    bound), as `measured` found."""
+
+    min_n: int | None
+    max_n: int | None
+    measured: str
+
+
+LOCAL = {
+    ("gpu", "polar"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
+                                           "QDWH 0.80 s vs cuSOLVER gesvd-based 13.5 s"),
+    ("gpu", "gesvd"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
+                                           "jnp.linalg.svd 9.7 s vs cuSOLVER gesvd 13.4 s"),
+    ("gpu", "qr"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
+                                        "jnp.linalg.qr 0.098 s vs cuSOLVER 0.134 s"),
 }
 
 # One GPU must hold the gathered matrix (and the op's outputs) next to
@@ -122,6 +149,11 @@ def _forced(p: Problem, engine: str) -> str:
     if p.op not in ENGINE_OPS[engine]:
         name = {"mg": "the multi-GPU engine (cuSolverMg)"}.get(engine, f"the {engine} engine")
         refuse(f"{name} has no {p.op}; use dispatch='auto'")
+    if engine == "local":
+        if not p.mesh_level:
+            refuse("the one-device route runs mesh-level calls, not inside the caller's "
+                   "shard_map")
+        return "local"
     if engine == "mp":
         if p.platform != "gpu":
             refuse(f"the cuSOLVERMp engine runs on GPUs only; this mesh is on {p.platform!r} "
@@ -156,7 +188,19 @@ def _host(p: Problem) -> str:
 
 
 def decide(p: Problem) -> str:
-    """The engine that runs problem p: "host", "single", "mg" or "mp"."""
+    """The engine that runs problem p: "host", "single", "mg", "mp" or
+    "local"."""
+    engine = _engine(p)
+    if p.dispatch == "auto" and p.mesh_level and engine in ("host", "single"):
+        win = LOCAL.get((p.platform, p.op))
+        if win is not None and (win.min_n is None or p.n >= win.min_n) and \
+                (win.max_n is None or p.n <= win.max_n):
+            return "local"
+    return engine
+
+
+def _engine(p: Problem) -> str:
+    """decide's choice among jaxmg's own engines."""
     if p.op not in OPS:
         raise ValueError(f"jaxmg: no engine decision for op {p.op!r}")
     if check(p.dispatch) != "auto":

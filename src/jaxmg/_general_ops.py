@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
 from . import _autodiff_general as adg
-from . import _calls, _decide, _library, _mp_route, _request, _shard
+from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
 from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
 
@@ -234,15 +234,6 @@ def _rhs_rows(b, rows, rows1, req):
     return jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, rows1 - rows), (0, 0)))
 
 
-def _to_a_layout(X, req):
-    """A result with A's rows (in the engines' rows) in A's layout,
-    replicated where that layout cannot hold X's shape."""
-    spec = req.a_spec
-    ok = all(d % v.solve_size(req.mesh, _request._names(part)) == 0
-             for d, part in zip(X.shape, tuple(spec)))
-    return _shard.constrain(X, req.mesh, spec if ok else REP)
-
-
 def _cut_rows(X, m, m1, req):
     if m1 == m:
         return X
@@ -251,7 +242,7 @@ def _cut_rows(X, m, m1, req):
 
 def _lu_req(A, b, req):
     """(x in b's shape and layout, status)."""
-    if (r := _mp_route.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     n, n1 = req.n, _padded(req.n, req)
     body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
@@ -264,7 +255,7 @@ def _lu_req(A, b, req):
 
 def _lstsq_req(A, b, req):
     """(x (N,) or (N, K), in b's layout where it fits, status)."""
-    if (r := _mp_route.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_lstsq_local, T_A=req.tile, axis_name=req.axes,
@@ -276,20 +267,20 @@ def _lstsq_req(A, b, req):
 
 def _qr_req(A, req):
     """(Q in A's layout, R replicated, status)."""
-    if (r := _mp_route.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.engine,
                              mrows=m)
     q, r, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
+    return _request.to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
 
 
 def _gesvd_req(A, req):
     """(U in A's layout ((M, 0) when not computed), s, Vh replicated ((0, N)
     when not computed), status)."""
-    if (r := _mp_route.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_gesvd_local, T_A=req.tile, compute_u=req.opt("compute_u", True),
@@ -298,19 +289,19 @@ def _gesvd_req(A, req):
                              dispatch=req.engine, mrows=m)
     u, s, vh, status = _shard_map(body, req, (req.row_spec,),
                                   (req.row_spec, P(None), REP, P(None)))(_tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
+    return _request.to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
 
 
 def _polar_req(A, req):
     """(Up in A's layout, H replicated ((0, N) without compute_h), status)."""
-    if (r := _mp_route.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_polar_local, T_A=req.tile, compute_h=req.opt("compute_h", True),
                              axis_name=req.axes, dispatch=req.engine, mrows=m)
     up, h, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
+    return _request.to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
 
 
 CORES = {"lu_solve": _lu_req, "least_squares": _lstsq_req, "qr": _qr_req, "gesvd": _gesvd_req,

@@ -1,11 +1,10 @@
 """Running a mesh-level call on the cuSOLVERMp engine.
 
-Every op's core asks `route(op, req, *arrays)` first. It returns None,
-and the core goes on with its one-node engines, unless _decide chose "mp"
-for the request (a solve group whose devices sit on several nodes, the only
-engine that solves across nodes, or dispatch="mp" forced). Then it runs the
-op on the engine and returns the core's own outputs (same shapes, layouts
-and status convention):
+_routes.route hands a mesh-level call here when _decide chose "mp" for it
+(a solve group whose devices sit on several nodes, the only engine that
+solves across nodes, or dispatch="mp" forced). RUN[op](req, *arrays) runs
+the op on the engine and returns the core's own outputs (same shapes,
+layouts and status convention):
 
     potrs         (x in b's shape and layout, status, logdet or None)
     potri         (A^-1 in A's layout, status)
@@ -219,11 +218,3 @@ def _polar(req, A):
 
 RUN = {"potrs": _potrs, "potri": _potri, "syevd": _syevd, "lu_solve": _solve_x,
        "least_squares": _solve_x, "qr": _qr, "gesvd": _gesvd, "polar": _polar}
-
-
-def route(op: str, req, *arrays):
-    """None unless the request's engine is cuSOLVERMp (_decide chose it);
-    then the core's outputs, computed there (see the module docstring)."""
-    if req.engine != "mp":
-        return None
-    return RUN[op](req, *arrays)

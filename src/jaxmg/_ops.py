@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff, _calls, _decide, _library, _mp_route, _multiproc, _request, _shard
+from . import _autodiff, _calls, _decide, _library, _multiproc, _request, _routes, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
@@ -337,7 +337,7 @@ def _shard_map(body, req, in_specs, out_specs):
 def _potrs_full(A, b, req, factor=False):
     """(x, status, logdet or None, factor or None); the factor only where
     asked and unpadded (it then has A's shape, in rows)."""
-    if (r := _mp_route.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return (*r, None)
     n, n1 = req.n, _padded_n(req)
     logdet = bool(req.opt("logdet", False))
@@ -374,7 +374,7 @@ def _potrs_donating(A, b, req):
 
 def _core_potri(A, req):
     """Global (A^-1 in A's layout, status)."""
-    if (r := _mp_route.route("potri", req, A)) is not None:
+    if (r := _routes.route("potri", req, A)) is not None:
         return r
     n, n1 = req.n, _padded_n(req)
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
@@ -441,7 +441,7 @@ def _factored(req):
 
 def _core_syevd(A, req):
     """Global (w, V in A's layout or None, status)."""
-    if (r := _mp_route.route("syevd", req, A)) is not None:
+    if (r := _routes.route("syevd", req, A)) is not None:
         return r
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))

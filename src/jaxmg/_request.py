@@ -341,6 +341,14 @@ def to_matrix_layout(M, req: Request):
     return _shard.constrain(M, req.mesh, spec)
 
 
+def to_a_layout(X, req: Request):
+    """A result with A's rows (M x N, or M x K) moved to A's own layout;
+    replicated where that layout cannot hold X's shape."""
+    ok = all(d % v.solve_size(req.mesh, _names(part)) == 0
+             for d, part in zip(X.shape, tuple(req.a_spec)))
+    return _shard.constrain(X, req.mesh, req.a_spec if ok else P(None, None))
+
+
 def to_b_layout(x, req: Request):
     spec = req.b_spec if fits(x.shape[0], req.mesh, req.b_spec) else P(*((None,) * x.ndim))
     return _shard.constrain(x, req.mesh, spec)

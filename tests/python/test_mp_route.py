@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _decide, _mp, _mp_route, _request
+from jaxmg import _decide, _mp, _mp_route, _request, _routes
 
 from test_mp_solve import engine, rand
 
@@ -24,7 +24,7 @@ def test_route_is_none_on_cpu(rng):
     a = np.eye(8) * 2
     A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
     req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None)
-    assert _mp_route.route("potrs", req, A, jnp.ones(8)) is None
+    assert _routes.route("potrs", req, A, jnp.ones(8)) is None
 
 
 # ---------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, sp
     B = jnp.asarray(b[:, 0]) if op in _mp_route._WITH_B else None  # a vector b
     req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=spec, square=op not in _mp_route._TALL,
                              opts=opts)
-    out = _mp_route.route(op, req, *((A, B) if B is not None else (A,)))
+    out = _routes.route(op, req, *((A, B) if B is not None else (A,)))
     out = [None if o is None else np.asarray(o) for o in out]
     assert out[1 if op == "potrs" else -1] == 0  # potrs: (x, status, logdet)
     tol = 1e-9 * max(1.0, np.linalg.cond(a))
@@ -111,7 +111,7 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     b = jnp.ones((8, 2))
     req = _request.normalise("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
-    x, status, ld = _mp_route.route("potrs", req, A, b)
+    x, status, ld = _routes.route("potrs", req, A, b)
     assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
 
 
@@ -153,7 +153,7 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
     req = _request.normalise(op, A, b, T_A=2, mesh=mesh, specs=P(("r", "c"), None),
                              square=op != "qr", opts=(("jobz", True),) if op == "syevd" else ())
     args = (A, b) if b is not None else (A,)
-    out = jax.jit(lambda *xs: _mp_route.route(op, req, *xs))(*args)
+    out = jax.jit(lambda *xs: _routes.route(op, req, *xs))(*args)
     out = [None if o is None else np.asarray(o) for o in out]
     if op == "potrs":
         np.testing.assert_allclose(a @ out[0], np.asarray(b), atol=1e-10)
