@@ -1,6 +1,6 @@
 """Routing to the cuSOLVERMp engine (_mp_route): the decision on CPU and on
 stand-in GPU meshes, and the routed results in the cores' convention, with
-_mp.call replaced by the numpy engine of test_mp_solve (mp_ops.c's
+_mp_route.call replaced by the numpy engine of test_mp_solve (the rows'
 conventions), on sizes that need padding."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _dispatch, _mp, _mp_route, _multiproc, _request
+from jaxmg import _calls, _dispatch, _mp_route, _multiproc, _request
 
 from test_mp_solve import engine, rand
 
@@ -46,7 +46,7 @@ def test_across_nodes_rule(two_nodes):
     assert _mp_route.spans_nodes(two_nodes, ("S", "T"))
     assert not _mp_route.spans_nodes(two_nodes, ("T",))
     # across nodes: only cuSOLVERMp may solve, whatever the op and size
-    for op in _mp.OPS:
+    for op in _mp_route.OPS:
         assert _mp_route.takes(op, two_nodes, ("S", "T"), "auto", 64)
         assert _mp_route.takes(op, two_nodes, ("S",), "auto", 1 << 16)
     # within a node, "auto" keeps the one-node engines; "mp" forces
@@ -118,7 +118,7 @@ def test_dispatch_accepts_mp():
 
 @pytest.fixture
 def routed(monkeypatch):
-    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "call", engine)
     monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
 
 
@@ -137,7 +137,7 @@ LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",)
 
 @pytest.mark.parametrize("axes,spec", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-@pytest.mark.parametrize("op", _mp.OPS)
+@pytest.mark.parametrize("op", _mp_route.OPS)
 def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, spec):
     devs = np.array(jax.devices()[:4])
     mesh = Mesh(devs.reshape(2, 2) if len(axes) == 2 else devs, axes)
@@ -200,25 +200,24 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
 
 
-def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
     """The numpy engine's conventions in jnp, so that route runs under jit."""
     from jaxmg import _shard
 
-    _mp.validate(op, grid, mesh, a, b, spec, tile)
-    a = _shard.constrain(a, mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
-    M = a.T
+    a = _shard.constrain(args[0], mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
+    M = a.T if _mp_route.KIND in _calls.table()[op].sees_at else a
     st = jnp.zeros(grid.p * grid.q, jnp.int32)
     back = lambda x: _shard.constrain(x, mesh, spec)  # noqa: E731 - matrix results in A's spec
     if op == "potrs":
-        return back(a), jnp.linalg.solve(M, b).T, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype), st
+        return back(a), jnp.linalg.solve(M, args[1]), st, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype)
     if op == "syevd":
         w, Q = jnp.linalg.eigh(M)
         return back(Q.T), w, st
     if op == "qr":
-        Q, R = jnp.linalg.qr(a)
-        return back(Q), R.T, st
+        Q, R = jnp.linalg.qr(M)
+        return back(Q), R, st
     if op == "lu_solve":
-        return back(a), jnp.linalg.solve(a, b).T, st
+        return back(a), jnp.linalg.solve(M, args[1]), st
     raise NotImplementedError(op)
 
 
@@ -227,7 +226,7 @@ def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
 def test_routed_under_jit(monkeypatch, rng, op, explicit):
     """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
     Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
-    monkeypatch.setattr(_mp, "call", jnp_engine)
+    monkeypatch.setattr(_mp_route, "call", jnp_engine)
     monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
     types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
     mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
@@ -258,7 +257,7 @@ def _routed_to_jnp(monkeypatch):
         seen.append(a[0])
         return jnp_engine(*a, **k)
 
-    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "call", engine)
     monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
     return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
