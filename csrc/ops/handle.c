@@ -399,11 +399,14 @@ static int collective_steps(jmg_call* c, void* ctx) {
   fill_job(&c->job, &c->me, c->nparties);
   c->job.parties = &c->me;
   c->job.ctx = ctx;
-  if (k->agree(ctx, &c->me, print, c->own[0] ? c->own : NULL, c->err)) return -1;
+  if (k->agree(ctx, &c->me, print, c->own[0] ? c->own : NULL, c->err))
+    return c->own[0] ? jmg_call_fail(c->err, "%s", c->own) : -1; /* its own reason first */
   step(c, "all ranks agree");
   char msg[JMG_ERRLEN] = "";
   int rc = run_own(c, msg);
-  if (k->agree(ctx, &c->me, print, rc ? msg : NULL, c->err)) return -1;
+  int agreed = k->agree(ctx, &c->me, print, rc ? msg : NULL, c->err);
+  if (rc) return jmg_call_fail(c->err, "%s", msg); /* its own reason, not the verdict's */
+  if (agreed) return -1;
   if (finish(c)) return -1;
   step(c, "done");
   return 0;

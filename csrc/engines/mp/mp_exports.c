@@ -225,12 +225,9 @@ static int mp_agree(void* ctx, const jmg_party* me, uint64_t print, const char* 
   jmg_mp_set* s = &((entry*)ctx)->set;
   agreement a = {s, (cudaStream_t)me->stream, {print, ~print, mine ? (uint64_t)me->rank + 1 : 0}};
   char merr[JMG_MP_ERRLEN] = "";
-  if (jmg_mp_comm_guard(&s->comm, "agree", agree_body, &a, merr))
-    return say(err, "%s%s%s", mine ? mine : "", mine ? "; " : "", merr);
+  if (jmg_mp_comm_guard(&s->comm, "agree", agree_body, &a, merr)) return say(err, "%s", merr);
   if (a.v[2])
-    return say(err, "rank %d failed: %s", (int)a.v[2] - 1,
-                            mine && a.v[2] == (uint64_t)me->rank + 1 ? mine
-                                                                   : "its own error says why");
+    return say(err, "rank %d failed (its own error says why)", (int)a.v[2] - 1);
   if (a.v[0] != print || a.v[1] != ~print)
     return say(err, "the ranks make different calls (op, shapes, dtype, tile, "
                             "attributes or call site differ; %s)", jmg_op_name(me->op));
