@@ -6,15 +6,12 @@
 
 #include "ffi/seam.h"
 
-#define CU(call)                                                                           \
-  do {                                                                                     \
-    cudaError_t e_ = (call);                                                               \
-    if (e_ != cudaSuccess) {                                                               \
-      snprintf(err, JMG_ERRLEN, "%s: %s (%s:%d)", #call, cudaGetErrorString(e_), __FILE__, \
-               __LINE__);                                                                  \
-      return -1;                                                                           \
-    }                                                                                      \
-  } while (0)
+/* 0, or -1 with the failing call named in err. */
+static int cu(cudaError_t e, const char* what, char* err) {
+  if (e == cudaSuccess) return 0;
+  snprintf(err, JMG_ERRLEN, "%s: %s", what, cudaGetErrorString(e));
+  return -1;
+}
 
 int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                     int32_t where_out[2], char* err) {
@@ -25,21 +22,26 @@ int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wher
     snprintf(err, JMG_ERRLEN, "no device ordinal or stream from XLA");
     return -1;
   }
-  CU(cudaSetDevice(me->ordinal));
+  cudaStream_t s = (cudaStream_t)me->stream;
   /* The sync makes this device's inputs complete before other streams
    * (the leader's, or the library's) read them. */
-  CU(cudaMemcpyAsync(where_out, where, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                     (cudaStream_t)me->stream));
-  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  if (cu(cudaSetDevice(me->ordinal), "cudaSetDevice", err) ||
+      cu(cudaMemcpyAsync(where_out, where, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
+         "cudaMemcpyAsync(where)", err) ||
+      cu(cudaStreamSynchronize(s), "cudaStreamSynchronize", err))
+    return -1;
   return 0;
 }
 
 int gpu_party_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
                       int64_t bytes, char* err) {
   (void)cf;
-  CU(cudaSetDevice(me->ordinal));
-  CU(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)me->stream));
-  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  cudaStream_t s = (cudaStream_t)me->stream;
+  if (cu(cudaSetDevice(me->ordinal), "cudaSetDevice", err) ||
+      cu(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, s),
+         "cudaMemcpyAsync(copy in)", err) ||
+      cu(cudaStreamSynchronize(s), "cudaStreamSynchronize", err))
+    return -1;
   return 0;
 }
 
@@ -50,15 +52,18 @@ int gpu_party_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_resul
   int32_t info = res->info;
   float f[JMG_MAX_SCALARS];
   int single_prec = jmg_dtype_real_size((jmg_dtype)me->dtype) == 4;
-  CU(cudaSetDevice(me->ordinal));
   cudaStream_t s = (cudaStream_t)me->stream;
-  CU(cudaMemcpyAsync(me->status, &info, sizeof info, cudaMemcpyHostToDevice, s));
+  if (cu(cudaSetDevice(me->ordinal), "cudaSetDevice", err) ||
+      cu(cudaMemcpyAsync(me->status, &info, sizeof info, cudaMemcpyHostToDevice, s),
+         "cudaMemcpyAsync(status)", err))
+    return -1;
   for (int k = 0; k < JMG_MAX_SCALARS; k++) {
     if (!me->scalar[k]) continue;
     f[k] = (float)res->scalar[k];
-    if (single_prec) CU(cudaMemcpyAsync(me->scalar[k], &f[k], sizeof f[k], cudaMemcpyHostToDevice, s));
-    else CU(cudaMemcpyAsync(me->scalar[k], &res->scalar[k], sizeof(double), cudaMemcpyHostToDevice, s));
+    const void* v = single_prec ? (const void*)&f[k] : (const void*)&res->scalar[k];
+    if (cu(cudaMemcpyAsync(me->scalar[k], v, single_prec ? sizeof f[k] : sizeof(double),
+                           cudaMemcpyHostToDevice, s), "cudaMemcpyAsync(scalar)", err))
+      return -1;
   }
-  CU(cudaStreamSynchronize(s));
-  return 0;
+  return cu(cudaStreamSynchronize(s), "cudaStreamSynchronize", err);
 }
