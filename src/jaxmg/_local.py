@@ -140,4 +140,10 @@ def polar(req, A):
     return _request.to_a_layout(up, req), h, status
 
 
-RUN = {"qr": qr, "gesvd": gesvd, "polar": polar}
+_RUN = {"qr": qr, "gesvd": gesvd, "polar": polar}
+
+
+def run(op: str, req, *arrays):
+    """The core's outputs of op (qr, gesvd or polar), by the one-device
+    algorithm."""
+    return _RUN[op](req, *arrays)

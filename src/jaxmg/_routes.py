@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from . import _local, _mp_route
 
-_ROUTED = {"mp": _mp_route.RUN, "local": _local.RUN}
+_ROUTED = {"mp": _mp_route.run, "local": _local.run}
 
 
 def route(op: str, req, *arrays):
-    table = _ROUTED.get(req.engine)
-    return None if table is None else table[op](req, *arrays)
+    run = _ROUTED.get(req.engine)
+    return None if run is None else run(op, req, *arrays)

@@ -34,11 +34,25 @@ def test_auto_within_a_node_follows_the_crossovers():
     assert gpu("potri", 32768) == "single"  # no crossover: one GPU while it fits
     assert gpu("lu_solve", 40000) == "mg"
     assert gpu("potrs", 32768, nparties=1) == "single"  # one device: no cuSolverMg
-    # Ops cuSolverMg lacks: one GPU while it fits, then cuSOLVERMp (mesh level).
-    assert gpu("qr", 40000) == "single"
+    # Ops cuSolverMg lacks: one GPU while it fits (where the one-device JAX
+    # algorithm measured faster than cuSOLVER, that: "local"), then cuSOLVERMp.
+    assert gpu("qr", 40000) == "local" and gpu("qr", 40000, mesh_level=False) == "single"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB) == "mp"
-    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "single"
+    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "local"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB, mesh_level=False) == "single"
+
+
+def test_local_where_measured():
+    for op in ("qr", "gesvd", "polar"):
+        assert gpu(op, 8192) == "local" and gpu(op, 8192, dispatch="single") == "single"
+        assert gpu(op, 8192, dispatch="local") == "local"
+        with pytest.raises(ValueError, match="shard_map"):
+            gpu(op, 8192, dispatch="local", mesh_level=False)
+    assert gpu("potrs", 8192) == "single"  # no one-device win measured for potrs
+    with pytest.raises(ValueError, match="local engine has no potrs"):
+        gpu("potrs", 8192, dispatch="local")
+    for (platform, op), win in _decide.LOCAL.items():
+        assert op in _decide.ENGINE_OPS["local"] and win.measured
 
 
 def test_auto_when_one_gpu_cannot_hold_the_gather():

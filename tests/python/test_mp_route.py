@@ -1,11 +1,9 @@
 """Routing to the cuSOLVERMp engine (_mp_route; the decision itself is in
 test_decide.py): nothing routes on CPU, and the routed results in the cores' convention, with
-_mp.call replaced by the numpy engine of test_mp_solve (mp_ops.c's
+_mp_route.call replaced by the numpy engine of test_mp_solve (the rows'
 conventions), on sizes that need padding."""
 
 from __future__ import annotations
-
-import types
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _decide, _mp, _mp_route, _request, _routes
+from jaxmg import _calls, _decide, _mp_route, _request, _routes
 
 from test_mp_solve import engine, rand
 
@@ -33,7 +31,7 @@ def test_route_is_none_on_cpu(rng):
 
 @pytest.fixture
 def routed(monkeypatch):
-    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "call", engine)
     monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
 
 
@@ -52,7 +50,7 @@ LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",)
 
 @pytest.mark.parametrize("axes,spec", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-@pytest.mark.parametrize("op", _mp.OPS)
+@pytest.mark.parametrize("op", _mp_route.OPS)
 def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, spec):
     devs = np.array(jax.devices()[:4])
     mesh = Mesh(devs.reshape(2, 2) if len(axes) == 2 else devs, axes)
@@ -115,25 +113,24 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
 
 
-def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
     """The numpy engine's conventions in jnp, so that route runs under jit."""
     from jaxmg import _shard
 
-    _mp.validate(op, grid, mesh, a, b, spec, tile)
-    a = _shard.constrain(a, mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
-    M = a.T
+    a = _shard.constrain(args[0], mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
+    M = a.T if _mp_route.KIND in _calls.table()[op].sees_at else a
     st = jnp.zeros(grid.p * grid.q, jnp.int32)
     back = lambda x: _shard.constrain(x, mesh, spec)  # noqa: E731 - matrix results in A's spec
     if op == "potrs":
-        return back(a), jnp.linalg.solve(M, b).T, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype), st
+        return back(a), jnp.linalg.solve(M, args[1]), st, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype)
     if op == "syevd":
         w, Q = jnp.linalg.eigh(M)
         return back(Q.T), w, st
     if op == "qr":
-        Q, R = jnp.linalg.qr(a)
-        return back(Q), R.T, st
+        Q, R = jnp.linalg.qr(M)
+        return back(Q), R, st
     if op == "lu_solve":
-        return back(a), jnp.linalg.solve(a, b).T, st
+        return back(a), jnp.linalg.solve(M, args[1]), st
     raise NotImplementedError(op)
 
 
@@ -142,7 +139,7 @@ def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
 def test_routed_under_jit(monkeypatch, rng, op, explicit):
     """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
     Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
-    monkeypatch.setattr(_mp, "call", jnp_engine)
+    monkeypatch.setattr(_mp_route, "call", jnp_engine)
     monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
     mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
@@ -173,7 +170,7 @@ def _routed_to_jnp(monkeypatch):
         seen.append(a[0])
         return jnp_engine(*a, **k)
 
-    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "call", engine)
     monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
