@@ -49,6 +49,7 @@ typedef enum {
   JMG_MP_QR,
   JMG_MP_GESVD,
   JMG_MP_POLAR,
+  JMG_MP_SYGVD,
   JMG_MP_NOPS
 } jmg_mp_op;
 
@@ -61,10 +62,12 @@ typedef struct jmg_mp_job {
   jmg_dtype dtype;
   int64_t m, n, nrhs, tile;
   int kind, mesh_a, mesh_b;
-  int jobz;             /* syevd: 1 eigenvectors; potrs: 1 also log det */
+  int jobz;             /* syevd, sygvd: 1 eigenvectors; potrs: 1 also log det */
+  int64_t nvalid;       /* sygvd: the order solved (0: n), the rest padding (op_table.c) */
   cudaStream_t stream;  /* the call's XLA stream */
   void* a;              /* A's shard, in; the op's matrix result, out */
-  void* b;              /* replicated right-hand sides (m x nrhs), in/out */
+  void* b;              /* replicated right-hand sides (m x nrhs), in/out; sygvd: B's
+                           shard, laid out as A's, read only */
   void* out[2];         /* further outputs */
   int32_t* status;      /* device int32 */
 } jmg_mp_job;

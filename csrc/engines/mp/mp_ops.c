@@ -16,6 +16,7 @@
  *             top of the factor, whose upper triangle is R
  *   gesvd     A = U diag(s) V^H, m >= n, thin              a <- U; out[0] <- s; out[1] <- V^H
  *   polar     A = U_p H, m >= n                            a <- U_p; out[0] <- H (n x n)
+ *   sygvd     M x = lambda M_B x (B's shard in b, as A's)  a <- Z (jobz); out[0] <- w (n reals)
  * On a non-zero status (a failing minor, no convergence) the outputs are
  * NaN. potri costs ~2.3 n^3 flops against LAPACK's n^3: cuSOLVERMp 0.9.1
  * has no trtri/lauum (docs/multinode.md).
@@ -299,6 +300,56 @@ static int body_syevd(opctx* c, char* err) {
   return c->j->jobz ? send_back(c, q, err) : JMG_MP_OK;
 }
 
+/* B's shard (j->b, laid out as A's) into a cyclic copy by A's plan: it
+ * becomes M_B = B^T = conj(B), as A becomes M. */
+static int bring_in_b(opctx* c, void** b, cusolverMpMatrixDescriptor_t* db, char* err) {
+  TRY(cyclic_matrix(c, c->cm, c->cn, b, db, err));
+  jmg_mp_mover mv = {c->s, c->j->stream, c->j->dtype, c->j->b, jmg_layout2d_block_rows(&c->l),
+                     *b, c->lld};
+  return jmg_mp_move(&c->to, &mv, err);
+}
+
+/* Sets a cyclic n x n matrix to zero (laset, no workspace). */
+static int zero_cyclic(opctx* c, void* m, cusolverMpMatrixDescriptor_t d, char* err) {
+  double z[2] = {0, 0};
+  float zf[2] = {0, 0};
+  int dbl = jmg_mp_real_type(c->j->dtype) == CUDA_R_64F;
+  SOLVER(cusolverMpLaset(c->s->handle, CUBLAS_FILL_MODE_FULL, c->cn, c->cn, dbl ? (void*)z : (void*)zf,
+                         dbl ? (void*)z : (void*)zf, m, 1, 1, d, c->s->d_info),
+         "cusolverMpLaset");
+  return JMG_MP_OK;
+}
+
+/* The pencil (M, M_B) of order nvalid (its leading rows and columns; the
+ * rest is padding, left zero in Z and w). info is LAPACK sygvd's. */
+static int body_sygvd(opctx* c, char* err) {
+  TRY(bring_in(c, err));
+  void *b, *z;
+  cusolverMpMatrixDescriptor_t db, dz;
+  TRY(bring_in_b(c, &b, &db, err));
+  TRY(cyclic_matrix(c, c->cn, c->cn, &z, &dz, err));
+  TRY(zero_cyclic(c, z, dz, err));
+  size_t rz = jmg_dtype_real_size(c->j->dtype);
+  TRY(jmg_mp_cuda_fail(cudaMemsetAsync(c->j->out[0], 0, (size_t)c->cn * rz, c->j->stream), "w", err));
+  int64_t n = c->j->nvalid > 0 ? c->j->nvalid : c->cn;
+  cusolverEigMode_t jobz = c->j->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  size_t d = 0, h = 0;
+  SOLVER(cusolverMpSygvd_bufferSize(c->s->handle, CUSOLVER_EIG_TYPE_1, jobz, LOWER, n, 1, 1, c->desc,
+                                    1, 1, db, 1, 1, dz, c->t, &d, &h),
+         "cusolverMpSygvd_bufferSize");
+  TRY(workspace(c, d, h, err));
+  TRY(zero_info(c, err));
+  SOLVER(cusolverMpSygvd(c->s->handle, CUSOLVER_EIG_TYPE_1, jobz, LOWER, n, c->cyc, 1, 1, c->desc,
+                         b, 1, 1, db, c->j->out[0], z, 1, 1, dz, c->t, WS),
+         "cusolverMpSygvd");
+  TRY(take_info(c, err));
+  if (*c->info != 0) {
+    TRY(jmg_mp_cuda_fail(cudaMemsetAsync(c->j->out[0], 0xFF, (size_t)c->cn * rz, c->j->stream), "NaN", err));
+    return c->j->jobz ? nan_fill(c, c->j->a, shard_elems(c), err) : JMG_MP_OK;
+  }
+  return c->j->jobz ? send_back(c, z, err) : JMG_MP_OK;
+}
+
 static int set_attr(cusolverStatus_t s, char* err) {
   return jmg_mp_solver_fail(s, "descriptor attribute", err);
 }
@@ -466,6 +517,8 @@ static int check_job(const jmg_mp_set* s, const jmg_mp_op_row* row, const jmg_mp
   else if ((row->op == JMG_MP_POTRS || row->op == JMG_MP_LU_SOLVE || row->op == JMG_MP_LSTSQ) &&
            (j->nrhs < 1 || j->b == NULL))
     bad = "right-hand sides are missing";
+  else if (row->op == JMG_MP_SYGVD && (j->b == NULL || j->nvalid < 0 || j->nvalid > j->n))
+    bad = "B's shard is missing, or nvalid is not in [0, n]";
   else if (j->a == NULL || j->status == NULL) bad = "a buffer is missing";
   else if ((int64_t)j->mesh_a * j->mesh_b != R &&
            !(j->kind == JMG_SHARD_ROWS && j->mesh_a == R) &&
@@ -538,6 +591,7 @@ OP_FN(lstsq)
 OP_FN(qr)
 OP_FN(gesvd)
 OP_FN(polar)
+OP_FN(sygvd)
 
 /*                      name            op               sq tr tall fn */
 const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS] = {
@@ -549,4 +603,5 @@ const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS] = {
     {"qr", JMG_MP_QR, 0, 1, 1, jmg_mp_qr},
     {"gesvd", JMG_MP_GESVD, 0, 1, 1, jmg_mp_gesvd},
     {"polar", JMG_MP_POLAR, 0, 1, 1, jmg_mp_polar},
+    {"sygvd", JMG_MP_SYGVD, 1, 0, 0, jmg_mp_sygvd},
 };
