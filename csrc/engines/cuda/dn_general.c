@@ -167,6 +167,11 @@ static int plan_sygvd(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err
   const void* any = job->parties[0].a;
   cusolverEigMode_t jobz = job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
   BLAS(gpu_sygvd_size(ctx->dn, job->dtype, jobz, (int)nv, any, (int)n, any, (int)n, any, &lw));
+  if (lw < 0) {
+    snprintf(err, JMG_ERRLEN, "sygvd on one GPU at n = %lld: cuSOLVER's workspace does not fit "
+             "its int", (long long)nv);
+    return -1;
+  }
   p->dwork_bytes = (size_t)(lw > 0 ? lw : 1) * (size_t)es_of(job);
   p->g = take(&at, n * n * es_of(job));
   p->bg = take(&at, n * n * es_of(job));
