@@ -603,6 +603,17 @@ def _pencil_products(V, dA, dB, lay: Layout, sym: bool):
     return sa, sb, da, db
 
 
+def _pencil_rule(primal, jvp):
+    """primal(A, B) with jvp(A, B, dA, dB) -> (outputs, tangents) as its JVP."""
+    f = jax.custom_jvp(primal)
+    f.defjvp(lambda primals, tangents: jvp(*primals, *tangents))
+    return f
+
+
+def _rows_of(V, lay: Layout, v_cols: bool):
+    return _cols_to_rows(V, lay) if v_cols else V
+
+
 def generalized_eigh(core, lay: Layout, v_cols: bool = False):
     """Differentiable w, V, status = core(A, B) for A V = B V diag(w),
     V^H B V = I (eigenvectors in columns). With At = V^H sym(dA) V and
@@ -611,27 +622,19 @@ def generalized_eigh(core, lay: Layout, v_cols: bool = False):
     C_jj = -Bt_jj / 2, the real gauge that keeps V^H B V = I (for B = I
     this is syevd's rule). Four ring products and one distributed
     transpose per tangent. v_cols as for syevd."""
-    core = _batching.matrix_op(core)
     if v_cols and not lay.per_shard:
         raise ValueError("jaxmg: the v_cols layout exists only per shard")
 
-    @jax.custom_jvp
-    def f(A, B):
-        return core(A, B)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, B), (dA, dB) = primals, tangents
+    def jvp(A, B, dA, dB):
         w, V, status = f(A, B)
-        Vr = _cols_to_rows(V, lay) if v_cols else V
+        Vr = _rows_of(V, lay, v_cols)
         sa, sb, da, db = _pencil_products(Vr, dA, dB, lay, sym=True)
-        wt = w.astype(Vr.dtype)
-        g = matmul(ctranspose(Vr, lay), sa - sb * wt[None, :], lay)
-        dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay) - Vr * (db / 2).astype(Vr.dtype)[None, :]
+        g = matmul(ctranspose(Vr, lay), sa - sb * w.astype(Vr.dtype)[None, :], lay)
+        dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay) - Vr * (db / 2).astype(Vr.dtype)
         dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
-        dw = (da - w * db).astype(w.dtype)
-        return (w, V, status), (dw, dV, _float0_zeros(status))
+        return (w, V, status), ((da - w * db).astype(w.dtype), dV, _float0_zeros(status))
 
+    f = _pencil_rule(_batching.matrix_op(core), jvp)
     return f
 
 
@@ -640,22 +643,14 @@ def generalized_eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
     runs core_wv (w, V, status) once, then dw = Re diag(V^H dA V) -
     w Re diag(V^H dB V) (the diagonal needs no symmetrization): two ring
     products per tangent."""
-    core_w = _batching.matrix_op(core_w)
     full = generalized_eigh(core_wv, lay, v_cols)
 
-    @jax.custom_jvp
-    def f(A, B):
-        return core_w(A, B)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, B), (dA, dB) = primals, tangents
+    def jvp(A, B, dA, dB):
         w, V, status = full(A, B)
-        V = _cols_to_rows(V, lay) if v_cols else V
-        _, _, da, db = _pencil_products(V, dA, dB, lay, sym=False)
+        _, _, da, db = _pencil_products(_rows_of(V, lay, v_cols), dA, dB, lay, sym=False)
         return (w, status), ((da - w * db).astype(w.dtype), _float0_zeros(status))
 
-    return f
+    return _pencil_rule(_batching.matrix_op(core_w), jvp)
 
 
 def syevd_local(body, axes, v_layout="rows", values_body=None):
