@@ -99,9 +99,9 @@ def effective_tile(op, tile, n=None, nd=None):
     """The tile jaxmg uses (T_A=None: the automatic one for N / ndev)."""
     cap = {"syevd": SYEVD_MAX_TILE, "lu_solve": LU_MAX_TILE}.get(op)
     if tile is None:
-        from jaxmg import _dispatch
+        from jaxmg import _tiles
 
-        return _dispatch.auto_tile(n // nd, cap)
+        return _tiles.auto_tile(n // nd, cap)
     return min(tile, cap) if cap else tile
 
 
@@ -463,11 +463,12 @@ def main(argv=None):
     print(f"devices: {device_desc}; jax {jax.__version__}", file=sys.stderr)
 
     rows, single = [], {}
-    from jaxmg import _dispatch
+    from jaxmg import _decide
 
     for op, dt, n, tile, nd, how in todo:
-        code = _dispatch.resolve(how, op, n, nd, DTYPES[dt], devices[0].platform)
-        chosen = {_dispatch.MULTI: "multi", _dispatch.SINGLE: "single"}.get(code, how)
+        engine = _decide.for_mesh(op, make_mesh(nd), ("x",), how, n, DTYPES[dt]) \
+            if nd <= len(devices) else how
+        chosen = {"mg": "multi"}.get(engine, engine)
         row = {"op": op, "dtype": dt, "n": n, "tile": effective_tile(op, tile, n, nd), "ndev": nd,
                "dispatch": chosen if how == chosen else f"{how}:{chosen}", "nrhs": args.nrhs,
                "jaxmg_s": None, "jaxmg_min_s": None, "raw_s": raw.get((op, dt, n, tile, nd)),

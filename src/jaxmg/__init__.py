@@ -20,6 +20,7 @@ through the same C core. Importing jaxmg changes no JAX setting.
 from . import utils
 from ._device import device_supports_vmm
 from ._eigh_generalized import eigh_generalized, eigh_generalized_shardmap_ctx, sygvd
+from .utils import calculate_padding
 from ._general_ops import (
     gesvd,
     gesvd_shardmap_ctx,
@@ -64,6 +65,7 @@ __all__ = [
     "sygvd",
     "eigh_generalized_shardmap_ctx",
     "device_supports_vmm",
+    "calculate_padding",
     "utils",
 ]
 # Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a

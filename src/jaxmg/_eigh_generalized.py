@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
-from . import _calls, _dispatch, _library, _multiproc, _request, _shard
+from . import _calls, _decide, _library, _request, _shard
 from . import _validate as v
 
 # Per-shard and global helpers shared with syevd's path (private to _ops
@@ -84,21 +84,6 @@ def _pair(A, B) -> None:
     v.square(A)
 
 
-def _check_dispatch(dispatch) -> str:
-    _dispatch.check(dispatch)
-    if dispatch == "multi":
-        raise ValueError(
-            f"jaxmg: {NAME} has no multi-GPU solver (cuSolverMg has no sygvd); it runs on the "
-            "first GPU of the axis: use dispatch='auto' or 'single'"
-        )
-    if dispatch == "mp":
-        raise ValueError(
-            f"jaxmg: {NAME} does not run on the cuSOLVERMp engine yet; use dispatch='auto' or "
-            "'single'"
-        )
-    return dispatch
-
-
 def status_of(info, nvalid: int):
     """jaxmg's status from LAPACK sygvd's info for order nvalid: info =
     nvalid + k (B's leading minor k not positive definite) gives k; info
@@ -123,17 +108,15 @@ def _local(a, b, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispat
     v.tile(T_A)
     if v_layout not in V_LAYOUTS:
         raise ValueError(f"jaxmg: v_layout must be 'cols' or 'rows', got {v_layout!r}")
-    _check_dispatch(dispatch)
+    _decide.check(dispatch)
     axes = v.shard_axes(axis_name)
-    platform = _library.current_platform()
-    _library.ensure_registered(platform)
+    _library.ensure_registered(_library.current_platform())
     nparties = math.prod(_shard.axis_sizes()[ax] for ax in axes)
-    _multiproc.check_traced(axes)
     _alike(a, b, "the local shard of ")
     nloc, n, dt = v.local_shard(a, nparties)
     nvalid = n if nvalid is None else nvalid
     where = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, OP, n, nparties, dt, platform)
+    solver = _decide.c_code(_decide.for_shard(OP, dt, n, nparties, axes, dispatch))
     bad = _nonfinite(axes, a, b)
     # The engines gather: the whole shard is one tile, nothing is padded.
     e, w, info = _calls.ffi(OP, _sanitised(a, bad, where[0]), _sanitised(b, bad, where[0]), where,
@@ -161,7 +144,7 @@ def _core(A, B, req):
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     B = _request.to_rows(_pad_global(B, n, n1, 1, req), req)
     body = functools.partial(_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
-                             axis_name=req.axes, dispatch=req.dispatch, nvalid=n)
+                             axis_name=req.axes, dispatch=req.engine, nvalid=n)
     rows = req.row_spec
     if jobz:
         w, V, status = _shard_map(body, req, (rows, rows), (P(None), rows, P(None)))(A, B)
@@ -191,7 +174,6 @@ def _empty(req):
 
 def _normalise(A, B, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate, jobz):
     _pair(A, B)
-    _check_dispatch(dispatch)
     return _request.normalise(OP, A, T_A=T_A, mesh=mesh, specs=in_specs,
                               matrix_specs=matrix_specs, pad=pad, dispatch=dispatch,
                               donate=donate, opts=(("jobz", jobz),))

@@ -48,6 +48,16 @@ def _library_path(stem: str) -> pathlib.Path:
     )
 
 
+def has_library(stem: str) -> bool:
+    """Whether this installation has lib{stem}.so (e.g. jaxmg_mp, the
+    cuSOLVERMp engine, built only where its wheels were found)."""
+    try:
+        _library_path(stem)
+    except ImportError:
+        return False
+    return True
+
+
 def _capsule_address(capsule) -> int:
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype = ctypes.c_char_p
@@ -129,6 +139,18 @@ def platform_of(devices) -> str:
     if len(platforms) != 1:
         raise ValueError(f"jaxmg: the mesh mixes platforms {sorted(platforms)}")
     return platforms.pop()
+
+
+def mesh_platform(mesh) -> str:
+    """The platform of a mesh: its devices' (anything with a devices array),
+    else an AbstractMesh's, else JAX's default backend."""
+    devices = getattr(mesh, "devices", None)
+    if devices is not None:
+        return platform_of(list(getattr(devices, "flat", devices)))
+    try:
+        return mesh.abstract_device.platform
+    except Exception:  # an older AbstractMesh
+        return jax.default_backend()
 
 
 def current_platform() -> str:

@@ -1,11 +1,11 @@
-"""Routing a mesh-level call to the cuSOLVERMp engine.
+"""Running a mesh-level call on the cuSOLVERMp engine.
 
 Every op's core asks `route(op, req, *arrays)` first. It returns None,
-and the core goes on with its one-node engines, unless the mesh is on GPUs
-and `_grid.choose_engine` picks "mp" for this request: a solve group whose
-devices sit on several nodes (the only engine that solves across nodes),
-or dispatch="mp" forced. Then it runs the op on the engine and returns the
-core's own outputs (same shapes, layouts and status convention):
+and the core goes on with its one-node engines, unless _decide chose "mp"
+for the request (a solve group whose devices sit on several nodes, the only
+engine that solves across nodes, or dispatch="mp" forced). Then it runs the
+op on the engine and returns the core's own outputs (same shapes, layouts
+and status convention):
 
     potrs         (x in b's shape and layout, status, logdet or None)
     potri         (A^-1 in A's layout, status)
@@ -18,11 +18,6 @@ core's own outputs (same shapes, layouts and status convention):
 Status is -1 (outputs NaN) for a non-finite input, as on the other engines;
 the engine itself gives > 0 and NaN outputs for a failing matrix.
 
-On CPU nothing routes: a solve group across nodes stays the ValueError of
-_multiproc.check_mesh, and dispatch="mp" is a ValueError naming the
-platform. `takes(op, mesh, axes, dispatch, n)` is the decision alone, for
-_request.normalise to skip that node check where this engine will solve.
-
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
@@ -34,12 +29,10 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _grid, _multiproc
+
 
 REP = P(None, None)
 _WITH_B = ("potrs", "lu_solve", "least_squares")
@@ -48,75 +41,6 @@ _TALL = ("least_squares", "qr", "gesvd", "polar")
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
 _TILE = {"syevd": 256, "gesvd": 256, "polar": 256}
 _DEFAULT_TILE = 1024
-
-
-# ---------------------------------------------------------------------------
-# the decision
-
-
-def _concrete(mesh) -> bool:
-    return getattr(mesh, "devices", None) is not None  # a Mesh (an AbstractMesh has none)
-
-
-def _platform(mesh) -> str:
-    if _concrete(mesh):
-        return {d.platform for d in np.asarray(mesh.devices).flat}.pop()
-    try:
-        return mesh.abstract_device.platform
-    except Exception:
-        return jax.default_backend()
-
-
-def available() -> bool:
-    """Whether this installation has libjaxmg_mp.so."""
-    from ._library import _library_path
-
-    try:
-        _library_path("jaxmg_mp")
-    except ImportError:
-        return False
-    return True
-
-
-def spans_nodes(mesh, axes) -> bool:
-    """Whether some solve group (one position along the other mesh axes)
-    has devices on more than one node (JAXMG_NODE_ID, else the host name)."""
-    if not _multiproc.active() or not _concrete(mesh):
-        return False
-    _, nodes = _multiproc.job()
-    names = list(mesh.axis_names)
-    order = [names.index(a) for a in names if a not in axes] + [names.index(a) for a in axes]
-    size = math.prod(mesh.shape[a] for a in axes)
-    for group in np.transpose(mesh.devices, order).reshape(-1, size):
-        if len({nodes[d.process_index] for d in group}) > 1:
-            return True
-    return False
-
-
-def takes(op: str, mesh, axes, dispatch: str, n: int = 0) -> bool:
-    """Whether the cuSOLVERMp engine solves this call (ValueError where it
-    must and cannot: dispatch="mp" off GPUs, a forced one-node engine across
-    nodes, or no libjaxmg_mp.so for a solve across nodes)."""
-    platform = _platform(mesh)
-    if platform != "gpu":
-        if dispatch == "mp":
-            raise ValueError(
-                f"jaxmg: dispatch='mp' (the cuSOLVERMp engine) runs on GPUs only; this mesh is "
-                f"on {platform!r}. Use dispatch='auto' there."
-            )
-        return False
-    across = spans_nodes(mesh, tuple(axes))
-    if not across and dispatch != "mp":
-        return False  # a one-node problem: the one-node engines decide (_dispatch.resolve)
-    have = ("single", "mg") + (("mp",) if available() else ())
-    engine = _grid.choose_engine(op, n, dispatch=_dispatch.engine_of(dispatch),
-                                 across_nodes=across, available=have)
-    if engine == "mp" and not _concrete(mesh):
-        raise ValueError(
-            "jaxmg: the cuSOLVERMp engine needs a concrete Mesh (pass mesh=..., or call inside "
-            "jax.set_mesh(mesh)); got an AbstractMesh"
-        )
-    return engine == "mp"
 
 
 # ---------------------------------------------------------------------------
@@ -298,8 +222,8 @@ RUN = {"potrs": _potrs, "potri": _potri, "syevd": _syevd, "lu_solve": _solve_x,
 
 
 def route(op: str, req, *arrays):
-    """None unless the cuSOLVERMp engine solves this request (see the module
-    docstring); then the core's outputs, computed there."""
-    if not takes(op, req.mesh, req.axes, req.dispatch, req.shape[1]):
+    """None unless the request's engine is cuSOLVERMp (_decide chose it);
+    then the core's outputs, computed there (see the module docstring)."""
+    if req.engine != "mp":
         return None
     return RUN[op](req, *arrays)

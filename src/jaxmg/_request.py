@@ -41,10 +41,9 @@ import dataclasses
 import functools
 
 import jax
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _library, _mp_route, _multiproc, _shard
+from . import _decide, _library, _shard
 from . import _validate as v
 
 try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
@@ -67,7 +66,8 @@ class Request:
     dtype: str
     tile: int | None
     pad: bool
-    dispatch: str
+    dispatch: str             # as the caller gave it
+    engine: str = "host"      # the engine _decide chose: host, single, mg or mp
     donate: bool = False
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False
@@ -203,15 +203,6 @@ def _mesh_of(mesh, A):
     return _concrete_for(ctx)
 
 
-def _platform(m) -> str:
-    if isinstance(m, jax.sharding.Mesh):
-        return _library.platform_of(m.devices.flat)
-    try:
-        return m.abstract_device.platform
-    except Exception:
-        return jax.default_backend()
-
-
 # ---------------------------------------------------------------------------
 # A's layout
 
@@ -278,7 +269,7 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     tile = v.tile(T_A)
     pad = v.flag(pad, "pad")
     donate = v.flag(donate, "donate")
-    _dispatch.check(dispatch)
+    _decide.check(dispatch)
     m = _mesh_of(mesh, A)
     spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
     axes = _layout(spec, m)
@@ -286,13 +277,11 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     if with_b:
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec = _b_spec(b, b_given, m, 1 if b_vector else 2)
-    _library.ensure_registered(_platform(m))
-    # a solve group across nodes is refused unless the cuSOLVERMp engine takes it (issue 17)
-    if isinstance(m, jax.sharding.Mesh) and not _mp_route.takes(op, m, axes, dispatch, shape[1]):
-        _multiproc.check_mesh(m, axes)
+    _library.ensure_registered(_library.mesh_platform(m))
+    engine = _decide.for_mesh(op, m, axes, dispatch, max(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
-                   tile=tile, pad=pad, dispatch=dispatch, donate=donate, b_spec=b_spec,
-                   b_vector=b_vector, opts=tuple(opts))
+                   tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
+                   b_spec=b_spec, b_vector=b_vector, opts=tuple(opts))
 
 
 # ---------------------------------------------------------------------------

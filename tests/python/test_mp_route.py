@@ -1,5 +1,5 @@
-"""Routing to the cuSOLVERMp engine (_mp_route): the decision on CPU and on
-stand-in GPU meshes, and the routed results in the cores' convention, with
+"""Routing to the cuSOLVERMp engine (_mp_route; the decision itself is in
+test_decide.py): nothing routes on CPU, and the routed results in the cores' convention, with
 _mp.call replaced by the numpy engine of test_mp_solve (mp_ops.c's
 conventions), on sizes that need padding."""
 
@@ -14,73 +14,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _dispatch, _mp, _mp_route, _multiproc, _request
+from jaxmg import _decide, _mp, _mp_route, _request
 
 from test_mp_solve import engine, rand
-
-
-def fake_mesh(shape, names, procs_per_node, platform="gpu"):
-    """A mesh of stand-in devices, one per process, procs_per_node processes
-    per node, in id order."""
-    n = int(np.prod(shape))
-    devs = np.array([types.SimpleNamespace(id=i, process_index=i, platform=platform)
-                     for i in range(n)], dtype=object).reshape(shape)
-    nodes = tuple(f"node{i // procs_per_node}" for i in range(n))
-    return types.SimpleNamespace(axis_names=names, shape=dict(zip(names, shape)),
-                                 devices=devs), nodes
-
-
-@pytest.fixture
-def two_nodes(monkeypatch):
-    """4 processes on 2 nodes, mesh ("S", "T") with "T" inside a node; the
-    cuSOLVERMp library present."""
-    mesh, nodes = fake_mesh((2, 2), ("S", "T"), 2)
-    monkeypatch.setattr(_multiproc, "active", lambda: True)
-    monkeypatch.setattr(_multiproc, "job", lambda: ("nonce", nodes))
-    monkeypatch.setattr(_mp_route, "available", lambda: True)
-    return mesh
-
-
-def test_across_nodes_rule(two_nodes):
-    assert _mp_route.spans_nodes(two_nodes, ("S",))
-    assert _mp_route.spans_nodes(two_nodes, ("S", "T"))
-    assert not _mp_route.spans_nodes(two_nodes, ("T",))
-    # across nodes: only cuSOLVERMp may solve, whatever the op and size
-    for op in _mp.OPS:
-        assert _mp_route.takes(op, two_nodes, ("S", "T"), "auto", 64)
-        assert _mp_route.takes(op, two_nodes, ("S",), "auto", 1 << 16)
-    # within a node, "auto" keeps the one-node engines; "mp" forces
-    for n in (64, 1 << 16):
-        assert not _mp_route.takes("potrs", two_nodes, ("T",), "auto", n)
-    assert _mp_route.takes("potrs", two_nodes, ("T",), "mp", 64)
-    assert not _mp_route.takes("potrs", two_nodes, ("T",), "multi", 1 << 16)
-
-
-def test_across_nodes_refuses_one_node_engines(two_nodes, monkeypatch):
-    for forced in ("multi", "single"):
-        with pytest.raises(ValueError, match="only the cuSOLVERMp engine"):
-            _mp_route.takes("potrs", two_nodes, ("S", "T"), forced, 64)
-    monkeypatch.setattr(_mp_route, "available", lambda: False)
-    with pytest.raises(ValueError, match="nvidia-cusolvermp"):
-        _mp_route.takes("syevd", two_nodes, ("S",), "auto", 64)
-    with pytest.raises(ValueError, match="not available"):
-        _mp_route.takes("syevd", two_nodes, ("T",), "mp", 64)
-
-
-def test_single_process_gpu_never_spans_nodes(monkeypatch):
-    mesh, _ = fake_mesh((4,), ("x",), 4)
-    monkeypatch.setattr(_multiproc, "active", lambda: False)
-    monkeypatch.setattr(_mp_route, "available", lambda: True)
-    assert not _mp_route.spans_nodes(mesh, ("x",))
-    assert not _mp_route.takes("potrs", mesh, ("x",), "auto", 1 << 16)
-    assert _mp_route.takes("potrs", mesh, ("x",), "mp", 64)
-
-
-def test_cpu_never_routes_and_forced_mp_is_an_error(two_nodes):
-    mesh, _ = fake_mesh((2, 2), ("S", "T"), 2, platform="cpu")
-    assert not _mp_route.takes("potrs", mesh, ("S", "T"), "auto", 64)
-    with pytest.raises(ValueError, match="runs on GPUs only"):
-        _mp_route.takes("potrs", mesh, ("T",), "mp", 64)
 
 
 def test_route_is_none_on_cpu(rng):
@@ -91,27 +27,6 @@ def test_route_is_none_on_cpu(rng):
     assert _mp_route.route("potrs", req, A, jnp.ones(8)) is None
 
 
-@pytest.mark.parametrize("call", [
-    lambda A, b, m: jaxmg.potrs(A, b, 2, m, P("x", None), dispatch="mp"),
-    lambda A, b, m: jaxmg.potri(A, 2, m, P("x", None), dispatch="mp"),
-    lambda A, b, m: jaxmg.syevd(A, 2, m, P("x", None), dispatch="mp"),
-])
-def test_public_forced_mp_on_cpu_is_a_clear_error(call):
-    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
-    A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))
-    with pytest.raises(ValueError, match="GPUs only"):
-        call(A, jnp.ones(8), mesh)
-
-
-def test_dispatch_accepts_mp():
-    assert _dispatch.check("mp") == "mp"
-    assert _dispatch.engine_of("multi") == "mg" and _dispatch.engine_of("auto") == "auto"
-    with pytest.raises(ValueError, match="'mp'"):
-        _dispatch.check("cusolvermp")
-    with pytest.raises(ValueError, match="shard_map"):
-        _dispatch.resolve("mp", "potrs", 64, 4, np.float64, "gpu")
-
-
 # ---------------------------------------------------------------------------
 # routed results, eager, with the numpy engine
 
@@ -119,7 +34,7 @@ def test_dispatch_accepts_mp():
 @pytest.fixture
 def routed(monkeypatch):
     monkeypatch.setattr(_mp, "call", engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
 
 
 def _input(op, rng, n, m, dtype):
@@ -228,7 +143,7 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
     """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
     Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
     monkeypatch.setattr(_mp, "call", jnp_engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
     mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
     n, m = 7, 10
@@ -259,7 +174,7 @@ def _routed_to_jnp(monkeypatch):
         return jnp_engine(*a, **k)
 
     monkeypatch.setattr(_mp, "call", engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
 
