@@ -33,7 +33,7 @@
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
 enum { JMG_POTRS = 0, JMG_POTRI, JMG_SYEVD, JMG_LU_SOLVE, JMG_LSTSQ, JMG_QR, JMG_GESVD,
-       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_NOPS };
+       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_SYGVD, JMG_NOPS };
 
 typedef enum { JMG_F32 = 0, JMG_F64 = 1, JMG_C64 = 2, JMG_C128 = 3 } jmg_dtype;
 /* Which solver runs the op, as the caller asked (the Python layer resolves

@@ -80,6 +80,16 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
                         BOTH},
     [JMG_CHOL_INVERSE] = {"chol_inverse", SQ, 2, 2, {FACTOR_ARG, WHERE},
                           {{"inv", "LN", 'A', 0, 0, OUT}, STATUS}, {NULL}, BOTH},
+    /* A x = lambda B x (B Hermitian positive definite): B's shard, shaped
+     * like A's, is read only (the engines factor a copy). attrs: jobz as
+     * syevd's, and nvalid, the order of the pencil solved: its leading
+     * nvalid rows and columns; the rest is padding, which the engine
+     * leaves out instead of giving it eigenvalues that would have to sort
+     * apart from the pencil's (their bound needs ||B^-1||). The status is
+     * LAPACK sygvd's info for that order. */
+    [JMG_SYGVD] = {"sygvd", SQ, 3, 3,
+                   {A_ARG, {"b", "LN", 'A', 3, -1, IN}, WHERE},
+                   {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz", "nvalid"}, LEADER},
 };
 
 const jmg_op_row* jmg_op_row_of(jmg_op op) {

@@ -84,7 +84,7 @@ typedef struct jmg_op_row {
   X(potrs, JMG_POTRS) X(potri, JMG_POTRI) X(syevd, JMG_SYEVD) X(lu_solve, JMG_LU_SOLVE) \
   X(least_squares, JMG_LSTSQ) X(qr, JMG_QR) X(gesvd, JMG_GESVD) X(polar, JMG_POLAR)     \
   X(chol_factor, JMG_CHOL_FACTOR) X(chol_solve, JMG_CHOL_SOLVE)                         \
-  X(chol_inverse, JMG_CHOL_INVERSE)
+  X(chol_inverse, JMG_CHOL_INVERSE) X(sygvd, JMG_SYGVD)
 
 extern const jmg_op_row jmg_op_rows[JMG_NOPS];
 

@@ -25,7 +25,8 @@ _libs: dict[str, ctypes.CDLL] = {}
 # pointer (csrc/engines/host_lapack.h).
 _LAPACK = [
     p + r for p in "sdcz" for r in ("potrf", "potrs", "potri", "getrf", "getrs", "gels", "gelqf", "gesdd")
-] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq"]
+] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq",
+     "ssygvd", "dsygvd", "chegvd", "zhegvd"]
 _BLAS = [p + "gemm" for p in "sdcz"]
 
 

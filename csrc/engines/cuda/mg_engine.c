@@ -97,7 +97,7 @@ static void mg_release(const XLA_FFI_CallFrame* cf, jmg_party* me) {
 }
 
 #define ALL_OPS(X) X(JMG_POTRS) X(JMG_POTRI) X(JMG_SYEVD) X(JMG_LU_SOLVE) X(JMG_LSTSQ) X(JMG_QR) \
-  X(JMG_GESVD) X(JMG_POLAR) X(JMG_CHOL_FACTOR) X(JMG_CHOL_SOLVE) X(JMG_CHOL_INVERSE)
+  X(JMG_GESVD) X(JMG_POLAR) X(JMG_CHOL_FACTOR) X(JMG_CHOL_SOLVE) X(JMG_CHOL_INVERSE) X(JMG_SYGVD)
 #define GPU_OP(op) [op] = {mg_workspace, mg_run},
 
 const jmg_engine jmg_cusolvermg_engine = {
