@@ -78,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", type=names(DTYPES), default=["f64", "f32"])
     p.add_argument("--sizes", type=ints, default=[4096, 16384, 32768])
     p.add_argument("--tiles", type=tiles, default=[1024], help="T_A values; 'auto' for T_A=None")
-    p.add_argument("--dispatch", type=names(("auto", "multi", "single")), default=["auto"],
+    p.add_argument("--dispatch", type=names(("auto", "multi", "single", "mp", "local")), default=["auto"],
                    help="jaxmg solver choices to time (comma list)")
     p.add_argument("--ndev", type=ints, default=[4], help="device counts (comma list)")
     p.add_argument("--reps", type=int, default=3)
