@@ -122,9 +122,14 @@ static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
                   (long long)p->mpad);
     p->m = p->attr[k];
   }
-  if (row->shape == JMG_SHAPE_SQUARE && p->m != p->n)
-    return jmg_call_fail(err, "%s: %lld columns is not nparties * %lld rows (A must be square)", row->name,
-                (long long)p->n, (long long)p->nloc);
+  /* A square A (n x n) has its rows at the head of the shards (engine.h):
+   * ceil(n / nparties) of each shard's nloc. */
+  if (row->shape == JMG_SHAPE_SQUARE) p->m = p->n;
+  if (row->shape == JMG_SHAPE_SQUARE && (p->n < 1 || (p->n - 1) / c->nparties + 1 > p->nloc))
+    return jmg_call_fail(err, "%s: A of %lld columns needs %lld rows in each of %lld shards, which "
+                         "hold %lld (A must be square)", row->name, (long long)p->n,
+                         p->n < 1 ? 0LL : (long long)((p->n - 1) / c->nparties + 1),
+                         (long long)c->nparties, (long long)p->nloc);
   if (row->shape == JMG_SHAPE_TALL && p->m < p->n)
     return jmg_call_fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
                 row->name, (long long)p->m, (long long)p->n);

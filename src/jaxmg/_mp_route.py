@@ -26,8 +26,10 @@ _request.normalise to skip that node check where this engine will solve.
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
-padded at its end as the cores pad (identity for the factorisations, a
-diagonal above the spectrum for syevd, zero rows for the tall ops).
+padded at its end (identity for the factorisations, zero rows for the
+tall ops, zero for syevd, whose pad eigenpairs are then told apart by
+their eigenvectors after the call: _shard.drop_pad_eigenpairs). No pad
+value depends on A, so nothing reduces over A before the engine.
 """
 
 from __future__ import annotations
@@ -182,14 +184,6 @@ def _pad(A, req, m1, n1, diag):
     return jnp.where(new, jnp.asarray(diag, A.dtype), A)
 
 
-def _syevd_diag(A):
-    """A value above A's spectrum (its largest absolute row sum, doubled):
-    the padded eigenvalues come last."""
-    real = jnp.finfo(A.dtype).dtype
-    bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(real)
-    return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
-
-
 def _rep(x, req):
     from . import _shard
 
@@ -218,8 +212,7 @@ def _run(req, A, b=None):
     bad = ~jnp.all(jnp.isfinite(A))
     if b is not None:
         bad = bad | ~jnp.all(jnp.isfinite(b))
-    diag = _syevd_diag(A) if req.op == "syevd" else 1
-    A = _shard.constrain(_pad(A, req, m1, n1, diag), req.mesh, spec)
+    A = _shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)
     if b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         b2 = jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0)))
@@ -227,6 +220,8 @@ def _run(req, A, b=None):
         b2 = None
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
     jobz = int(req.opt("logdet", False)) if req.op == "potrs" else int(req.opt("jobz", True))
+    if req.op == "syevd" and n1 != n:
+        jobz = 1  # the pad eigenpairs are told apart by their eigenvectors
     out = _mp.solve(req.op, A, b2, mesh=req.mesh, axes=req.axes, tile=tile, jobz=jobz,
                     spec=spec)
     out["status"] = jnp.where(bad, jnp.int32(-1), out["status"]).astype(jnp.int32)
@@ -258,9 +253,14 @@ def _potri(req, A):
 
 
 def _syevd(req, A):
+    from . import _shard
+
     out, bad, m, n = _run(req, A)
-    w = _nan(bad, _cut(out["w"], req, n))
-    v = _matrix(out["v"], bad, req, n, n) if req.opt("jobz", True) else None
+    w, v = out["w"], out.get("v")
+    if w.shape[0] != n:
+        w, v = _shard.drop_pad_eigenpairs(_rep(w, req), _rep(v, req), n)
+    w = _nan(bad, w)
+    v = _matrix(v, bad, req, n, n) if req.opt("jobz", True) else None
     return w, v, out["status"]
 
 
