@@ -5,11 +5,14 @@
  * the op's row in the op table, ops/op_table.h), gathers the parties at the
  * rendezvous and lets rank 0 (the leader) hand the whole job to the
  * engine's function for that op. The engine sees the matrix E, which is the
- * caller's row-sharded A (m x n) read as column-major: device r holds
- * columns [r*nloc, (r+1)*nloc) of E = A^T, column length n. The general
- * ops may be padded at the end with rows that the engine ignores (their
- * `mrows` attribute is m; the shards hold mpad = nparties * nloc rows) and
- * whose results it sets to zero. For symmetric
+ * caller's row-sharded A (m x n) read as column-major, column length n:
+ * device r holds A's rows [r*l, min((r+1)*l, m)), l = ceil(m / nparties)
+ * (jmg_job_lrows), as the first columns of its nloc >= l (mpad = nparties *
+ * nloc); what follows them is padding, which the engine ignores and whose
+ * results it leaves undefined or zero. The general ops take m from their
+ * `mrows` attribute; the square ops have m = n (a square op's shard is
+ * nloc x n). So padding, where the caller's sizes need some, always sits
+ * after A, never inside it. For symmetric
  * or Hermitian A, E = A^T = conj(A); the Python layer accounts for the
  * conjugate, so those engines simply work on E. The general ops (lu_solve,
  * least_squares, qr, gesvd, polar) undo the transpose themselves.
@@ -192,6 +195,11 @@ typedef struct jmg_engine {
    * potrs/potri/syevd (the ops layer then refuses calls that need more). */
   int shares_every_buffer;
 } jmg_engine;
+
+/* Rows of A each shard holds at its head (engine.h's first comment). */
+static inline int64_t jmg_job_lrows(const jmg_job* job) {
+  return (job->m + job->nparties - 1) / job->nparties;
+}
 
 /* Whether party r runs in another process than the leader (rank 0), whose
  * buffers the leader can then reach only through the engine's share hooks. */

@@ -129,9 +129,18 @@ static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
                   (long long)p->mpad);
     p->m = p->attr[k];
   }
-  if (row->shape == JMG_SHAPE_SQUARE && p->m != p->n)
-    return jmg_call_fail(err, "%s: A is %lld x %lld (it must be square)", row->name,
-                (long long)p->m, (long long)p->n);
+  /* A square A (n x n) has its rows at the head of the shards (engine.h):
+   * ceil(n / row shards) of each shard's nloc (2-D blocks: the shards along
+   * A's rows are nparties / col_split). */
+  if (row->shape == JMG_SHAPE_SQUARE) {
+    int64_t shards = c->nparties / p->col_split;
+    int64_t need = p->n < 1 ? 0 : (p->n - 1) / shards + 1;
+    p->m = p->n;
+    if (p->n < 1 || need > p->nloc)
+      return jmg_call_fail(err, "%s: A of %lld columns needs %lld rows in each of %lld shards, "
+                           "which hold %lld (A must be square)", row->name, (long long)p->n,
+                           (long long)need, (long long)shards, (long long)p->nloc);
+  }
   if (row->shape == JMG_SHAPE_TALL && p->m < p->n)
     return jmg_call_fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
                 row->name, (long long)p->m, (long long)p->n);

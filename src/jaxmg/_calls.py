@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _library, _multiproc, _shard
+from . import _batching, _library, _multiproc, _shard
 
 # Column-major layouts (major-to-minor (1, 0)), as LAPACK and cuSolverMg read
 # them; XLA transposes small arrays such as right-hand sides for us.
@@ -76,13 +76,13 @@ def table() -> dict[str, Op]:
 
 def _dims(op: Op, arrays, nparties: int, attrs: dict) -> dict[str, int]:
     split = int(attrs.get("col_split", 1))  # A's columns split too (2-D blocks)
-    nloc, n = arrays[0].shape[0], arrays[0].shape[1] * split
+    nloc, n = arrays[0].shape[-2], arrays[0].shape[-1] * split
     m = nparties // split * nloc
     rows = int(attrs.get("mrows", m))  # A's own rows; the shards' past them are padding
     d = {"L": nloc, "N": n, "M": m, "S": min(rows, n), "2": 2, "K": 0}
     for buf, x in zip(op.args, arrays):
         if "K" in buf.dims:
-            d["K"] = x.shape[buf.dims.index("K")]
+            d["K"] = x.shape[x.ndim - len(buf.dims) + buf.dims.index("K")]
     for letter, name in zip("ab", op.attrs):
         d[letter] = int(attrs[name])
     return d
@@ -101,54 +101,62 @@ def _dtype(t: str, a_dtype):
     return {"A": a_dtype, "R": _shard.real_dtype(a_dtype), "I": jnp.int32}[t]
 
 
-def _layout(buf: Buf):
-    return _COL_MAJOR if buf.col_major and len(buf.dims) == 2 else None
+def _layout(buf: Buf, nbatch: int):
+    """Column-major for a col_major matrix, after nbatch (most major) batch
+    dimensions; None (row-major) otherwise."""
+    if not (buf.col_major and len(buf.dims) == 2):
+        return None
+    return tuple(range(nbatch)) + tuple(nbatch + d for d in _COL_MAJOR)
 
 
-def _vmap_method(platform: str, meet: dict) -> str:
-    """How jax.vmap meets the call: "broadcast_all" hands the C core one
-    call with the batch as leading dimensions on every buffer, which it runs
+def _sequential(platform: str, meet: dict) -> bool:
+    """How a batch (jax.vmap, any depth) meets the call: one call with the
+    batch as one leading dimension on every buffer, which the C core runs
     element by element after one rendezvous (csrc/ops/handle.c). The GPU
     engine's cross-process sharing carries one element's buffers, so a
     multi-process GPU program loops (one call per element) instead."""
-    return "sequential" if meet and platform != "cpu" else "broadcast_all"
+    return bool(meet) and platform != "cpu"
 
 
 def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int,
         target: str | None = None, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in
     table order); returns all its results in table order. Under jax.vmap,
-    one call for the whole batch (_vmap_method). target: another engine's
-    FFI target for the row (the cuSOLVERMp engine's, whose attributes, a
-    string `tag` among them, pass through; its calls loop under vmap)."""
+    one call for the whole batch, however deep the nesting (_sequential).
+    target: another engine's FFI target for the row (the cuSOLVERMp
+    engine's, whose attributes, a string `tag` among them, pass through; its
+    calls loop under vmap)."""
     op = table()[name]
     if len(arrays) != len(op.args):
         raise TypeError(f"jaxmg: {name} takes {len(op.args)} arrays, got {len(arrays)}")
     missing = set(op.attrs) - set(attrs)
     if missing:
         raise TypeError(f"jaxmg: {name} needs the attributes {sorted(missing)}")
-    d = _dims(op, arrays, nparties, attrs)
-    a_dtype = arrays[0].dtype
-    split = int(attrs.get("col_split", 1))
-    out = tuple(
-        jax.ShapeDtypeStruct(shard_shape(r, d, split), _dtype(r.type, a_dtype)) for r in op.rets
-    )
     platform = _library.current_platform()
     meet = {} if target else _multiproc.meet_attrs(platform)
-    call = jax.ffi.ffi_call(
-        target or _library.target_name(name),
-        out,
-        input_layouts=tuple(_layout(b) for b in op.args),
-        output_layouts=tuple(_layout(r) for r in op.rets),
-        input_output_aliases={r.alias: i for i, r in enumerate(op.rets) if r.alias is not None},
-        has_side_effect=True,
-        vmap_method="sequential" if target else _vmap_method(platform, meet),
-    )
+    split = int(attrs.get("col_split", 1))
     kw = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
               dispatch=np.int64(dispatch))
     kw.update({k: v if isinstance(v, str) else np.int64(v) for k, v in attrs.items()})
     kw.update(meet)
-    return call(*arrays, **kw)
+
+    def call(*arrays):  # arrays with at most one leading batch dimension (_batching.folded)
+        d = _dims(op, arrays, nparties, attrs)
+        lead = arrays[0].shape[:-2]
+        out = tuple(jax.ShapeDtypeStruct(lead + shard_shape(r, d, split),
+                                         _dtype(r.type, arrays[0].dtype)) for r in op.rets)
+        return jax.ffi.ffi_call(
+            target or _library.target_name(name),
+            out,
+            input_layouts=tuple(_layout(b, len(lead)) for b in op.args),
+            output_layouts=tuple(_layout(r, len(lead)) for r in op.rets),
+            input_output_aliases={r.alias: i for i, r in enumerate(op.rets)
+                                  if r.alias is not None},
+            has_side_effect=True,
+        )(*arrays, **kw)
+
+    ranks = tuple(len(b.dims) for b in op.args)
+    return _batching.folded(call, ranks, bool(target) or _sequential(platform, meet))(*arrays)
 
 
 # ---- the engines' view of A ------------------------------------------------

@@ -52,7 +52,6 @@ from ._ops import (
     _final_status,
     _nan_where,
     _nonfinite,
-    _pad_global,
     _padded_n,
     _sanitised,
     _shard_map,
@@ -137,12 +136,28 @@ def _local(a, b, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispat
 # the core: global arrays, traced
 
 
+def _pad_square(A, n1, req):
+    """A (N x N) padded to n1 (a multiple of the device count) at its end
+    with an identity block: the engines solve the leading N x N pencil
+    (nvalid), so the pad's values never reach a result. Rare, and costs one
+    copy; A is replicated first (JAX cannot pad a dimension sharded on
+    Explicit axes to a size they do not divide), and the diagonal is set by
+    an elementwise select (a scatter followed by a 2-D constraint came out
+    wrong under jit on jax 0.10)."""
+    n = A.shape[0]
+    if n1 == n:
+        return A
+    A = jnp.pad(_shard.constrain(A, req.mesh, P(None, None)), ((0, n1 - n), (0, n1 - n)))
+    i = jnp.arange(n1)
+    return jnp.where((i[:, None] == i[None, :]) & (i[:, None] >= n), jnp.ones((), A.dtype), A)
+
+
 def _core(A, B, req):
     """(w, V in A's layout or None, status) for global A and B."""
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
-    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
-    B = _request.to_rows(_pad_global(B, n, n1, 1, req), req)
+    A = _request.to_rows(_pad_square(A, n1, req), req)
+    B = _request.to_rows(_pad_square(B, n1, req), req)
     body = functools.partial(_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
                              axis_name=req.axes, dispatch=req.engine, nvalid=n)
     rows = req.row_spec

@@ -22,7 +22,7 @@ see E = A^T. lu_solve hands them A^T's row shards instead (one all_to_all),
 so that they factor A itself: cuSolverMg's getrs has no transpose. The
 other ops undo the transpose in the engine (csrc/engines/host_general.c),
 so no conjugation happens here. lu_solve is square and is padded like
-potrs (blockdiag(A, I), exact). The rectangular ops gather onto one device
+potrs (_shard.PadPlan: only for cuSolverMg, blockdiag(A, I), exact). The rectangular ops gather onto one device
 on every engine today; T_A is validated but does not change their results.
 Their A is padded at the end with zero rows when M is not a multiple of the
 device count, and the engine is told A's true row count (`mrows`), so
@@ -44,7 +44,8 @@ from . import _autodiff as ad
 from . import _autodiff_general as adg
 from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
-from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
+from ._ops import (_final_status, _nan_where, _nonfinite, _pad_a, _pad_b, _sanitised, _setup,
+                   _status, _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
 
 REP = P(None, None)
 
@@ -85,7 +86,7 @@ def _tall(A, op: str) -> tuple[int, int, object]:
 
 def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(x, status (1,)) for one row shard of a square A; b replicated."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
+    axes, nparties, plan, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE
     )
     n = a.shape[1]
@@ -94,17 +95,19 @@ def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     bad = _nonfinite(axes, a, b2)
     a = _sanitised(a, bad, where[0])
     b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    a_p = _pad_a(a, nparties, plan, where[0])
     # This device's rows of A^T (read column-major by the engine: A's own
-    # columns, as getrf/getrs without transpose want them).
-    a_t = jax.lax.all_to_all(a_p, axes, split_axis=1, concat_axis=0, tiled=True).T
-    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    # columns, as getrf/getrs without transpose want them); A's columns cut
+    # back where the device count does not divide N.
+    width = a_p.shape[1]
+    a_t = jax.lax.all_to_all(_shard.square_blocks(a_p, nparties), axes, split_axis=1,
+                             concat_axis=0, tiled=True).T[:, :width]
     x, status = _calls.lu_solve(
-        a_t, b_p, where, site=_shard.new_site("lu_solve"), tile=tile, nparties=nparties,
-        dispatch=solver,
+        a_t, _pad_b(b2, nparties, plan), where, site=_shard.new_site("lu_solve"), tile=plan.tile,
+        nparties=nparties, dispatch=solver,
     )
-    x = _nan_where(bad, _shard.unpad_rows(x, nparties, nloc, nloc_p))
-    status = _final_status(_shard.unpad_status(status, nloc, nloc_p), bad)
+    x = _nan_where(bad, _unpad_x(x, nparties, plan))
+    status = _final_status(_unpad_status(status, plan), bad)
     return (x[:, 0] if vector else x), _status(status)
 
 
@@ -210,17 +213,6 @@ def _padded(rows, req):
     return -(-rows // p) * p
 
 
-def _square_rows(A, req, n1):
-    """A (N x N) padded to n1 with an identity block at its end (exact for
-    a solve), in the engines' rows."""
-    n = req.n
-    if n1 != n:
-        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
-        idx = jnp.arange(n, n1)
-        A = A.at[idx, idx].set(jnp.asarray(1, A.dtype))
-    return _request.to_rows(A, req)
-
-
 def _tall_rows(A, req, m1):
     """A (M x N) padded with zero rows to m1, in the engines' rows."""
     m = req.shape[0]
@@ -244,11 +236,11 @@ def _lu_req(A, b, req):
     """(x in b's shape and layout, status)."""
     if (r := _routes.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
-    n, n1 = req.n, _padded(req.n, req)
+    n = req.n
     body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
                              dispatch=req.engine)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
-        _square_rows(A, req, n1), _rhs_rows(b, n, n1, req))
+        engine_rows(A, req, "lu_solve"), engine_b(b[:, None] if b.ndim == 1 else b, req, "lu_solve"))
     x = x[:n]
     return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
 
@@ -534,7 +526,7 @@ def _lu_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     pad = v.flag(pad, "pad")
     # checked before the rule's products touch a and b (they would fail
     # first, with JAX's shape errors)
-    _, _, _, _, _, _, dt, _ = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)
+    dt = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)[4]
     v.rhs(b, a.shape[1], dt)
     return ad.linear_solve(lambda a_, b_: _lu_local(a_, b_, T_A, pad, axis_name, dispatch),
                            _local_layout(axis_name))(a, b)

@@ -20,8 +20,10 @@ the engine itself gives > 0 and NaN outputs for a failing matrix.
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
-padded at its end as the cores pad (identity for the factorisations, a
-diagonal above the spectrum for syevd, zero rows for the tall ops).
+padded at its end (identity for the factorisations, zero rows for the
+tall ops, zero for syevd, whose pad eigenpairs are then told apart by
+their eigenvectors after the call: _shard.drop_pad_eigenpairs). No pad
+value depends on A, so nothing reduces over A before the engine.
 
 The call itself is the op's row of the C op table (_calls): its buffers,
 their shapes and layouts, and the engine's view of A, undone by
@@ -115,14 +117,6 @@ def _pad(A, req, m1, n1, diag):
     return jnp.where(new, jnp.asarray(diag, A.dtype), A)
 
 
-def _syevd_diag(A):
-    """A value above A's spectrum (its largest absolute row sum, doubled):
-    the padded eigenvalues come last."""
-    real = jnp.finfo(A.dtype).dtype
-    bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(real)
-    return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
-
-
 def _rep(x, req):
     from . import _shard
 
@@ -191,17 +185,21 @@ def _run(req, A, b=None) -> dict:
     bad = ~jnp.all(jnp.isfinite(A))
     if b is not None:
         bad = bad | ~jnp.all(jnp.isfinite(b))
-    diag = _syevd_diag(A) if req.op == "syevd" else 1
-    args = [_shard.constrain(_pad(A, req, m1, n1, diag), req.mesh, spec)]
+    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)]
     if b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
     grid = _grid.grid_from_mesh(req.mesh, req.axes, op=req.op)
+    attrs = _attrs(req, m, n)
+    if req.op == "syevd" and n1 != n:
+        attrs["jobz"] = 1  # the pad eigenpairs are told apart by their eigenvectors
     rets = call(req.op, grid, req.mesh, _calls.to_engine(req.op, KIND, args), spec=spec,
-                tile=tile, attrs=_attrs(req, m, n))
+                tile=tile, attrs=attrs)
     rets = _calls.from_engine(req.op, KIND, rets)
     out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
+    if req.op == "syevd" and n1 != n:
+        out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
     status = jnp.where(bad, jnp.int32(-1), jnp.max(out.pop("status"))).astype(jnp.int32)
     out = {k: _nan(bad, v) for k, v in out.items()}
     out["status"] = status

@@ -118,9 +118,12 @@ def _one_spec(specs, matrix_specs, with_b: bool):
     raise ValueError(f"jaxmg: in_specs / matrix_specs must be {forms}; got {s!r}")
 
 
-def _pad_spec(s: P, rank: int, what: str) -> P:
+def _pad_spec(s: P, rank: int, what: str, extra_none: bool = False) -> P:
+    """s for an array of `rank` dimensions, None-padded. A spec with more
+    entries than that is a ValueError, except trailing Nones where
+    extra_none (P(None, None) for a 1-D b, as JAXMg's callers write it)."""
     parts = tuple(s)
-    while len(parts) > rank and parts[-1] is None:  # P(None, None) for a 1-D b
+    while extra_none and len(parts) > rank and parts[-1] is None:
         parts = parts[:-1]
     if len(parts) > rank:
         raise ValueError(f"jaxmg: {what} {s} has more entries than the array has dimensions ({rank})")
@@ -238,11 +241,11 @@ def _layout(spec: P, m) -> tuple[str, ...]:
 def _b_spec(b, given, m, ndim: int) -> P:
     """b's layout: the spec given, else b's own on this mesh, else replicated."""
     if given is not None:
-        spec = _pad_spec(given, ndim, "b's spec")
+        spec = _pad_spec(given, ndim, "b's spec", extra_none=True)
     else:
         s = _sharding_of(b)
         ok = s is not None and _abstract(s.mesh) == _abstract(m)
-        spec = _pad_spec(s.spec, ndim, "b's sharding") if ok else P(*((None,) * ndim))
+        spec = _pad_spec(s.spec, ndim, "b's sharding", extra_none=True) if ok else P(*((None,) * ndim))
     for part in spec:
         for ax in _names(part):
             if ax not in m.axis_names:
@@ -321,7 +324,14 @@ def run(core, req: Request, *args):
     if traced(*args) or not _trace_state_clean():
         # inside the caller's trace (closed-over constants included): inline
         return _scoped(core, args, req)
-    return _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
+    out = _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
+    if req.donate:
+        # donated means deleted (docs/donation.md), also where XLA found no
+        # output to pair a buffer with (potrs's A when P does not divide N)
+        for a in args:
+            if isinstance(a, jax.Array) and not a.is_deleted():
+                a.delete()
+    return out
 
 
 def fits(n: int, m, spec: P) -> bool:

@@ -20,7 +20,8 @@ def _body(a, b, *, T_A, fn):
     axes = ("x",)
     nparties = _shard.axis_sizes()["x"]
     nloc = a.shape[0]
-    tile, nloc_p = _shard.tile_plan(nloc, T_A, True)
+    tile = min(T_A, nloc)  # cuSolverMg's padding inside A (_shard.PadPlan), on any engine
+    nloc_p = -(-nloc // tile) * tile
     where = _shard.where_am_i(axes)
     a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
     b_p = _shard.pad_rows(b, nparties, nloc, nloc_p)

@@ -76,7 +76,7 @@ static int plan_lu(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   const void* any = job->parties[0].a; /* the queries read no data */
   SOLVER(cusolverDnXgetrf_bufferSize(ctx->dn, ctx->dn_params, n, n, t, any, n, t, &p->dwork_bytes,
                                      &p->hwork_bytes));
-  p->g = take(&at, n * n * es_of(job));
+  p->g = take(&at, n * job->mpad * es_of(job)); /* whole shards land there (shards()) */
   p->ipiv = take(&at, n * (int64_t)sizeof(int64_t));
   p->info = take(&at, 256);
   p->dwork = take(&at, (int64_t)p->dwork_bytes);
