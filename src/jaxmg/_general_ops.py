@@ -271,7 +271,7 @@ def _lu_req(A, b, req):
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _square_rows(A, req, n1), _rhs_rows(b, n, n1, req))
     x = x[:n]
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
 
 
 def _lstsq_req(A, b, req):
@@ -283,7 +283,7 @@ def _lstsq_req(A, b, req):
                              dispatch=req.dispatch, mrows=m)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _tall_rows(A, req, m1), _rhs_rows(b, m, m1, req))
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
 
 
 def _qr_req(A, req):

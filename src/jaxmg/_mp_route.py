@@ -237,7 +237,7 @@ def _x(out, bad, req, b, n):
     from . import _request
 
     x = _nan(bad, _cut(out["x"], req, n))
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b)
 
 
 def _matrix(x, bad, req, rows, cols):
