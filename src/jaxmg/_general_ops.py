@@ -602,7 +602,7 @@ def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
 
 def _lstsq_ctx_core(A, b, req):
     x, status = _lstsq_diff(A, b, req)
-    return _request.to_rows(A, req), b.at[: x.shape[0]].set(x), x, status
+    return _request.to_rows(A, req), jnp.asarray(b).at[: x.shape[0]].set(x), x, status
 
 
 def _qr_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
