@@ -33,7 +33,7 @@
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
 enum { JMG_POTRS = 0, JMG_POTRI, JMG_SYEVD, JMG_LU_SOLVE, JMG_LSTSQ, JMG_QR, JMG_GESVD,
-       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_NOPS };
+       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_SYGVD, JMG_NOPS };
 
 typedef enum { JMG_F32 = 0, JMG_F64 = 1, JMG_C64 = 2, JMG_C128 = 3 } jmg_dtype;
 /* Which solver runs the op, as the caller asked (the Python layer resolves
@@ -59,6 +59,8 @@ typedef struct jmg_party {
   int64_t m, n;     /* A is m x n: its first m of mpad rows (the rest pad) */
   int64_t mpad;     /* rows of all shards: nparties * nloc */
   int64_t nloc, nrhs, tile;
+  int32_t col_split; /* A's columns are split into this many blocks (the
+                      * `col_split` attribute; 1: each shard holds whole rows) */
   int64_t attr[JMG_MAX_ATTRS]; /* the op's own attributes, in its row's order */
   /* A batched call holds `batch` problems, element after element in every
    * buffer (batch_dims leading, most major); the engine's run sees one at a
@@ -101,7 +103,10 @@ typedef struct jmg_job {
   int64_t attr[JMG_MAX_ATTRS];
   int jobz;                 /* syevd: 1 eigenvectors, 0 eigenvalues only (= attr[0]) */
   jmg_dispatch dispatch;
-  jmg_party* parties;       /* nparties, in rank order */
+  int col_split;            /* A's shards: (nparties / col_split) x col_split blocks */
+  jmg_party* parties;       /* nparties, in rank order; a collective engine's
+                             * run sees its own party only, as parties[0] */
+  void* ctx;                /* a collective engine's own state for the call (join) */
 } jmg_job;
 
 /* What the leader's run returns to every party. */
@@ -121,8 +126,27 @@ typedef struct jmg_engine_op {
   int (*run)(jmg_job* job, jmg_result* res, char* err);
 } jmg_engine_op;
 
+/* What an engine in which every rank calls the library itself (cuSOLVERMp:
+ * one rank per device on an NCCL communicator) adds; handle.c then runs
+ * its collective mode: no rendezvous and no leader, every party runs the
+ * op's function on its own party. Each hook is bounded by timeout_s (a
+ * rank that never comes is an error on the others within it). */
+typedef struct jmg_collective {
+  /* Every party after enter: its communicator for this call (*ctx), found
+   * from the call's attributes and device. */
+  int (*join)(const XLA_FFI_CallFrame* cf, const jmg_party* me, double timeout_s, void** ctx,
+              char* err);
+  /* Every party, together: succeeds on all when every party brings the
+   * same fingerprint and none a failure (mine: NULL, or its message);
+   * otherwise fails on all, naming a failing rank. */
+  int (*agree)(void* ctx, const jmg_party* me, uint64_t print, const char* mine, char* err);
+  void (*leave)(void* ctx);
+} jmg_collective;
+
 typedef struct jmg_engine {
   const char* name;
+  /* NULL: a leader runs every op for all parties; else the collective mode. */
+  const jmg_collective* collective;
   /* Per op (indexed by jmg_op); an op with run == NULL is not available on
    * this engine (a clear error on every party). */
   jmg_engine_op ops[JMG_NOPS];

@@ -189,9 +189,9 @@ static int inverse_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) 
   return 0;
 }
 
-/* LAPACK's documented workspace sizes for syevd/heevd (jobz 'V'), which
+/* host_ops.h: LAPACK's documented workspace sizes for syevd/heevd, which
  * the query computes in int and would overflow. */
-static void evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork) {
+void jmg_host_evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork) {
   int64_t n = job->n;
   int cplx = jmg_dtype_is_complex(job->dtype);
   if (job->jobz) {
@@ -208,7 +208,7 @@ static void evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64
 int jmg_host_syevd_workspace(const jmg_job* job, int64_t* bytes, char* err) {
   memset(bytes, 0, sizeof(int64_t) * (size_t)job->nparties);
   int64_t lwork, lrwork, liwork;
-  evd_sizes(job, &lwork, &lrwork, &liwork);
+  jmg_host_evd_sizes(job, &lwork, &lrwork, &liwork);
   if (jmg_host_fits_int(job->n * job->n, "n * n elements", job, err) ||
       jmg_host_fits_int(lwork, "an eigensolver workspace (lwork)", job, err) ||
       jmg_host_fits_int(lrwork, "an eigensolver workspace (lrwork)", job, err) ||
@@ -226,7 +226,7 @@ static int syevd_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
   void* w = job->parties[0].w;
   char jobz = job->jobz ? 'V' : 'N', uplo = 'L';
   int64_t lw64, lrw64, liw64;
-  evd_sizes(job, &lw64, &lrw64, &liw64);
+  jmg_host_evd_sizes(job, &lw64, &lrw64, &liw64);
   /* The query (sizes fit LAPACK's int: workspace step) may ask for more
    * than the minimum: the blocked tridiagonal reduction. */
   int info = 0, lwork = -1, lrwork = -1, liwork = -1, iwork_q = 0;

@@ -62,15 +62,16 @@ def potrs(core):
 
 
 def matrix_op(core):
-    """core(A) -> outputs, batchable over A."""
+    """core(*matrices) -> outputs, batchable over any of the matrices (one
+    not batched is broadcast by the FFI call)."""
 
     @custom_vmap
-    def batched(A):
-        return core(A)
+    def batched(*mats):
+        return core(*mats)
 
     @batched.def_vmap
-    def rule(axis_size, in_batched, A):
-        outs = jax.vmap(core)(A)
+    def rule(axis_size, in_batched, *mats):
+        outs = jax.vmap(core, in_axes=tuple(0 if b else None for b in in_batched))(*mats)
         return outs, jax.tree.map(lambda _: True, outs)
 
     return batched

@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
 from . import _autodiff_general as adg
-from . import _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
+from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
 from ._ops import _final_status, _nan_where, _nonfinite, _sanitised, _setup, _status, _two_forms
 
@@ -79,22 +79,12 @@ def _tall(A, op: str) -> tuple[int, int, object]:
     return m, n, dt
 
 
-def _dispatch_for(op: str, dispatch: str) -> str:
-    _dispatch.check(dispatch)
-    if dispatch == "multi" and op not in _dispatch.MULTI_OPS:
-        raise ValueError(
-            f"jaxmg: {op} has no multi-GPU solver yet; use dispatch='auto' or 'single'"
-        )
-    return dispatch
-
-
 # ---------------------------------------------------------------------------
 # per shard (inside shard_map)
 
 
 def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(x, status (1,)) for one row shard of a square A; b replicated."""
-    _dispatch_for("lu_solve", dispatch)
     axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE
     )
@@ -135,20 +125,18 @@ class _Shard:
 
 def _rect(a, axis_name, T_A, op, dispatch, mrows) -> _Shard:
     axes = v.shard_axes(axis_name)
-    platform = _library.current_platform()
-    _library.ensure_registered(platform)
-    _dispatch_for(op, dispatch)
+    _library.ensure_registered(_library.current_platform())
+    _decide.check(dispatch)
     v.tile(T_A)
     sizes = _shard.axis_sizes()
     nparties = math.prod(sizes[ax] for ax in axes)
-    _multiproc.check_traced(axes)
     mloc, n, dt = _matrix(a, "the local shard of A")
     m = mrows or nparties * mloc
     if op in ("least_squares", "qr") and m < n:
         raise ValueError(f"jaxmg: {op} needs M >= N, got {m} x {n}")
     where = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, op, max(m, n), nparties, dt, platform)
-    return _Shard(axes, nparties, mloc, n, m, where, dt, solver)
+    engine = _decide.for_shard(op, dt, max(m, n), nparties, axes, dispatch)
+    return _Shard(axes, nparties, mloc, n, m, where, dt, _decide.c_code(engine))
 
 
 def _clean(s: _Shard, a, *more):
@@ -246,15 +234,6 @@ def _rhs_rows(b, rows, rows1, req):
     return jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, rows1 - rows), (0, 0)))
 
 
-def _to_a_layout(X, req):
-    """A result with A's rows (in the engines' rows) in A's layout,
-    replicated where that layout cannot hold X's shape."""
-    spec = req.a_spec
-    ok = all(d % v.solve_size(req.mesh, _request._names(part)) == 0
-             for d, part in zip(X.shape, tuple(spec)))
-    return _shard.constrain(X, req.mesh, spec if ok else REP)
-
-
 def _cut_rows(X, m, m1, req):
     if m1 == m:
         return X
@@ -263,11 +242,11 @@ def _cut_rows(X, m, m1, req):
 
 def _lu_req(A, b, req):
     """(x in b's shape and layout, status)."""
-    if (r := _mp_route.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     n, n1 = req.n, _padded(req.n, req)
     body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch)
+                             dispatch=req.engine)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _square_rows(A, req, n1), _rhs_rows(b, n, n1, req))
     x = x[:n]
@@ -276,11 +255,11 @@ def _lu_req(A, b, req):
 
 def _lstsq_req(A, b, req):
     """(x (N,) or (N, K), in b's layout where it fits, status)."""
-    if (r := _mp_route.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_lstsq_local, T_A=req.tile, axis_name=req.axes,
-                             dispatch=req.dispatch, mrows=m)
+                             dispatch=req.engine, mrows=m)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _tall_rows(A, req, m1), _rhs_rows(b, m, m1, req))
     return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
@@ -288,41 +267,41 @@ def _lstsq_req(A, b, req):
 
 def _qr_req(A, req):
     """(Q in A's layout, R replicated, status)."""
-    if (r := _mp_route.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
-    body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.dispatch,
+    body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.engine,
                              mrows=m)
     q, r, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
+    return _request.to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
 
 
 def _gesvd_req(A, req):
     """(U in A's layout ((M, 0) when not computed), s, Vh replicated ((0, N)
     when not computed), status)."""
-    if (r := _mp_route.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_gesvd_local, T_A=req.tile, compute_u=req.opt("compute_u", True),
                              compute_vh=req.opt("compute_vh", True),
                              full_matrices=req.opt("full_matrices", False), axis_name=req.axes,
-                             dispatch=req.dispatch, mrows=m)
+                             dispatch=req.engine, mrows=m)
     u, s, vh, status = _shard_map(body, req, (req.row_spec,),
                                   (req.row_spec, P(None), REP, P(None)))(_tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
+    return _request.to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
 
 
 def _polar_req(A, req):
     """(Up in A's layout, H replicated ((0, N) without compute_h), status)."""
-    if (r := _mp_route.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_polar_local, T_A=req.tile, compute_h=req.opt("compute_h", True),
-                             axis_name=req.axes, dispatch=req.dispatch, mrows=m)
+                             axis_name=req.axes, dispatch=req.engine, mrows=m)
     up, h, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
+    return _request.to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
 
 
 CORES = {"lu_solve": _lu_req, "least_squares": _lstsq_req, "qr": _qr_req, "gesvd": _gesvd_req,
@@ -390,10 +369,11 @@ def _validated_req(op, A, b, mesh, axes, T_A, pad, dispatch, opts=()):
     """A Request for arguments validated elsewhere: A (and its results) in
     rows over `axes`, b and x replicated."""
     axes = tuple(axes)
+    engine = _decide.for_mesh(op, mesh, axes, dispatch, max(A.shape), A.dtype)
     return _request.Request(
         op=op, mesh=mesh, axes=axes, a_spec=P(axes if len(axes) > 1 else axes[0], None),
         shape=tuple(A.shape), dtype=str(jnp.dtype(A.dtype)), tile=T_A, pad=pad,
-        dispatch=dispatch, b_spec=None if b is None else P(*((None,) * b.ndim)),
+        dispatch=dispatch, engine=engine, b_spec=None if b is None else P(*((None,) * b.ndim)),
         b_vector=b is not None and b.ndim == 1, opts=tuple(opts))
 
 
@@ -436,7 +416,6 @@ _TALL = ("least_squares", "qr")
 
 
 def _normalise(op, A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate, opts=()):
-    _dispatch_for(op, dispatch)
     square = op == "lu_solve"
     if op in _TALL:
         _tall(A, op)
@@ -553,7 +532,6 @@ def _lu_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     replicated. Returns (x, status): x replicated like b, status (1,) as
     for lu_solve. Differentiable in a and b (issue 16)."""
     pad = v.flag(pad, "pad")
-    _dispatch_for("lu_solve", dispatch)
     # checked before the rule's products touch a and b (they would fail
     # first, with JAX's shape errors)
     _, _, _, _, _, _, dt, _ = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)

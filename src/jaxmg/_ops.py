@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff, _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
+from . import _autodiff, _calls, _decide, _library, _multiproc, _request, _routes, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
@@ -52,19 +52,17 @@ def _status(status):
 def _setup(a, axis_name, T_A, pad, op, dispatch, max_tile=None):
     """Checks one shard's call; returns the solve axes, their device count,
     the shard height before and after padding, the tile, (rank, group) and
-    the dtype, and the solver to use (_dispatch)."""
+    the dtype, and the engine's code for C (_decide)."""
     axes = v.shard_axes(axis_name)
-    platform = _library.current_platform()
-    _library.ensure_registered(platform)
-    _dispatch.check(dispatch)
+    _library.ensure_registered(_library.current_platform())
+    _decide.check(dispatch)
     sizes = _shard.axis_sizes()
     nparties = math.prod(sizes[ax] for ax in axes)
-    _multiproc.check_traced(axes)
     nloc, n, dt = v.local_shard(a, nparties)
     tile, nloc_p = _shard.tile_plan(nloc, v.tile(T_A), v.flag(pad, "pad"), max_tile)
     rank_group = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, op, nparties * nloc_p, nparties, dt, platform)
-    return axes, nparties, nloc, nloc_p, tile, rank_group, dt, solver
+    engine = _decide.for_shard(op, dt, nparties * nloc_p, nparties, axes, dispatch)
+    return axes, nparties, nloc, nloc_p, tile, rank_group, dt, _decide.c_code(engine)
 
 
 def _nonfinite(axes, *arrays):
@@ -339,7 +337,7 @@ def _shard_map(body, req, in_specs, out_specs):
 def _potrs_full(A, b, req, factor=False):
     """(x, status, logdet or None, factor or None); the factor only where
     asked and unpadded (it then has A's shape, in rows)."""
-    if (r := _mp_route.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return (*r, None)
     n, n1 = req.n, _padded_n(req)
     logdet = bool(req.opt("logdet", False))
@@ -348,7 +346,7 @@ def _potrs_full(A, b, req, factor=False):
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
     body = functools.partial(_potrs_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch, logdet=logdet, factor=factor)
+                             dispatch=req.engine, logdet=logdet, factor=factor)
     keep = (True, True, logdet, factor)
     outs = tuple(s for s, k in zip((REP, P(None), P(None), req.row_spec), keep) if k)
 
@@ -376,12 +374,12 @@ def _potrs_donating(A, b, req):
 
 def _core_potri(A, req):
     """Global (A^-1 in A's layout, status)."""
-    if (r := _mp_route.route("potri", req, A)) is not None:
+    if (r := _routes.route("potri", req, A)) is not None:
         return r
     n, n1 = req.n, _padded_n(req)
     A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
     body = functools.partial(_potri_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch)
+                             dispatch=req.engine)
     inv, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, P(None)))(A)
     return _request.to_matrix_layout(_unpad_global(inv, req, n1), req), status[0]
 
@@ -393,7 +391,7 @@ def _factor_shard(req):
 
 
 def _factor_statics(req):
-    return dict(T_A=req.tile, pad=req.pad, axis_name=req.axes, dispatch=req.dispatch)
+    return dict(T_A=req.tile, pad=req.pad, axis_name=req.axes, dispatch=req.engine)
 
 
 def _core_chol_factor(A, req):
@@ -432,9 +430,7 @@ def _factored(req):
     """_autodiff.Factored for a mesh-level potrs request, or None where its
     derivatives keep refactoring: the cuSOLVERMp route (issue 17: no factor
     ops there) and GPUs across processes (_factor_path_open)."""
-    if _mp_route.takes("potrs", req.mesh, req.axes, req.dispatch, req.shape[1]):
-        return None
-    if not _factor_path_open(_mp_route._platform(req.mesh)):
+    if req.engine == "mp" or not _factor_path_open(_library.mesh_platform(req.mesh)):
         return None
     return _autodiff.Factored(
         factor=lambda A: _core_chol_factor(A, req),
@@ -445,7 +441,7 @@ def _factored(req):
 
 def _core_syevd(A, req):
     """Global (w, V in A's layout or None, status)."""
-    if (r := _mp_route.route("syevd", req, A)) is not None:
+    if (r := _routes.route("syevd", req, A)) is not None:
         return r
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
@@ -454,7 +450,7 @@ def _core_syevd(A, req):
         A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1), req)
     A = _request.to_rows(A, req)
     body = functools.partial(_syevd_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
-                             axis_name=req.axes, dispatch=req.dispatch, v_layout="rows")
+                             axis_name=req.axes, dispatch=req.engine, v_layout="rows")
     if jobz:
         w, V, status = _shard_map(body, req, (req.row_spec,), (P(None), req.row_spec, P(None)))(A)
         V = _request.to_matrix_layout(_unpad_global(V, req, n1), req)

@@ -42,11 +42,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental.shard_alike import shard_alike
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _library, _mp_route, _multiproc, _shard
+from . import _decide, _library, _shard
 from . import _validate as v
 
 try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
@@ -69,7 +68,8 @@ class Request:
     dtype: str
     tile: int | None
     pad: bool
-    dispatch: str
+    dispatch: str             # as the caller gave it
+    engine: str = "host"      # the engine _decide chose: host, single, mg or mp
     donate: bool = False
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False
@@ -206,15 +206,6 @@ def _mesh_of(mesh, A):
     return _concrete_for(ctx)
 
 
-def _platform(m) -> str:
-    if isinstance(m, jax.sharding.Mesh):
-        return _library.platform_of(m.devices.flat)
-    try:
-        return m.abstract_device.platform
-    except Exception:
-        return jax.default_backend()
-
-
 # ---------------------------------------------------------------------------
 # A's layout
 
@@ -297,7 +288,7 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     tile = v.tile(T_A)
     pad = v.flag(pad, "pad")
     donate = v.flag(donate, "donate")
-    _dispatch.check(dispatch)
+    _decide.check(dispatch)
     m = _mesh_of(mesh, A)
     spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
     axes = _layout(spec, m)
@@ -305,13 +296,11 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     if with_b:
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec, b_alike = _b_spec(b, b_given, m, 1 if b_vector else 2)
-    _library.ensure_registered(_platform(m))
-    # a solve group across nodes is refused unless the cuSOLVERMp engine takes it (issue 17)
-    if isinstance(m, jax.sharding.Mesh) and not _mp_route.takes(op, m, axes, dispatch, shape[1]):
-        _multiproc.check_mesh(m, axes)
+    _library.ensure_registered(_library.mesh_platform(m))
+    engine = _decide.for_mesh(op, m, axes, dispatch, max(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
-                   tile=tile, pad=pad, dispatch=dispatch, donate=donate, b_spec=b_spec,
-                   b_vector=b_vector, b_alike=b_alike, opts=tuple(opts))
+                   tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
+                   b_spec=b_spec, b_vector=b_vector, b_alike=b_alike, opts=tuple(opts))
 
 
 # ---------------------------------------------------------------------------
@@ -369,6 +358,14 @@ def to_matrix_layout(M, req: Request):
     replicated where that layout cannot hold N."""
     spec = req.a_spec if fits(M.shape[0], req.mesh, req.a_spec) else P(None, None)
     return _shard.constrain(M, req.mesh, spec)
+
+
+def to_a_layout(X, req: Request):
+    """A result with A's rows (M x N, or M x K) moved to A's own layout;
+    replicated where that layout cannot hold X's shape."""
+    ok = all(d % v.solve_size(req.mesh, _names(part)) == 0
+             for d, part in zip(X.shape, tuple(req.a_spec)))
+    return _shard.constrain(X, req.mesh, req.a_spec if ok else P(None, None))
 
 
 def to_b_layout(x, req: Request, b=None):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _dispatch, _multiproc
+from . import _multiproc, _tiles
 
 _PKG = os.path.dirname(os.path.abspath(__file__))
 _JAX = os.path.dirname(os.path.abspath(jax.__file__))
@@ -157,12 +157,12 @@ def where_am_i(solve_axes: tuple[str, ...]) -> jax.Array:
 def tile_plan(nloc: int, T_A: int | None, pad: bool, max_tile: int | None = None) -> tuple[int, int]:
     """The tile actually used and the padded shard height.
 
-    T_A=None picks the tile from the shard height (_dispatch.auto_tile). A
+    T_A=None picks the tile from the shard height (_tiles.auto_tile). A
     tile taller than the shard is cut to the shard: the block-cyclic layout
     is then the contiguous one, with no padding at all. Engines with a tile
     limit (cuSolverMg's syevd: 1024) get it here, so every platform solves
     the same padded problem."""
-    tile = min(T_A, nloc) if T_A is not None else _dispatch.auto_tile(nloc, max_tile)
+    tile = min(T_A, nloc) if T_A is not None else _tiles.auto_tile(nloc, max_tile)
     if max_tile is not None:
         tile = min(tile, max_tile)
     nloc_p = math.ceil(nloc / tile) * tile

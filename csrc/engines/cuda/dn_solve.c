@@ -342,4 +342,5 @@ const gpu_solver dn_solvers[JMG_NOPS] = {
     [JMG_CHOL_FACTOR] = {dn_solve_workspace, dn_run},
     [JMG_CHOL_SOLVE] = {dn_solve_workspace, dn_run},
     [JMG_CHOL_INVERSE] = {dn_solve_workspace, dn_run},
+    [JMG_SYGVD] = {dn_general_workspace, dn_sygvd_run},
 };
