@@ -32,7 +32,7 @@ How an op uses it (the new ops of issue 15 go the same way):
   and inside `_core_lu_solve(A, b, req)` (traced): `_request.to_rows(A, req)`
   puts A in the engines' layout (req.row_spec, over req.axes), a shard_map
   over req.mesh runs the per-shard body, `_request.to_matrix_layout(M, req)`
-  and `_request.to_b_layout(x, req)` move results back.
+  and `_request.to_b_layout(x, req, b)` move results back.
 """
 
 from __future__ import annotations
