@@ -155,6 +155,17 @@ int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
 
 /* ---- least_squares ---- */
 
+/* gels returns x = 0 and info 0 for an all-zero A (its early exit on
+ * max |a_ij| = 0), where R(1, 1) = 0 should give the status 1 of every
+ * other rank deficiency; a scan of E (m n reads, next to gels's m n^2
+ * flops) catches that case. */
+static int all_zero(jmg_dtype t, const void* p, int64_t count) {
+  int64_t reals = count * (jmg_dtype_is_complex(t) ? 2 : 1);
+  for (int64_t i = 0; i < reals; i++)
+    if (real_at(t, p, i) != 0) return 0;
+  return 1;
+}
+
 int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
   la_gels* gels = (la_gels*)jmg_la_get(JMG_LA_GELS, job->dtype, err);
   if (!gels) return -1;
@@ -172,6 +183,7 @@ int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
   }
   memcpy(bw, job->parties[0].buf[3], (size_t)(job->mpad * job->nrhs) * es);
   conj_all(t, bw, job->mpad * job->nrhs);
+  int rank0 = job->n > 0 && all_zero(t, e, job->n * job->m);
   scalar q;
   gels(&trans, &n, &m, &k, e, &n, bw, &ldb, &q, &lwork, &info);
   int64_t lw = max64(queried(t, &q), min64(job->m, job->n) + max64(min64(job->m, job->n), k));
@@ -183,6 +195,7 @@ int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
   }
   lwork = (int)lw;
   gels(&trans, &n, &m, &k, e, &n, bw, &ldb, work, &lwork, &info);
+  if (rank0 && info == 0) info = 1;
   char* x = job->parties[0].b;
   for (int64_t j = 0; j < job->nrhs; j++)
     memcpy(x + (size_t)(j * job->n) * es, bw + (size_t)(j * job->mpad) * es, (size_t)job->n * es);

@@ -314,7 +314,10 @@ def least_squares(core, lay: Layout, hpd_solve=None):
     @f.defjvp
     def f_jvp(primals, tangents):
         (A, b), (dA, db) = primals, tangents
-        x, status = f(A, b)
+        x0, status = f(A, b)
+        # the products below are of matrices: a vector b is one column
+        vector = b.ndim == 1
+        b, db, x = (b[:, None], db[:, None], x0[:, None]) if vector else (b, db, x0)
         dA = keep(dA, lay)
         if lay.per_shard:  # b is replicated; A's rows are this device's
             b, db = _my_rows(b, lay), _my_rows(db, lay)
@@ -330,7 +333,7 @@ def least_squares(core, lay: Layout, hpd_solve=None):
 
         dx = jax.lax.custom_linear_solve(
             lambda v: gram(A, rows_times(A, v, lay), lay), rhs, solve, tsolve)
-        return (x, status), (dx, _float0_zeros(status))
+        return (x0, status), (dx[:, 0] if vector else dx, _float0_zeros(status))
 
     return f
 

@@ -242,7 +242,7 @@ def _lu_req(A, b, req):
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         engine_rows(A, req, "lu_solve"), engine_b(b[:, None] if b.ndim == 1 else b, req, "lu_solve"))
     x = x[:n]
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
 
 
 def _lstsq_req(A, b, req):
@@ -254,7 +254,7 @@ def _lstsq_req(A, b, req):
                              dispatch=req.engine, mrows=m)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _tall_rows(A, req, m1), _rhs_rows(b, m, m1, req))
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
 
 
 def _qr_req(A, req):
@@ -562,7 +562,9 @@ def _lstsq_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
 
 def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None, pad=True,
                       dispatch="auto", donate=False):
-    """A and b global: returns (a_work, b_work, x, status)."""
+    """A and b global: returns (a_work, b_work, x, status); b_work is b
+    with x in its first N rows, as JAXMg 1.4.1's (the rows below are b's
+    own, not LAPACK's residual components)."""
     req = _normalise("least_squares", a, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch,
                      donate)
     return _request.run(_lstsq_ctx_core, req, a, b)
@@ -570,7 +572,7 @@ def _lstsq_ctx_global(a, b, T_A, mesh=None, matrix_specs=None, *, in_specs=None,
 
 def _lstsq_ctx_core(A, b, req):
     x, status = _lstsq_diff(A, b, req)
-    return _request.to_rows(A, req), b, x, status
+    return _request.to_rows(A, req), jnp.asarray(b).at[: x.shape[0]].set(x), x, status
 
 
 def _qr_ctx_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
@@ -631,16 +633,13 @@ def _polar_ctx_local(a, T_A, compute_h=True, pad=True, axis_name=None, dispatch=
 
 def _polar_ctx_global(a, T_A, mesh=None, matrix_specs=None, *, in_specs=None, compute_h=True,
                       pad=True, dispatch="auto", donate=False):
-    """A global: returns (a_work, Up, H, status), or (a_work, Up, status)."""
+    """A global: returns (Up, H, status), or (Up, status): no a_work, as
+    JAXMg 1.4.1's (and as qr's)."""
     ch = v.flag(compute_h, "compute_h")
     req = _normalise("polar", a, None, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate,
                      (("compute_h", ch),))
-    a_work, up, h, status = _request.run(_polar_ctx_core, req, a)
-    return (a_work, up, h, status) if ch else (a_work, up, status)
-
-
-def _polar_ctx_core(A, req):
-    return (_request.to_rows(A, req),) + _polar_diff(A, req)
+    up, h, status = _request.run(_polar_diff, req, a)
+    return (up, h, status) if ch else (up, status)
 
 
 lu_solve_shardmap_ctx = _two_forms(_lu_ctx_local, _lu_ctx_global, "lu_solve_shardmap_ctx")

@@ -233,7 +233,7 @@ def _outputs(req, out, b):
         if rules[name].dims:
             x = _cut(x, req, *[d.get(c, x.shape[k]) for k, c in enumerate(rules[name].dims)])
         if name == "x":
-            x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
+            x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b)
         elif rules[name].dims[:1] == "L":
             x = _request.to_matrix_layout(x, req)
         res.append(x)

@@ -388,7 +388,7 @@ def _potrs_full(A, b, req, factor=False):
     x, status = res.pop(0)[:n], res.pop(0)[0]
     ld = res.pop(0)[0] if logdet else None
     fac = res.pop(0) if factor else None
-    x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
+    x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b)
     return x, status, ld, fac
 
 
@@ -443,7 +443,7 @@ def _core_chol_solve(F, fstatus, b, req):
     body = functools.partial(_chol_solve_local, shard=_factor_shard(req), **_factor_statics(req))
     x, status = _shard_map(body, req, (req.row_spec, P(), REP), (REP, P(None)))(F, fstatus, b2)
     x = x[:n]
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
+    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b), status[0]
 
 
 def _core_chol_inverse(F, fstatus, req):

@@ -32,7 +32,7 @@ How an op uses it (the new ops of issue 15 go the same way):
   and inside `_core_lu_solve(A, b, req)` (traced): `_request.to_rows(A, req)`
   puts A in the engines' layout (req.row_spec, over req.axes), a shard_map
   over req.mesh runs the per-shard body, `_request.to_matrix_layout(M, req)`
-  and `_request.to_b_layout(x, req)` move results back.
+  and `_request.to_b_layout(x, req, b)` move results back.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ import dataclasses
 import functools
 
 import jax
+import jax.numpy as jnp
+from jax.experimental.shard_alike import shard_alike
 from jax.sharding import PartitionSpec as P
 
 from . import _decide, _library, _shard
@@ -71,6 +73,7 @@ class Request:
     donate: bool = False
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False
+    b_alike: bool = False     # b's layout is not visible while tracing: x takes b's own (to_b_layout)
     opts: tuple = ()          # op-specific static options, as (name, value) pairs
 
     @property
@@ -238,8 +241,24 @@ def _layout(spec: P, m) -> tuple[str, ...]:
     return axes if axes else tuple(m.axis_names)
 
 
-def _b_spec(b, given, m, ndim: int) -> P:
-    """b's layout: the spec given, else b's own on this mesh, else replicated."""
+def _sharding_visible(x) -> bool:
+    """Whether x's sharding is known while tracing: eagerly always; under
+    jit only on Explicit mesh axes (on Auto axes jax.typeof(x) shows every
+    array replicated, whatever its layout)."""
+    if not isinstance(x, jax.core.Tracer):
+        return True
+    s = _sharding_of(x)
+    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+    return (s is not None and not s.mesh.empty
+            and all(t == explicit for t in s.mesh.axis_types))
+
+
+def _b_spec(b, given, m, ndim: int) -> tuple[P, bool]:
+    """(b's layout, alike): the spec given, else b's own on this mesh, else
+    replicated. alike: no spec given and b's sharding not visible (jit on
+    Auto axes); x then takes b's layout from b itself (to_b_layout), as it
+    does eagerly, and the spec returned is only a replicated stand-in."""
+    alike = given is None and not _sharding_visible(b)
     if given is not None:
         spec = _pad_spec(given, ndim, "b's spec", extra_none=True)
     else:
@@ -250,7 +269,7 @@ def _b_spec(b, given, m, ndim: int) -> P:
         for ax in _names(part):
             if ax not in m.axis_names:
                 raise ValueError(f"jaxmg: b's spec {spec}: axis {ax!r} is not in the mesh")
-    return spec
+    return spec, alike
 
 
 # ---------------------------------------------------------------------------
@@ -276,15 +295,15 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     m = _mesh_of(mesh, A)
     spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
     axes = _layout(spec, m)
-    b_spec, b_vector = None, False
+    b_spec, b_vector, b_alike = None, False, False
     if with_b:
         _, b_vector = v.rhs(b, shape[0], dt)
-        b_spec = _b_spec(b, b_given, m, 1 if b_vector else 2)
+        b_spec, b_alike = _b_spec(b, b_given, m, 1 if b_vector else 2)
     _library.ensure_registered(_library.mesh_platform(m))
     engine = _decide.for_mesh(op, m, axes, dispatch, max(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
                    tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
-                   b_spec=b_spec, b_vector=b_vector, opts=tuple(opts))
+                   b_spec=b_spec, b_vector=b_vector, b_alike=b_alike, opts=tuple(opts))
 
 
 # ---------------------------------------------------------------------------
@@ -359,6 +378,23 @@ def to_a_layout(X, req: Request):
     return _shard.constrain(X, req.mesh, req.a_spec if ok else P(None, None))
 
 
-def to_b_layout(x, req: Request):
+def to_b_layout(x, req: Request, b=None):
+    """x (b's rank) in b's layout: req.b_spec, replicated where that cannot
+    hold x's rows; with req.b_alike, b's own layout taken from b (the
+    array the caller passed) through XLA's sharding propagation."""
+    if req.b_alike and b is not None:
+        return _like(x, b)
     spec = req.b_spec if fits(x.shape[0], req.mesh, req.b_spec) else P(*((None,) * x.ndim))
     return _shard.constrain(x, req.mesh, spec)
+
+
+def _like(x, b):
+    """x sharded as b is (shard_alike: one sharding for both, decided by
+    propagation from b's), for x with b's shape but maybe fewer rows
+    (least squares' N of M): x padded with zero rows to b's shape, then
+    cut, so that its rows keep b's layout where it can hold them, else come
+    back replicated, as to_b_layout's eager rule."""
+    rows = x.shape[0]
+    pad = ((0, b.shape[0] - rows),) + ((0, 0),) * (x.ndim - 1)
+    x, _ = shard_alike(jnp.pad(x, pad) if rows != b.shape[0] else x, b)
+    return x[:rows]

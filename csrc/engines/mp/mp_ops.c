@@ -210,35 +210,79 @@ static int solve_chol(opctx* c, void* b, cusolverMpMatrixDescriptor_t db, int64_
   return take_info(c, err);
 }
 
+/* The diagonal of diagonal tile k of the cyclic operand into host (*len
+ * entries), when this rank owns that tile (else *len = 0). */
+static int diag_tile(opctx* c, int64_t k, unsigned char* host, int64_t* len, char* err) {
+  int64_t n = c->cn, T = c->j->tile;
+  size_t esz = c->esz;
+  *len = 0;
+  if (k % c->s->p != pr_of(c) || k % c->s->q != pc_of(c)) return JMG_MP_OK;
+  int64_t l = n - k * T < T ? n - k * T : T;
+  const char* d0 = (const char*)c->cyc +
+                   ((size_t)((k / c->s->p) * T) + (size_t)((k / c->s->q) * T) * c->lld) * esz;
+  int rc = jmg_mp_cuda_fail(cudaMemcpy2DAsync(host, esz, d0, (c->lld + 1) * esz, esz, l,
+                                              cudaMemcpyDeviceToHost, c->j->stream),
+                            "cudaMemcpy2DAsync(diagonal)", err);
+  if (!rc) rc = jmg_mp_cuda_fail(cudaStreamSynchronize(c->j->stream), "sync", err);
+  if (!rc) *len = l;
+  return rc;
+}
+
+/* Entry i of a host diagonal: its real part (first in a complex element)
+ * and, for complex, its imaginary part. */
+static double diag_re(const opctx* c, const unsigned char* host, int64_t i) {
+  int dbl = c->t == CUDA_R_64F || c->t == CUDA_C_64F;
+  const unsigned char* e = host + (size_t)i * c->esz;
+  return dbl ? *(const double*)(const void*)e : (double)*(const float*)(const void*)e;
+}
+
+static double diag_im(const opctx* c, const unsigned char* host, int64_t i) {
+  if (!jmg_dtype_is_complex(c->j->dtype)) return 0;
+  size_t half = c->esz / 2;
+  const unsigned char* e = host + (size_t)i * c->esz + half;
+  return half == 8 ? *(const double*)(const void*)e : (double)*(const float*)(const void*)e;
+}
+
 /* log det M = 2 sum log re(L_kk): each rank reads the diagonals of the
  * diagonal tiles it owns, the sum is all-reduced. */
 static int logdet(opctx* c, double* out, char* err) {
   int64_t n = c->cn, T = c->j->tile;
-  size_t esz = c->esz;
-  int cplx = jmg_dtype_is_complex(c->j->dtype), dbl = c->t == CUDA_R_64F || c->t == CUDA_C_64F;
-  unsigned char* host = malloc((size_t)T * esz);
+  unsigned char* host = malloc((size_t)T * c->esz);
   if (host == NULL) return JMG_MP_ENOMEM;
   double sum = 0;
   int rc = JMG_MP_OK;
   for (int64_t k = 0; k * T < n && !rc; k++) {
-    if (k % c->s->p != pr_of(c) || k % c->s->q != pc_of(c)) continue;
-    int64_t len = n - k * T < T ? n - k * T : T;
-    const char* d0 = (const char*)c->cyc +
-                     ((size_t)((k / c->s->p) * T) + (size_t)((k / c->s->q) * T) * c->lld) * esz;
-    rc = jmg_mp_cuda_fail(cudaMemcpy2DAsync(host, esz, d0, (c->lld + 1) * esz, esz, len,
-                                            cudaMemcpyDeviceToHost, c->j->stream),
-                          "cudaMemcpy2DAsync(diagonal)", err);
-    if (!rc) rc = jmg_mp_cuda_fail(cudaStreamSynchronize(c->j->stream), "sync", err);
-    for (int64_t i = 0; i < len && !rc; i++) {
-      const unsigned char* e = host + i * esz;
-      double re = dbl ? *(const double*)e : (double)*(const float*)e;
-      sum += 2 * log(re);
-    }
-    (void)cplx; /* a complex element's real part comes first */
+    int64_t len = 0;
+    rc = diag_tile(c, k, host, &len, err);
+    for (int64_t i = 0; i < len && !rc; i++) sum += 2 * log(diag_re(c, host, i));
   }
   free(host);
   if (!rc) rc = jmg_mp_set_allsum(c->s, c->j->stream, &sum, err);
   *out = sum;
+  return rc;
+}
+
+/* The status of a rank-deficient least-squares A (docs/status.md): the
+ * first exactly zero R(k, k), 1-based, of the QR factor gels leaves in the
+ * cyclic operand, made equal on every rank (the smallest k, carried as
+ * n + 1 - k through the max all-reduce; n < 2^31 as no m x n matrix with
+ * more columns fits in memory). Read from R itself: LAPACK's gels reports
+ * it in info, and cusolverMpGels's documentation does not promise that. */
+static int zero_diagonal(opctx* c, char* err) {
+  int64_t n = c->cn, T = c->j->tile, first = 0;
+  unsigned char* host = malloc((size_t)T * c->esz);
+  if (host == NULL) return JMG_MP_ENOMEM;
+  int rc = JMG_MP_OK;
+  for (int64_t k = 0; k * T < n && !rc && !first; k++) {
+    int64_t len = 0;
+    rc = diag_tile(c, k, host, &len, err);
+    for (int64_t i = 0; i < len && !rc && !first; i++)
+      if (diag_re(c, host, i) == 0 && diag_im(c, host, i) == 0) first = k * T + i + 1;
+  }
+  free(host);
+  int v = first ? (int)(n + 1 - first) : 0;
+  if (!rc) rc = jmg_mp_set_allmax(c->s, c->j->stream, &v, err);
+  if (!rc && v != 0) *c->info = (int32_t)(n + 1 - v);
   return rc;
 }
 
@@ -453,6 +497,7 @@ static int body_lstsq(opctx* c, char* err) {
                         b, 1, 1, db, c->t, WS),
          "cusolverMpGels");
   TRY(take_info(c, err));
+  if (*c->info == 0) TRY(zero_diagonal(c, err));
   return rhs_out(c, b, c->j->n, c->j->p->buf[1], err);
 }
 
