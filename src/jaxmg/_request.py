@@ -42,8 +42,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.shard_alike import shard_alike
 from jax.sharding import PartitionSpec as P
+
+try:  # JAX <= 0.10; JAX 0.11 removed it and has no public replacement
+    from jax.experimental.shard_alike import shard_alike
+except ImportError:  # pragma: no cover - exercised on the GPU image's JAX 0.11
+    shard_alike = None
 
 from . import _decide, _library, _shard
 from . import _validate as v
@@ -381,8 +385,10 @@ def to_a_layout(X, req: Request):
 def to_b_layout(x, req: Request, b=None):
     """x (b's rank) in b's layout: req.b_spec, replicated where that cannot
     hold x's rows; with req.b_alike, b's own layout taken from b (the
-    array the caller passed) through XLA's sharding propagation."""
-    if req.b_alike and b is not None:
+    array the caller passed) through XLA's sharding propagation, where JAX
+    has shard_alike (up to 0.10; on 0.11 x then comes back as b_spec says,
+    replicated: docs/sharding.md)."""
+    if req.b_alike and b is not None and shard_alike is not None:
         return _like(x, b)
     spec = req.b_spec if fits(x.shape[0], req.mesh, req.b_spec) else P(*((None,) * x.ndim))
     return _shard.constrain(x, req.mesh, spec)
