@@ -13,15 +13,19 @@ status convention):
     qr            (Q in A's layout, R, status)
     gesvd         (U in A's layout or (M, 0), s, Vh or (0, N), status)
     polar         (U in A's layout, H or (0, N), status)
+    sygvd         (w, V in A's layout or None, status)
 
 Status is -1 (outputs NaN) for a non-finite input, as on the other engines;
-the engine itself gives > 0 and NaN outputs for a failing matrix.
+the engine itself gives > 0 and NaN outputs for a failing matrix (sygvd:
+LAPACK's info, mapped to the core's status as its per-shard path maps it).
 
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
 padded at its end as the cores pad (identity for the factorisations, a
-diagonal above the spectrum for syevd, zero rows for the tall ops).
+diagonal above the spectrum for syevd, zero rows for the tall ops); sygvd's
+B, sharded like A, is padded and placed as A is, and the engine solves the
+leading N x N pencil only (its `nvalid`).
 
 The call itself is the op's row of the C op table (_calls): its buffers,
 their shapes and layouts, and the engine's view of A, undone by
@@ -44,11 +48,12 @@ REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
 OPS = tuple(sorted(_decide.ENGINE_OPS["mp"]))
 KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
-_WITH_B = ("potrs", "lu_solve", "least_squares")
+_WITH_B = ("potrs", "lu_solve", "least_squares")  # replicated right-hand sides
+_PAIRED = ("sygvd",)  # a second matrix, laid out as A
 _TALL = ("least_squares", "qr", "gesvd", "polar")
 # Tiles where the caller gave none (T_A=None): the notes' best for
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
-_TILE = {"syevd": 256, "gesvd": 256, "polar": 256}
+_TILE = {"syevd": 256, "sygvd": 256, "gesvd": 256, "polar": 256}
 _DEFAULT_TILE = 1024
 
 
@@ -145,6 +150,7 @@ def _attrs(req, m: int, n: int) -> dict:
     """The row's attributes for this request (A's rows m, columns n)."""
     return {
         "syevd": lambda: {"jobz": int(req.opt("jobz", True))},
+        "sygvd": lambda: {"jobz": int(req.opt("jobz", True)), "nvalid": n},
         "least_squares": lambda: {"mrows": m},
         "qr": lambda: {"mrows": m},
         "gesvd": lambda: {"ucols": n if req.opt("compute_u", True) else 0,
@@ -193,7 +199,9 @@ def _run(req, A, b=None) -> dict:
         bad = bad | ~jnp.all(jnp.isfinite(b))
     diag = _syevd_diag(A) if req.op == "syevd" else 1
     args = [_shard.constrain(_pad(A, req, m1, n1, diag), req.mesh, spec)]
-    if b is not None:
+    if b is not None and req.op in _PAIRED:
+        args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
+    elif b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
@@ -202,7 +210,12 @@ def _run(req, A, b=None) -> dict:
                 tile=tile, attrs=_attrs(req, m, n))
     rets = _calls.from_engine(req.op, KIND, rets)
     out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
-    status = jnp.where(bad, jnp.int32(-1), jnp.max(out.pop("status"))).astype(jnp.int32)
+    info = jnp.max(out.pop("status"))
+    if req.op == "sygvd":
+        from ._eigh_generalized import status_of
+
+        info = status_of(info, n)
+    status = jnp.where(bad, jnp.int32(-1), info).astype(jnp.int32)
     out = {k: _nan(bad, v) for k, v in out.items()}
     out["status"] = status
     return out
@@ -213,8 +226,10 @@ _OUTPUTS = {
     "potrs": ("x", "status", "logdet"), "potri": ("a", "status"), "syevd": ("w", "a", "status"),
     "lu_solve": ("x", "status"), "least_squares": ("x", "status"), "qr": ("a", "r", "status"),
     "gesvd": ("u", "s", "vh", "status"), "polar": ("a", "h", "status"),
+    "sygvd": ("w", "a", "status"),
 }
-_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True)}
+_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True),
+          ("sygvd", "a"): ("jobz", True)}
 
 
 def _outputs(req, out, b):
