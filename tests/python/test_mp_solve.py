@@ -28,10 +28,11 @@ def pencil(M, MB, nv):
     read by their lower triangles: info nv + k where MB's leading minor k is
     not positive definite (w, Z None then)."""
     M, MB = lower_hermitian(M[:nv, :nv]), lower_hermitian(MB[:nv, :nv])
-    for k in range(1, nv + 1):
-        if np.linalg.eigvalsh(MB[:k, :k])[0] <= 0:
-            return None, None, nv + k
-    Li = np.linalg.inv(np.linalg.cholesky(MB))
+    try:
+        Li = np.linalg.inv(np.linalg.cholesky(MB))
+    except np.linalg.LinAlgError:
+        k = next(k for k in range(1, nv + 1) if np.linalg.eigvalsh(MB[:k, :k])[0] <= 0)
+        return None, None, nv + k
     w, Y = np.linalg.eigh(Li @ M @ Li.conj().T)
     return w, Li.conj().T @ Y, 0
 
