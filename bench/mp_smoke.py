@@ -1,7 +1,11 @@
 """Smoke check of the cuSOLVERMp engine on the GPUs of this one process:
 every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
-GPU), through jaxmg._mp_route._run (the row-built call, the view undone), each result checked against its defining
-equation. Prints one line per case and exits non-zero if any case fails.
+GPU), through jaxmg._mp_route._run (the row-built call, the view undone),
+each result checked against its defining equation; and sygvd once more
+with padding past its `nvalid` (the row called directly: the leading
+pencil solved, the padding left zero), which _run never needs on a P x 1
+grid whose N the GPUs divide. Prints one line per case and exits non-zero
+if any case fails.
 For the device machine when fewer GPUs are lent than the GPU suite's
 multi-process cases need (tests/gpu/test_mp_engine.py)."""
 
@@ -14,7 +18,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
-from jaxmg import _mp_route, _request  # noqa: E402
+from jaxmg import _calls, _grid, _mp_route, _request  # noqa: E402
+
+HERMITIAN = ("potrs", "potri", "syevd", "sygvd")
 
 
 def matrix(rng, m, n, dtype, hermitian):
@@ -37,6 +43,12 @@ def residual(op, a, b, out):
         return norm(a @ g["a"] - np.eye(len(a))) / (norm(a) * norm(g["a"]))
     if op == "syevd":
         return norm(a @ g["a"] - g["a"] * g["w"]) / norm(a)
+    if op == "sygvd":  # A V = B V diag(w) and V^H B V = I
+        b = np.asarray(b, np.complex128)
+        v = g["a"]
+        scale = (norm(a) + norm(b) * np.max(np.abs(g["w"]))) * norm(v)
+        return max(norm(a @ v - b @ v * g["w"]) / scale,
+                   norm(v.conj().T @ b @ v - np.eye(len(a))) / (norm(b) * norm(v) ** 2))
     if op == "least_squares":
         return norm(a.conj().T @ (a @ g["x"] - b)) / (norm(a) ** 2 * norm(g["x"]))
     if op == "qr":
@@ -48,22 +60,57 @@ def residual(op, a, b, out):
     raise ValueError(op)
 
 
+def padded_pencil(mesh, rows, rng, n, tile, dtype):
+    """sygvd's row on an (n + pad) pencil with nvalid = n: the leading
+    pencil's result, zero in the padding of w and Z. True if it holds."""
+    k = mesh.shape["x"]
+    n1 = -(-(n + 1) // k) * k  # at least one padding row and column
+    a, b = matrix(rng, n, n, dtype, True), matrix(rng, n, n, dtype, True)
+
+    def pad(x):  # identity in the padding: the engine must leave it out
+        return np.pad(x, ((0, n1 - n), (0, n1 - n))) + np.diag(np.arange(n1) >= n)
+
+    t0 = time.perf_counter()
+    try:
+        args = [jax.device_put(pad(x).astype(dtype), rows) for x in (a, b)]
+        grid = _grid.grid_from_mesh(mesh, ("x",), op="sygvd")
+        rets = _mp_route.call("sygvd", grid, mesh, _calls.to_engine("sygvd", "collective", args),
+                              spec=P("x", None), tile=tile, attrs={"jobz": 1, "nvalid": n})
+        v, w, status = (np.asarray(r) for r in _calls.from_engine("sygvd", "collective", rets))
+        res = residual("sygvd", a, b, {"a": v[:n, :n], "w": w[:n]})
+        zero = not (np.any(w[n:]) or np.any(v[n:]) or np.any(v[:, n:]))
+    except Exception as e:  # report and go on: this is a smoke check
+        print(f"{'sygvd padded':14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: "
+              f"{e}"[:400])
+        return False
+    limit = 1e-3 if dtype == np.complex64 else 1e-10
+    ok = int(status.max()) == 0 and np.isfinite(res) and res < limit and zero
+    print(f"{'sygvd padded':14s} {np.dtype(dtype).name:10s} status {int(status.max())} residual "
+          f"{res:.2e} padding {'zero' if zero else 'NOT zero'} {'ok' if ok else 'FAIL'} "
+          f"({time.perf_counter() - t0:.2f} s)")
+    return ok
+
+
 def main():
     ndev = jax.local_device_count()
     mesh = jax.make_mesh((ndev,), ("x",))
     rows = NamedSharding(mesh, P("x", None))
     rng = np.random.default_rng(0)
     n, tile, failed = 512 * ndev, 128, 0
-    for op in ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar"):
+    for op in ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar",
+               "sygvd"):
         for dtype in (np.float64, np.complex64):
             m = 2 * n if op in ("least_squares", "qr", "gesvd", "polar") else n
-            a = matrix(rng, m, n, dtype, op in ("potrs", "potri", "syevd"))
+            a = matrix(rng, m, n, dtype, op in HERMITIAN)
             b = matrix(rng, m, 4, dtype, False) if op in ("potrs", "lu_solve", "least_squares") else None
+            b = matrix(rng, n, n, dtype, True) if op == "sygvd" else b
             t0 = time.perf_counter()
             try:
-                bj = None if b is None else jax.device_put(b, NamedSharding(mesh, P(None, None)))
+                bj = None if b is None else jax.device_put(
+                    b, rows if op == "sygvd" else NamedSharding(mesh, P(None, None)))
                 aj = jax.device_put(a, rows)
-                req = _request.normalise(op, aj, bj, T_A=tile, mesh=mesh, specs=P("x", None),
+                rhs = None if op == "sygvd" else bj  # sygvd's B is a matrix, not b
+                req = _request.normalise(op, aj, rhs, T_A=tile, mesh=mesh, specs=P("x", None),
                                          square=m == n)
                 out = _mp_route._run(req, aj, bj)
                 out = jax.tree.map(np.asarray, out)
@@ -77,6 +124,8 @@ def main():
             failed += not ok
             print(f"{op:14s} {np.dtype(dtype).name:10s} status {status} residual {res:.2e} "
                   f"{'ok' if ok else 'FAIL'} ({time.perf_counter() - t0:.2f} s)")
+    for dtype in (np.float64, np.complex64):
+        failed += not padded_pencil(mesh, rows, rng, n, tile, dtype)
     print(f"mp_smoke: {ndev} GPU(s), {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -86,10 +86,12 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
      * nvalid rows and columns; the rest is padding, which the engine
      * leaves out instead of giving it eigenvalues that would have to sort
      * apart from the pencil's (their bound needs ||B^-1||). The status is
-     * LAPACK sygvd's info for that order. */
+     * LAPACK sygvd's info for that order. Every kind sees (conj(A),
+     * conj(B)), whose eigenvectors come back as the rows of A's shards. */
     [JMG_SYGVD] = {"sygvd", SQ, 3, 3,
                    {A_ARG, {"b", "LN", 'A', 3, -1, IN}, WHERE},
-                   {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz", "nvalid"}, LEADER},
+                   {{"a", "LN", 'A', 0, 0, OUT, 'h'}, {"w", "N", 'R', 2, -1, OUT}, STATUS},
+                   {"jobz", "nvalid"}, BOTH},
 };
 
 const jmg_op_row* jmg_op_row_of(jmg_op op) {

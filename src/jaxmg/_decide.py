@@ -42,13 +42,12 @@ ENGINES = ("host", "single", "mg", "mp", "local")
 # The public ops; the factor ops of potrs's derivative (chol_*) decide as potrs.
 OPS = ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar", "sygvd")
 
-# Which engine has which op. cuSolverMg has no sygvd; cuSOLVERMp's
-# (csrc/engines/mp/mp_ops.c, body_sygvd) is not wired to the Python layer yet.
+# Which engine has which op. cuSolverMg has no sygvd.
 ENGINE_OPS = {
     "host": frozenset(OPS),
     "single": frozenset(OPS),
     "mg": frozenset({"potrs", "potri", "syevd", "lu_solve"}),
-    "mp": frozenset(OPS) - {"sygvd"},
+    "mp": frozenset(OPS),
     "local": frozenset({"qr", "gesvd", "polar"}),
 }
 

@@ -12,7 +12,9 @@ The path, as syevd's in _ops.py:
                        shard_map: the non-finite guard, the FFI call
                        (op "sygvd" of csrc/ops/op_table.c), V back in rows
                        or columns, LAPACK's info mapped to jaxmg's status
-  _core(A, B, req)     global arrays: N padded to a multiple of the device
+  _core(A, B, req)     global arrays: first _routes.route (the cuSOLVERMp
+                       engine, which solves the pencil distributed:
+                       _mp_route); else N padded to a multiple of the device
                        count, A and B in the engines' rows, the shard_map,
                        results back in A's layout
   _differentiable      the derivative and vmap rules around the core
@@ -22,9 +24,9 @@ Conventions. Both matrices are read by their upper triangles (the engines
 read the lower triangles of A^T and B^T, as for syevd). The engines see
 conj(A) and conj(B), whose eigenvectors are the conjugates of ours, and
 hand them back as the rows of A's shards: one all_to_all and a conj make
-them columns, as for syevd. Every engine gathers A and B (host LAPACK
-sygvd/hegvd, or cuSOLVER sygvd on the first GPU: cuSolverMg has no sygvd),
-so T_A and pad are validated but change nothing, and the shards need no
+them columns, as for syevd. Every per-shard engine gathers A and B (host
+LAPACK sygvd/hegvd, or cuSOLVER sygvd on the first GPU: cuSolverMg has no
+sygvd), so T_A and pad are validated but change nothing, and the shards need no
 tile padding. The global padding of N to a multiple of the device count
 is left out by the engine (attribute nvalid): a pad block would need
 eigenvalues above the pencil's, whose bound takes ||B^-1||.
@@ -41,7 +43,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
-from . import _calls, _decide, _library, _request, _shard
+from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
 
 # Per-shard and global helpers shared with syevd's path (private to _ops
@@ -154,6 +156,9 @@ def _pad_square(A, n1, req):
 
 def _core(A, B, req):
     """(w, V in A's layout or None, status) for global A and B."""
+    if (r := _routes.route(OP, req, A, B)) is not None:  # the cuSOLVERMp engine
+        w, V, info = r  # LAPACK's info, as every engine returns it (-1: non-finite input)
+        return w, V, status_of(info, req.n)
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
     A = _request.to_rows(_pad_square(A, n1, req), req)
@@ -211,10 +216,11 @@ def eigh_generalized(A, B, T_A, mesh=None, in_specs=None, return_eigenvectors=Tr
     return_eigenvectors=False; status appended with return_status: 0;
     k in 1..N: B's leading minor of order k is not positive definite
     (LAPACK's info N + k); > N: the eigensolver did not converge; -1:
-    non-finite input (w and V are NaN whenever status != 0). The engines
-    gather A and B on one device (the host leader, or the first GPU of the
-    axis), so T_A and pad change nothing and dispatch='multi' is refused.
-    The rest as for syevd.
+    non-finite input (w and V are NaN whenever status != 0). The one-node
+    engines gather A and B on one device (the host leader, or the first GPU
+    of the axis), so T_A and pad change nothing there and dispatch='multi'
+    is refused; cuSOLVERMp (dispatch='mp', or a solve group across nodes)
+    solves the pencil distributed, in tiles of T_A. The rest as for syevd.
     """
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     want_status = v.flag(return_status, "return_status")

@@ -13,9 +13,11 @@ status convention):
     qr            (Q in A's layout, R, status)
     gesvd         (U in A's layout or (M, 0), s, Vh or (0, N), status)
     polar         (U in A's layout, H or (0, N), status)
+    sygvd         (w, V in A's layout or None, status)
 
 Status is -1 (outputs NaN) for a non-finite input, as on the other engines;
-the engine itself gives > 0 and NaN outputs for a failing matrix.
+the engine itself gives > 0 and NaN outputs for a failing matrix (sygvd:
+LAPACK's info, mapped to the core's status as its per-shard path maps it).
 
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
@@ -23,7 +25,9 @@ columns as given). A matrix that does not split evenly over the grid is
 padded at its end (identity for the factorisations, zero rows for the
 tall ops, zero for syevd, whose pad eigenpairs are then told apart by
 their eigenvectors after the call: _shard.drop_pad_eigenpairs). No pad
-value depends on A, so nothing reduces over A before the engine.
+value depends on A, so nothing reduces over A before the engine; sygvd's
+B, sharded like A, is padded and placed as A is, and the engine solves the
+leading N x N pencil only (its `nvalid`).
 
 The call itself is the op's row of the C op table (_calls): its buffers,
 their shapes and layouts, and the engine's view of A, undone by
@@ -46,11 +50,12 @@ REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
 OPS = tuple(sorted(_decide.ENGINE_OPS["mp"]))
 KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
-_WITH_B = ("potrs", "lu_solve", "least_squares")
+_WITH_B = ("potrs", "lu_solve", "least_squares")  # replicated right-hand sides
+_PAIRED = ("sygvd",)  # a second matrix, laid out as A
 _TALL = ("least_squares", "qr", "gesvd", "polar")
 # Tiles where the caller gave none (T_A=None): the notes' best for
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
-_TILE = {"syevd": 256, "gesvd": 256, "polar": 256}
+_TILE = {"syevd": 256, "sygvd": 256, "gesvd": 256, "polar": 256}
 _DEFAULT_TILE = 1024
 
 
@@ -139,6 +144,7 @@ def _attrs(req, m: int, n: int) -> dict:
     """The row's attributes for this request (A's rows m, columns n)."""
     return {
         "syevd": lambda: {"jobz": int(req.opt("jobz", True))},
+        "sygvd": lambda: {"jobz": int(req.opt("jobz", True)), "nvalid": n},
         "least_squares": lambda: {"mrows": m},
         "qr": lambda: {"mrows": m},
         "gesvd": lambda: {"ucols": n if req.opt("compute_u", True) else 0,
@@ -186,7 +192,9 @@ def _run(req, A, b=None) -> dict:
     if b is not None:
         bad = bad | ~jnp.all(jnp.isfinite(b))
     args = [_shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)]
-    if b is not None:
+    if b is not None and req.op in _PAIRED:
+        args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
+    elif b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
@@ -200,6 +208,8 @@ def _run(req, A, b=None) -> dict:
     out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
     if req.op == "syevd" and n1 != n:
         out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
+    # The engine's status as it reports it (sygvd: LAPACK's info, which its
+    # core maps as for every engine), -1 for a non-finite input.
     status = jnp.where(bad, jnp.int32(-1), jnp.max(out.pop("status"))).astype(jnp.int32)
     out = {k: _nan(bad, v) for k, v in out.items()}
     out["status"] = status
@@ -211,8 +221,10 @@ _OUTPUTS = {
     "potrs": ("x", "status", "logdet"), "potri": ("a", "status"), "syevd": ("w", "a", "status"),
     "lu_solve": ("x", "status"), "least_squares": ("x", "status"), "qr": ("a", "r", "status"),
     "gesvd": ("u", "s", "vh", "status"), "polar": ("a", "h", "status"),
+    "sygvd": ("w", "a", "status"),
 }
-_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True)}
+_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True),
+          ("sygvd", "a"): ("jobz", True)}
 
 
 def _outputs(req, out, b):

@@ -14,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import jaxmg
 from jaxmg import _calls, _decide, _mp_route, _request, _routes
 
-from test_mp_solve import engine, rand
+from test_mp_solve import engine, hpd, rand
 
 
 def test_route_is_none_on_cpu(rng):
@@ -36,9 +36,8 @@ def routed(monkeypatch):
 
 
 def _input(op, rng, n, m, dtype):
-    if op in ("potrs", "potri", "syevd"):
-        x = rand(rng, (n, n), dtype)
-        return (x @ x.conj().T / n + np.eye(n)).astype(dtype)
+    if op in ("potrs", "potri", "syevd", "sygvd"):
+        return hpd(rng, n, dtype)
     if op == "lu_solve":
         return (rand(rng, (n, n), dtype) + 4 * np.eye(n)).astype(dtype)
     return rand(rng, (m, n), dtype).astype(dtype)
@@ -60,14 +59,17 @@ def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, sp
         n = 8  # the engine cannot pad columns of a tall matrix
     a = _input(op, rng, n, m, dtype)
     rows = a.shape[0]
-    b = rand(rng, (rows, 2), dtype).astype(dtype)
+    b = hpd(rng, n, dtype) if op == "sygvd" else rand(rng, (rows, 2), dtype).astype(dtype)
     # JAX cannot hold 7 rows in 2 shards: A comes replicated, the spec names the layout
     put = spec if _request.fits(a.shape[0], mesh, spec) and _request.fits(a.shape[1], mesh, spec) else P()
     A = jax.device_put(a, NamedSharding(mesh, put))
-    opts = {"potrs": (("logdet", True),), "syevd": (("jobz", True),)}.get(op, ())
+    opts = {"potrs": (("logdet", True),), "syevd": (("jobz", True),),
+            "sygvd": (("jobz", True),)}.get(op, ())
     B = jnp.asarray(b[:, 0]) if op in _mp_route._WITH_B else None  # a vector b
-    req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=spec, square=op not in _mp_route._TALL,
-                             opts=opts)
+    if op == "sygvd":  # B in another layout than A's: the route moves it
+        B = jax.device_put(b, NamedSharding(mesh, P()))
+    req = _request.normalise(op, A, None if op == "sygvd" else B, T_A=2, mesh=mesh, specs=spec,
+                             square=op not in _mp_route._TALL, opts=opts)
     out = _routes.route(op, req, *((A, B) if B is not None else (A,)))
     out = [None if o is None else np.asarray(o) for o in out]
     assert out[1 if op == "potrs" else -1] == 0  # potrs: (x, status, logdet)
@@ -84,6 +86,15 @@ def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, sp
         w, V, _ = out
         np.testing.assert_allclose(a @ V, V * w, atol=tol)
         np.testing.assert_allclose(w, np.linalg.eigvalsh(a), atol=tol)
+    elif op == "sygvd":
+        w, V, _ = out
+        assert w.shape == (n,) and V.shape == (n, n)
+        tol *= np.linalg.cond(b)
+        np.testing.assert_allclose(a @ V, b @ V * w, atol=tol)
+        np.testing.assert_allclose(V.conj().T @ b @ V, np.eye(n), atol=tol)
+        L = np.linalg.cholesky(b)
+        np.testing.assert_allclose(
+            w, np.linalg.eigvalsh(np.linalg.solve(L, np.linalg.solve(L, a).conj().T)), atol=tol)
     elif op == "lu_solve":
         np.testing.assert_allclose(a @ out[0], bv, atol=tol)
     elif op == "least_squares":
@@ -126,6 +137,13 @@ def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
     if op == "syevd":
         w, Q = jnp.linalg.eigh(M)
         return back(Q.T), w, st
+    if op == "sygvd":  # the leading nvalid pencil, padding zero
+        nv, n = attrs["nvalid"], M.shape[0]
+        MB = _shard.constrain(args[1], mesh, P(None, None)).T[:nv, :nv]
+        Li = jnp.linalg.inv(jnp.linalg.cholesky(MB))
+        w, Y = jnp.linalg.eigh(Li @ M[:nv, :nv] @ Li.conj().T)
+        Z = jnp.pad(Li.conj().T @ Y, ((0, n - nv), (0, n - nv)))
+        return back(Z.T), jnp.pad(w, (0, n - nv)), st
     if op == "qr":
         Q, R = jnp.linalg.qr(M)
         return back(Q), R, st
@@ -175,10 +193,11 @@ def _routed_to_jnp(monkeypatch):
     return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
 
-@pytest.mark.parametrize("op", ["potrs", "syevd"])
+@pytest.mark.parametrize("op", ["potrs", "syevd", "sygvd"])
 def test_public_functions_route(monkeypatch, rng, op):
-    """jaxmg.potrs / syevd reach _mp_route through the cores' hook: with the
-    decision forced and a jnp engine, the public result is the engine's."""
+    """jaxmg.potrs / syevd / eigh_generalized reach _mp_route through the
+    cores' hook: with the decision forced and a jnp engine, the public
+    result is the engine's."""
     seen, mesh = _routed_to_jnp(monkeypatch)
     a = _input(op, rng, 8, 8, np.float64)
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
@@ -188,11 +207,20 @@ def test_public_functions_route(monkeypatch, rng, op):
                                 return_status=True, dispatch="mp")
         np.testing.assert_allclose(a @ np.asarray(x), b, atol=1e-10)
         np.testing.assert_allclose(float(ld), np.linalg.slogdet(a)[1], atol=1e-10)
-    else:
+    elif op == "syevd":
         w, V, st = jaxmg.syevd(A, 2, mesh, P("r", "c"), return_status=True, dispatch="mp")
         np.testing.assert_allclose(a @ np.asarray(V), np.asarray(V) * np.asarray(w), atol=1e-10)
         assert V.sharding.spec == P("r", "c")  # back in A's layout
-    assert int(st) == 0 and seen == [op]
+    else:
+        bm = hpd(rng, 8, np.float64)
+        w, V, st = jaxmg.eigh_generalized(A, jnp.asarray(bm), 2, mesh, P("r", "c"),
+                                          return_status=True, dispatch="mp")
+        V, w = np.asarray(V), np.asarray(w)
+        np.testing.assert_allclose(a @ V, bm @ V * w, atol=1e-10)
+        np.testing.assert_allclose(V.T @ bm @ V, np.eye(8), atol=1e-10)
+        assert jaxmg.eigh_generalized(A, jnp.asarray(bm), 2, mesh, P("r", "c"),
+                                      return_eigenvectors=False, dispatch="mp").shape == (8,)
+    assert int(st) == 0 and seen == [op] * (2 if op == "sygvd" else 1)  # sygvd: called twice
 
 
 @pytest.mark.parametrize("op", ["lu_solve", "qr"])

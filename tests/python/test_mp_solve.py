@@ -3,8 +3,9 @@ builds the call from the op's row of the C op table and undoes the engine's
 view of A from the row (_calls.to_engine / from_engine). Checked on CPU with
 _mp_route.call replaced by numpy following the rows' conventions for the
 collective kind (op_table.c: the Hermitian ops see A^T, the others A; n x n
-results row-major), against the defining equations in float64, complex
-Hermitian inputs included."""
+results row-major; the eigensolvers read the lower triangle of what they
+see), against the defining equations in float64, complex Hermitian inputs
+included."""
 
 from __future__ import annotations
 
@@ -15,6 +16,25 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxmg import _calls, _mp_route, _request
+
+
+def lower_hermitian(x):
+    """The Hermitian matrix an eigensolver reads from x's lower triangle."""
+    return np.tril(x) + np.tril(x, -1).conj().T
+
+
+def pencil(M, MB, nv):
+    """LAPACK sygvd's (w, Z, info) for the leading nv x nv pencil (M, MB),
+    read by their lower triangles: info nv + k where MB's leading minor k is
+    not positive definite (w, Z None then)."""
+    M, MB = lower_hermitian(M[:nv, :nv]), lower_hermitian(MB[:nv, :nv])
+    try:
+        Li = np.linalg.inv(np.linalg.cholesky(MB))
+    except np.linalg.LinAlgError:
+        k = next(k for k in range(1, nv + 1) if np.linalg.eigvalsh(MB[:k, :k])[0] <= 0)
+        return None, None, nv + k
+    w, Y = np.linalg.eigh(Li @ M @ Li.conj().T)
+    return w, Li.conj().T @ Y, 0
 
 
 def engine(op, grid, mesh, args, *, spec, tile, attrs):
@@ -41,6 +61,15 @@ def engine(op, grid, mesh, args, *, spec, tile, attrs):
     if op == "syevd":  # Q's columns written column-major: A's buffer holds Q^T
         w, Q = np.linalg.eigh(M)
         return c(Q.T), c(w, rd), st
+    if op == "sygvd":  # the leading nvalid pencil; padding zero in Z and w, all NaN on failure
+        nv = attrs["nvalid"]
+        wv, Zv, info = pencil(M, B.T if sees_at else B, nv)
+        w, Z = np.zeros(n), np.zeros((n, n), complex)
+        if info:
+            w[:], Z[:] = np.nan, np.nan
+        else:
+            w[:nv], Z[:nv, :nv] = wv, Zv
+        return c(Z.T), c(w, rd), np.full_like(st, info)
     if op == "lu_solve":
         return c(a), c(np.linalg.solve(M, B)), st
     if op == "least_squares":
@@ -69,15 +98,20 @@ def rand(rng, shape, dtype):
     return x
 
 
+def hpd(rng, n, dtype):
+    """A Hermitian positive definite n x n matrix."""
+    x = rand(rng, (n, n), dtype)
+    return (x @ x.conj().T / n + np.eye(n)).astype(dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 @pytest.mark.parametrize("op", _mp_route.OPS)
 def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
     n = 8
     tall = op in ("least_squares", "qr", "gesvd", "polar")
     m = 16 if tall else n
-    if op in ("potrs", "potri", "syevd"):
-        x = rand(rng, (n, n), dtype)
-        a = x @ x.conj().T / n + np.eye(n)
+    if op in ("potrs", "potri", "syevd", "sygvd"):
+        a = hpd(rng, n, dtype)
     elif op == "lu_solve":
         a = rand(rng, (n, n), dtype) + 4 * np.eye(n)
     else:
@@ -86,6 +120,9 @@ def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
     b = rand(rng, (m, 2), dtype).astype(dtype)
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     B = jnp.asarray(b) if op in ("potrs", "lu_solve", "least_squares") else None
+    if op == "sygvd":
+        bm = hpd(rng, n, dtype)
+        B = jax.device_put(bm, NamedSharding(mesh, P("r", "c")))
     req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=P("r", "c"), square=not tall)
     out = _mp_route._run(req, A, B)
     o = {k: np.asarray(v) for k, v in out.items()}
@@ -99,6 +136,10 @@ def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
         np.testing.assert_allclose(o["a"] @ a, np.eye(n), atol=tol)
     if op == "syevd":
         np.testing.assert_allclose(a @ o["a"], o["a"] * o["w"], atol=tol)
+    if op == "sygvd":
+        V = o["a"]
+        np.testing.assert_allclose(a @ V, bm @ V * o["w"], atol=tol)
+        np.testing.assert_allclose(V.conj().T @ bm @ V, np.eye(n), atol=tol)
     if op == "least_squares":
         np.testing.assert_allclose(o["x"], np.linalg.lstsq(a, b, rcond=None)[0], atol=tol)
     if op == "qr":
@@ -125,3 +166,31 @@ def test_the_view_is_undone_from_the_rows(rng):
     assert np.array_equal(_calls.to_engine("lu_solve", "collective", (x, x))[0], x)
     real = jnp.asarray(rand(rng, (3, 2), np.float64))
     assert _calls.to_engine("potrs", "collective", (real, real))[1] is real
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_sygvd_reads_upper_triangles_and_maps_info(mesh, rng, dtype):
+    """sygvd's rows (sees_at, the vectors' view) meet the public contract:
+    A and B are read by their upper triangles (garbage below changes
+    nothing), and LAPACK's info for B's failing leading minor k becomes
+    status k, outputs NaN."""
+    n = 8
+    a, bm = hpd(rng, n, dtype), hpd(rng, n, dtype)
+    low = np.tril(np.ones((n, n), bool), -1)
+    spec = NamedSharding(mesh, P("r", "c"))
+
+    def run(a_, b_):
+        A, B = jax.device_put(a_, spec), jax.device_put(b_, spec)
+        req = _request.normalise("sygvd", A, T_A=2, mesh=mesh, specs=P("r", "c"),
+                                 opts=(("jobz", True),))
+        return {k: np.asarray(v) for k, v in _mp_route._run(req, A, B).items()}
+
+    o = run(np.where(low, 7.0, a).astype(dtype), np.where(low, -5.0, bm).astype(dtype))
+    assert o["status"] == 0
+    np.testing.assert_allclose(a @ o["a"], bm @ o["a"] * o["w"], atol=1e-10)
+    bad = bm.copy()
+    bad[2, 2] = -1.0
+    o = run(a, bad)
+    k = next(k for k in range(1, n + 1) if np.linalg.eigvalsh(bad[:k, :k])[0] <= 0)
+    assert o["status"] == k
+    assert np.isnan(o["w"]).all() and np.isnan(o["a"]).all()

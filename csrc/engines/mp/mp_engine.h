@@ -86,7 +86,7 @@ jmg_mp_set* jmg_mp_job_set(const jmg_job* job);
 /* mp_ops.c: the op functions of the engine's table, one per row it runs. */
 #define JMG_MP_OPS(X) X(potrs, JMG_POTRS) X(potri, JMG_POTRI) X(syevd, JMG_SYEVD) \
   X(lu_solve, JMG_LU_SOLVE) X(lstsq, JMG_LSTSQ) X(qr, JMG_QR) X(gesvd, JMG_GESVD) \
-  X(polar, JMG_POLAR)
+  X(polar, JMG_POLAR) X(sygvd, JMG_SYGVD)
 #define JMG_MP_DECLARE(name, op) int jmg_mp_run_##name(jmg_job* job, jmg_result* res, char* err);
 JMG_MP_OPS(JMG_MP_DECLARE)
 #undef JMG_MP_DECLARE

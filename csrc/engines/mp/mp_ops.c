@@ -6,7 +6,7 @@
  * before any collective; then the matrix is moved into the block-cyclic
  * layout, solved, and moved back, all under one watchdog arm.
  *
- * The matrix: the Hermitian ops (potrs, potri, syevd) factor M = A^T =
+ * The matrix: the Hermitian ops (potrs, potri, syevd, sygvd) factor M = A^T =
  * conj(A), the shards read column-major, as their rows say (sees_at); the
  * general ops move A itself (a transposing plan). What each writes, by its
  * row's buffers (A: m x n with m the shards' rows: zero rows the Python
@@ -20,6 +20,10 @@
  *   gesvd     A = U diag(s) V^H, m >= n, thin   U in u (ucols n, or none); s;
  *                                          Vh row-major (vrows n, or none)
  *   polar     A = U_p H, m >= n            U_p in a; H row-major (hrows n, or none)
+ *   sygvd     M z = lambda M_B z, M_B = B^T = conj(B) (B's shard: slot 3,
+ *             laid out as A's): the leading nvalid pencil; Z in a (jobz),
+ *             read row-major its rows, zero in the padding; w (zero past
+ *             nvalid); status LAPACK sygvd's info for order nvalid
  * On a non-zero status (a failing minor, no convergence) the outputs are
  * NaN. potri costs ~2.3 n^3 flops against LAPACK's n^3: cuSOLVERMp 0.9.1
  * has no trtri/lauum (docs/multinode.md).
@@ -310,6 +314,18 @@ static int square_out(opctx* c, const void* cyc, int64_t lld, int upper, void* o
                             out, err);
 }
 
+/* A cyclic n x n matrix set to diag * I (laset, no workspace). */
+static int set_square(opctx* c, void* m, cusolverMpMatrixDescriptor_t d, int diag, char* err) {
+  /* laset: alpha off the diagonal, beta on it (LAPACK's convention). */
+  double z[2] = {0, 0}, o[2] = {diag, 0};
+  float zf[2] = {0, 0}, of[2] = {(float)diag, 0};
+  int dbl = jmg_mp_real_type(c->j->dtype) == CUDA_R_64F;
+  SOLVER(cusolverMpLaset(c->s->handle, CUBLAS_FILL_MODE_FULL, c->cn, c->cn, dbl ? (void*)z : (void*)zf,
+                         dbl ? (void*)o : (void*)of, m, 1, 1, d, c->s->d_info),
+         "cusolverMpLaset");
+  return JMG_MP_OK;
+}
+
 static int body_potrs(opctx* c, char* err) {
   void* b;
   cusolverMpMatrixDescriptor_t db;
@@ -331,13 +347,7 @@ static int body_potri(opctx* c, char* err) {
   void* inv;
   cusolverMpMatrixDescriptor_t di;
   TRY(cyclic_matrix(c, c->cn, c->cn, &inv, &di, err));
-  /* laset: alpha off the diagonal, beta on it (LAPACK's convention). */
-  double z[2] = {0, 0}, o[2] = {1, 0};
-  float zf[2] = {0, 0}, of[2] = {1, 0};
-  int dbl = jmg_mp_real_type(c->j->dtype) == CUDA_R_64F;
-  SOLVER(cusolverMpLaset(c->s->handle, CUBLAS_FILL_MODE_FULL, c->cn, c->cn, dbl ? (void*)z : (void*)zf,
-                         dbl ? (void*)o : (void*)of, inv, 1, 1, di, c->s->d_info),
-         "cusolverMpLaset");
+  TRY(set_square(c, inv, di, 1, err));
   TRY(solve_chol(c, inv, di, c->cn, err));
   if (*c->info != 0) return nan_shard(c, c->j->p->a, err);
   return send_back(c, inv, c->j->p->a, err);
@@ -369,6 +379,49 @@ static int body_syevd(opctx* c, char* err) {
     return jobz ? nan_shard(c, p->a, err) : JMG_MP_OK;
   }
   return jobz ? send_back(c, q, p->a, err) : JMG_MP_OK;
+}
+
+/* B's shard (slot 3, laid out as A's) into a cyclic copy by A's plan: it
+ * becomes M_B = conj(B), as A becomes M. */
+static int bring_in_b(opctx* c, void** b, cusolverMpMatrixDescriptor_t* db, char* err) {
+  TRY(cyclic_matrix(c, c->cm, c->cn, b, db, err));
+  jmg_mp_mover mv = {c->s, c->j->stream, c->j->dtype, c->j->p->buf[3],
+                     jmg_layout2d_block_rows(&c->l), *b, c->lld};
+  return jmg_mp_move(&c->to, &mv, err);
+}
+
+/* The pencil (M, M_B) of order nvalid, its leading rows and columns (the
+ * rest is padding: zero in Z and w, as the host engine leaves it). Z is
+ * made even without vectors: the library's descriptor checks take one. */
+static int body_sygvd(opctx* c, char* err) {
+  const jmg_party* p = c->j->p;
+  int jobz = p->attr[0] != 0;
+  int64_t nv = p->attr[1];
+  TRY(bring_in(c, err));
+  void *b, *z;
+  cusolverMpMatrixDescriptor_t db, dz;
+  TRY(bring_in_b(c, &b, &db, err));
+  TRY(cyclic_matrix(c, c->cn, c->cn, &z, &dz, err));
+  TRY(set_square(c, z, dz, 0, err));
+  TRY(jmg_mp_cuda_fail(cudaMemsetAsync(p->w, 0, (size_t)c->cn * jmg_dtype_real_size(c->j->dtype),
+                                       c->j->stream),
+                       "cudaMemsetAsync(w)", err));
+  cusolverEigMode_t mode = jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  size_t d = 0, h = 0;
+  SOLVER(cusolverMpSygvd_bufferSize(c->s->handle, CUSOLVER_EIG_TYPE_1, mode, LOWER, nv, 1, 1,
+                                    c->desc, 1, 1, db, 1, 1, dz, c->t, &d, &h),
+         "cusolverMpSygvd_bufferSize");
+  TRY(workspace(c, d, h, err));
+  TRY(zero_info(c, err));
+  SOLVER(cusolverMpSygvd(c->s->handle, CUSOLVER_EIG_TYPE_1, mode, LOWER, nv, c->cyc, 1, 1,
+                         c->desc, b, 1, 1, db, p->w, z, 1, 1, dz, c->t, WS),
+         "cusolverMpSygvd");
+  TRY(take_info(c, err));
+  if (*c->info != 0) {
+    TRY(nan_reals(c, p->w, c->cn, err));
+    return jobz ? nan_shard(c, p->a, err) : JMG_MP_OK;
+  }
+  return jobz ? send_back(c, z, p->a, err) : JMG_MP_OK;
 }
 
 static int set_attr(cusolverStatus_t s, char* err) {
@@ -550,6 +603,8 @@ static int check_job(const jmg_mp_set* s, const jmg_mp_job* j, char* err) {
     bad = "Vh has n rows or none";
   else if (j->op == JMG_POLAR && p->attr[0] != 0 && p->attr[0] != j->n)
     bad = "H has n rows or none";
+  else if (j->op == JMG_SYGVD && (p->attr[1] < 1 || p->attr[1] > j->n))
+    bad = "sygvd's nvalid (the pencil's order) is not in [1, n]";
   if (bad == NULL) {
     jmg_layout2d l;
     jmg_grid2d g = {s->p, s->q, JMG_GRID_ROW_MAJOR};
