@@ -55,7 +55,7 @@ static void check_row(jmg_op op) {
     CHECK(r->alias == -1, "%s.%s: an argument aliases nothing", row->name, r->name);
     if (r->slot == JMG_SLOT_WHERE) {
       wheres++;
-      CHECK(!strcmp(r->dims, "2") && r->type == 'I', "%s: where is int32[2]", row->name);
+      CHECK(!strcmp(r->dims, "W") && r->type == 'I', "%s: where is int32[W]", row->name);
     }
     if (r->slot >= 0) {
       CHECK(r->slot < JMG_MAX_BUFS && !used[r->slot]++, "%s.%s: slot %d reused", row->name,
@@ -108,7 +108,7 @@ static void check_text(void) {
   CHECK(strstr(buf, "ret logdet - R row -\n") != NULL, "potrs's logdet");
   CHECK(strstr(buf, "op chol_solve square -\narg factor LN A row -\narg b NK A col -\n") != NULL,
         "chol_solve reads the factor and b");
-  CHECK(strstr(buf, "op chol_inverse square -\narg factor LN A row -\narg where 2 I row -\n"
+  CHECK(strstr(buf, "op chol_inverse square -\narg factor LN A row -\narg where W I row -\n"
                     "ret inv LN A row 0\n") != NULL,
         "chol_inverse writes the inverse in the factor's buffer");
   /* A short buffer is cut, NUL-terminated, and nothing past it is touched. */

@@ -72,7 +72,7 @@ static int mg_run(jmg_job* job, jmg_result* res, char* err) {
 /* Reads `where` first: a party that knows its rank can still meet the
  * others and report a later failure (returns 1 then, -1 before). */
 static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                    int32_t where_out[2], char* err) {
+                    int64_t count, int32_t* where_out, char* err) {
   XLA_FFI_Error* e = jmg_ffi_device_ordinal(cf, &me->ordinal);
   if (!e) e = jmg_ffi_stream(cf, &me->stream);
   if (e) {
@@ -83,7 +83,7 @@ static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wher
   CU(cudaSetDevice(me->ordinal));
   /* The sync makes this device's inputs complete before the leader reads
    * them on its own streams. */
-  CU(cudaMemcpyAsync(where_out, where, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost,
+  CU(cudaMemcpyAsync(where_out, where, (size_t)count * sizeof(int32_t), cudaMemcpyDeviceToHost,
                      (cudaStream_t)me->stream));
   CU(cudaStreamSynchronize((cudaStream_t)me->stream));
   if (gpu_share_mark(me, err)) return 1;
