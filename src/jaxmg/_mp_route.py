@@ -208,28 +208,48 @@ def _nan(bad, x):
     return None if x is None else jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
 
 
+def _shard_flags(A, req, spec):
+    """Each device's own flag that its shard of A holds a NaN or an
+    infinity, one entry per shard (laid out as the shards): computed where
+    the shard lives, so no collective runs before the engine."""
+    def body(a):
+        return (~jnp.all(jnp.isfinite(a))).reshape(1, 1)
+
+    return jax.shard_map(body, mesh=req.mesh, in_specs=(spec,), out_specs=spec,
+                         check_vma=False)(A)
+
+
 def _run(req, A, b=None):
-    """(engine results dict, bad, m, n): A (and b) padded and placed, run."""
+    """(engine results dict, bad, m, n): A (and b) padded and placed, run.
+    Non-finite entries reach the engine as zeros; whether there were any
+    is known only after it (the shards' flags meet once the engine's status
+    exists), so that no device waits for the others before the call. Then
+    the status is -1 and the outputs NaN (_nan), as on the other engines."""
     from . import _mp, _shard
 
     m, n = req.shape
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
-    bad = ~jnp.all(jnp.isfinite(A))
-    if b is not None:
-        bad = bad | ~jnp.all(jnp.isfinite(b))
     diag = _syevd_diag(A) if req.op == "syevd" else 1
     A = _shard.constrain(_pad(A, req, m1, n1, diag), req.mesh, spec)
+    flags = _shard_flags(A, req, spec)
+    A = jnp.where(jnp.isfinite(A), A, jnp.zeros((), A.dtype))
+    bad_b = jnp.zeros((), jnp.bool_)
     if b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         b2 = jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0)))
+        bad_b = ~jnp.all(jnp.isfinite(b2))  # b2 is replicated: a local reduction
+        b2 = jnp.where(jnp.isfinite(b2), b2, jnp.zeros((), b2.dtype))
     else:
         b2 = None
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
     jobz = int(req.opt("logdet", False)) if req.op == "potrs" else int(req.opt("jobz", True))
     out = _mp.solve(req.op, A, b2, mesh=req.mesh, axes=req.axes, tile=tile, jobz=jobz,
                     spec=spec)
-    out["status"] = jnp.where(bad, jnp.int32(-1), out["status"]).astype(jnp.int32)
+    # The barrier orders the flags' reduction after the engine's status.
+    flags, status = jax.lax.optimization_barrier((flags, out["status"]))
+    bad = jnp.any(flags) | bad_b
+    out["status"] = jnp.where(bad, jnp.int32(-1), status).astype(jnp.int32)
     return out, bad, m, n
 
 
