@@ -78,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", type=names(DTYPES), default=["f64", "f32"])
     p.add_argument("--sizes", type=ints, default=[4096, 16384, 32768])
     p.add_argument("--tiles", type=tiles, default=[1024], help="T_A values; 'auto' for T_A=None")
-    p.add_argument("--dispatch", type=names(("auto", "multi", "single")), default=["auto"],
+    p.add_argument("--dispatch", type=names(("auto", "multi", "single", "mp", "local")), default=["auto"],
                    help="jaxmg solver choices to time (comma list)")
     p.add_argument("--ndev", type=ints, default=[4], help="device counts (comma list)")
     p.add_argument("--reps", type=int, default=3)
@@ -99,9 +99,9 @@ def effective_tile(op, tile, n=None, nd=None):
     """The tile jaxmg uses (T_A=None: the automatic one for N / ndev)."""
     cap = {"syevd": SYEVD_MAX_TILE, "lu_solve": LU_MAX_TILE}.get(op)
     if tile is None:
-        from jaxmg import _dispatch
+        from jaxmg import _tiles
 
-        return _dispatch.auto_tile(n // nd, cap)
+        return _tiles.auto_tile(n // nd, cap)
     return min(tile, cap) if cap else tile
 
 
@@ -463,11 +463,12 @@ def main(argv=None):
     print(f"devices: {device_desc}; jax {jax.__version__}", file=sys.stderr)
 
     rows, single = [], {}
-    from jaxmg import _dispatch
+    from jaxmg import _decide
 
     for op, dt, n, tile, nd, how in todo:
-        code = _dispatch.resolve(how, op, n, nd, DTYPES[dt], devices[0].platform)
-        chosen = {_dispatch.MULTI: "multi", _dispatch.SINGLE: "single"}.get(code, how)
+        engine = _decide.for_mesh(op, make_mesh(nd), ("x",), how, n, DTYPES[dt]) \
+            if nd <= len(devices) else how
+        chosen = {"mg": "multi"}.get(engine, engine)
         row = {"op": op, "dtype": dt, "n": n, "tile": effective_tile(op, tile, n, nd), "ndev": nd,
                "dispatch": chosen if how == chosen else f"{how}:{chosen}", "nrhs": args.nrhs,
                "jaxmg_s": None, "jaxmg_min_s": None, "raw_s": raw.get((op, dt, n, tile, nd)),

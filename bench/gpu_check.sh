@@ -21,6 +21,8 @@
 #   wheel    the wheel built elsewhere (WHEEL, default dist/jaxmg-*.whl) in a fresh venv: GPU suite
 #   peer     JAXMg 1.4.1 itself next to jaxmg, one process per GPU (wheels: bench/README.md)
 #   vmap     a batch through jax.vmap: one FFI call vs a loop of calls vs jnp batched (VMAP_CASES)
+#   mpwheels the carried NCCL / cuSOLVERMp wheels on the path of every later step (first)
+#   routes   qr, gesvd, polar: the one-device JAX route vs cuSOLVER on one GPU vs jnp, f64 8192/16384
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -149,6 +151,24 @@ assert (0, 11, 1) <= v(j) < (0, 11, 3), f'jax {j}: JAXMg 1.4.1 needs jax >= 0.11
 }
 # ---- end of step "peer" ------------------------------------------------------
 
+# ---- step "mpwheels": the cuSOLVERMp engine on an image whose NCCL is too old ----
+# ../shared/device/README.md: the carried (pruned, sm_90-only) NCCL wheel goes into
+# /tmp/site, first on PYTHONPATH and preloaded (JAX's plugin loads the image's NCCL by
+# path otherwise); cuSOLVERMp and cuBLASMp into $LOGS/mpwheels. Exported for every
+# later step of this call: "build" then builds the cuSOLVERMp engine, "peer" finds
+# NCCL >= 2.29.2, "smoke" and the tests load it.
+mpwheels_step() {
+  local w=${PEER_WHEELS:-.whl} mpw="$LOGS/mpwheels"
+  run mpwheels bash -c "'$PY' -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+      $w/nvidia_nccl_cu13-*.whl &&
+    '$PY' -m pip install -q --no-index --no-deps --no-compile --target '$mpw' \
+      $w/nvidia_cusolvermp_cu13-*.whl $w/nvidia_cublasmp_cu13-*.whl"
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  export LD_PRELOAD=/tmp/site/nvidia/nccl/lib/libnccl.so.2
+  export LD_LIBRARY_PATH="$mpw/nvidia/cu13/lib:$mpw/nvidia/cublasmp/cu13/lib:${LD_LIBRARY_PATH:-}"
+  export CMAKE_ARGS="-DJAXMG_CUSOLVERMP_ROOT=$mpw"
+}
+
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOGS/gpus.txt"
 ngpu=$(wc -l <"$LOGS/gpus.txt")
 for s in $steps; do
@@ -220,7 +240,13 @@ for s in $steps; do
         --dispatch multi,single --single
       bench general32k --ops least_squares,qr,gesvd,polar --dtypes f64 --sizes 32768 --tiles 1024 \
         --ndev "$ngpu" --dispatch single --single ;;
+    routes) # the one-device JAX route (local) against cuSOLVER on one GPU (single) and jnp
+      bench routes8k --ops qr,gesvd,polar --dtypes f64 --sizes 8192 --tiles 1024 --ndev 1 \
+        --dispatch single,local --single
+      bench routes16k --ops qr,polar --dtypes f64 --sizes "${ROUTE_SIZES:-16384}" --tiles 1024 \
+        --ndev 1 --dispatch auto --single ;;
     wheel) wheel_step ;;
+    mpwheels) mpwheels_step ;;
     peer) peer_step ;;
   esac
 done

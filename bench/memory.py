@@ -53,7 +53,7 @@ import bench  # noqa: E402  (imports jax, but starts no backend: the parent neve
 GIB = 2**30
 # cuSolverMg solves in panels of at most this many columns (mg_solve.c MG_MAX_RHS).
 MG_MAX_RHS = 2048
-# Dispatch codes as the C core prints them (jaxmg._dispatch).
+# Engine codes as the C core prints them (jaxmg._decide.c_code; 0, the host engine, never on GPUs).
 DISPATCH_NAMES = {0: "auto", 1: "multi", 2: "single"}
 
 
@@ -167,9 +167,13 @@ def geometry(op, n, nd, T_A):
     """jaxmg's own tile choice and padding: (T, n, n_p, N_p) as docs/tiles.md names them."""
     from jaxmg import _shard
 
-    nloc = n // nd
-    tile, nloc_p = _shard.tile_plan(nloc, T_A, True, bench.SYEVD_MAX_TILE if op == "syevd" else None)
-    return tile, nloc, nloc_p, nd * nloc_p
+    from jaxmg import _dispatch
+
+    plan = _shard.pad_plan(op, n, nd, T_A, True, "gpu", _dispatch.MULTI,
+                           bench.SYEVD_MAX_TILE if op == "syevd" else None)
+    # the order the solver sees: syevd's pad rows stay outside A (docs/tiles.md)
+    order = nd * plan.rows if plan.inside else n
+    return plan.tile, plan.lrows, plan.rows, order
 
 
 def predict_doc(op, dt, n, nd, T_A, nrhs, work):

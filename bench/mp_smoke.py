@@ -1,6 +1,6 @@
 """Smoke check of the cuSOLVERMp engine on the GPUs of this one process:
 every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
-GPU), through jaxmg._mp.solve, each result checked against its defining
+GPU), through jaxmg._mp_route._run (the row-built call, the view undone), each result checked against its defining
 equation. Prints one line per case and exits non-zero if any case fails.
 For the device machine when fewer GPUs are lent than the GPU suite's
 multi-process cases need (tests/gpu/test_mp_engine.py)."""
@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
-from jaxmg import _mp  # noqa: E402
+from jaxmg import _mp_route, _request  # noqa: E402
 
 
 def matrix(rng, m, n, dtype, hermitian):
@@ -34,17 +34,17 @@ def residual(op, a, b, out):
     if op in ("potrs", "lu_solve"):
         return norm(a @ g["x"] - b) / (norm(a) * norm(g["x"]))
     if op == "potri":
-        return norm(a @ g["inv"] - np.eye(len(a))) / (norm(a) * norm(g["inv"]))
+        return norm(a @ g["a"] - np.eye(len(a))) / (norm(a) * norm(g["a"]))
     if op == "syevd":
-        return norm(a @ g["v"] - g["v"] * g["w"]) / norm(a)
+        return norm(a @ g["a"] - g["a"] * g["w"]) / norm(a)
     if op == "least_squares":
         return norm(a.conj().T @ (a @ g["x"] - b)) / (norm(a) ** 2 * norm(g["x"]))
     if op == "qr":
-        return norm(g["q"] @ g["r"] - a) / norm(a)
+        return norm(g["a"] @ g["r"] - a) / norm(a)
     if op == "gesvd":
         return norm((g["u"] * g["s"]) @ g["vh"] - a) / norm(a)
     if op == "polar":
-        return norm(g["u"] @ g["h"] - a) / norm(a)
+        return norm(g["a"] @ g["h"] - a) / norm(a)
     raise ValueError(op)
 
 
@@ -62,7 +62,10 @@ def main():
             t0 = time.perf_counter()
             try:
                 bj = None if b is None else jax.device_put(b, NamedSharding(mesh, P(None, None)))
-                out = _mp.solve(op, jax.device_put(a, rows), bj, mesh=mesh, axes=("x",), tile=tile)
+                aj = jax.device_put(a, rows)
+                req = _request.normalise(op, aj, bj, T_A=tile, mesh=mesh, specs=P("x", None),
+                                         square=m == n)
+                out = _mp_route._run(req, aj, bj)
                 out = jax.tree.map(np.asarray, out)
                 res, status = residual(op, a, b, out), int(out["status"])
             except Exception as e:  # report and go on: this is a smoke check

@@ -47,6 +47,7 @@ add_library(jaxmg_cuda SHARED
   csrc/engines/cuda/gpu_vmm.c
   csrc/engines/cuda/gpu_vmm_map.c
   csrc/engines/cuda/gpu_util.c
+  csrc/engines/cuda/gpu_party.c
   csrc/ops/exports_cuda.c)
 # cuBLAS (transposes and products of the general ops) is a dependency of
 # cuSOLVER anyway, found and loaded with it from the same place.

@@ -83,7 +83,8 @@ add_library(jaxmg_mp SHARED
   csrc/engines/mp/mp_exchange.c
   csrc/engines/mp/mp_ops.c
   csrc/engines/mp/mp_util.c
-  csrc/engines/mp/mp_exports.c)
+  csrc/engines/mp/mp_exports.c
+  csrc/engines/cuda/gpu_party.c)
 target_include_directories(jaxmg_mp BEFORE PRIVATE ${JAXMG_NCCL_INCLUDE} ${JAXMG_CUSOLVERMP_INCLUDE})
 target_include_directories(jaxmg_mp PRIVATE ${_jmg_cuda_incs})
 # Everything dynamic: cuSOLVERMp itself needs libcudart.so.13, libcublas.so.13

@@ -5,11 +5,14 @@
  * the op's row in the op table, ops/op_table.h), gathers the parties at the
  * rendezvous and lets rank 0 (the leader) hand the whole job to the
  * engine's function for that op. The engine sees the matrix E, which is the
- * caller's row-sharded A (m x n) read as column-major: device r holds
- * columns [r*nloc, (r+1)*nloc) of E = A^T, column length n. The general
- * ops may be padded at the end with rows that the engine ignores (their
- * `mrows` attribute is m; the shards hold mpad = nparties * nloc rows) and
- * whose results it sets to zero. For symmetric
+ * caller's row-sharded A (m x n) read as column-major, column length n:
+ * device r holds A's rows [r*l, min((r+1)*l, m)), l = ceil(m / nparties)
+ * (jmg_job_lrows), as the first columns of its nloc >= l (mpad = nparties *
+ * nloc); what follows them is padding, which the engine ignores and whose
+ * results it leaves undefined or zero. The general ops take m from their
+ * `mrows` attribute; the square ops have m = n (a square op's shard is
+ * nloc x n). So padding, where the caller's sizes need some, always sits
+ * after A, never inside it. For symmetric
  * or Hermitian A, E = A^T = conj(A); the Python layer accounts for the
  * conjugate, so those engines simply work on E. The general ops (lu_solve,
  * least_squares, qr, gesvd, polar) undo the transpose themselves.
@@ -43,7 +46,7 @@
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
 enum { JMG_POTRS = 0, JMG_POTRI, JMG_SYEVD, JMG_LU_SOLVE, JMG_LSTSQ, JMG_QR, JMG_GESVD,
-       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_NOPS };
+       JMG_POLAR, JMG_CHOL_FACTOR, JMG_CHOL_SOLVE, JMG_CHOL_INVERSE, JMG_SYGVD, JMG_NOPS };
 
 typedef enum { JMG_F32 = 0, JMG_F64 = 1, JMG_C64 = 2, JMG_C128 = 3 } jmg_dtype;
 /* Which solver runs the op, as the caller asked (the Python layer resolves
@@ -69,6 +72,8 @@ typedef struct jmg_party {
   int64_t m, n;     /* A is m x n: its first m of mpad rows (the rest pad) */
   int64_t mpad;     /* rows of all shards: nparties * nloc */
   int64_t nloc, nrhs, tile;
+  int32_t col_split; /* A's columns are split into this many blocks (the
+                      * `col_split` attribute; 1: each shard holds whole rows) */
   int64_t attr[JMG_MAX_ATTRS]; /* the op's own attributes, in its row's order */
   /* A batched call holds `batch` problems, element after element in every
    * buffer (batch_dims leading, most major); the engine's run sees one at a
@@ -112,7 +117,10 @@ typedef struct jmg_job {
   int64_t attr[JMG_MAX_ATTRS];
   int jobz;                 /* syevd: 1 eigenvectors, 0 eigenvalues only (= attr[0]) */
   jmg_dispatch dispatch;
-  jmg_party* parties;       /* nparties, in rank order */
+  int col_split;            /* A's shards: (nparties / col_split) x col_split blocks */
+  jmg_party* parties;       /* nparties, in rank order; a collective engine's
+                             * run sees its own party only, as parties[0] */
+  void* ctx;                /* a collective engine's own state for the call (join) */
 } jmg_job;
 
 /* What the leader's run returns to every party. */
@@ -132,8 +140,29 @@ typedef struct jmg_engine_op {
   int (*run)(jmg_job* job, jmg_result* res, char* err);
 } jmg_engine_op;
 
+/* What an engine in which every rank calls the library itself (cuSOLVERMp:
+ * one rank per device on an NCCL communicator) adds; handle.c then runs
+ * its collective mode: no rendezvous and no leader, every party runs the
+ * op's function on its own party. Each hook is bounded by timeout_s (a
+ * rank that never comes is an error on the others within it). */
+typedef struct jmg_collective {
+  /* Every party after enter: its communicator for this call (*ctx), found
+   * from the call's attributes and device. */
+  int (*join)(const XLA_FFI_CallFrame* cf, const jmg_party* me, double timeout_s, void** ctx,
+              char* err);
+  /* Every party, together: succeeds on all when every party brings the
+   * same fingerprint and none a failure (mine: NULL, or its message);
+   * otherwise fails on all, naming a failing rank. *flag: in, this party's
+   * non-finite flag (0 or 1); out, the largest over the parties. */
+  int (*agree)(void* ctx, const jmg_party* me, uint64_t print, const char* mine, uint64_t* flag,
+               char* err);
+  void (*leave)(void* ctx);
+} jmg_collective;
+
 typedef struct jmg_engine {
   const char* name;
+  /* NULL: a leader runs every op for all parties; else the collective mode. */
+  const jmg_collective* collective;
   /* Per op (indexed by jmg_op); an op with run == NULL is not available on
    * this engine (a clear error on every party). */
   jmg_engine_op ops[JMG_NOPS];
@@ -180,6 +209,11 @@ typedef struct jmg_engine {
    * potrs/potri/syevd (the ops layer then refuses calls that need more). */
   int shares_every_buffer;
 } jmg_engine;
+
+/* Rows of A each shard holds at its head (engine.h's first comment). */
+static inline int64_t jmg_job_lrows(const jmg_job* job) {
+  return (job->m + job->nparties - 1) / job->nparties;
+}
 
 /* Whether party r runs in another process than the leader (rank 0), whose
  * buffers the leader can then reach only through the engine's share hooks. */

@@ -34,7 +34,9 @@ void* jmg_host_alloc(int64_t count, size_t es) {
   return malloc(count ? (size_t)count * es : 1);
 }
 
-char* jmg_host_gather(const jmg_job* job, char* err) {
+char* jmg_host_gather(const jmg_job* job, char* err) { return jmg_host_gather_slot(job, 0, err); }
+
+char* jmg_host_gather_slot(const jmg_job* job, int slot, char* err) {
   size_t shard = (size_t)(job->n * job->nloc) * jmg_dtype_size(job->dtype);
   char* e = jmg_host_alloc(job->n * job->mpad, jmg_dtype_size(job->dtype));
   if (!e) {
@@ -42,7 +44,7 @@ char* jmg_host_gather(const jmg_job* job, char* err) {
              (long long)job->n);
     return NULL;
   }
-  for (int r = 0; r < job->nparties; r++) memcpy(e + (size_t)r * shard, job->parties[r].a, shard);
+  for (int r = 0; r < job->nparties; r++) memcpy(e + (size_t)r * shard, job->parties[r].buf[slot], shard);
   return e;
 }
 
@@ -132,6 +134,7 @@ const jmg_engine jmg_host_engine = {
             [JMG_CHOL_FACTOR] = {NULL, jmg_host_chol_factor},
             [JMG_CHOL_SOLVE] = {NULL, jmg_host_chol_solve},
             [JMG_CHOL_INVERSE] = {NULL, jmg_host_chol_inverse},
+            [JMG_SYGVD] = {jmg_host_syevd_workspace, jmg_host_sygvd},
         },
     .enter = host_enter,
     .copy_in = host_copy_in,

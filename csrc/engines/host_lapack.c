@@ -14,7 +14,7 @@ static const char* const names[JMG_LA_COUNT][2] = {
     [JMG_LA_GETRF] = {"getrf", "getrf"}, [JMG_LA_GETRS] = {"getrs", "getrs"},
     [JMG_LA_GELS] = {"gels", "gels"},    [JMG_LA_GELQF] = {"gelqf", "gelqf"},
     [JMG_LA_ORGLQ] = {"orglq", "unglq"}, [JMG_LA_GESDD] = {"gesdd", "gesdd"},
-    [JMG_LA_GEMM] = {"gemm", "gemm"},
+    [JMG_LA_GEMM] = {"gemm", "gemm"},   [JMG_LA_GVD] = {"sygvd", "hegvd"},
 };
 
 static jmg_la_fn* routines[JMG_LA_COUNT][4];

@@ -14,6 +14,7 @@ typedef enum {
   JMG_LA_GETRF, JMG_LA_GETRS, JMG_LA_GELS, JMG_LA_GELQF,
   JMG_LA_ORGLQ, /* orglq / unglq */
   JMG_LA_GESDD, JMG_LA_GEMM,
+  JMG_LA_GVD,   /* sygvd / hegvd */
   JMG_LA_COUNT
 } jmg_la;
 
@@ -32,6 +33,12 @@ typedef void la_syevd(char* jobz, char* uplo, int* n, void* a, int* lda, void* w
                       int* lwork, int* iwork, int* liwork, int* info);
 typedef void la_heevd(char* jobz, char* uplo, int* n, void* a, int* lda, void* w, void* work,
                       int* lwork, void* rwork, int* lrwork, int* iwork, int* liwork, int* info);
+typedef void la_sygvd(int* itype, char* jobz, char* uplo, int* n, void* a, int* lda, void* b,
+                      int* ldb, void* w, void* work, int* lwork, int* iwork, int* liwork,
+                      int* info);
+typedef void la_hegvd(int* itype, char* jobz, char* uplo, int* n, void* a, int* lda, void* b,
+                      int* ldb, void* w, void* work, int* lwork, void* rwork, int* lrwork,
+                      int* iwork, int* liwork, int* info);
 typedef void la_getrf(int* m, int* n, void* a, int* lda, int* ipiv, int* info);
 typedef void la_getrs(char* trans, int* n, int* nrhs, void* a, int* lda, int* ipiv, void* b,
                       int* ldb, int* info);

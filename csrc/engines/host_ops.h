@@ -5,12 +5,18 @@
 
 #include "engines/engine.h"
 
-/* The symmetric/Hermitian ops (host_sym.c), on the block-cyclic path. */
+/* The symmetric/Hermitian ops (host_sym.c), on the assembled matrix. */
 int jmg_host_potrs(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_potri(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_syevd_workspace(const jmg_job* job, int64_t* bytes, char* err);
 int jmg_host_syevd(jmg_job* job, jmg_result* res, char* err);
-/* Factor reuse (host_sym.c): the factor stays in the cyclic tiles. */
+/* LAPACK's documented workspace sizes (elements) for syevd/heevd of order
+ * job->n with job->jobz; sygvd/hegvd need the same. */
+void jmg_host_evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork);
+/* The generalized eigenproblem (host_sygvd.c), on the gathered A and B;
+ * its workspace step is syevd's (the same LAPACK sizes). */
+int jmg_host_sygvd(jmg_job* job, jmg_result* res, char* err);
+/* Factor reuse (host_sym.c): the factor stays in A's shards. */
 int jmg_host_chol_factor(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_chol_solve(jmg_job* job, jmg_result* res, char* err);
 int jmg_host_chol_inverse(jmg_job* job, jmg_result* res, char* err);
@@ -33,8 +39,12 @@ void jmg_host_broadcast(const jmg_job* job, int slot, const void* src, size_t by
 
 /* E = A^T (n x mpad, column-major: the first m columns are A's rows, the
  * rest padding), the parties' shards side by side, in a fresh malloc'd
- * buffer; NULL (message in err) when out of memory. */
+ * buffer; NULL (message in err) when out of memory. Right for shards that
+ * hold nloc of A's rows each (the general ops; the square ones when
+ * jmg_job_lrows(job) == nloc, as the Python layer sends them here). */
 char* jmg_host_gather(const jmg_job* job, char* err);
+/* The same for the shards in slot `slot` (shaped like A's). */
+char* jmg_host_gather_slot(const jmg_job* job, int slot, char* err);
 
 /* Writes the rows x m column-major matrix src (leading dimension ld) into
  * slot `slot` of the parties: party r gets columns [r nloc, (r+1) nloc),

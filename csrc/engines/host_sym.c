@@ -1,10 +1,8 @@
 /* host_sym.c - potrs, potri, syevd and the factor-reuse ops (chol_*) on
- * the host, following the GPU data path on purpose: the leader moves the shards into the block-cyclic
- * layout in place (the same plan the GPU engine runs with peer copies),
- * assembles E from the cyclic tiles, calls LAPACK, writes the results back
- * into the cyclic tiles and moves them back. The assembly costs one host
- * copy of E, which LAPACK needs anyway; in exchange every CPU test
- * exercises the layout code end to end. */
+ * the host: the leader assembles A (n x n, A's rows only: the shards' pad
+ * rows stay out) from the shards, calls LAPACK on it and writes the
+ * results back. LAPACK blocks for itself, so the tile plays no part here
+ * and the Python layer pads nothing for this engine (docs/tiles.md). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,7 +11,6 @@
 
 #include "engines/host_lapack.h"
 #include "engines/host_ops.h"
-#include "layout/layout.h"
 
 /* Fills the strict upper triangle of the n x n column-major matrix g from
  * its lower one: potri leaves the upper part untouched, and the caller gets
@@ -50,59 +47,21 @@ static double chol_logdet(jmg_dtype t, const void* g, int64_t n) {
   return 2 * s;
 }
 
-/* ---- the layout move, with memcpy as the copy ---- */
+/* ---- A's rows between the shards and the assembled matrix ---- */
 
-typedef struct host_copy {
-  const jmg_job* job;
-  size_t col_bytes;
-  char* stage;
-} host_copy;
-
-static char* col_ptr(host_copy* c, int dev, int64_t off) {
-  if (dev == JMG_STAGE_DEV) return c->stage;
-  return (char*)c->job->parties[dev].a + (size_t)off * c->col_bytes;
-}
-
-static int host_copy_cols(void* ctx, int dst_dev, int64_t dst_off, int src_dev, int64_t src_off,
-                          int64_t ncols) {
-  host_copy* c = ctx;
-  memcpy(col_ptr(c, dst_dev, dst_off), col_ptr(c, src_dev, src_off), (size_t)ncols * c->col_bytes);
-  return 0;
-}
-
-static int move_layout(const jmg_job* job, int to_cyclic, char* err) {
-  jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
-  jmg_plan plan;
-  int rc = jmg_plan_build(&l, to_cyclic, &plan);
-  if (rc) {
-    snprintf(err, JMG_ERRLEN, "layout plan failed (code %d) for n=%lld nloc=%lld tile=%lld", rc,
-             (long long)job->n, (long long)job->nloc, (long long)job->tile);
-    return -1;
-  }
-  host_copy c = {job, (size_t)job->n * jmg_dtype_size(job->dtype), NULL};
-  c.stage = malloc((size_t)plan.unit * c.col_bytes);
-  if (!c.stage) {
-    jmg_plan_free(&plan);
-    snprintf(err, JMG_ERRLEN, "out of host memory for the staging tile");
-    return -1;
-  }
-  rc = jmg_plan_run(&plan, host_copy_cols, &c);
-  free(c.stage);
-  jmg_plan_free(&plan);
-  return rc ? -1 : 0;
-}
-
-/* Copies between the assembled matrix g and the cyclic tiles, tile by tile:
- * tile k is local tile k / P of device k % P. */
-static void tiles_to_matrix(const jmg_job* job, char* g, int into_matrix) {
+/* Copies between the n x n matrix g (column-major: column j is A's row j,
+ * read as E) and the shards, which hold A's rows at their heads
+ * (engine.h): no tiles and no padding on the host, whatever the tile. */
+static void shards_to_matrix(const jmg_job* job, char* g, int into_matrix) {
   size_t col = (size_t)job->n * jmg_dtype_size(job->dtype);
-  int64_t ntiles = job->n / job->tile;
-  for (int64_t k = 0; k < ntiles; k++) {
-    char* tile = (char*)job->parties[k % job->nparties].a +
-                 (size_t)((k / job->nparties) * job->tile) * col;
-    char* mat = g + (size_t)(k * job->tile) * col;
-    if (into_matrix) memcpy(mat, tile, (size_t)job->tile * col);
-    else memcpy(tile, mat, (size_t)job->tile * col);
+  int64_t l = jmg_job_lrows(job);
+  for (int r = 0; r < job->nparties; r++) {
+    int64_t first = r * l, cols = job->n - first < l ? job->n - first : l;
+    if (cols <= 0) break;
+    char* shard = job->parties[r].a;
+    char* mat = g + (size_t)first * col;
+    if (into_matrix) memcpy(mat, shard, (size_t)cols * col);
+    else memcpy(shard, mat, (size_t)cols * col);
   }
 }
 
@@ -189,9 +148,9 @@ static int inverse_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) 
   return 0;
 }
 
-/* LAPACK's documented workspace sizes for syevd/heevd (jobz 'V'), which
+/* host_ops.h: LAPACK's documented workspace sizes for syevd/heevd, which
  * the query computes in int and would overflow. */
-static void evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork) {
+void jmg_host_evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64_t* liwork) {
   int64_t n = job->n;
   int cplx = jmg_dtype_is_complex(job->dtype);
   if (job->jobz) {
@@ -208,7 +167,7 @@ static void evd_sizes(const jmg_job* job, int64_t* lwork, int64_t* lrwork, int64
 int jmg_host_syevd_workspace(const jmg_job* job, int64_t* bytes, char* err) {
   memset(bytes, 0, sizeof(int64_t) * (size_t)job->nparties);
   int64_t lwork, lrwork, liwork;
-  evd_sizes(job, &lwork, &lrwork, &liwork);
+  jmg_host_evd_sizes(job, &lwork, &lrwork, &liwork);
   if (jmg_host_fits_int(job->n * job->n, "n * n elements", job, err) ||
       jmg_host_fits_int(lwork, "an eigensolver workspace (lwork)", job, err) ||
       jmg_host_fits_int(lrwork, "an eigensolver workspace (lrwork)", job, err) ||
@@ -226,7 +185,7 @@ static int syevd_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
   void* w = job->parties[0].w;
   char jobz = job->jobz ? 'V' : 'N', uplo = 'L';
   int64_t lw64, lrw64, liw64;
-  evd_sizes(job, &lw64, &lrw64, &liw64);
+  jmg_host_evd_sizes(job, &lw64, &lrw64, &liw64);
   /* The query (sizes fit LAPACK's int: workspace step) may ask for more
    * than the minimum: the blocked tridiagonal reduction. */
   int info = 0, lwork = -1, lrwork = -1, liwork = -1, iwork_q = 0;
@@ -270,23 +229,10 @@ static int syevd_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
   return 0;
 }
 
-/* Where on_square finds A and leaves its result. A Cholesky factor
- * (chol_factor) stays in the cyclic tiles, as the GPU engine keeps its
- * own in cuSolverMg's layout: the solves read it there and leave it. */
-typedef enum {
-  IN_CALLER = 0, /* A in the caller's layout: moved into the cyclic one first */
-  IN_CYCLIC = 1, /* already cyclic (a factor) */
-} square_in;
-typedef enum {
-  OUT_NONE = 0,   /* A's shards are scratch (or, IN_CYCLIC, read only) */
-  OUT_CYCLIC = 1, /* the result written into the cyclic tiles */
-  OUT_CALLER = 2, /* ... and moved back into the caller's layout */
-} square_out;
-
-/* Assembles A from its tiles (moved there first where `in` says), runs fn
- * on it and writes the result back as `out` says. */
-static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, square_in in,
-                     square_out out) {
+/* Assembles A from the shards, runs fn on it and, with write_back, puts
+ * the result back into them. A Cholesky factor (chol_factor) is kept in the
+ * shards as A was, so the solves and the inverse from it read it alike. */
+static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, int write_back) {
   if (jmg_host_fits_int(job->n, "n", job, err)) return -1;
   int n = (int)job->n;
   char* g = jmg_host_alloc(job->n * job->n, jmg_dtype_size(job->dtype));
@@ -295,37 +241,33 @@ static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, sq
              (long long)job->n);
     return -1;
   }
-  int rc = in == IN_CALLER ? move_layout(job, 1, err) : 0;
-  if (rc == 0) {
-    tiles_to_matrix(job, g, 1);
-    rc = fn(job, g, n, res, err);
-  }
-  if (rc == 0 && out != OUT_NONE) tiles_to_matrix(job, g, 0);
-  if (rc == 0 && out == OUT_CALLER) rc = move_layout(job, 0, err);
+  shards_to_matrix(job, g, 1);
+  int rc = fn(job, g, n, res, err);
+  if (rc == 0 && write_back) shards_to_matrix(job, g, 0);
   free(g);
   return rc;
 }
 
 int jmg_host_potrs(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, potrs_on, IN_CALLER, OUT_NONE); /* A is left as scratch */
+  return on_square(job, res, err, potrs_on, 0); /* A is left as scratch */
 }
 
 int jmg_host_potri(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, potri_on, IN_CALLER, OUT_CALLER);
+  return on_square(job, res, err, potri_on, 1);
 }
 
 int jmg_host_syevd(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, syevd_on, IN_CALLER, OUT_CALLER);
+  return on_square(job, res, err, syevd_on, 1);
 }
 
 int jmg_host_chol_factor(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, factor_on, IN_CALLER, OUT_CYCLIC);
+  return on_square(job, res, err, factor_on, 1);
 }
 
 int jmg_host_chol_solve(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, solve_on, IN_CYCLIC, OUT_NONE);
+  return on_square(job, res, err, solve_on, 0);
 }
 
 int jmg_host_chol_inverse(jmg_job* job, jmg_result* res, char* err) {
-  return on_square(job, res, err, inverse_on, IN_CYCLIC, OUT_CALLER);
+  return on_square(job, res, err, inverse_on, 1);
 }

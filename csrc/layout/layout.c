@@ -44,8 +44,8 @@ int64_t jmg_layout_cyclic_count(const jmg_layout* l, int dev) {
 }
 
 int64_t jmg_layout_unit(const jmg_layout* l) {
-  if (l->tile < 1 || l->nloc < 1) return 0;
-  return gcd64(l->tile, l->nloc);
+  if (l->tile < 1 || l->nloc < 1 || l->n < 1) return 0;
+  return gcd64(gcd64(l->tile, l->nloc), l->n);
 }
 
 jmg_slot jmg_layout_contig_slot(const jmg_layout* l, int64_t j) {
@@ -65,7 +65,8 @@ jmg_slot jmg_layout_cyclic_slot(const jmg_layout* l, int64_t j) {
  * place is empty in the layout. */
 static int64_t contig_col_at(const jmg_layout* l, int dev, int64_t off) {
   if (off >= l->nloc) return -1;
-  return (int64_t)dev * l->nloc + off;
+  int64_t j = (int64_t)dev * l->nloc + off;
+  return j < l->n ? j : -1;
 }
 
 static int64_t cyclic_col_at(const jmg_layout* l, int dev, int64_t off) {
@@ -83,7 +84,7 @@ int jmg_layout_check(const jmg_layout* l) {
   if (l->ndev < 1 || l->ndev > JMG_MAX_DEV) return JMG_LAYOUT_EINVAL;
   if (l->n < 1 || l->nloc < 1 || l->tile < 1) return JMG_LAYOUT_EINVAL;
   if (l->nloc > INT64_MAX / l->ndev) return JMG_LAYOUT_EINVAL;
-  if (l->n != (int64_t)l->ndev * l->nloc) return JMG_LAYOUT_EINVAL;
+  if (l->n > (int64_t)l->ndev * l->nloc) return JMG_LAYOUT_EINVAL;
   if (l->cap < l->nloc) return JMG_LAYOUT_EINVAL;
   for (int d = 0; d < l->ndev; d++)
     if (l->cap < jmg_layout_cyclic_count(l, d)) return JMG_LAYOUT_EINVAL;

@@ -4,8 +4,10 @@
  * spread over `ndev` devices in one of two layouts:
  *
  *   contiguous  the JAX row-sharded layout read as column-major: device d
- *               holds global columns [d*nloc, (d+1)*nloc), packed from local
- *               column 0. n == ndev * nloc.
+ *               holds global columns [d*nloc, min((d+1)*nloc, n)), packed
+ *               from local column 0. n <= ndev * nloc: where n is shorter,
+ *               the last devices hold fewer columns (or none), and the
+ *               rest of their buffers is padding outside the matrix.
  *   cyclic      cuSolverMg's 1-D block-cyclic layout: global tile k (columns
  *               [k*tile, min((k+1)*tile, n))) lives on device k % ndev as that
  *               device's local tile k / ndev, packed (local columns
@@ -15,8 +17,8 @@
  * of columns any device holds in the cyclic layout, so both layouts fit in
  * the same buffers and the move between them is done in place.
  *
- * Columns move in units of `unit` = gcd(tile, nloc) columns: every tile and
- * shard boundary is a multiple of it, so a unit is contiguous in both layouts
+ * Columns move in units of `unit` = gcd(tile, nloc, n) columns: every tile
+ * and shard boundary, and the matrix's end, is a multiple of it, so a unit is contiguous in both layouts
  * and the move is a permutation of units. It decomposes into chains:
  *   - a path  s0 -> s1 -> ... -> sL: the unit at s(i) goes to s(i+1); sL is a
  *     slot empty in the source layout, s0 one empty in the target layout.
@@ -50,12 +52,12 @@ typedef struct jmg_slot {
 
 enum {
   JMG_LAYOUT_OK = 0,
-  JMG_LAYOUT_EINVAL = 1, /* inconsistent layout (n != ndev*nloc, cap too small, ...) */
+  JMG_LAYOUT_EINVAL = 1, /* inconsistent layout (n > ndev*nloc, cap too small, ...) */
   JMG_LAYOUT_ENOMEM = 2,
   JMG_LAYOUT_ECOPY = 3   /* the copy callback failed */
 };
 
-/* Checks a layout: n == ndev*nloc, all positive, cap large enough. */
+/* Checks a layout: 0 < n <= ndev*nloc, all positive, cap large enough. */
 int jmg_layout_check(const jmg_layout* l);
 
 /* Where global column j lives in each layout. */
@@ -65,7 +67,7 @@ jmg_slot jmg_layout_cyclic_slot(const jmg_layout* l, int64_t j);
 /* Columns device `dev` holds in the cyclic layout. */
 int64_t jmg_layout_cyclic_count(const jmg_layout* l, int dev);
 
-/* gcd(tile, nloc): the unit of every move. */
+/* gcd(tile, nloc, n): the unit of every move. */
 int64_t jmg_layout_unit(const jmg_layout* l);
 
 /* The moves from one layout to the other, as chains of unit slots. */

@@ -62,6 +62,9 @@ void jmg_describe(const jmg_party* p, char* out, size_t cap);
 /* Whether two parties' calls agree (the fingerprint: op, shapes, dtype,
  * tile, attributes, site, dispatch). */
 int jmg_same_call(const jmg_party* x, const jmg_party* y);
+/* The same fingerprint as one number, for engines whose parties compare
+ * it through their own collectives (handle.c's collective mode). */
+uint64_t jmg_call_print(const jmg_party* p);
 
 /* Writes a printf-style message into err (JMG_ERRLEN bytes) and returns -1. */
 int jmg_call_fail(char* err, const char* fmt, ...)

@@ -94,10 +94,17 @@ static int sizes(jmg_call* c, jmg_party* p, const XLA_FFI_Buffer* a, char* err) 
   if (to_dtype(a->dtype, &dt))
     return jmg_call_fail(err, "%s: unsupported dtype %s", row->name, jmg_ffi_dtype_name(a->dtype));
   if (batch_of(c, p, a, err)) return -1;
+  /* Optional: A's columns split too (2-D blocks, collective engines). */
+  int64_t split = 1;
+  jmg_ffi_attr_int(c->cf, "col_split", &split);
+  if (split < 1 || c->nparties % split)
+    return jmg_call_fail(err, "%s: col_split = %lld does not divide %lld parties", row->name,
+                         (long long)split, (long long)c->nparties);
+  p->col_split = (int32_t)split;
   p->dtype = dt;
   p->nloc = a->dims[p->nbatch];
-  p->n = a->dims[p->nbatch + 1];
-  p->mpad = c->nparties * p->nloc;
+  p->n = a->dims[p->nbatch + 1] * split;
+  p->mpad = c->nparties / split * p->nloc;
   p->m = p->mpad;
   p->nrhs = 0;
   for (int i = 0; i < row->nargs; i++) {
@@ -123,9 +130,18 @@ static int shape_rule(jmg_call* c, jmg_party* p, char* err) {
                   (long long)p->mpad);
     p->m = p->attr[k];
   }
-  if (row->shape == JMG_SHAPE_SQUARE && p->m != p->n)
-    return jmg_call_fail(err, "%s: %lld columns is not nparties * %lld rows (A must be square)", row->name,
-                (long long)p->n, (long long)p->nloc);
+  /* A square A (n x n) has its rows at the head of the shards (engine.h):
+   * ceil(n / row shards) of each shard's nloc (2-D blocks: the shards along
+   * A's rows are nparties / col_split). */
+  if (row->shape == JMG_SHAPE_SQUARE) {
+    int64_t shards = c->nparties / p->col_split;
+    int64_t need = p->n < 1 ? 0 : (p->n - 1) / shards + 1;
+    p->m = p->n;
+    if (p->n < 1 || need > p->nloc)
+      return jmg_call_fail(err, "%s: A of %lld columns needs %lld rows in each of %lld shards, "
+                           "which hold %lld (A must be square)", row->name, (long long)p->n,
+                           (long long)need, (long long)shards, (long long)p->nloc);
+  }
   if (row->shape == JMG_SHAPE_TALL && p->m < p->n)
     return jmg_call_fail(err, "%s: A is %lld x %lld; it must have at least as many rows as columns",
                 row->name, (long long)p->m, (long long)p->n);
@@ -165,7 +181,7 @@ static int check_buf(const jmg_call* c, const XLA_FFI_Buffer* b, const jmg_buf_r
     return jmg_call_fail(err, "%s: %s %s has rank %lld, expected %lld", op, kind, r->name,
                 (long long)b->rank, (long long)rank);
   for (int64_t d = 0; d < rank; d++) {
-    int64_t v = d < nb ? p->batch_dims[d] : jmg_dim_value(r->dims[d - nb], p);
+    int64_t v = d < nb ? p->batch_dims[d] : jmg_rule_dim(r, (int)(d - nb), p);
     if (b->dims[d] != v)
       return jmg_call_fail(err, "%s: %s %s has %lld in dimension %lld, expected %lld", op, kind, r->name,
                   (long long)b->dims[d], (long long)d, (long long)v);
@@ -233,7 +249,7 @@ void jmg_describe(const jmg_party* p, char* out, size_t cap) {
 
 int jmg_same_call(const jmg_party* x, const jmg_party* y) {
   int same = x->op == y->op && x->dtype == y->dtype && x->m == y->m && x->n == y->n &&
-             x->mpad == y->mpad &&
+             x->mpad == y->mpad && x->col_split == y->col_split &&
              x->nloc == y->nloc && x->nrhs == y->nrhs && x->tile == y->tile &&
              x->dispatch == y->dispatch && x->site == y->site && x->nbatch == y->nbatch &&
              x->batch == y->batch;
@@ -243,4 +259,25 @@ int jmg_same_call(const jmg_party* x, const jmg_party* y) {
   for (int k = 0; k < JMG_MAX_BUFS; k++)
     same = same && x->buf_bytes[k] == y->buf_bytes[k] && x->buf_flags[k] == y->buf_flags[k];
   return same;
+}
+
+/* FNV-1a over the fields jmg_same_call compares (bytes of each value, so
+ * padding never enters it). */
+static uint64_t mix(uint64_t h, const void* v, size_t n) {
+  const unsigned char* b = v;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+#define MIX(h, x) mix((h), &(x), sizeof(x))
+
+uint64_t jmg_call_print(const jmg_party* p) {
+  uint64_t h = 14695981039346656037ull;
+  h = MIX(h, p->op), h = MIX(h, p->dtype), h = MIX(h, p->m), h = MIX(h, p->n);
+  h = MIX(h, p->mpad), h = MIX(h, p->col_split), h = MIX(h, p->nloc), h = MIX(h, p->nrhs);
+  h = MIX(h, p->tile), h = MIX(h, p->dispatch), h = MIX(h, p->site), h = MIX(h, p->nbatch);
+  h = MIX(h, p->batch);
+  for (int d = 0; d < p->nbatch && d < JMG_MAX_BATCH_DIMS; d++) h = MIX(h, p->batch_dims[d]);
+  for (int k = 0; k < JMG_MAX_ATTRS; k++) h = MIX(h, p->attr[k]);
+  for (int k = 0; k < JMG_MAX_BUFS; k++) h = MIX(h, p->buf_bytes[k]), h = MIX(h, p->buf_flags[k]);
+  return h;
 }

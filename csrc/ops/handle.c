@@ -22,6 +22,28 @@
  * reports its failure at the next exchange, so no peer is left waiting; a
  * party that cannot say who it is (no rank buffer, site or party count)
  * cannot meet anyone and says so.
+ *
+ * The collective mode, for engines in which every rank calls the library
+ * itself (engine.h: jmg_engine.collective; cuSOLVERMp, one rank per device
+ * on an NCCL communicator, across processes and nodes alike). There is no
+ * rendezvous and no leader; every party runs
+ *
+ *   decode    as above (A may come in 2-D blocks: col_split)
+ *   enter     as above
+ *   join      the engine finds this rank's communicator for the call
+ *   agree     one small collective of the engine: every rank's fingerprint
+ *             (jmg_call_print) must be the same and no rank may bring a
+ *             failure, or the call fails on every rank; the ranks'
+ *             non-finite flags meet in it too (one set: no rank runs)
+ *   run       every rank: the engine's function for the op on its own
+ *             party, element by element of a batch
+ *   verdict   the agree collective again: a rank whose run failed fails
+ *             the call on every rank
+ *   finish    as above, with the rank's own results
+ *
+ * Every collective of the engine (its library's included) is bounded by
+ * JAXMG_TIMEOUT_S: a rank that never arrives is an error on the others,
+ * whose engine then aborts its communicator (mp_watch.h).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -192,13 +214,12 @@ static int check_agree(jmg_call* c) {
   return 0;
 }
 
-static void make_job(jmg_call* c) {
-  jmg_job* job = &c->job;
-  const jmg_party* p0 = &c->all[0];
+/* The job every party's record p0 describes (its parties set by the caller). */
+static void fill_job(jmg_job* job, const jmg_party* p0, int64_t nparties) {
   memset(job, 0, sizeof *job);
   job->op = p0->op;
   job->dtype = (jmg_dtype)p0->dtype;
-  job->nparties = (int)c->nparties;
+  job->nparties = (int)nparties;
   job->m = p0->m;
   job->mpad = p0->mpad;
   job->n = p0->n;
@@ -208,6 +229,12 @@ static void make_job(jmg_call* c) {
   memcpy(job->attr, p0->attr, sizeof job->attr);
   job->jobz = (int)p0->attr[0];
   job->dispatch = (jmg_dispatch)p0->dispatch;
+  job->col_split = p0->col_split;
+}
+
+static void make_job(jmg_call* c) {
+  jmg_job* job = &c->job;
+  fill_job(job, &c->all[0], c->nparties);
   job->parties = c->all;
   for (int r = 0; r < job->nparties; r++) c->cross |= jmg_job_remote(job, r);
 }
@@ -242,6 +269,19 @@ static int exchange_flags(jmg_call* c) {
   return 0;
 }
 
+/* The results of the elements in c->bad: status JMG_STATUS_NONFINITE and
+ * NaN scalars; no engine runs on them. */
+static void mark_nonfinite(jmg_call* c) {
+  for (int64_t i = 0; i < c->me.batch; i++) {
+    if (!c->bad[i]) continue;
+    c->nbad++;
+    c->results[i].info = JMG_STATUS_NONFINITE;
+    for (int k = 0; k < JMG_MAX_SCALARS; k++) c->results[i].scalar[k] = NAN;
+  }
+  jmg_trace(2, "%s rank %d of %lld: %lld of %lld elements have non-finite input", c->row->name,
+            (int)c->me.rank, (long long)c->nparties, (long long)c->nbad, (long long)c->me.batch);
+}
+
 /* Which elements some party flagged non-finite, into c->bad on every party:
  * the records say whether any did; only then do a batch's per-element
  * flags travel. Those elements get their status and NaN scalars now, and
@@ -252,22 +292,14 @@ static int agree_nonfinite(jmg_call* c) {
   if (!flagged) return 0;
   if (batch == 1) c->bad[0] = 1;
   else if (exchange_flags(c)) return -1;
-  for (int64_t i = 0; i < batch; i++) {
-    if (!c->bad[i]) continue;
-    c->nbad++;
-    c->results[i].info = JMG_STATUS_NONFINITE;
-    for (int k = 0; k < JMG_MAX_SCALARS; k++) c->results[i].scalar[k] = NAN;
-  }
-  jmg_trace(2, "%s rank %d of %lld: %lld of %lld elements have non-finite input", c->row->name,
-            (int)c->me.rank, (long long)c->nparties, (long long)c->nbad, (long long)batch);
+  mark_nonfinite(c);
   return 0;
 }
 
 static int agree(jmg_call* c) {
   c->all = calloc((size_t)c->nparties, sizeof(jmg_party));
-  c->bad = calloc(c->me.batch > 0 ? (size_t)c->me.batch : 1, 1);
   jmg_party scratch[1];
-  if ((!c->all || !c->bad) && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
+  if (!c->all && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
   if (exchange(c, &c->me, sizeof c->me, c->all ? (void*)c->all : (void*)scratch, c->timeout))
     return -1;
   if (check_agree(c)) return -1;
@@ -339,12 +371,13 @@ static int share(jmg_call* c) {
 
 /* Points every party's data buffers at element i of the batch, from the
  * bases saved in base (the element's bytes: buf_bytes / batch). */
+static void point_party(jmg_party* p, void* const base[JMG_MAX_BUFS], int64_t i) {
+  for (int k = 0; k < JMG_MAX_BUFS; k++)
+    p->buf[k] = base[k] ? (char*)base[k] + i * (p->buf_bytes[k] / p->batch) : NULL;
+}
+
 static void point_at(jmg_job* job, void* base[][JMG_MAX_BUFS], int64_t i) {
-  for (int r = 0; r < job->nparties; r++) {
-    jmg_party* p = &job->parties[r];
-    for (int k = 0; k < JMG_MAX_BUFS; k++)
-      p->buf[k] = base[r][k] ? (char*)base[r][k] + i * (p->buf_bytes[k] / p->batch) : NULL;
-  }
+  for (int r = 0; r < job->nparties; r++) point_party(&job->parties[r], base[r], i);
 }
 
 /* The engine on every element of the batch, one after the other, with
@@ -426,6 +459,70 @@ static int fetch(jmg_call* c, int ok) {
   return exchange(c, NULL, 0, NULL, c->timeout);
 }
 
+/* ---- the collective mode ---- */
+
+/* Every rank runs the op on its own party, element by element. */
+static int run_own(jmg_call* c, char* msg) {
+  void* base[JMG_MAX_BUFS];
+  memcpy(base, c->me.buf, sizeof base);
+  int rc = 0;
+  for (int64_t i = 0; i < c->me.batch && !rc; i++) {
+    if (c->me.batch > 1) point_party(&c->me, base, i);
+    rc = c->eng->ops[c->job.op].run(&c->job, &c->results[i], msg);
+  }
+  point_party(&c->me, base, 0);
+  return rc;
+}
+
+/* Every element's result when some rank flagged non-finite input: the
+ * flags meet as one value per rank, so a batch (which this mode's callers
+ * loop over instead) counts as flagged as a whole. */
+static void mark_all_nonfinite(jmg_call* c) {
+  memset(c->bad, 1, (size_t)c->me.batch);
+  mark_nonfinite(c);
+}
+
+static int collective_steps(jmg_call* c, void* ctx) {
+  const jmg_collective* k = c->eng->collective;
+  uint64_t print = jmg_call_print(&c->me);
+  uint64_t flag = c->me.nonfinite > 0;
+  fill_job(&c->job, &c->me, c->nparties);
+  c->job.parties = &c->me;
+  c->job.ctx = ctx;
+  if (k->agree(ctx, &c->me, print, c->own[0] ? c->own : NULL, &flag, c->err))
+    return c->own[0] ? jmg_call_fail(c->err, "%s", c->own) : -1; /* its own reason first */
+  step(c, "all ranks agree");
+  if (flag) { /* every rank knows it: none runs, none waits */
+    mark_all_nonfinite(c);
+    step(c, "non-finite input: no engine runs");
+    return finish(c);
+  }
+  char msg[JMG_ERRLEN] = "";
+  int rc = run_own(c, msg);
+  uint64_t none = 0;
+  int agreed = k->agree(ctx, &c->me, print, rc ? msg : NULL, &none, c->err);
+  if (rc) return jmg_call_fail(c->err, "%s", msg); /* its own reason, not the verdict's */
+  if (agreed) return -1;
+  if (finish(c)) return -1;
+  step(c, "done");
+  return 0;
+}
+
+/* The collective mode (see the file header). A failure before join leaves
+ * the others to time out in their engine's collectives, as a rank that
+ * never came would. */
+static int collective(jmg_call* c) {
+  if (!c->eng->ops[c->me.op].run)
+    return jmg_call_fail(c->err, "%s is not available on the %s engine", c->row->name,
+                         c->eng->name);
+  if (enter(c)) return -1;
+  void* ctx = NULL;
+  if (c->eng->collective->join(c->cf, &c->me, c->timeout, &ctx, c->err)) return -1;
+  int rc = collective_steps(c, ctx);
+  c->eng->collective->leave(ctx);
+  return rc;
+}
+
 /* ---- the handler ---- */
 
 static XLA_FFI_Error* give_up(jmg_call* c) {
@@ -480,9 +577,19 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   } else {
     /* A bad call still meets, and reports at the first exchange. */
     if (jmg_decode_problem(c) == 0 && c->me.batch == 0) goto done; /* an empty batch: everyone's */
-    c->results = calloc(c->me.batch > 0 ? (size_t)c->me.batch : 1, sizeof(jmg_result));
-    if (!c->results && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
-    if (enter(c) || meet(c) || after_meeting(c)) out = give_up(c);
+    size_t nres = c->me.batch > 0 ? (size_t)c->me.batch : 1;
+    c->results = calloc(nres, sizeof(jmg_result));
+    c->bad = calloc(nres, 1);
+    if ((!c->results || !c->bad) && !c->own[0])
+      snprintf(c->own, sizeof c->own, "out of host memory");
+    if (c->eng->collective) {
+      if (collective(c)) out = give_up(c);
+    } else {
+      if (c->me.col_split > 1 && !c->own[0])
+        snprintf(c->own, sizeof c->own, "the %s engine takes whole rows (col_split 1)",
+                 c->eng->name);
+      if (enter(c) || meet(c) || after_meeting(c)) out = give_up(c);
+    }
   }
 done:
   cleanup(c);

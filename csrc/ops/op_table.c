@@ -35,43 +35,61 @@
  * dispatch only). The solve reads it and leaves it as it is, so that one
  * factor serves any number of solves. */
 #define FACTOR_ARG {"factor", "LN", 'A', 0, -1, IN}
+/* Right-hand sides and solutions of a Hermitian solve: conj(A) y =
+ * conj(b), so both travel conjugated. */
+#define RHS_C {"b", "NK", 'A', 1, -1, OWN | COL, 'c'}
+#define X_C {"x", "NK", 'A', 1, 1, OUT | COL, 'c'}
+#define LEADER JMG_KIND_LEADER
+#define BOTH (JMG_KIND_LEADER | JMG_KIND_COLLECTIVE)
 
 const jmg_op_row jmg_op_rows[JMG_NOPS] = {
-    [JMG_POTRS] = {"potrs", SQ, 3, 4,
-                   {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
-                   {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS, LOGDET},
-                   {NULL}},
-    [JMG_POTRI] = {"potri", SQ, 2, 2, {A_ARG, WHERE}, {A_RET, STATUS}, {NULL}},
+    /* The Hermitian ops work on conj(A) on every engine kind. */
+    [JMG_POTRS] = {"potrs", SQ, 3, 4, {A_ARG, RHS_C, WHERE}, {A_WORK, X_C, STATUS, LOGDET},
+                   {NULL}, BOTH},
+    [JMG_POTRI] = {"potri", SQ, 2, 2, {A_ARG, WHERE}, {A_RET, STATUS}, {NULL}, BOTH},
     [JMG_SYEVD] = {"syevd", SQ, 2, 3, {A_ARG, WHERE},
-                   {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz"}},
+                   {{"a", "LN", 'A', 0, 0, OUT, 'h'}, {"w", "N", 'R', 2, -1, OUT}, STATUS},
+                   {"jobz"}, BOTH},
+    /* The leader engines solve with A^T as given (the caller transposes
+     * A); the collective one moves A itself. */
     [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
-                      {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
+                      {{"a", "LN", 'A', 0, -1, IN, 't'}, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
                       {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},
-                      {NULL}},
+                      {NULL}, LEADER},
     [JMG_LSTSQ] = {"least_squares", TALL, 3, 3,
                    {A_ARG, {"b", "MK", 'A', 3, -1, OWN | COL}, WHERE},
                    {A_WORK, {"x", "NK", 'A', 1, -1, OUT | COL}, STATUS},
-                   {"mrows"}},
+                   {"mrows"}, 0},
     [JMG_QR] = {"qr", TALL, 2, 3, {A_ARG, WHERE},
-                {A_RET, {"r", "NN", 'A', 1, -1, OUT}, STATUS}, {"mrows"}},
+                {A_RET, {"r", "NN", 'A', 1, -1, OUT}, STATUS}, {"mrows"}, 0},
     /* attrs: U's columns (0, S or m) and Vh's rows (0, S or N). */
     [JMG_GESVD] = {"gesvd", ANY, 2, 5, {A_ARG, WHERE},
                    {A_WORK, {"u", "La", 'A', 3, -1, OUT}, {"s", "S", 'R', 2, -1, OUT},
                     {"vh", "bN", 'A', 1, -1, OUT}, STATUS},
-                   {"ucols", "vrows", "mrows"}},
+                   {"ucols", "vrows", "mrows"}, 0},
     /* attr: H's rows (0 or N). */
     [JMG_POLAR] = {"polar", ANY, 2, 3, {A_ARG, WHERE},
-                   {A_RET, {"h", "aN", 'A', 1, -1, OUT}, STATUS}, {"hrows", "mrows"}},
+                   {A_RET, {"h", "aN", 'A', 1, -1, OUT}, STATUS}, {"hrows", "mrows"}, 0},
     /* Factor reuse (a derivative's solves after the primal's factorization):
      * the factor in place of A (OUT: across processes it comes back), a
      * solve with it (x aliases b, as potrs's), and the inverse from it
      * (both triangles, as potri's) in the factor's buffer. */
-    [JMG_CHOL_FACTOR] = {"chol_factor", SQ, 2, 3, {A_ARG, WHERE}, {A_RET, STATUS, LOGDET}, {NULL}},
-    [JMG_CHOL_SOLVE] = {"chol_solve", SQ, 3, 2,
-                        {FACTOR_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
-                        {{"x", "NK", 'A', 1, 1, OUT | COL}, STATUS}, {NULL}},
+    [JMG_CHOL_FACTOR] = {"chol_factor", SQ, 2, 3, {A_ARG, WHERE}, {A_RET, STATUS, LOGDET}, {NULL},
+                         BOTH},
+    [JMG_CHOL_SOLVE] = {"chol_solve", SQ, 3, 2, {FACTOR_ARG, RHS_C, WHERE}, {X_C, STATUS}, {NULL},
+                        BOTH},
     [JMG_CHOL_INVERSE] = {"chol_inverse", SQ, 2, 2, {FACTOR_ARG, WHERE},
-                          {{"inv", "LN", 'A', 0, 0, OUT}, STATUS}, {NULL}},
+                          {{"inv", "LN", 'A', 0, 0, OUT}, STATUS}, {NULL}, BOTH},
+    /* A x = lambda B x (B Hermitian positive definite): B's shard, shaped
+     * like A's, is read only (the engines factor a copy). attrs: jobz as
+     * syevd's, and nvalid, the order of the pencil solved: its leading
+     * nvalid rows and columns; the rest is padding, which the engine
+     * leaves out instead of giving it eigenvalues that would have to sort
+     * apart from the pencil's (their bound needs ||B^-1||). The status is
+     * LAPACK sygvd's info for that order. */
+    [JMG_SYGVD] = {"sygvd", SQ, 3, 3,
+                   {A_ARG, {"b", "LN", 'A', 3, -1, IN}, WHERE},
+                   {A_RET, {"w", "N", 'R', 2, -1, OUT}, STATUS}, {"jobz", "nvalid"}, LEADER},
 };
 
 const jmg_op_row* jmg_op_row_of(jmg_op op) {
@@ -81,6 +99,16 @@ const jmg_op_row* jmg_op_row_of(jmg_op op) {
 const char* jmg_op_name(jmg_op op) {
   const jmg_op_row* r = jmg_op_row_of(op);
   return r ? r->name : "?";
+}
+
+int jmg_engine_kind(const jmg_engine* eng) {
+  return eng->collective ? JMG_KIND_COLLECTIVE : JMG_KIND_LEADER;
+}
+
+int64_t jmg_rule_dim(const jmg_buf_rule* r, int k, const jmg_party* p) {
+  int64_t v = jmg_dim_value(r->dims[k], p);
+  int split = p->col_split > 1 ? p->col_split : 1;
+  return (k == 1 && r->dims[0] == 'L' && v >= 0) ? v / split : v;
 }
 
 int64_t jmg_dim_value(char d, const jmg_party* p) {
@@ -109,10 +137,11 @@ static void put(char* buf, size_t cap, size_t* at, const char* s) {
 }
 
 static void put_rule(char* buf, size_t cap, size_t* at, const char* kind, const jmg_buf_rule* r) {
-  char line[160], alias[8] = "-";
+  char line[160], alias[8] = "-", view[2] = {r->view ? r->view : '-', 0};
   if (r->alias >= 0) snprintf(alias, sizeof alias, "%d", (int)r->alias);
-  snprintf(line, sizeof line, "%s %s %s %c %s %s\n", kind, r->name, r->dims[0] ? r->dims : "-",
-           r->type, (r->flags & JMG_COL_MAJOR) ? "col" : "row", alias);
+  snprintf(line, sizeof line, "%s %s %s %c %s %s %s\n", kind, r->name,
+           r->dims[0] ? r->dims : "-", r->type, (r->flags & JMG_COL_MAJOR) ? "col" : "row", alias,
+           view);
   put(buf, cap, at, line);
 }
 
@@ -126,8 +155,9 @@ size_t jmg_op_table_text(char* buf, size_t cap) {
       if (k) strncat(attrs, ",", sizeof attrs - strlen(attrs) - 1);
       strncat(attrs, row->attrs[k], sizeof attrs - strlen(attrs) - 1);
     }
-    snprintf(line, sizeof line, "op %s %s %s\n", row->name, shape[row->shape],
-             attrs[0] ? attrs : "-");
+    static const char* kinds[4] = {"-", "leader", "collective", "leader,collective"};
+    snprintf(line, sizeof line, "op %s %s %s %s\n", row->name, shape[row->shape],
+             attrs[0] ? attrs : "-", kinds[row->sees_at & 3]);
     put(buf, cap, &at, line);
     for (int i = 0; i < row->nargs; i++) put_rule(buf, cap, &at, "arg", &row->args[i]);
     for (int i = 0; i < row->nrets; i++) put_rule(buf, cap, &at, "ret", &row->rets[i]);

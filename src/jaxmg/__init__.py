@@ -6,6 +6,7 @@
     lu_solve(A, b, T_A)                       # A x = b for general square A (LU)
     least_squares(A, b, T_A)                  # min ||A x - b|| for M >= N
     qr(A, T_A), gesvd(A, T_A), polar(A, T_A)  # QR, SVD, polar decomposition
+    eigh_generalized(A, B, T_A)               # A x = lambda B x (alias sygvd)
 
 with the mesh and A's layout taken from A's sharding or the context mesh,
 or given as mesh=..., in_specs=... in any form of JAXMg 0.0.x and 1.4
@@ -18,6 +19,8 @@ through the same C core. Importing jaxmg changes no JAX setting.
 
 from . import utils
 from ._device import device_supports_vmm
+from ._eigh_generalized import eigh_generalized, eigh_generalized_shardmap_ctx, sygvd
+from .utils import calculate_padding
 from ._general_ops import (
     gesvd,
     gesvd_shardmap_ctx,
@@ -58,7 +61,11 @@ __all__ = [
     "qr_shardmap_ctx",
     "gesvd_shardmap_ctx",
     "polar_shardmap_ctx",
+    "eigh_generalized",
+    "sygvd",
+    "eigh_generalized_shardmap_ctx",
     "device_supports_vmm",
+    "calculate_padding",
     "utils",
 ]
 # Above 1.4.1, the version from which NetKet (>= 3.23) takes the 1.4 API; a

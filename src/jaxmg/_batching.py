@@ -16,10 +16,12 @@ over each core) choose how a batch reaches that call:
   device for the whole batch. Nothing is gathered and nothing loops in the
   program; the engine sees one element at a time, so the flops are those of
   B calls and the saving is B-1 rendezvous, launches and dispatches.
-  (A multi-process GPU program loops instead: _calls._vmap_method.)
+  (A multi-process GPU program loops instead: _calls._sequential.)
 
 Nested vmaps work: each rule calls the batched core again, so an outer
-vmap meets the same rule, and the C core takes several batch dimensions.
+vmap meets the same rule. At the FFI call (`folded`) the batch dimensions
+of every level are folded into one before the call and unfolded after it,
+so any depth of nesting reaches the C core as one batch dimension.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ def potrs(core):
 
 
 def matrix_op(core):
-    """core(A) -> outputs, batchable over A."""
+    """core(*matrices) -> outputs, batchable over any of the matrices (one
+    not batched is broadcast by the FFI call)."""
 
     @custom_vmap
-    def batched(A):
-        return core(A)
+    def batched(*mats):
+        return core(*mats)
 
     @batched.def_vmap
-    def rule(axis_size, in_batched, A):
-        outs = jax.vmap(core)(A)
+    def rule(axis_size, in_batched, *mats):
+        outs = jax.vmap(core, in_axes=tuple(0 if b else None for b in in_batched))(*mats)
         return outs, jax.tree.map(lambda _: True, outs)
 
     return batched
@@ -95,5 +98,33 @@ def factored_solve(solve):
             return (unfold(x), status), (True, False)
         axes = tuple(0 if bat else None for bat in in_batched)
         return jax.vmap(solve, in_axes=axes)(F, fstatus, b), (True, True)
+
+    return batched
+
+
+def folded(call, ranks, sequential: bool):
+    """call(*arrays) -> tuple, its arrays of ranks `ranks` plus at most one
+    leading batch dimension, made to take any number of leading batch
+    dimensions (jax.vmap at any depth): they are folded into one before
+    the call and unfolded on its results. Each vmap level meets the rule,
+    which broadcasts its unbatched arrays and calls the folded function
+    again, so the call itself is never vmapped. sequential: one call per
+    element (jax.lax.map) instead of one call for the batch."""
+
+    @custom_vmap
+    def batched(*arrays):
+        lead = arrays[0].shape[: arrays[0].ndim - ranks[0]]
+        if not lead:
+            return call(*arrays)
+        flat = [x.reshape((-1,) + x.shape[x.ndim - r:]) for x, r in zip(arrays, ranks)]
+        outs = jax.lax.map(lambda xs: call(*xs), flat) if sequential else call(*flat)
+        return tuple(o.reshape(lead + o.shape[1:]) for o in outs)
+
+    @batched.def_vmap
+    def rule(axis_size, in_batched, *arrays):
+        arrays = [x if bat else jnp.broadcast_to(x, (axis_size,) + x.shape)
+                  for x, bat in zip(arrays, in_batched)]
+        outs = batched(*arrays)
+        return outs, tuple(True for _ in outs)
 
     return batched

@@ -7,6 +7,11 @@ result aliases which argument are data in C, so there is one generic
 The matrix result aliases A (and potrs/lu_solve's solution aliases b), so
 the engine works in place; XLA copies an input first unless the caller
 donated it, which keeps the caller's arrays intact.
+
+The rows also say which engine kinds see A^T ("leader": host LAPACK and
+cuSolverMg, a leader runs the op for all; "collective": cuSOLVERMp, every
+rank calls the library) and what that does to each buffer; to_engine and
+from_engine undo it, the one place that does, on global arrays.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _library, _multiproc, _shard
+from . import _batching, _library, _multiproc, _shard
 
 # Column-major layouts (major-to-minor (1, 0)), as LAPACK and cuSolverMg read
 # them; XLA transposes small arrays such as right-hand sides for us.
@@ -32,6 +37,7 @@ class Buf:
     type: str      # "A" A's dtype, "R" its real dtype, "I" int32
     col_major: bool
     alias: int | None
+    view: str | None  # where the engine sees A^T: "c" conj, "h" conj-transposed, "t" transposed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Op:
     attrs: tuple[str, ...]
     args: tuple[Buf, ...]
     rets: tuple[Buf, ...]
+    sees_at: tuple[str, ...]  # the engine kinds that see A^T
 
 
 def _parse(text: str) -> dict[str, Op]:
@@ -52,14 +59,14 @@ def _parse(text: str) -> dict[str, Op]:
             continue
         if f[0] == "op":
             cur = dict(name=f[1], shape=f[2], attrs=() if f[3] == "-" else tuple(f[3].split(",")),
-                       args=[], rets=[])
+                       args=[], rets=[], sees_at=() if f[4] == "-" else tuple(f[4].split(",")))
             ops[f[1]] = cur
         else:
             buf = Buf(f[1], "" if f[2] == "-" else f[2], f[3], f[4] == "col",
-                      None if f[5] == "-" else int(f[5]))
+                      None if f[5] == "-" else int(f[5]), None if f[6] == "-" else f[6])
             cur["args" if f[0] == "arg" else "rets"].append(buf)
-    return {k: Op(v["name"], v["shape"], v["attrs"], tuple(v["args"]), tuple(v["rets"]))
-            for k, v in ops.items()}
+    return {k: Op(v["name"], v["shape"], v["attrs"], tuple(v["args"]), tuple(v["rets"]),
+                  v["sees_at"]) for k, v in ops.items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,33 +75,47 @@ def table() -> dict[str, Op]:
 
 
 def _dims(op: Op, arrays, nparties: int, attrs: dict) -> dict[str, int]:
-    nloc, n = arrays[0].shape
-    m = nparties * nloc
+    split = int(attrs.get("col_split", 1))  # A's columns split too (2-D blocks)
+    nloc, n = arrays[0].shape[-2], arrays[0].shape[-1] * split
+    m = nparties // split * nloc
     rows = int(attrs.get("mrows", m))  # A's own rows; the shards' past them are padding
     d = {"L": nloc, "N": n, "M": m, "S": min(rows, n), "K": 0}
     for buf, x in zip(op.args, arrays):
         if "K" in buf.dims:
-            d["K"] = x.shape[buf.dims.index("K")]
+            d["K"] = x.shape[x.ndim - len(buf.dims) + buf.dims.index("K")]
     for letter, name in zip("ab", op.attrs):
         d[letter] = int(attrs[name])
     return d
+
+
+def shard_shape(buf: Buf, d: dict[str, int], split: int = 1) -> tuple[int, ...]:
+    """A buffer's per-shard shape: one whose first letter is L is sharded
+    like A, its columns split as A's are (op_table.h)."""
+    shape = [d[c] for c in buf.dims]
+    if buf.dims[:1] == "L" and len(shape) == 2:
+        shape[1] //= split
+    return tuple(shape)
 
 
 def _dtype(t: str, a_dtype):
     return {"A": a_dtype, "R": _shard.real_dtype(a_dtype), "I": jnp.int32}[t]
 
 
-def _layout(buf: Buf):
-    return _COL_MAJOR if buf.col_major and len(buf.dims) == 2 else None
+def _layout(buf: Buf, nbatch: int):
+    """Column-major for a col_major matrix, after nbatch (most major) batch
+    dimensions; None (row-major) otherwise."""
+    if not (buf.col_major and len(buf.dims) == 2):
+        return None
+    return tuple(range(nbatch)) + tuple(nbatch + d for d in _COL_MAJOR)
 
 
-def _vmap_method(platform: str, meet: dict) -> str:
-    """How jax.vmap meets the call: "broadcast_all" hands the C core one
-    call with the batch as leading dimensions on every buffer, which it runs
+def _sequential(platform: str, meet: dict) -> bool:
+    """How a batch (jax.vmap, any depth) meets the call: one call with the
+    batch as one leading dimension on every buffer, which the C core runs
     element by element after one rendezvous (csrc/ops/handle.c). The GPU
     engine's cross-process sharing carries one element's buffers, so a
     multi-process GPU program loops (one call per element) instead."""
-    return "sequential" if meet and platform != "cpu" else "broadcast_all"
+    return bool(meet) and platform != "cpu"
 
 
 def _where_arg(where, nonfinite):
@@ -105,13 +126,15 @@ def _where_arg(where, nonfinite):
 
 
 def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, nonfinite=None,
-        **attrs):
+        target: str | None = None, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in
     table order, `where` as (rank, group)); returns all its results in table
     order. nonfinite: this device's flag (a traced bool) that its input
-    holds a NaN or an infinity: the C meeting then runs no engine, and the
+    holds a NaN or an infinity: the C core then runs no engine, and the
     status is -1 on every device. Under jax.vmap, one call for the whole
-    batch (_vmap_method)."""
+    batch, however deep the nesting (_sequential). target: another engine's
+    FFI target for the row (the cuSOLVERMp engine's, whose attributes, a
+    string `tag` among them, pass through; its calls loop under vmap)."""
     op = table()[name]
     if len(arrays) != len(op.args):
         raise TypeError(f"jaxmg: {name} takes {len(op.args)} arrays, got {len(arrays)}")
@@ -120,27 +143,62 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
     missing = set(op.attrs) - set(attrs)
     if missing:
         raise TypeError(f"jaxmg: {name} needs the attributes {sorted(missing)}")
-    d = _dims(op, arrays, nparties, attrs)
-    a_dtype = arrays[0].dtype
-    out = tuple(
-        jax.ShapeDtypeStruct(tuple(d[c] for c in r.dims), _dtype(r.type, a_dtype)) for r in op.rets
-    )
     platform = _library.current_platform()
-    meet = _multiproc.meet_attrs(platform)
-    call = jax.ffi.ffi_call(
-        _library.target_name(name),
-        out,
-        input_layouts=tuple(_layout(b) for b in op.args),
-        output_layouts=tuple(_layout(r) for r in op.rets),
-        input_output_aliases={r.alias: i for i, r in enumerate(op.rets) if r.alias is not None},
-        has_side_effect=True,
-        vmap_method=_vmap_method(platform, meet),
-    )
+    meet = {} if target else _multiproc.meet_attrs(platform)
+    split = int(attrs.get("col_split", 1))
     kw = dict(site=site, tile=np.int64(tile), nparties=np.int64(nparties),
               dispatch=np.int64(dispatch))
-    kw.update({k: np.int64(v) for k, v in attrs.items()})
+    kw.update({k: v if isinstance(v, str) else np.int64(v) for k, v in attrs.items()})
     kw.update(meet)
-    return call(*arrays, **kw)
+
+    def call(*arrays):  # arrays with at most one leading batch dimension (_batching.folded)
+        d = _dims(op, arrays, nparties, attrs)
+        lead = arrays[0].shape[:-2]
+        out = tuple(jax.ShapeDtypeStruct(lead + shard_shape(r, d, split),
+                                         _dtype(r.type, arrays[0].dtype)) for r in op.rets)
+        return jax.ffi.ffi_call(
+            target or _library.target_name(name),
+            out,
+            input_layouts=tuple(_layout(b, len(lead)) for b in op.args),
+            output_layouts=tuple(_layout(r, len(lead)) for r in op.rets),
+            input_output_aliases={r.alias: i for i, r in enumerate(op.rets)
+                                  if r.alias is not None},
+            has_side_effect=True,
+        )(*arrays, **kw)
+
+    ranks = tuple(len(b.dims) for b in op.args)
+    return _batching.folded(call, ranks, bool(target) or _sequential(platform, meet))(*arrays)
+
+
+# ---- the engines' view of A ------------------------------------------------
+
+
+def _view(x, how: str | None):
+    if x is None or how is None:
+        return x
+    if how == "t":
+        return x.T
+    x = jnp.conj(x) if _shard.is_complex(x.dtype) else x
+    return x.T if how == "h" else x
+
+
+def to_engine(name: str, kind: str, args):
+    """The arguments (global arrays, table order, `where` left out) as an
+    engine of `kind` takes them: where its row says that kind sees A^T,
+    each buffer as its view says."""
+    op = table()[name]
+    if kind not in op.sees_at:
+        return tuple(args)
+    return tuple(_view(x, b.view) for x, b in zip(args, op.args))
+
+
+def from_engine(name: str, kind: str, rets):
+    """The results (global arrays, table order) as the caller wants them:
+    to_engine's undoing on the way back."""
+    op = table()[name]
+    if kind not in op.sees_at:
+        return tuple(rets)
+    return tuple(_view(x, b.view) for x, b in zip(rets, op.rets))
 
 
 # ---- the ops, naming their results ----------------------------------------

@@ -22,7 +22,7 @@ see E = A^T. lu_solve hands them A^T's row shards instead (one all_to_all),
 so that they factor A itself: cuSolverMg's getrs has no transpose. The
 other ops undo the transpose in the engine (csrc/engines/host_general.c),
 so no conjugation happens here. lu_solve is square and is padded like
-potrs (blockdiag(A, I), exact). The rectangular ops gather onto one device
+potrs (_shard.PadPlan: only for cuSolverMg, blockdiag(A, I), exact). The rectangular ops gather onto one device
 on every engine today; T_A is validated but does not change their results.
 Their A is padded at the end with zero rows when M is not a multiple of the
 device count, and the engine is told A's true row count (`mrows`), so
@@ -42,9 +42,10 @@ from jax.sharding import PartitionSpec as P
 
 from . import _autodiff as ad
 from . import _autodiff_general as adg
-from . import _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
+from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
-from ._ops import _agreed_nonfinite, _nan_where, _nonfinite, _setup, _status, _two_forms
+from ._ops import (_agreed_nonfinite, _nan_where, _nonfinite, _pad_a, _pad_b, _setup, _status,
+                   _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
 
 REP = P(None, None)
 
@@ -79,39 +80,31 @@ def _tall(A, op: str) -> tuple[int, int, object]:
     return m, n, dt
 
 
-def _dispatch_for(op: str, dispatch: str) -> str:
-    _dispatch.check(dispatch)
-    if dispatch == "multi" and op not in _dispatch.MULTI_OPS:
-        raise ValueError(
-            f"jaxmg: {op} has no multi-GPU solver yet; use dispatch='auto' or 'single'"
-        )
-    return dispatch
-
-
 # ---------------------------------------------------------------------------
 # per shard (inside shard_map)
 
 
 def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(x, status (1,)) for one row shard of a square A; b replicated."""
-    _dispatch_for("lu_solve", dispatch)
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
+    axes, nparties, plan, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE
     )
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    a_p = _pad_a(a, nparties, plan, where[0])
     # This device's rows of A^T (read column-major by the engine: A's own
-    # columns, as getrf/getrs without transpose want them).
-    a_t = jax.lax.all_to_all(a_p, axes, split_axis=1, concat_axis=0, tiled=True).T
-    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    # columns, as getrf/getrs without transpose want them); A's columns cut
+    # back where the device count does not divide N.
+    width = a_p.shape[1]
+    a_t = jax.lax.all_to_all(_shard.square_blocks(a_p, nparties), axes, split_axis=1,
+                             concat_axis=0, tiled=True).T[:, :width]
     x, status = _calls.lu_solve(
-        a_t, b_p, where, site=_shard.new_site(), tile=tile, nparties=nparties,
-        dispatch=solver, nonfinite=_nonfinite(a, b2),
+        a_t, _pad_b(b2, nparties, plan), where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a, b2),
     )
-    x = _nan_where(_agreed_nonfinite(status), _shard.unpad_rows(x, nparties, nloc, nloc_p))
-    return (x[:, 0] if vector else x), _status(_shard.unpad_status(status, nloc, nloc_p))
+    x = _nan_where(_agreed_nonfinite(status), _unpad_x(x, nparties, plan))
+    return (x[:, 0] if vector else x), _status(_unpad_status(status, plan))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,20 +124,18 @@ class _Shard:
 
 def _rect(a, axis_name, T_A, op, dispatch, mrows) -> _Shard:
     axes = v.shard_axes(axis_name)
-    platform = _library.current_platform()
-    _library.ensure_registered(platform)
-    _dispatch_for(op, dispatch)
+    _library.ensure_registered(_library.current_platform())
+    _decide.check(dispatch)
     v.tile(T_A)
     sizes = _shard.axis_sizes()
     nparties = math.prod(sizes[ax] for ax in axes)
-    _multiproc.check_traced(axes)
     mloc, n, dt = _matrix(a, "the local shard of A")
     m = mrows or nparties * mloc
     if op in ("least_squares", "qr") and m < n:
         raise ValueError(f"jaxmg: {op} needs M >= N, got {m} x {n}")
     where = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, op, max(m, n), nparties, dt, platform)
-    return _Shard(axes, nparties, mloc, n, m, where, dt, solver)
+    engine = _decide.for_shard(op, dt, max(m, n), nparties, axes, dispatch)
+    return _Shard(axes, nparties, mloc, n, m, where, dt, _decide.c_code(engine))
 
 
 def _kw(s: _Shard, op, *inputs):
@@ -211,17 +202,6 @@ def _padded(rows, req):
     return -(-rows // p) * p
 
 
-def _square_rows(A, req, n1):
-    """A (N x N) padded to n1 with an identity block at its end (exact for
-    a solve), in the engines' rows."""
-    n = req.n
-    if n1 != n:
-        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, n1 - n)))
-        idx = jnp.arange(n, n1)
-        A = A.at[idx, idx].set(jnp.asarray(1, A.dtype))
-    return _request.to_rows(A, req)
-
-
 def _tall_rows(A, req, m1):
     """A (M x N) padded with zero rows to m1, in the engines' rows."""
     m = req.shape[0]
@@ -235,15 +215,6 @@ def _rhs_rows(b, rows, rows1, req):
     return jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, rows1 - rows), (0, 0)))
 
 
-def _to_a_layout(X, req):
-    """A result with A's rows (in the engines' rows) in A's layout,
-    replicated where that layout cannot hold X's shape."""
-    spec = req.a_spec
-    ok = all(d % v.solve_size(req.mesh, _request._names(part)) == 0
-             for d, part in zip(X.shape, tuple(spec)))
-    return _shard.constrain(X, req.mesh, spec if ok else REP)
-
-
 def _cut_rows(X, m, m1, req):
     if m1 == m:
         return X
@@ -252,24 +223,24 @@ def _cut_rows(X, m, m1, req):
 
 def _lu_req(A, b, req):
     """(x in b's shape and layout, status)."""
-    if (r := _mp_route.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("lu_solve", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
-    n, n1 = req.n, _padded(req.n, req)
+    n = req.n
     body = functools.partial(_lu_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch)
+                             dispatch=req.engine)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
-        _square_rows(A, req, n1), _rhs_rows(b, n, n1, req))
+        engine_rows(A, req, "lu_solve"), engine_b(b[:, None] if b.ndim == 1 else b, req, "lu_solve"))
     x = x[:n]
     return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
 
 
 def _lstsq_req(A, b, req):
     """(x (N,) or (N, K), in b's layout where it fits, status)."""
-    if (r := _mp_route.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("least_squares", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_lstsq_local, T_A=req.tile, axis_name=req.axes,
-                             dispatch=req.dispatch, mrows=m)
+                             dispatch=req.engine, mrows=m)
     x, status = _shard_map(body, req, (req.row_spec, REP), (REP, P(None)))(
         _tall_rows(A, req, m1), _rhs_rows(b, m, m1, req))
     return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req), status[0]
@@ -277,41 +248,41 @@ def _lstsq_req(A, b, req):
 
 def _qr_req(A, req):
     """(Q in A's layout, R replicated, status)."""
-    if (r := _mp_route.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("qr", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
-    body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.dispatch,
+    body = functools.partial(_qr_local, T_A=req.tile, axis_name=req.axes, dispatch=req.engine,
                              mrows=m)
     q, r, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
+    return _request.to_a_layout(_cut_rows(q, m, m1, req), req), r, status[0]
 
 
 def _gesvd_req(A, req):
     """(U in A's layout ((M, 0) when not computed), s, Vh replicated ((0, N)
     when not computed), status)."""
-    if (r := _mp_route.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("gesvd", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_gesvd_local, T_A=req.tile, compute_u=req.opt("compute_u", True),
                              compute_vh=req.opt("compute_vh", True),
                              full_matrices=req.opt("full_matrices", False), axis_name=req.axes,
-                             dispatch=req.dispatch, mrows=m)
+                             dispatch=req.engine, mrows=m)
     u, s, vh, status = _shard_map(body, req, (req.row_spec,),
                                   (req.row_spec, P(None), REP, P(None)))(_tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
+    return _request.to_a_layout(_cut_rows(u, m, m1, req), req), s, vh, status[0]
 
 
 def _polar_req(A, req):
     """(Up in A's layout, H replicated ((0, N) without compute_h), status)."""
-    if (r := _mp_route.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("polar", req, A)) is not None:  # the cuSOLVERMp engine (issue 17)
         return r
     m, m1 = req.shape[0], _padded(req.shape[0], req)
     body = functools.partial(_polar_local, T_A=req.tile, compute_h=req.opt("compute_h", True),
-                             axis_name=req.axes, dispatch=req.dispatch, mrows=m)
+                             axis_name=req.axes, dispatch=req.engine, mrows=m)
     up, h, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, REP, P(None)))(
         _tall_rows(A, req, m1))
-    return _to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
+    return _request.to_a_layout(_cut_rows(up, m, m1, req), req), h, status[0]
 
 
 CORES = {"lu_solve": _lu_req, "least_squares": _lstsq_req, "qr": _qr_req, "gesvd": _gesvd_req,
@@ -379,10 +350,11 @@ def _validated_req(op, A, b, mesh, axes, T_A, pad, dispatch, opts=()):
     """A Request for arguments validated elsewhere: A (and its results) in
     rows over `axes`, b and x replicated."""
     axes = tuple(axes)
+    engine = _decide.for_mesh(op, mesh, axes, dispatch, max(A.shape), A.dtype)
     return _request.Request(
         op=op, mesh=mesh, axes=axes, a_spec=P(axes if len(axes) > 1 else axes[0], None),
         shape=tuple(A.shape), dtype=str(jnp.dtype(A.dtype)), tile=T_A, pad=pad,
-        dispatch=dispatch, b_spec=None if b is None else P(*((None,) * b.ndim)),
+        dispatch=dispatch, engine=engine, b_spec=None if b is None else P(*((None,) * b.ndim)),
         b_vector=b is not None and b.ndim == 1, opts=tuple(opts))
 
 
@@ -425,7 +397,6 @@ _TALL = ("least_squares", "qr")
 
 
 def _normalise(op, A, b, T_A, mesh, in_specs, matrix_specs, pad, dispatch, donate, opts=()):
-    _dispatch_for(op, dispatch)
     square = op == "lu_solve"
     if op in _TALL:
         _tall(A, op)
@@ -542,10 +513,9 @@ def _lu_ctx_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     replicated. Returns (x, status): x replicated like b, status (1,) as
     for lu_solve. Differentiable in a and b (issue 16)."""
     pad = v.flag(pad, "pad")
-    _dispatch_for("lu_solve", dispatch)
     # checked before the rule's products touch a and b (they would fail
     # first, with JAX's shape errors)
-    _, _, _, _, _, _, dt, _ = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)
+    dt = _setup(a, axis_name, T_A, pad, "lu_solve", dispatch, LU_MAX_TILE)[4]
     v.rhs(b, a.shape[1], dt)
     return ad.linear_solve(lambda a_, b_: _lu_local(a_, b_, T_A, pad, axis_name, dispatch),
                            _local_layout(axis_name))(a, b)

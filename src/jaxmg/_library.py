@@ -25,7 +25,8 @@ _libs: dict[str, ctypes.CDLL] = {}
 # pointer (csrc/engines/host_lapack.h).
 _LAPACK = [
     p + r for p in "sdcz" for r in ("potrf", "potrs", "potri", "getrf", "getrs", "gels", "gelqf", "gesdd")
-] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq"]
+] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq",
+     "ssygvd", "dsygvd", "chegvd", "zhegvd"]
 _BLAS = [p + "gemm" for p in "sdcz"]
 
 
@@ -45,6 +46,16 @@ def _library_path(stem: str) -> pathlib.Path:
         f"jaxmg: {name} not found next to {__file__}; build the package with "
         "`pip install --no-build-isolation .` (see README)"
     )
+
+
+def has_library(stem: str) -> bool:
+    """Whether this installation has lib{stem}.so (e.g. jaxmg_mp, the
+    cuSOLVERMp engine, built only where its wheels were found)."""
+    try:
+        _library_path(stem)
+    except ImportError:
+        return False
+    return True
 
 
 def _capsule_address(capsule) -> int:
@@ -139,6 +150,18 @@ def platform_of(devices) -> str:
     if len(platforms) != 1:
         raise ValueError(f"jaxmg: the mesh mixes platforms {sorted(platforms)}")
     return platforms.pop()
+
+
+def mesh_platform(mesh) -> str:
+    """The platform of a mesh: its devices' (anything with a devices array),
+    else an AbstractMesh's, else JAX's default backend."""
+    devices = getattr(mesh, "devices", None)
+    if devices is not None:
+        return platform_of(list(getattr(devices, "flat", devices)))
+    try:
+        return mesh.abstract_device.platform
+    except Exception:  # an older AbstractMesh
+        return jax.default_backend()
 
 
 def current_platform() -> str:

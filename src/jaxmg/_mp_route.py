@@ -1,11 +1,10 @@
-"""Routing a mesh-level call to the cuSOLVERMp engine.
+"""Running a mesh-level call on the cuSOLVERMp engine.
 
-Every op's core asks `route(op, req, *arrays)` first. It returns None,
-and the core goes on with its one-node engines, unless the mesh is on GPUs
-and `_grid.choose_engine` picks "mp" for this request: a solve group whose
-devices sit on several nodes (the only engine that solves across nodes),
-or dispatch="mp" forced. Then it runs the op on the engine and returns the
-core's own outputs (same shapes, layouts and status convention):
+_routes hands a mesh-level call here when _decide chose "mp" for it (a
+solve group whose devices sit on several nodes, the only engine that solves
+across nodes, or dispatch="mp" forced). run(op, req, *arrays) runs the op
+on the engine and returns the core's own outputs (same shapes, layouts and
+status convention):
 
     potrs         (x in b's shape and layout, status, logdet or None)
     potri         (A^-1 in A's layout, status)
@@ -18,16 +17,19 @@ core's own outputs (same shapes, layouts and status convention):
 Status is -1 (outputs NaN) for a non-finite input, as on the other engines;
 the engine itself gives > 0 and NaN outputs for a failing matrix.
 
-On CPU nothing routes: a solve group across nodes stays the ValueError of
-_multiproc.check_mesh, and dispatch="mp" is a ValueError naming the
-platform. `takes(op, mesh, axes, dispatch, n)` is the decision alone, for
-_request.normalise to skip that node check where this engine will solve.
-
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
-padded at its end as the cores pad (identity for the factorisations, a
-diagonal above the spectrum for syevd, zero rows for the tall ops).
+padded at its end (identity for the factorisations, zero rows for the
+tall ops, zero for syevd, whose pad eigenpairs are then told apart by
+their eigenvectors after the call: _shard.drop_pad_eigenpairs). No pad
+value depends on A, so nothing reduces over A before the engine.
+
+The call itself is the op's row of the C op table (_calls): its buffers,
+their shapes and layouts, and the engine's view of A, undone by
+_calls.to_engine / from_engine; `call` is one shard_map around the row's
+ffi_call. The results come back by the row's names, cut to A's shape and
+put in the caller's layouts (_outputs).
 """
 
 from __future__ import annotations
@@ -36,87 +38,20 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _grid, _multiproc
+from . import _calls, _decide, _grid
 
 REP = P(None, None)
+# The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
+OPS = tuple(sorted(_decide.ENGINE_OPS["mp"]))
+KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
 _WITH_B = ("potrs", "lu_solve", "least_squares")
 _TALL = ("least_squares", "qr", "gesvd", "polar")
 # Tiles where the caller gave none (T_A=None): the notes' best for
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
 _TILE = {"syevd": 256, "gesvd": 256, "polar": 256}
 _DEFAULT_TILE = 1024
-
-
-# ---------------------------------------------------------------------------
-# the decision
-
-
-def _concrete(mesh) -> bool:
-    return getattr(mesh, "devices", None) is not None  # a Mesh (an AbstractMesh has none)
-
-
-def _platform(mesh) -> str:
-    if _concrete(mesh):
-        return {d.platform for d in np.asarray(mesh.devices).flat}.pop()
-    try:
-        return mesh.abstract_device.platform
-    except Exception:
-        return jax.default_backend()
-
-
-def available() -> bool:
-    """Whether this installation has libjaxmg_mp.so."""
-    from ._library import _library_path
-
-    try:
-        _library_path("jaxmg_mp")
-    except ImportError:
-        return False
-    return True
-
-
-def spans_nodes(mesh, axes) -> bool:
-    """Whether some solve group (one position along the other mesh axes)
-    has devices on more than one node (JAXMG_NODE_ID, else the host name)."""
-    if not _multiproc.active() or not _concrete(mesh):
-        return False
-    _, nodes = _multiproc.job()
-    names = list(mesh.axis_names)
-    order = [names.index(a) for a in names if a not in axes] + [names.index(a) for a in axes]
-    size = math.prod(mesh.shape[a] for a in axes)
-    for group in np.transpose(mesh.devices, order).reshape(-1, size):
-        if len({nodes[d.process_index] for d in group}) > 1:
-            return True
-    return False
-
-
-def takes(op: str, mesh, axes, dispatch: str, n: int = 0) -> bool:
-    """Whether the cuSOLVERMp engine solves this call (ValueError where it
-    must and cannot: dispatch="mp" off GPUs, a forced one-node engine across
-    nodes, or no libjaxmg_mp.so for a solve across nodes)."""
-    platform = _platform(mesh)
-    if platform != "gpu":
-        if dispatch == "mp":
-            raise ValueError(
-                f"jaxmg: dispatch='mp' (the cuSOLVERMp engine) runs on GPUs only; this mesh is "
-                f"on {platform!r}. Use dispatch='auto' there."
-            )
-        return False
-    across = spans_nodes(mesh, tuple(axes))
-    if not across and dispatch != "mp":
-        return False  # a one-node problem: the one-node engines decide (_dispatch.resolve)
-    have = ("single", "mg") + (("mp",) if available() else ())
-    engine = _grid.choose_engine(op, n, dispatch=_dispatch.engine_of(dispatch),
-                                 across_nodes=across, available=have)
-    if engine == "mp" and not _concrete(mesh):
-        raise ValueError(
-            "jaxmg: the cuSOLVERMp engine needs a concrete Mesh (pass mesh=..., or call inside "
-            "jax.set_mesh(mesh)); got an AbstractMesh"
-        )
-    return engine == "mp"
 
 
 # ---------------------------------------------------------------------------
@@ -182,14 +117,6 @@ def _pad(A, req, m1, n1, diag):
     return jnp.where(new, jnp.asarray(diag, A.dtype), A)
 
 
-def _syevd_diag(A):
-    """A value above A's spectrum (its largest absolute row sum, doubled):
-    the padded eigenvalues come last."""
-    real = jnp.finfo(A.dtype).dtype
-    bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(real)
-    return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
-
-
 def _rep(x, req):
     from . import _shard
 
@@ -208,118 +135,121 @@ def _nan(bad, x):
     return None if x is None else jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
 
 
-def _shard_flags(A, req, spec):
-    """Each device's own flag that its shard of A holds a NaN or an
-    infinity, one entry per shard (laid out as the shards): computed where
-    the shard lives, so no collective runs before the engine."""
-    def body(a):
-        return (~jnp.all(jnp.isfinite(a))).reshape(1, 1)
+def _attrs(req, m: int, n: int) -> dict:
+    """The row's attributes for this request (A's rows m, columns n)."""
+    return {
+        "syevd": lambda: {"jobz": int(req.opt("jobz", True))},
+        "least_squares": lambda: {"mrows": m},
+        "qr": lambda: {"mrows": m},
+        "gesvd": lambda: {"ucols": n if req.opt("compute_u", True) else 0,
+                          "vrows": n if req.opt("compute_vh", True) else 0, "mrows": m},
+        "polar": lambda: {"hrows": n if req.opt("compute_h", True) else 0, "mrows": m},
+    }.get(req.op, dict)()
 
-    return jax.shard_map(body, mesh=req.mesh, in_specs=(spec,), out_specs=spec,
-                         check_vma=False)(A)
+
+def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
+    """The row of op on the engine: args (global arrays in the row's order,
+    `where` left out, A in `spec` over the solve axes); returns its results
+    in the row's order, global: those sharded like A in spec, the status one
+    per device, the rest replicated."""
+    from . import _mp, _ops, _shard
+
+    row = _calls.table()[op]
+    axes = grid.axes
+    sizes = [mesh.shape[ax] if ax is not None else 1 for ax in spec]
+    split, nparties = sizes[1], math.prod(mesh.shape[ax] for ax in axes)
+    kw = dict(site=_shard.new_site(), tile=tile, nparties=nparties, dispatch=0,
+              target=_mp.target(op), tag=_mp.open_sets(grid), col_split=split, **attrs)
+
+    def body(*xs):
+        where = jnp.stack([jax.lax.axis_index(axes), 0]).astype(jnp.int32)
+        # each rank's own flag (its shard of A, its copy of b): the ranks'
+        # flags meet in the engine's agree step, no collective before it
+        rets = _calls.ffi(op, *xs, where, nonfinite=_ops._nonfinite(*xs), **kw)
+        return tuple(r.reshape(1) if b.name == "status" else r for r, b in zip(rets, row.rets))
+
+    in_specs = tuple(spec if b.dims[:1] == "L" else P() for b in row.args if b.name != "where")
+    out_specs = tuple(P(axes) if b.name == "status" else spec if b.dims[:1] == "L" else P()
+                      for b in row.rets)
+    return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)(*args)
 
 
-def _run(req, A, b=None):
-    """(engine results dict, bad, m, n): A (and b) padded and placed, run.
-    Non-finite entries reach the engine as zeros; whether there were any
-    is known only after it (the shards' flags meet once the engine's status
-    exists), so that no device waits for the others before the call. Then
-    the status is -1 and the outputs NaN (_nan), as on the other engines."""
-    from . import _mp, _shard
+def _run(req, A, b=None) -> dict:
+    """The engine's results by the row's names, in the caller's terms: A
+    (and b) padded and placed, the view of A undone, the status the largest
+    over the devices (-1 for a non-finite input), outputs NaN then."""
+    from . import _shard
 
     m, n = req.shape
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
-    diag = _syevd_diag(A) if req.op == "syevd" else 1
-    A = _shard.constrain(_pad(A, req, m1, n1, diag), req.mesh, spec)
-    flags = _shard_flags(A, req, spec)
-    A = jnp.where(jnp.isfinite(A), A, jnp.zeros((), A.dtype))
-    bad_b = jnp.zeros((), jnp.bool_)
+    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)]
     if b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
-        b2 = jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0)))
-        bad_b = ~jnp.all(jnp.isfinite(b2))  # b2 is replicated: a local reduction
-        b2 = jnp.where(jnp.isfinite(b2), b2, jnp.zeros((), b2.dtype))
-    else:
-        b2 = None
+        args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
-    jobz = int(req.opt("logdet", False)) if req.op == "potrs" else int(req.opt("jobz", True))
-    out = _mp.solve(req.op, A, b2, mesh=req.mesh, axes=req.axes, tile=tile, jobz=jobz,
-                    spec=spec)
-    # The barrier orders the flags' reduction after the engine's status.
-    flags, status = jax.lax.optimization_barrier((flags, out["status"]))
-    bad = jnp.any(flags) | bad_b
-    out["status"] = jnp.where(bad, jnp.int32(-1), status).astype(jnp.int32)
-    return out, bad, m, n
+    grid = _grid.grid_from_mesh(req.mesh, req.axes, op=req.op)
+    attrs = _attrs(req, m, n)
+    if req.op == "syevd" and n1 != n:
+        attrs["jobz"] = 1  # the pad eigenpairs are told apart by their eigenvectors
+    rets = call(req.op, grid, req.mesh, _calls.to_engine(req.op, KIND, args), spec=spec,
+                tile=tile, attrs=attrs)
+    rets = _calls.from_engine(req.op, KIND, rets)
+    out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
+    if req.op == "syevd" and n1 != n:
+        out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
+    status = jnp.max(out.pop("status")).astype(jnp.int32)  # the same on every rank
+    bad = status == -1  # some rank flagged non-finite input: no engine ran (call)
+    out = {k: _nan(bad, v) for k, v in out.items()}
+    out["status"] = status
+    return out
 
 
-def _x(out, bad, req, b, n):
+# What each core returns, by the row's result names (None: not asked for).
+_OUTPUTS = {
+    "potrs": ("x", "status", "logdet"), "potri": ("a", "status"), "syevd": ("w", "a", "status"),
+    "lu_solve": ("x", "status"), "least_squares": ("x", "status"), "qr": ("a", "r", "status"),
+    "gesvd": ("u", "s", "vh", "status"), "polar": ("a", "h", "status"),
+}
+_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True)}
+
+
+def _outputs(req, out, b):
+    """The core's outputs: each result cut to the unpadded sizes of its
+    dimension letters; those sharded like A in A's layout, x in b's."""
     from . import _request
 
-    x = _nan(bad, _cut(out["x"], req, n))
-    return _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
-
-
-def _matrix(x, bad, req, rows, cols):
-    from . import _request
-
-    return _request.to_matrix_layout(_nan(bad, _cut(x, req, rows, cols)), req)
-
-
-def _potrs(req, A, b):
-    out, bad, m, n = _run(req, A, b)
-    ld = _nan(bad, out["logdet"]) if req.opt("logdet", False) else None
-    return _x(out, bad, req, b, n), out["status"], ld
-
-
-def _potri(req, A):
-    out, bad, m, n = _run(req, A)
-    return _matrix(out["inv"], bad, req, n, n), out["status"]
-
-
-def _syevd(req, A):
-    out, bad, m, n = _run(req, A)
-    w = _nan(bad, _cut(out["w"], req, n))
-    v = _matrix(out["v"], bad, req, n, n) if req.opt("jobz", True) else None
-    return w, v, out["status"]
-
-
-def _solve_x(req, A, b):
-    out, bad, m, n = _run(req, A, b)
-    return _x(out, bad, req, b, n), out["status"]
-
-
-def _qr(req, A):
-    out, bad, m, n = _run(req, A)
-    return _matrix(out["q"], bad, req, m, n), _nan(bad, out["r"]), out["status"]
-
-
-def _gesvd(req, A):
     m, n = req.shape
-    if req.opt("full_matrices", False) and m > n:
+    d = {"L": m, "M": m, "N": n, "S": min(m, n)}
+    rules = {r.name: r for r in _calls.table()[req.op].rets}
+    res = []
+    for name in _OUTPUTS[req.op]:
+        opt = _ASKED.get((req.op, name))
+        x = out[name]
+        if opt is not None and not req.opt(*opt):
+            res.append(None)
+            continue
+        if rules[name].dims:
+            x = _cut(x, req, *[d.get(c, x.shape[k]) for k, c in enumerate(rules[name].dims)])
+        if name == "x":
+            x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req)
+        elif rules[name].dims[:1] == "L":
+            x = _request.to_matrix_layout(x, req)
+        res.append(x)
+    return tuple(res)
+
+
+def _check(req):
+    m, n = req.shape
+    if req.op == "gesvd" and req.opt("full_matrices", False) and m > n:
         raise ValueError("jaxmg: the cuSOLVERMp engine computes the thin SVD only "
                          "(full_matrices=False, or m == n)")
-    out, bad, m, n = _run(req, A)
-    dt = jnp.dtype(req.dtype)
-    u = (_matrix(out["u"], bad, req, m, n) if req.opt("compute_u", True)
-         else jnp.zeros((m, 0), dt))
-    vh = _nan(bad, out["vh"]) if req.opt("compute_vh", True) else jnp.zeros((0, n), dt)
-    return u, _nan(bad, out["s"]), vh, out["status"]
 
 
-def _polar(req, A):
-    out, bad, m, n = _run(req, A)
-    h = _nan(bad, out["h"]) if req.opt("compute_h", True) else jnp.zeros((0, n), jnp.dtype(req.dtype))
-    return _matrix(out["u"], bad, req, m, n), h, out["status"]
-
-
-RUN = {"potrs": _potrs, "potri": _potri, "syevd": _syevd, "lu_solve": _solve_x,
-       "least_squares": _solve_x, "qr": _qr, "gesvd": _gesvd, "polar": _polar}
-
-
-def route(op: str, req, *arrays):
-    """None unless the cuSOLVERMp engine solves this request (see the module
-    docstring); then the core's outputs, computed there."""
-    if not takes(op, req.mesh, req.axes, req.dispatch, req.shape[1]):
-        return None
-    return RUN[op](req, *arrays)
+def run(op: str, req, *arrays):
+    """The core's outputs of op (see the module docstring), computed on the
+    engine."""
+    _check(req)
+    b = arrays[1] if len(arrays) > 1 else None
+    return _outputs(req, _run(req, *arrays), b)

@@ -2,8 +2,9 @@
 
 The devices of one solve axis must then meet across processes. The C core
 does that in a POSIX shared memory segment of their node (csrc/rendezvous/
-meet_shm.c); this module tells it which one, and refuses solve axes that
-leave the node, since shared memory cannot reach another host.
+meet_shm.c); this module tells it which one, and which solve groups leave
+their node (shared memory cannot reach another host: _decide refuses them
+but for the cuSOLVERMp engine).
 
 What the processes agree on, once, through jax.distributed's key-value
 store (every process takes part the first time it traces a jaxmg call,
@@ -100,46 +101,43 @@ def meet_attrs(platform: str) -> dict:
     )
 
 
-def check_mesh(mesh, axes: tuple[str, ...]) -> None:
-    """Raises if the devices of one solve group (one position along the
-    other mesh axes) sit on more than one node."""
+def group_nodes(mesh, axes: tuple[str, ...]) -> tuple[str, ...]:
+    """The nodes of the first solve group (one position along the other
+    mesh axes) whose devices sit on more than one node, sorted; () where
+    every group stays on one node (always, in a single-process program).
+    mesh: anything with axis_names, shape and a devices array."""
     if not active():
-        return
+        return ()
     _, nodes = job()
     names = list(mesh.axis_names)
     others = [ax for ax in names if ax not in axes]
     order = [names.index(ax) for ax in others] + [names.index(ax) for ax in axes]
     size = math.prod(mesh.shape[ax] for ax in axes)
-    groups = np.transpose(mesh.devices, order).reshape(-1, size)
-    for group in groups:
+    for group in np.transpose(np.asarray(mesh.devices), order).reshape(-1, size):
         where = sorted({nodes[d.process_index] for d in group})
         if len(where) > 1:
-            axis = axes[0] if len(axes) == 1 else axes
-            raise ValueError(
-                f"jaxmg: the solve axis {axis!r} spans devices on {len(where)} hosts "
-                f"({', '.join(where)}); jaxmg solves within one node. Use a 2-D mesh "
-                "(\"S\", \"T\") with \"S\" across nodes and \"T\" within a node, and shard A "
-                "as P(\"T\", None): each node then solves its own copy."
-            )
+            return tuple(where)
+    return ()
 
 
-def check_traced(axes: tuple[str, ...]) -> None:
-    """check_mesh inside the caller's shard_map, where only the abstract mesh
-    is known: it runs when a concrete mesh of the same shape is in context
-    (jax.set_mesh). Otherwise a solve group across hosts meets nobody from
-    the other host and fails after JAXMG_TIMEOUT_S, saying so."""
+def traced_group_nodes(axes: tuple[str, ...]) -> tuple[str, ...]:
+    """group_nodes inside the caller's shard_map, where only the abstract
+    mesh is known: answered when a concrete mesh of the same shape is in
+    context (jax.set_mesh), else () (a solve group across hosts then meets
+    nobody from the other host and fails after JAXMG_TIMEOUT_S, saying so)."""
     if not active():
-        return
+        return ()
     try:
         from jax._src.mesh import get_concrete_mesh
 
         concrete = get_concrete_mesh()
     except (ImportError, AttributeError):  # a JAX without it: C reports instead
-        return
+        return ()
     abstract = jax.sharding.get_abstract_mesh()
     if concrete is None or concrete.empty:
-        return
+        return ()
     if tuple(concrete.axis_names) == tuple(abstract.axis_names) and tuple(
         concrete.devices.shape
     ) == tuple(abstract.axis_sizes):
-        check_mesh(concrete, axes)
+        return group_nodes(concrete, axes)
+    return ()

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff, _calls, _dispatch, _library, _mp_route, _multiproc, _request, _shard
+from . import _autodiff, _calls, _decide, _library, _multiproc, _request, _routes, _shard
 from . import _validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
@@ -52,20 +52,44 @@ def _status(status):
 
 def _setup(a, axis_name, T_A, pad, op, dispatch, max_tile=None):
     """Checks one shard's call; returns the solve axes, their device count,
-    the shard height before and after padding, the tile, (rank, group) and
-    the dtype, and the solver to use (_dispatch)."""
+    the shard's _shard.PadPlan, (rank, group), the dtype and the engine's
+    code for C (_decide). The shard is (ceil(N / P), N): N = P nloc inside
+    the caller's shard_map, less where a core padded A's rows only."""
     axes = v.shard_axes(axis_name)
-    platform = _library.current_platform()
-    _library.ensure_registered(platform)
-    _dispatch.check(dispatch)
+    _library.ensure_registered(_library.current_platform())
+    _decide.check(dispatch)
     sizes = _shard.axis_sizes()
     nparties = math.prod(sizes[ax] for ax in axes)
-    _multiproc.check_traced(axes)
     nloc, n, dt = v.local_shard(a, nparties)
-    tile, nloc_p = _shard.tile_plan(nloc, v.tile(T_A), v.flag(pad, "pad"), max_tile)
-    rank_group = _shard.where_am_i(axes)
-    solver = _dispatch.resolve(dispatch, op, nparties * nloc_p, nparties, dt, platform)
-    return axes, nparties, nloc, nloc_p, tile, rank_group, dt, solver
+    engine = _decide.for_shard(op, dt, n, nparties, axes, dispatch)
+    plan = _shard.pad_plan(op, n, nparties, v.tile(T_A), v.flag(pad, "pad"), engine, max_tile)
+    return axes, nparties, plan, _shard.where_am_i(axes), dt, _decide.c_code(engine)
+
+
+def _pad_a(a, nparties, plan, rank):
+    """The shard as its engine takes it (_shard.PadPlan)."""
+    if plan.inside:
+        return _shard.pad_shard(a, nparties, rank, plan.rows, 1)
+    return _shard.buffer_rows(a, plan.rows)
+
+
+def _pad_b(b, nparties, plan):
+    return _shard.pad_rows(b, nparties, plan.lrows, plan.rows) if plan.inside else b
+
+
+def _unpad_x(x, nparties, plan):
+    return _shard.unpad_rows(x, nparties, plan.lrows, plan.rows) if plan.inside else x
+
+
+def _unpad_a(r, nparties, plan):
+    """A square result in the engine's shard back to A's shard."""
+    if plan.inside:
+        return _shard.unpad_shard(r, nparties, plan.lrows, plan.rows)
+    return r[: plan.lrows]
+
+
+def _unpad_status(status, plan):
+    return _shard.unpad_status(status, plan.lrows, plan.rows) if plan.inside else status
 
 
 def _nonfinite(*arrays):
@@ -96,17 +120,15 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     """(x, status (1,), logdet (1,) or None, factor or None) for one shard;
     b replicated. factor: also return the engine's A buffer (the Cholesky
     factor), so that a donated A has an output to alias."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
-        a, axis_name, T_A, pad, "potrs", dispatch
-    )
+    axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potrs", dispatch)
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
-    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    a_p = _pad_a(a, nparties, plan, where[0])
+    b_p = _pad_b(b2, nparties, plan)
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)
-    kw = dict(site=_shard.new_site(), tile=tile, nparties=nparties, dispatch=solver,
+    kw = dict(site=_shard.new_site(), tile=plan.tile, nparties=nparties, dispatch=solver,
               nonfinite=_nonfinite(a, b2))
     ld = fac = None
     fn = _calls.potrs_with_logdet if logdet else _calls.potrs
@@ -118,26 +140,23 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     bad = _agreed_nonfinite(status)
     if logdet:
         ld = _nan_where(bad, jnp.asarray(res[2]).reshape(1))
-    x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
+    x = _unpad_x(x, nparties, plan)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
     x = _nan_where(bad, x)
-    status = _shard.unpad_status(status, nloc, nloc_p)
+    status = _unpad_status(status, plan)
     return (x[:, 0] if vector else x), _status(status), ld, fac
 
 
 def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(this device's rows of A^-1, both triangles; status (1,))."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
-        a, axis_name, T_A, pad, "potri", dispatch
-    )
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potri", dispatch)
     inv, status = _calls.potri(
-        a_p, where, site=_shard.new_site(), tile=tile, nparties=nparties, dispatch=solver,
-        nonfinite=_nonfinite(a),
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
     )
-    inv = _nan_where(_agreed_nonfinite(status), _shard.unpad_shard(inv, nparties, nloc, nloc_p))
-    return inv, _status(_shard.unpad_status(status, nloc, nloc_p))
+    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
+    return inv, _status(_unpad_status(status, plan))
 
 
 # Factor reuse (issue 16): the engine's Cholesky factor made once, then
@@ -154,16 +173,13 @@ def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
 def _chol_factor_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(factor (nloc_p, P nloc_p), status (1,), logdet (1,)) for one shard:
     status and logdet as potrs's (0 / failing minor / -1 non-finite)."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
-        a, axis_name, T_A, pad, "potrs", dispatch
-    )
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, 1)
+    axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potrs", dispatch)
     fac, status, logdet = _calls.chol_factor(
-        a_p, where, site=_shard.new_site(), tile=tile, nparties=nparties,
-        dispatch=solver, nonfinite=_nonfinite(a),
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
+        tile=plan.tile, nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
     )
     bad = _agreed_nonfinite(status)
-    status = _shard.unpad_status(status, nloc, nloc_p)
+    status = _unpad_status(status, plan)
     # the factor stays as it is: opaque, and a failed one is never used
     # (_chol_solve_local, _chol_inverse_local flag it)
     return fac, _status(status), _nan_where(bad, jnp.asarray(logdet).reshape(1))
@@ -173,11 +189,12 @@ def _factor_setup(factor, shard, T_A, pad, axis_name, dispatch):
     """_setup for a call on a factor made from a shard of shape `shard`."""
     out = _setup(jax.ShapeDtypeStruct(tuple(shard), factor.dtype), axis_name, T_A, pad, "potrs",
                  dispatch)
-    nparties, nloc_p = out[1], out[3]
-    if tuple(factor.shape) != (nloc_p, nparties * nloc_p):
+    nparties, plan = out[1], out[2]
+    want = (plan.rows, nparties * plan.rows if plan.inside else shard[1])
+    if tuple(factor.shape) != want:
         raise ValueError(
             f"jaxmg: a Cholesky factor of shape {tuple(factor.shape)} does not fit a {shard} "
-            f"shard with these statics (expected {(nloc_p, nparties * nloc_p)}): a factor is "
+            f"shard with these statics (expected {want}): a factor is "
             "valid only with the tile, padding, axes and dispatch it was made with"
         )
     return out
@@ -195,20 +212,20 @@ def _chol_solve_local(factor, fstatus, b, shard, T_A, pad=True, axis_name=None,
     A failed factor (fstatus != 0) gives NaN and fstatus; non-finite b, -1.
     Neither reaches the engine: a failed factor is flagged like non-finite
     input (its contents are not a factor)."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _factor_setup(
+    axes, nparties, plan, where, dt, solver = _factor_setup(
         factor, shard, T_A, pad, axis_name, dispatch
     )
     _, vector = v.rhs(b, shard[1], dt)
     b2 = b[:, None] if vector else b
-    b_p = _shard.pad_rows(b2, nparties, nloc, nloc_p)
+    b_p = _pad_b(b2, nparties, plan)
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)  # the engine solves conj(A) y = conj(b), as potrs's
     fst, failed = _factor_failed(fstatus)
     x, status = _calls.chol_solve(
-        factor, b_p, where, site=_shard.new_site(), tile=tile, nparties=nparties,
-        dispatch=solver, nonfinite=_nonfinite(b2) | failed,
+        factor, b_p, where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(b2) | failed,
     )
-    x = _shard.unpad_rows(x, nparties, nloc, nloc_p)
+    x = _unpad_x(x, nparties, plan)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
     x = _nan_where(_agreed_nonfinite(status), x)
@@ -218,15 +235,15 @@ def _chol_solve_local(factor, fstatus, b, shard, T_A, pad=True, axis_name=None,
 def _chol_inverse_local(factor, fstatus, shard, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(this device's rows of A^-1, both triangles; status (1,)) from the
     factor, as _chol_solve_local."""
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _factor_setup(
+    axes, nparties, plan, where, dt, solver = _factor_setup(
         factor, shard, T_A, pad, axis_name, dispatch
     )
     fst, failed = _factor_failed(fstatus)
     inv, status = _calls.chol_inverse(
-        factor, where, site=_shard.new_site(), tile=tile, nparties=nparties,
+        factor, where, site=_shard.new_site(), tile=plan.tile, nparties=nparties,
         dispatch=solver, nonfinite=failed,
     )
-    inv = _nan_where(_agreed_nonfinite(status), _shard.unpad_shard(inv, nparties, nloc, nloc_p))
+    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
     return inv, _status(jnp.where(failed, fst, status))
 
 
@@ -250,15 +267,6 @@ def _local_factored(shard, T_A, pad, axis_name, dispatch):
     )
 
 
-def _pad_value(a, axes):
-    """A diagonal value for the pad block above every eigenvalue of A, with
-    a gap of the order of ||A||: the pad eigenpairs then sort last and stay
-    apart from A's. The infinity norm bounds |lambda|."""
-    bound = jax.lax.pmax(jnp.max(jnp.sum(jnp.abs(a), axis=1)), axes)
-    bound = bound.astype(_shard.real_dtype(a.dtype))
-    return jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1)
-
-
 V_LAYOUTS = ("cols", "rows")
 
 
@@ -269,28 +277,30 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
     jobz = v.flag(return_eigenvectors, "return_eigenvectors")
     if v_layout not in V_LAYOUTS:
         raise ValueError(f"jaxmg: v_layout must be 'cols' or 'rows', got {v_layout!r}")
-    axes, nparties, nloc, nloc_p, tile, where, dt, solver = _setup(
+    axes, nparties, plan, where, dt, solver = _setup(
         a, axis_name, T_A, pad, "syevd", dispatch, SYEVD_MAX_TILE
     )
     n = a.shape[1]
-    padded = nloc_p != nloc
-    a_p = _shard.pad_shard(a, nparties, where[0], nloc_p, _pad_value(a, axes) if padded else 1)
+    # Never padded inside A (no pad value, nothing to couple to A): the
+    # engine solves A itself (_shard.PadPlan).
     e, w, status = _calls.syevd(
-        a_p, where, site=_shard.new_site(), tile=tile, nparties=nparties,
-        dispatch=solver, jobz=jobz, nonfinite=_nonfinite(a),
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
+        tile=plan.tile, nparties=nparties, dispatch=solver, jobz=jobz, nonfinite=_nonfinite(a),
     )
     bad = _agreed_nonfinite(status)
-    w, status = _nan_where(bad, w[:n]), _status(status)
+    w, status = _nan_where(bad, w), _status(status)
     if not jobz:
         return w, None, status
     fix = jnp.conj if _shard.is_complex(dt) else (lambda x: x)
-    if v_layout == "cols" and not padded:
+    e = e[: plan.lrows]  # eigenvectors d l + i of M, as rows
+    if v_layout == "cols" and e.shape[1] == nparties * plan.lrows:
         # e's rows are eigenvectors j of this device's block: V's columns.
         return w, _nan_where(bad, fix(e.T)), status
-    # e holds eigenvectors of M as rows; device r needs A's eigenvector
-    # entries for its own rows: a distributed transpose, then conj.
-    cols = jax.lax.all_to_all(e, axes, split_axis=1, concat_axis=0, tiled=True)
-    vecs = _nan_where(bad, fix(cols.T)[:nloc, :n])
+    # Device r needs A's eigenvector entries for its own rows: a
+    # distributed transpose, then conj.
+    cols = jax.lax.all_to_all(_shard.square_blocks(e, nparties), axes, split_axis=1,
+                              concat_axis=0, tiled=True)
+    vecs = _nan_where(bad, fix(cols.T)[:, :n])
     if v_layout == "cols":  # rows (N/P, N) -> columns (N, N/P): one more all_to_all
         vecs = jax.lax.all_to_all(vecs, axes, split_axis=1, concat_axis=0, tiled=True)
     return w, vecs, status
@@ -300,18 +310,36 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
 # the cores: global arrays, traced, one per op
 
 
-def _pad_global(A, n, n1, diag, req=None):
-    """Pads A to n1 (a multiple of the device count) at its end; rare, and
-    costs one copy, unlike the per-shard tile padding. With a request, A is
-    replicated first: JAX cannot pad a dimension sharded on Explicit axes
-    to a size they do not divide."""
-    if n1 == n:
-        return A
-    if req is not None:
-        A = _shard.constrain(A, req.mesh, REP)
-    A = jnp.pad(A, ((0, n1 - n), (0, n1 - n)))
-    idx = jnp.arange(n, n1)
-    return A.at[idx, idx].set(jnp.asarray(diag, A.dtype))
+def _square_padded(req, op):
+    """Whether op's engine takes A padded inside (cuSolverMg's Cholesky and
+    LU, _shard.pads_inside): then the core pads A square, with an identity
+    block at its end, and the per-shard body pads each shard likewise."""
+    return _shard.pads_inside(op, req.engine)
+
+
+def engine_rows(A, req, op):
+    """A (N x N) in the engines' rows over the solve axes: N rounded up to a
+    multiple of the device count P with rows after A's (zero: outside A,
+    the engine never reads them), and, where op's engine pads inside A
+    (_square_padded), columns too, with an identity block: no pad value
+    ever depends on A. Rare (P must not divide N); it costs one copy, and A
+    is replicated first: JAX cannot pad a dimension sharded on Explicit
+    axes to a size they do not divide."""
+    n, n1 = req.n, _padded_n(req)
+    if n1 != n:
+        cols = n1 - n if _square_padded(req, op) else 0
+        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, cols)))
+        if cols:
+            idx = jnp.arange(n, n1)
+            A = A.at[idx, idx].set(jnp.asarray(1, A.dtype))
+    return _request.to_rows(A, req)
+
+
+def engine_b(b2, req, op):
+    """b (N, K) replicated, with rows for the pad columns where A has them."""
+    n, n1 = req.n, _padded_n(req)
+    rows = n1 - n if n1 != n and _square_padded(req, op) else 0
+    return jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, rows), (0, 0)))
 
 
 def _padded_n(req):
@@ -335,16 +363,16 @@ def _shard_map(body, req, in_specs, out_specs):
 def _potrs_full(A, b, req, factor=False):
     """(x, status, logdet or None, factor or None); the factor only where
     asked and unpadded (it then has A's shape, in rows)."""
-    if (r := _mp_route.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
+    if (r := _routes.route("potrs", req, A, b)) is not None:  # the cuSOLVERMp engine (issue 17)
         return (*r, None)
     n, n1 = req.n, _padded_n(req)
     logdet = bool(req.opt("logdet", False))
     factor = factor and n1 == n
     b2 = b[:, None] if b.ndim == 1 else b
-    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
-    b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
+    A = engine_rows(A, req, "potrs")
+    b2 = engine_b(b2, req, "potrs")
     body = functools.partial(_potrs_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch, logdet=logdet, factor=factor)
+                             dispatch=req.engine, logdet=logdet, factor=factor)
     keep = (True, True, logdet, factor)
     outs = tuple(s for s, k in zip((REP, P(None), P(None), req.row_spec), keep) if k)
 
@@ -372,31 +400,30 @@ def _potrs_donating(A, b, req):
 
 def _core_potri(A, req):
     """Global (A^-1 in A's layout, status)."""
-    if (r := _mp_route.route("potri", req, A)) is not None:
+    if (r := _routes.route("potri", req, A)) is not None:
         return r
-    n, n1 = req.n, _padded_n(req)
-    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    n1 = _padded_n(req)
+    A = engine_rows(A, req, "potri")
     body = functools.partial(_potri_local, T_A=req.tile, pad=req.pad, axis_name=req.axes,
-                             dispatch=req.dispatch)
+                             dispatch=req.engine)
     inv, status = _shard_map(body, req, (req.row_spec,), (req.row_spec, P(None)))(A)
     return _request.to_matrix_layout(_unpad_global(inv, req, n1), req), status[0]
 
 
 def _factor_shard(req):
-    """The shard shape the mesh-level factor is made from (A padded to n1)."""
+    """The shard shape the mesh-level factor is made from (engine_rows)."""
     n1 = _padded_n(req)
-    return (n1 // req.nparties, n1)
+    return (n1 // req.nparties, n1 if _square_padded(req, "potrs") else req.n)
 
 
 def _factor_statics(req):
-    return dict(T_A=req.tile, pad=req.pad, axis_name=req.axes, dispatch=req.dispatch)
+    return dict(T_A=req.tile, pad=req.pad, axis_name=req.axes, dispatch=req.engine)
 
 
 def _core_chol_factor(A, req):
     """Global (factor, status, logdet): the factor opaque, in rows over the
     solve axes ((P nloc_p) x (P nloc_p): the engine's padded shards)."""
-    n, n1 = req.n, _padded_n(req)
-    A = _request.to_rows(_pad_global(A, n, n1, 1, req), req)
+    A = engine_rows(A, req, "potrs")
     body = functools.partial(_chol_factor_local, **_factor_statics(req))
     fac, status, logdet = _shard_map(body, req, (req.row_spec,),
                                      (req.row_spec, P(None), P(None)))(A)
@@ -406,9 +433,8 @@ def _core_chol_factor(A, req):
 def _core_chol_solve(F, fstatus, b, req):
     """Global (x in b's shape and layout, status) with _core_chol_factor's
     factor of the same request's A."""
-    n, n1 = req.n, _padded_n(req)
-    b2 = b[:, None] if b.ndim == 1 else b
-    b2 = jnp.pad(_shard.constrain(b2, req.mesh, REP), ((0, n1 - n), (0, 0)))
+    n = req.n
+    b2 = engine_b(b[:, None] if b.ndim == 1 else b, req, "potrs")
     body = functools.partial(_chol_solve_local, shard=_factor_shard(req), **_factor_statics(req))
     x, status = _shard_map(body, req, (req.row_spec, P(), REP), (REP, P(None)))(F, fstatus, b2)
     x = x[:n]
@@ -428,9 +454,7 @@ def _factored(req):
     """_autodiff.Factored for a mesh-level potrs request, or None where its
     derivatives keep refactoring: the cuSOLVERMp route (issue 17: no factor
     ops there) and GPUs across processes (_factor_path_open)."""
-    if _mp_route.takes("potrs", req.mesh, req.axes, req.dispatch, req.shape[1]):
-        return None
-    if not _factor_path_open(_mp_route._platform(req.mesh)):
+    if req.engine == "mp" or not _factor_path_open(_library.mesh_platform(req.mesh)):
         return None
     return _autodiff.Factored(
         factor=lambda A: _core_chol_factor(A, req),
@@ -441,16 +465,13 @@ def _factored(req):
 
 def _core_syevd(A, req):
     """Global (w, V in A's layout or None, status)."""
-    if (r := _mp_route.route("syevd", req, A)) is not None:
+    if (r := _routes.route("syevd", req, A)) is not None:
         return r
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
-    if n1 != n:
-        bound = jnp.max(jnp.sum(jnp.abs(A), axis=1)).astype(_shard.real_dtype(A.dtype))
-        A = _pad_global(A, n, n1, jnp.where(jnp.isfinite(bound) & (bound > 0), 2 * bound, 1), req)
-    A = _request.to_rows(A, req)
+    A = engine_rows(A, req, "syevd")
     body = functools.partial(_syevd_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
-                             axis_name=req.axes, dispatch=req.dispatch, v_layout="rows")
+                             axis_name=req.axes, dispatch=req.engine, v_layout="rows")
     if jobz:
         w, V, status = _shard_map(body, req, (req.row_spec,), (P(None), req.row_spec, P(None)))(A)
         V = _request.to_matrix_layout(_unpad_global(V, req, n1), req)

@@ -41,10 +41,9 @@ import dataclasses
 import functools
 
 import jax
-import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _dispatch, _library, _mp_route, _multiproc, _shard
+from . import _decide, _library, _shard
 from . import _validate as v
 
 try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
@@ -67,7 +66,8 @@ class Request:
     dtype: str
     tile: int | None
     pad: bool
-    dispatch: str
+    dispatch: str             # as the caller gave it
+    engine: str = "host"      # the engine _decide chose: host, single, mg or mp
     donate: bool = False
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False
@@ -118,9 +118,12 @@ def _one_spec(specs, matrix_specs, with_b: bool):
     raise ValueError(f"jaxmg: in_specs / matrix_specs must be {forms}; got {s!r}")
 
 
-def _pad_spec(s: P, rank: int, what: str) -> P:
+def _pad_spec(s: P, rank: int, what: str, extra_none: bool = False) -> P:
+    """s for an array of `rank` dimensions, None-padded. A spec with more
+    entries than that is a ValueError, except trailing Nones where
+    extra_none (P(None, None) for a 1-D b, as JAXMg's callers write it)."""
     parts = tuple(s)
-    while len(parts) > rank and parts[-1] is None:  # P(None, None) for a 1-D b
+    while extra_none and len(parts) > rank and parts[-1] is None:
         parts = parts[:-1]
     if len(parts) > rank:
         raise ValueError(f"jaxmg: {what} {s} has more entries than the array has dimensions ({rank})")
@@ -203,15 +206,6 @@ def _mesh_of(mesh, A):
     return _concrete_for(ctx)
 
 
-def _platform(m) -> str:
-    if isinstance(m, jax.sharding.Mesh):
-        return _library.platform_of(m.devices.flat)
-    try:
-        return m.abstract_device.platform
-    except Exception:
-        return jax.default_backend()
-
-
 # ---------------------------------------------------------------------------
 # A's layout
 
@@ -247,11 +241,11 @@ def _layout(spec: P, m) -> tuple[str, ...]:
 def _b_spec(b, given, m, ndim: int) -> P:
     """b's layout: the spec given, else b's own on this mesh, else replicated."""
     if given is not None:
-        spec = _pad_spec(given, ndim, "b's spec")
+        spec = _pad_spec(given, ndim, "b's spec", extra_none=True)
     else:
         s = _sharding_of(b)
         ok = s is not None and _abstract(s.mesh) == _abstract(m)
-        spec = _pad_spec(s.spec, ndim, "b's sharding") if ok else P(*((None,) * ndim))
+        spec = _pad_spec(s.spec, ndim, "b's sharding", extra_none=True) if ok else P(*((None,) * ndim))
     for part in spec:
         for ax in _names(part):
             if ax not in m.axis_names:
@@ -278,7 +272,7 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     tile = v.tile(T_A)
     pad = v.flag(pad, "pad")
     donate = v.flag(donate, "donate")
-    _dispatch.check(dispatch)
+    _decide.check(dispatch)
     m = _mesh_of(mesh, A)
     spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
     axes = _layout(spec, m)
@@ -286,13 +280,11 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     if with_b:
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec = _b_spec(b, b_given, m, 1 if b_vector else 2)
-    _library.ensure_registered(_platform(m))
-    # a solve group across nodes is refused unless the cuSOLVERMp engine takes it (issue 17)
-    if isinstance(m, jax.sharding.Mesh) and not _mp_route.takes(op, m, axes, dispatch, shape[1]):
-        _multiproc.check_mesh(m, axes)
+    _library.ensure_registered(_library.mesh_platform(m))
+    engine = _decide.for_mesh(op, m, axes, dispatch, max(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
-                   tile=tile, pad=pad, dispatch=dispatch, donate=donate, b_spec=b_spec,
-                   b_vector=b_vector, opts=tuple(opts))
+                   tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
+                   b_spec=b_spec, b_vector=b_vector, opts=tuple(opts))
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +324,14 @@ def run(core, req: Request, *args):
     if traced(*args) or not _trace_state_clean():
         # inside the caller's trace (closed-over constants included): inline
         return _scoped(core, args, req)
-    return _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
+    out = _jitted(core, req, len(args))(*(v.as_array(a) for a in args))
+    if req.donate:
+        # donated means deleted (docs/donation.md), also where XLA found no
+        # output to pair a buffer with (potrs's A when P does not divide N)
+        for a in args:
+            if isinstance(a, jax.Array) and not a.is_deleted():
+                a.delete()
+    return out
 
 
 def fits(n: int, m, spec: P) -> bool:
@@ -350,6 +349,14 @@ def to_matrix_layout(M, req: Request):
     replicated where that layout cannot hold N."""
     spec = req.a_spec if fits(M.shape[0], req.mesh, req.a_spec) else P(None, None)
     return _shard.constrain(M, req.mesh, spec)
+
+
+def to_a_layout(X, req: Request):
+    """A result with A's rows (M x N, or M x K) moved to A's own layout;
+    replicated where that layout cannot hold X's shape."""
+    ok = all(d % v.solve_size(req.mesh, _names(part)) == 0
+             for d, part in zip(X.shape, tuple(req.a_spec)))
+    return _shard.constrain(X, req.mesh, req.a_spec if ok else P(None, None))
 
 
 def to_b_layout(x, req: Request):

@@ -1,19 +1,22 @@
 """Per-shard helpers used inside shard_map: who am I on the solve axis, and
-padding a row shard to whole tiles.
+padding a row shard where its engine needs it (PadPlan).
 
-Padding is local. Each shard of nloc rows grows to nloc_p rows (a multiple
-of the tile) and each column block likewise, so the padded matrix is a
-symmetric permutation of blockdiag(A, c I): no data crosses devices, the
-solution, inverse and eigenpairs of A sit at the unpadded positions, and the
-pad rows and columns are simply cut away afterwards.
+Padding is local and only where an engine needs it: the gathering engines
+take none; cuSolverMg's eigensolver gets buffer rows after A's rows (never
+inside A: the eigensolver's reduction would couple them to A); its
+Cholesky and LU get each shard of nloc rows grown to nloc_p (a multiple of
+the tile) and each column block likewise, a symmetric permutation of
+blockdiag(A, I), which they factor exactly (a pad row stays the identity's
+row through every elimination step). No data crosses devices, and the pad
+rows and columns are cut away afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
-import math
 import os
 import sys
 import weakref
@@ -22,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _dispatch, _multiproc
+from . import _multiproc, _tiles
 
 _PKG = os.path.dirname(os.path.abspath(__file__))
 _JAX = os.path.dirname(os.path.abspath(jax.__file__))
@@ -155,24 +158,85 @@ def where_am_i(solve_axes: tuple[str, ...]) -> jax.Array:
     return jnp.stack([jnp.asarray(rank, jnp.int32), jnp.asarray(group, jnp.int32)])
 
 
-def tile_plan(nloc: int, T_A: int | None, pad: bool, max_tile: int | None = None) -> tuple[int, int]:
-    """The tile actually used and the padded shard height.
+@dataclasses.dataclass(frozen=True)
+class PadPlan:
+    """How one shard of a square A reaches its engine (docs/tiles.md).
 
-    T_A=None picks the tile from the shard height (_dispatch.auto_tile). A
-    tile taller than the shard is cut to the shard: the block-cyclic layout
-    is then the contiguous one, with no padding at all. Engines with a tile
-    limit (cuSolverMg's syevd: 1024) get it here, so every platform solves
-    the same padded problem."""
-    tile = min(T_A, nloc) if T_A is not None else _dispatch.auto_tile(nloc, max_tile)
+    A is N x N; each of the P shards holds lrows = ceil(N / P) of its rows
+    (JAX's even sharding; the last shards' rows past N are padding after
+    A). The gathering engines (the host's LAPACK, one GPU's cuSOLVER) take
+    the shard as it is: no tile, no padding. cuSolverMg needs whole tiles:
+    its eigensolver gets the shard in `rows` = lrows rounded up to the tile,
+    its rows past lrows buffer room outside A (the engine's layout plan puts
+    A's rows in its tiles and nothing else); its Cholesky and LU get A
+    padded inside with an identity block per shard (`inside`), which they
+    factor exactly."""
+
+    tile: int     # the tile the engine is told (the whole shard where it takes none)
+    lrows: int    # A's rows in this shard
+    rows: int     # the shard's rows as the engine gets it
+    inside: bool  # padded inside A to (rows, P * rows): identity rows and columns
+
+    @property
+    def padded(self) -> bool:
+        return self.rows != self.lrows
+
+
+def pads_inside(op: str, engine: str) -> bool:
+    """Whether the engine (_decide's name) takes op's A padded inside
+    (cuSolverMg's Cholesky and LU; see PadPlan)."""
+    return engine == "mg" and op != "syevd"
+
+
+def pad_plan(op: str, n: int, nparties: int, T_A: int | None, pad: bool, engine: str,
+             max_tile: int | None = None) -> PadPlan:
+    """The PadPlan of an N x N problem over nparties shards.
+
+    T_A=None picks the tile from the shard height (_tiles.auto_tile); a
+    tile taller than the shard is cut to it; engines with a tile limit
+    (cuSolverMg's syevd: 1024, getrf: 512) get it here. pad=False refuses a
+    tile that does not divide the shard, on every platform, so that a
+    program behaves alike wherever it runs."""
+    lrows = -(-n // nparties)
+    tile = min(T_A, lrows) if T_A is not None else _tiles.auto_tile(lrows, max_tile)
     if max_tile is not None:
         tile = min(tile, max_tile)
-    nloc_p = math.ceil(nloc / tile) * tile
-    if nloc_p != nloc and not pad:
+    rows = -(-lrows // tile) * tile
+    if rows != lrows and not pad:
         raise ValueError(
-            f"jaxmg: the shard height {nloc} (N / devices) is not a multiple of T_A={tile}; "
+            f"jaxmg: the shard height {lrows} (N / devices) is not a multiple of T_A={tile}; "
             "pass pad=True or choose T_A dividing it"
         )
-    return tile, nloc_p
+    if engine != "mg":
+        return PadPlan(lrows, lrows, lrows, False)
+    return PadPlan(tile, lrows, rows, pads_inside(op, engine) and rows != lrows)
+
+
+def buffer_rows(a: jax.Array, rows: int) -> jax.Array:
+    """A shard with room for `rows` rows: zero rows after A's (cuSolverMg's
+    eigensolver moves A's rows into its tiles within them)."""
+    return a if a.shape[0] == rows else jnp.pad(a, ((0, rows - a.shape[0]), (0, 0)))
+
+
+def square_blocks(a: jax.Array, nparties: int) -> jax.Array:
+    """A row shard (l, N) widened with zero columns to (l, nparties * l), so
+    that an all_to_all over the shards transposes it (N may fall short of
+    nparties * l where the device count does not divide it)."""
+    width = nparties * a.shape[0]
+    return a if a.shape[1] == width else jnp.pad(a, ((0, 0), (0, width - a.shape[1])))
+
+
+def drop_pad_eigenpairs(w: jax.Array, V: jax.Array, n: int):
+    """(w, V) of A from those of blockdiag(A, 0) (w ascending, V's columns
+    the eigenvectors): the engines whose layout pads A at its end with a
+    zero block (cuSOLVERMp's grid) keep it exactly decoupled, so each pad
+    eigenpair is (0, a unit vector on the pad rows), also where A has zero
+    eigenvalues of its own. The n eigenvectors with the least weight on the
+    pad rows are A's, in their order. Runs after the engine, on its
+    results: no value before the call depends on A."""
+    weight = jnp.sum(jnp.abs(V[n:, :]) ** 2, axis=0)
+    keep = jnp.sort(jnp.argsort(weight, stable=True)[:n])
+    return w[keep], V[:n, keep]
 
 
 def pad_shard(a: jax.Array, nparties: int, rank, nloc_p: int, diag) -> jax.Array:

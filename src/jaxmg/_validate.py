@@ -106,7 +106,9 @@ def local_shard(a, nparties: int, what: str = "the local shard of A") -> tuple[i
     if len(shape) != 2:
         raise ValueError(f"jaxmg: {what} must be 2-D, got shape {shape}")
     nloc, n = shape
-    if n != nparties * nloc:
+    # ceil(N / P) rows: N = P nloc from a caller's shard_map; less where a
+    # core padded A's rows at its end for JAX's even sharding.
+    if n < 1 or -(-n // nparties) != nloc:
         raise ValueError(
             f"jaxmg: {what} has shape {shape}, but a row shard of an N x N matrix over "
             f"{nparties} devices must be (N/{nparties}, N); is A sharded P(axis, None) over "

@@ -1,6 +1,7 @@
 """Helpers that JAXMg's users import beside the operations (jaxmg.utils in
 JAXMg 0.0.9 and 1.4): test matrices, the mesh and spec of an array, the
-real dtype of a complex one, and jaxmg's warning class."""
+real dtype of a complex one, the tile padding of a shard, and jaxmg's
+warning class."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ class JaxMgWarning(UserWarning):
 def maybe_real_dtype_from_complex(dtype):
     """float32 for complex64, float64 for complex128; real dtypes unchanged."""
     return np.finfo(np.dtype(dtype)).dtype
+
+
+def calculate_padding(shard_size, T_A):
+    """The rows to add to a shard of shard_size rows so that it holds a whole
+    number of T_A-row tiles: (-shard_size) mod T_A, as JAXMg 0.0.9's
+    jaxmg.calculate_padding (benchmark clients size their inputs with it).
+    jaxmg pads internally, and only where an engine needs it; this is the
+    arithmetic alone."""
+    for name, value, least in (("shard_size", shard_size, 0), ("T_A", T_A, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"jaxmg: calculate_padding: {name} must be an int, got {value!r}")
+        if value < least:
+            raise ValueError(f"jaxmg: calculate_padding: {name} must be >= {least}, got {value}")
+    return int(-int(shard_size) % int(T_A))
 
 
 def get_mesh_and_spec_from_array(a):

@@ -23,29 +23,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "fake_xla.h"
 #include "engines/engine.h"
 #include "ops/op_table.h"
 #include "ops/ops.h"
-
-struct XLA_FFI_Error {
-  char* msg;
-};
-struct XLA_FFI_ExecutionContext {
-  int tag;
-};
-
-/* ---- the fake runtime: errors and a run id ---- */
-
-static XLA_FFI_Error* fake_error_create(XLA_FFI_Error_Create_Args* a) {
-  XLA_FFI_Error* e = malloc(sizeof *e);
-  e->msg = strdup(a->message);
-  return e;
-}
-
-static void fake_error_destroy(XLA_FFI_Error_Destroy_Args* a) {
-  free(a->error->msg);
-  free(a->error);
-}
 
 static int64_t run_id = 1000; /* a fresh meeting key per test */
 

@@ -42,12 +42,13 @@ static void ref_free(ref* r) {
   free(r->count);
 }
 
-static int ref_build(ref* r, int ndev, int64_t nloc, int64_t tile) {
+/* n <= ndev * nloc columns: the last devices may hold fewer (or none). */
+static int ref_build(ref* r, int ndev, int64_t nloc, int64_t tile, int64_t n) {
   memset(r, 0, sizeof *r);
   r->ndev = ndev;
   r->nloc = nloc;
   r->tile = tile;
-  r->n = ndev * nloc;
+  r->n = n;
   r->cdev = malloc(r->n * sizeof *r->cdev);
   r->ydev = malloc(r->n * sizeof *r->ydev);
   r->coff = malloc(r->n * sizeof *r->coff);
@@ -59,7 +60,7 @@ static int ref_build(ref* r, int ndev, int64_t nloc, int64_t tile) {
   }
   int64_t j = 0;
   for (int d = 0; d < ndev; d++)
-    for (int64_t c = 0; c < nloc; c++, j++) {
+    for (int64_t c = 0; c < nloc && j < n; c++, j++) {
       r->cdev[j] = d;
       r->coff[j] = c;
     }
@@ -77,7 +78,7 @@ static int ref_build(ref* r, int ndev, int64_t nloc, int64_t tile) {
   for (int d = 0; d < ndev; d++)
     if (r->count[d] > r->maxcyc) r->maxcyc = r->count[d];
   for (r->unit = tile < nloc ? tile : nloc; r->unit > 1; r->unit--)
-    if (tile % r->unit == 0 && nloc % r->unit == 0) break;
+    if (tile % r->unit == 0 && nloc % r->unit == 0 && n % r->unit == 0) break;
   return 1;
 }
 
@@ -376,18 +377,18 @@ static void run_direction(devs* v, const ref* r, const jmg_layout* l,
   jmg_plan_free(&p);
 }
 
-static void test_case(int ndev, int64_t nloc, int64_t tile, int64_t extra) {
-  char what[96];
+static void test_case(int ndev, int64_t nloc, int64_t tile, int64_t extra, int64_t n) {
+  char what[112];
   ref r;
   devs v;
-  if (!ref_build(&r, ndev, nloc, tile)) {
+  if (!ref_build(&r, ndev, nloc, tile, n)) {
     CHECK(0, "out of memory in test");
     return;
   }
   int64_t cap = ref_mincap(&r) + extra;
   jmg_layout l = ref_layout(&r, cap);
-  snprintf(what, sizeof what, "ndev=%d nloc=%lld tile=%lld cap=%lld", ndev,
-           (long long)nloc, (long long)tile, (long long)cap);
+  snprintf(what, sizeof what, "ndev=%d nloc=%lld tile=%lld cap=%lld n=%lld", ndev,
+           (long long)nloc, (long long)tile, (long long)cap, (long long)n);
   CHECK(jmg_layout_check(&l) == JMG_LAYOUT_OK, "%s: check", what);
   check_slots(&r, &l, what);
   if (extra == 0) {
@@ -415,8 +416,11 @@ static void test_sweep(int quick) {
   for (int ndev = 1; ndev <= maxdev; ndev++)
     for (int64_t nloc = 1; nloc <= maxloc; nloc++)
       for (int64_t tile = 1; tile <= nloc * ndev + 2; tile++) {
-        test_case(ndev, nloc, tile, 0);
-        test_case(ndev, nloc, tile, 3);
+        test_case(ndev, nloc, tile, 0, ndev * nloc);
+        test_case(ndev, nloc, tile, 3, ndev * nloc);
+        /* A shorter than the shards (jaxmg's even sharding of an n that
+         * the device count does not divide: ceil(n / ndev) rows a shard). */
+        for (int64_t n = ndev * (nloc - 1) + 1; n < ndev * nloc; n++) test_case(ndev, nloc, tile, 0, n);
       }
 }
 
@@ -428,6 +432,8 @@ static void test_reject(void) {
   jmg_layout l;
   jmg_plan p;
   CHECK(jmg_layout_check(&good) == JMG_LAYOUT_OK, "good layout");
+  const jmg_layout short_n = {7, 4, 3, 5, 2}; /* the last device holds 3 of its 4 */
+  CHECK(jmg_layout_check(&short_n) == JMG_LAYOUT_OK, "n below ndev * nloc");
   CHECK(jmg_layout_check(NULL) == JMG_LAYOUT_EINVAL, "NULL layout");
 #define REJECT(field, val)                                               \
   do {                                                                   \
@@ -443,10 +449,10 @@ static void test_reject(void) {
   REJECT(ndev, 65537);
   REJECT(n, 0);
   REJECT(n, -8);
-  REJECT(n, 9);
+  REJECT(n, 9);     /* more than ndev * nloc */
   REJECT(nloc, 0);
   REJECT(nloc, -4);
-  REJECT(nloc, 5);
+  REJECT(nloc, 3);   /* n > ndev * nloc */
   REJECT(tile, 0);
   REJECT(tile, -3);
   REJECT(cap, 3);   /* below nloc */
@@ -480,7 +486,7 @@ static void test_copy_failure(void) {
   ref r;
   devs v;
   jmg_plan p;
-  if (!ref_build(&r, 3, 4, 2)) return;
+  if (!ref_build(&r, 3, 4, 2, 12)) return;
   jmg_layout l = ref_layout(&r, ref_mincap(&r));
   int ok = jmg_plan_build(&l, 1, &p) == JMG_LAYOUT_OK &&
            devs_init(&v, 3, l.cap, 3, r.unit);
@@ -512,7 +518,7 @@ static void test_large(int ndev, int64_t nloc, int64_t tile, int timed) {
   char what[96];
   ref r;
   devs v;
-  if (!ref_build(&r, ndev, nloc, tile)) {
+  if (!ref_build(&r, ndev, nloc, tile, (int64_t)ndev * nloc)) {
     CHECK(0, "out of memory in test");
     return;
   }

@@ -103,14 +103,22 @@ static void check_text(void) {
   for (const char* p = buf; *p; p++) lines += *p == '\n';
   for (int op = 0; op < JMG_NOPS; op++) expect += 1 + jmg_op_rows[op].nargs + jmg_op_rows[op].nrets;
   CHECK(lines == expect, "%d lines, expected %d", lines, expect);
-  CHECK(strstr(buf, "op gesvd any ucols,vrows,mrows\n") != NULL, "gesvd's line");
-  CHECK(strstr(buf, "ret x NK A col 1\n") != NULL, "potrs's aliased x");
-  CHECK(strstr(buf, "ret logdet - R row -\n") != NULL, "potrs's logdet");
-  CHECK(strstr(buf, "op chol_solve square -\narg factor LN A row -\narg b NK A col -\n") != NULL,
+  CHECK(strstr(buf, "op gesvd any ucols,vrows,mrows -\n") != NULL, "gesvd's line");
+  CHECK(strstr(buf, "ret x NK A col 1 c\n") != NULL, "potrs's aliased, conjugated x");
+  CHECK(strstr(buf, "ret logdet - R row - -\n") != NULL, "potrs's logdet");
+  CHECK(strstr(buf, "op chol_solve square - leader,collective\narg factor LN A row - -\n"
+                    "arg b NK A col - c\n") != NULL,
         "chol_solve reads the factor and b");
-  CHECK(strstr(buf, "op chol_inverse square -\narg factor LN A row -\narg where W I row -\n"
-                    "ret inv LN A row 0\n") != NULL,
+  CHECK(strstr(buf, "op chol_inverse square - leader,collective\narg factor LN A row - -\n"
+                    "arg where W I row - -\nret inv LN A row 0 -\n") != NULL,
         "chol_inverse writes the inverse in the factor's buffer");
+  /* The view: who sees A^T, and what that does to each buffer. */
+  CHECK(strstr(buf, "op lu_solve square - leader\narg a LN A row - t\n") != NULL,
+        "lu_solve: the leader engines see A^T, the caller transposes A");
+  CHECK(strstr(buf, "op syevd square jobz leader,collective\narg a LN A row - -\n"
+                    "arg where W I row - -\nret a LN A row 0 h\n") != NULL,
+        "syevd: eigenvectors as rows of conj(A)'s");
+  CHECK(strstr(buf, "op qr tall mrows -\n") != NULL, "qr: every engine undoes A^T itself");
   /* A short buffer is cut, NUL-terminated, and nothing past it is touched. */
   char small[12];
   memset(small, 'Z', sizeof small);

@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 import jaxmg  # noqa: E402
-from jaxmg import _mp_route  # noqa: E402
+from jaxmg import _decide  # noqa: E402
 
 devs = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
 mesh = Mesh(np.array(devs, dtype=object).reshape(cfg["nodes"], -1), ("S", "T"))
@@ -60,7 +60,7 @@ def run(layout, op, dtype, n, rng):
     b = rng.standard_normal((n, 2)).astype(dtype)
     A = jax.make_array_from_callback(a.shape, NamedSharding(mesh, spec), lambda i: a[i])
     B = jax.device_put(b, NamedSharding(mesh, P()))
-    c = {"routed": bool(_mp_route.takes(op, mesh, axes, dispatch, n))}
+    c = {"routed": _decide.for_mesh(op, mesh, axes, dispatch, n, dtype) == "mp"}
     tol = 200 * n * np.finfo(dtype).eps
     t0 = time.perf_counter()
     if op == "potrs":

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmg import _calls, _dispatch, _library, _shard
+from jaxmg import _calls, _decide, _library, _shard
 from jaxmg import _general_ops as g
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
@@ -119,7 +119,8 @@ def test_polar(gpus, dtype, shape):
     assert np.linalg.norm(Up @ H - A) / np.linalg.norm(A) < tol(dtype, max(m, n))
 
 
-@pytest.mark.parametrize("dispatch", [_dispatch.MULTI, _dispatch.SINGLE], ids=["multi", "single"])
+@pytest.mark.parametrize("dispatch", [_decide.c_code("mg"), _decide.c_code("single")],
+                         ids=["multi", "single"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_potrs_logdet(gpus, dtype, dispatch):
     n, mesh = 1024, mesh_of(gpus)

@@ -360,9 +360,17 @@ def nonfinite():
     record("after", lambda: jaxmg.potrs(put(spd("A", n), m, row), bb, 2, m, (row, REP), **kw))
 
 
+def sygvd():
+    """eigh_generalized across processes (test_eigh_generalized.py checks)."""
+    m, row = mesh_1d(), P("x", None)
+    n = 5 * m.shape["x"]
+    record("sygvd", lambda: jaxmg.eigh_generalized(put(sym("H", n), m, row),
+                                                   put(spd("B", n), m, row), 2, m, (row,)))
+
+
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
              "room": room, "retrace": retrace, "general": general, "grads": grads, "skip": skip,
-             "mismatch": mismatch, "nonfinite": nonfinite}
+             "mismatch": mismatch, "nonfinite": nonfinite, "sygvd": sygvd}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:

@@ -1,49 +1,28 @@
-"""The automatic tile (T_A=None) and the choice between cuSolverMg and one
-GPU (dispatch): the rules themselves, and that every choice gives the same
-right answer on the host engine."""
+"""The automatic tile (T_A=None), and that every dispatch gives the same
+right answer on the host engine (the decision's rules: test_decide.py)."""
 
 import numpy as np
 import pytest
 
 import jaxmg
-from jaxmg import _dispatch
+from jaxmg import _tiles
 from helpers import ROW, REP, check_inverse, hermitian, mesh, put, spd
 
 
 @pytest.mark.parametrize("nloc", [1, 7, 255, 1024, 1025, 1536, 2048, 3000, 4096, 7919, 16384])
 @pytest.mark.parametrize("cap", [None, 1024])
 def test_auto_tile(nloc, cap):
-    t = _dispatch.auto_tile(nloc, cap)
-    hi = cap or _dispatch.TILE_MAX
-    if nloc <= min(_dispatch.TILE_TARGET, hi):
+    t = _tiles.auto_tile(nloc, cap)
+    hi = cap or _tiles.TILE_MAX
+    if nloc <= min(_tiles.TILE_TARGET, hi):
         assert t == nloc  # one tile per shard: no padding, contiguous layout
         return
-    assert _dispatch.TILE_MIN <= t <= hi
+    assert _tiles.TILE_MIN <= t <= hi
     padded = -(-nloc // t) * t
-    best = min(-(-nloc // d) * d for d in range(_dispatch.TILE_MIN, hi + 1))
+    best = min(-(-nloc // d) * d for d in range(_tiles.TILE_MIN, hi + 1))
     assert padded == best  # pads as little as any allowed width
     if nloc % 1024 == 0 and hi >= 1024:
         assert t == 1024
-
-
-def test_resolve_rules(monkeypatch):
-    gpu = "gpu"
-    f64 = np.float64
-    monkeypatch.setattr(_dispatch, "_device_memory", lambda: 140 * 2**30)
-    r = _dispatch.resolve
-    assert r("multi", "potrs", 1000, 4, f64, gpu) == _dispatch.MULTI
-    assert r("single", "syevd", 10**5, 4, f64, gpu) == _dispatch.SINGLE
-    assert r("auto", "potrs", 4096, 4, f64, gpu) == _dispatch.SINGLE
-    assert r("auto", "potrs", 32768, 4, f64, gpu) == _dispatch.MULTI
-    assert r("auto", "syevd", 16384, 4, f64, gpu) == _dispatch.SINGLE
-    assert r("auto", "syevd", 32768, 4, f64, gpu) == _dispatch.MULTI
-    assert r("auto", "potri", 32768, 4, f64, gpu) == _dispatch.SINGLE
-    assert r("auto", "potrs", 32768, 1, f64, gpu) == _dispatch.SINGLE  # one device: no Mg
-    # too big for one device: multi, whatever the size rule says
-    assert r("auto", "potri", 98304, 4, f64, gpu) == _dispatch.MULTI
-    assert r("auto", "potrs", 196608, 1, np.float32, gpu) == _dispatch.MULTI
-    # the host engine has one path: auto stays auto
-    assert r("auto", "potrs", 4096, 4, f64, "cpu") == _dispatch.AUTO
 
 
 @pytest.mark.parametrize("dispatch", ["auto", "multi", "single"])

@@ -1,4 +1,4 @@
-"""Grid choice and engine dispatch for the cuSOLVERMp engine (src/jaxmg/_grid.py)."""
+"""The cuSOLVERMp process grid from a mesh (src/jaxmg/_grid.py)."""
 
 from __future__ import annotations
 
@@ -67,44 +67,3 @@ def test_one_axis_grid_needs_a_unit_side():
         g.grid_from_mesh(m, "x", grid=(2, 2))
     with pytest.raises(ValueError, match="unknown op"):
         g.grid_from_mesh(m, "x", op="trsm")
-
-
-def test_spans_nodes():
-    groups = ((0, 1, 2, 3),)
-    assert not g.spans_nodes(groups, {0: "a", 1: "a", 2: "a", 3: "a"})
-    assert g.spans_nodes(groups, {0: "a", 1: "a", 2: "b", 3: "b"})
-    assert not g.spans_nodes(((0, 1), (2, 3)), {0: "a", 1: "a", 2: "b", 3: "b"})
-
-
-def test_across_nodes_only_mp():
-    assert g.choose_engine("potrs", 100, across_nodes=True) == "mp"
-    assert g.choose_engine("potrs", 100, dispatch="mp", across_nodes=True) == "mp"
-    for e in ("single", "mg"):
-        with pytest.raises(ValueError, match="only the cuSOLVERMp engine"):
-            g.choose_engine("potrs", 100, dispatch=e, across_nodes=True)
-    with pytest.raises(ValueError, match="nvidia-cusolvermp"):
-        g.choose_engine("syevd", 100, across_nodes=True, available=("single", "mg"))
-
-
-def test_auto_within_a_node():
-    assert g.choose_engine("potrs", 1000) == "single"
-    assert g.choose_engine("potrs", 40000) == "mg"
-    assert g.choose_engine("potrs", 40000, available=("single", "mp")) == "mp"
-    assert g.choose_engine("syevd", 24576) == "single" and g.choose_engine("syevd", 24577) == "mg"
-    assert g.choose_engine("potri", 10**6) == "single"  # potri: one GPU while it fits
-    assert g.choose_engine("potri", 10**6, fits_one_gpu=False) == "mg"
-    assert g.choose_engine("lu_solve", 16384) == "single" and g.choose_engine("lu_solve", 40000) == "mg"
-    # Ops cuSolverMg lacks: one GPU while it fits, then cuSOLVERMp.
-    assert g.choose_engine("qr", 40000) == "single"
-    assert g.choose_engine("gesvd", 40000, fits_one_gpu=False) == "mp"
-
-
-def test_forced_engine_checks():
-    with pytest.raises(ValueError, match="has no qr"):
-        g.choose_engine("qr", 10, dispatch="mg")
-    with pytest.raises(ValueError, match="not available"):
-        g.choose_engine("potrs", 10, dispatch="mp", available=("single", "mg"))
-    with pytest.raises(ValueError, match="dispatch must be"):
-        g.choose_engine("potrs", 10, dispatch="multi-node")
-    with pytest.raises(ValueError, match="no engine available"):
-        g.choose_engine("qr", 10, available=("mg",))

@@ -1,5 +1,5 @@
-"""The cuSOLVERMp engine's Python side that needs no GPU (src/jaxmg/_mp.py):
-shardings it accepts, result shapes, device-set tags."""
+"""The cuSOLVERMp engine's Python side that needs no GPU (src/jaxmg/_mp.py,
+_mp_route.call): the row-built call's result shapes, device-set tags."""
 
 from __future__ import annotations
 
@@ -8,30 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxmg import _grid, _mp
-
-
-def test_shard_kinds():
-    assert _mp.shard_kind(P("r", "c"), ("r", "c"))[0] == _mp.SHARD_2D
-    assert _mp.shard_kind(P("x", None), ("x",))[0] == _mp.SHARD_ROWS
-    assert _mp.shard_kind(P("x"), ("x",))[0] == _mp.SHARD_ROWS
-    assert _mp.shard_kind(P(None, "x"), ("x",))[0] == _mp.SHARD_COLS
-    for spec, axes in ((P("c", "r"), ("r", "c")), (P("x", "x"), ("x",)), (P(), ("x",))):
-        with pytest.raises(ValueError, match="cuSOLVERMp engine takes"):
-            _mp.shard_kind(spec, axes)
-
-
-@pytest.mark.parametrize("op", _mp.OPS)
-def test_output_shapes(op):
-    res, specs = _mp._outputs(op, 8, 4, 2, np.complex64, P("x", None), (2, 4))
-    assert res[0].shape == (2, 4) and len(res) == len(specs)
-    real = {"syevd": [(4,)], "gesvd": [(4,), (4, 4)]}.get(op, [])
-    if op in ("potrs", "lu_solve", "least_squares"):
-        assert res[1].shape == (2, 8)  # b column-major, replicated
-    for r, shape in zip(res[1:], real):
-        assert r.shape == shape
-    if op == "potrs":
-        assert res[2].shape == () and res[2].dtype == np.float32
+from jaxmg import _grid, _mp, _mp_route, _routes
 
 
 def test_tags_differ_by_grid_and_devices():
@@ -44,52 +21,43 @@ def test_tags_differ_by_grid_and_devices():
     assert len(tags) == 3 and all(len(t) <= 63 for t in tags)
 
 
-@pytest.mark.parametrize("op", _mp.OPS)
-@pytest.mark.parametrize("mesh_shape", [(4,), (2, 2)])
-def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape):
-    """The shard_map around the ffi_call, traced on CPU (nothing runs): every
-    output has its global shape; replicated ones are whole."""
+@pytest.mark.parametrize("op", _mp_route.OPS)
+@pytest.mark.parametrize("mesh_shape,spec", [((4,), P("x", None)), ((4,), P(None, "x")),
+                                             ((2, 2), P("r", "c"))])
+def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape, spec):
+    """The shard_map around the row's ffi_call, traced on CPU (nothing runs):
+    every output has its global shape; replicated ones are whole; A's
+    shards may split its columns (col_split)."""
     monkeypatch.setattr(_mp, "open_sets", lambda grid: "tag")
     devs = np.array(jax.devices()[:4]).reshape(mesh_shape)
     names = ("x",) if len(mesh_shape) == 1 else ("r", "c")
     mesh = Mesh(devs, names)
     grid = _grid.grid_from_mesh(mesh, names, op=op)
-    spec = P("x", None) if len(names) == 1 else P("r", "c")
     n = 8
     m = 16 if op in ("least_squares", "qr", "gesvd", "polar") else n
-    a = jax.ShapeDtypeStruct((m, n), np.float32)
-    b = jax.ShapeDtypeStruct((m, 2), np.float32) if op in ("potrs", "lu_solve", "least_squares") else None
+    args = [jax.ShapeDtypeStruct((m, n), np.float32)]
+    if op in ("potrs", "lu_solve", "least_squares"):
+        args.append(jax.ShapeDtypeStruct((m if op == "least_squares" else n, 2), np.float32))
+    attrs = {"syevd": {"jobz": 1}, "least_squares": {"mrows": m}, "qr": {"mrows": m},
+             "gesvd": {"ucols": n, "vrows": n, "mrows": m}, "polar": {"hrows": n, "mrows": m}}
+    out = jax.eval_shape(lambda *xs: _mp_route.call(op, grid, mesh, xs, spec=spec, tile=2,
+                                                    attrs=attrs.get(op, {})), *args)
+    want = {"potrs": [(m, n), (n, 2), (4,), ()], "potri": [(m, n), (4,)],
+            "syevd": [(n, n), (n,), (4,)], "lu_solve": [(n, n), (n, 2), (4,)],
+            "least_squares": [(m, n), (n, 2), (4,)], "qr": [(m, n), (n, n), (4,)],
+            "gesvd": [(m, n), (m, n), (n,), (n, n), (4,)], "polar": [(m, n), (n, n), (4,)]}[op]
+    assert [o.shape for o in out] == want
 
-    def f(a, b=None):
-        return _mp.call(op, grid, mesh, a, b, spec=spec, tile=2)
 
-    out = jax.eval_shape(f, a, b) if b is not None else jax.eval_shape(f, a)
-    assert out[0].shape == (m, n) and out[-1].shape == (4,)  # A's result; status per device
-    want = {"syevd": [(n,)], "qr": [(n, n)], "gesvd": [(n,), (n, n)], "polar": [(n, n)],
-            "potrs": [(2, m), ()], "lu_solve": [(2, m)], "least_squares": [(2, m)]}.get(op, [])
-    assert [o.shape for o in out[1:-1]] == want
+def test_full_svd_of_a_tall_matrix_is_refused(monkeypatch):
+    monkeypatch.setattr(_mp_route, "call", lambda *a, **k: pytest.fail("called the engine"))
 
+    class Req:
+        op, shape, mesh, axes, dispatch, engine = "gesvd", (8, 4), None, ("x",), "mp", "mp"
 
-@pytest.mark.parametrize(
-    "op, a_shape, b_shape, dtype, tile, exc, match",
-    [
-        ("potrs", (8, 6), (8, 1), np.float32, 2, ValueError, "square"),
-        ("qr", (4, 8), None, np.float32, 2, ValueError, "m >= n"),
-        ("potrs", (8, 8), None, np.float32, 2, ValueError, "needs right-hand sides"),
-        ("potri", (8, 8), (8, 1), np.float32, 2, ValueError, "takes no right-hand sides"),
-        ("potrs", (8, 8), (6, 1), np.float32, 2, ValueError, "b must be 8 x k"),
-        ("potrs", (8, 8), (8, 1), np.int32, 2, TypeError, "float32, float64"),
-        ("potri", (8, 8), None, np.float64, 0, ValueError, "tile must be"),
-        ("potri", (6, 6), None, np.float64, 2, ValueError, "split evenly"),
-        ("eig", (8, 8), None, np.float64, 2, ValueError, "unknown op"),
-    ],
-)
-def test_bad_calls_are_refused_before_anything_runs(monkeypatch, op, a_shape, b_shape, dtype,
-                                                    tile, exc, match):
-    monkeypatch.setattr(_mp, "open_sets", lambda grid: pytest.fail("opened a set"))
-    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
-    grid = _grid.grid_from_mesh(mesh, "x")
-    a = jax.ShapeDtypeStruct(a_shape, dtype)
-    b = None if b_shape is None else jax.ShapeDtypeStruct(b_shape, dtype)
-    with pytest.raises(exc, match=match):
-        _mp.call(op, grid, mesh, a, b, spec=P("x", None), tile=tile)
+        @staticmethod
+        def opt(name, default):
+            return {"full_matrices": True}.get(name, default)
+
+    with pytest.raises(ValueError, match="thin SVD only"):
+        _routes.route("gesvd", Req(), jax.ShapeDtypeStruct((8, 4), np.float32))

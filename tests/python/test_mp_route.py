@@ -1,11 +1,9 @@
-"""Routing to the cuSOLVERMp engine (_mp_route): the decision on CPU and on
-stand-in GPU meshes, and the routed results in the cores' convention, with
-_mp.call replaced by the numpy engine of test_mp_solve (mp_ops.c's
+"""Routing to the cuSOLVERMp engine (_mp_route; the decision itself is in
+test_decide.py): nothing routes on CPU, and the routed results in the cores' convention, with
+_mp_route.call replaced by the numpy engine of test_mp_solve (the rows'
 conventions), on sizes that need padding."""
 
 from __future__ import annotations
-
-import types
 
 import jax
 import jax.numpy as jnp
@@ -14,73 +12,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _dispatch, _mp, _mp_route, _multiproc, _request
+from jaxmg import _calls, _decide, _mp_route, _request, _routes
 
 from test_mp_solve import engine, rand
-
-
-def fake_mesh(shape, names, procs_per_node, platform="gpu"):
-    """A mesh of stand-in devices, one per process, procs_per_node processes
-    per node, in id order."""
-    n = int(np.prod(shape))
-    devs = np.array([types.SimpleNamespace(id=i, process_index=i, platform=platform)
-                     for i in range(n)], dtype=object).reshape(shape)
-    nodes = tuple(f"node{i // procs_per_node}" for i in range(n))
-    return types.SimpleNamespace(axis_names=names, shape=dict(zip(names, shape)),
-                                 devices=devs), nodes
-
-
-@pytest.fixture
-def two_nodes(monkeypatch):
-    """4 processes on 2 nodes, mesh ("S", "T") with "T" inside a node; the
-    cuSOLVERMp library present."""
-    mesh, nodes = fake_mesh((2, 2), ("S", "T"), 2)
-    monkeypatch.setattr(_multiproc, "active", lambda: True)
-    monkeypatch.setattr(_multiproc, "job", lambda: ("nonce", nodes))
-    monkeypatch.setattr(_mp_route, "available", lambda: True)
-    return mesh
-
-
-def test_across_nodes_rule(two_nodes):
-    assert _mp_route.spans_nodes(two_nodes, ("S",))
-    assert _mp_route.spans_nodes(two_nodes, ("S", "T"))
-    assert not _mp_route.spans_nodes(two_nodes, ("T",))
-    # across nodes: only cuSOLVERMp may solve, whatever the op and size
-    for op in _mp.OPS:
-        assert _mp_route.takes(op, two_nodes, ("S", "T"), "auto", 64)
-        assert _mp_route.takes(op, two_nodes, ("S",), "auto", 1 << 16)
-    # within a node, "auto" keeps the one-node engines; "mp" forces
-    for n in (64, 1 << 16):
-        assert not _mp_route.takes("potrs", two_nodes, ("T",), "auto", n)
-    assert _mp_route.takes("potrs", two_nodes, ("T",), "mp", 64)
-    assert not _mp_route.takes("potrs", two_nodes, ("T",), "multi", 1 << 16)
-
-
-def test_across_nodes_refuses_one_node_engines(two_nodes, monkeypatch):
-    for forced in ("multi", "single"):
-        with pytest.raises(ValueError, match="only the cuSOLVERMp engine"):
-            _mp_route.takes("potrs", two_nodes, ("S", "T"), forced, 64)
-    monkeypatch.setattr(_mp_route, "available", lambda: False)
-    with pytest.raises(ValueError, match="nvidia-cusolvermp"):
-        _mp_route.takes("syevd", two_nodes, ("S",), "auto", 64)
-    with pytest.raises(ValueError, match="not available"):
-        _mp_route.takes("syevd", two_nodes, ("T",), "mp", 64)
-
-
-def test_single_process_gpu_never_spans_nodes(monkeypatch):
-    mesh, _ = fake_mesh((4,), ("x",), 4)
-    monkeypatch.setattr(_multiproc, "active", lambda: False)
-    monkeypatch.setattr(_mp_route, "available", lambda: True)
-    assert not _mp_route.spans_nodes(mesh, ("x",))
-    assert not _mp_route.takes("potrs", mesh, ("x",), "auto", 1 << 16)
-    assert _mp_route.takes("potrs", mesh, ("x",), "mp", 64)
-
-
-def test_cpu_never_routes_and_forced_mp_is_an_error(two_nodes):
-    mesh, _ = fake_mesh((2, 2), ("S", "T"), 2, platform="cpu")
-    assert not _mp_route.takes("potrs", mesh, ("S", "T"), "auto", 64)
-    with pytest.raises(ValueError, match="runs on GPUs only"):
-        _mp_route.takes("potrs", mesh, ("T",), "mp", 64)
 
 
 def test_route_is_none_on_cpu(rng):
@@ -88,28 +22,7 @@ def test_route_is_none_on_cpu(rng):
     a = np.eye(8) * 2
     A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
     req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None)
-    assert _mp_route.route("potrs", req, A, jnp.ones(8)) is None
-
-
-@pytest.mark.parametrize("call", [
-    lambda A, b, m: jaxmg.potrs(A, b, 2, m, P("x", None), dispatch="mp"),
-    lambda A, b, m: jaxmg.potri(A, 2, m, P("x", None), dispatch="mp"),
-    lambda A, b, m: jaxmg.syevd(A, 2, m, P("x", None), dispatch="mp"),
-])
-def test_public_forced_mp_on_cpu_is_a_clear_error(call):
-    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
-    A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))
-    with pytest.raises(ValueError, match="GPUs only"):
-        call(A, jnp.ones(8), mesh)
-
-
-def test_dispatch_accepts_mp():
-    assert _dispatch.check("mp") == "mp"
-    assert _dispatch.engine_of("multi") == "mg" and _dispatch.engine_of("auto") == "auto"
-    with pytest.raises(ValueError, match="'mp'"):
-        _dispatch.check("cusolvermp")
-    with pytest.raises(ValueError, match="shard_map"):
-        _dispatch.resolve("mp", "potrs", 64, 4, np.float64, "gpu")
+    assert _routes.route("potrs", req, A, jnp.ones(8)) is None
 
 
 # ---------------------------------------------------------------------------
@@ -118,8 +31,8 @@ def test_dispatch_accepts_mp():
 
 @pytest.fixture
 def routed(monkeypatch):
-    monkeypatch.setattr(_mp, "call", engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_mp_route, "call", engine)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
 
 
 def _input(op, rng, n, m, dtype):
@@ -137,7 +50,7 @@ LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",)
 
 @pytest.mark.parametrize("axes,spec", LAYOUTS)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-@pytest.mark.parametrize("op", _mp.OPS)
+@pytest.mark.parametrize("op", _mp_route.OPS)
 def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, spec):
     devs = np.array(jax.devices()[:4])
     mesh = Mesh(devs.reshape(2, 2) if len(axes) == 2 else devs, axes)
@@ -155,7 +68,7 @@ def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, sp
     B = jnp.asarray(b[:, 0]) if op in _mp_route._WITH_B else None  # a vector b
     req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=spec, square=op not in _mp_route._TALL,
                              opts=opts)
-    out = _mp_route.route(op, req, *((A, B) if B is not None else (A,)))
+    out = _routes.route(op, req, *((A, B) if B is not None else (A,)))
     out = [None if o is None else np.asarray(o) for o in out]
     assert out[1 if op == "potrs" else -1] == 0  # potrs: (x, status, logdet)
     tol = 1e-9 * max(1.0, np.linalg.cond(a))
@@ -196,29 +109,28 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     b = jnp.ones((8, 2))
     req = _request.normalise("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
-    x, status, ld = _mp_route.route("potrs", req, A, b)
+    x, status, ld = _routes.route("potrs", req, A, b)
     assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
 
 
-def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
+def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
     """The numpy engine's conventions in jnp, so that route runs under jit."""
     from jaxmg import _shard
 
-    _mp.validate(op, grid, mesh, a, b, spec, tile)
-    a = _shard.constrain(a, mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
-    M = a.T
+    a = _shard.constrain(args[0], mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
+    M = a.T if _mp_route.KIND in _calls.table()[op].sees_at else a
     st = jnp.zeros(grid.p * grid.q, jnp.int32)
     back = lambda x: _shard.constrain(x, mesh, spec)  # noqa: E731 - matrix results in A's spec
     if op == "potrs":
-        return back(a), jnp.linalg.solve(M, b).T, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype), st
+        return back(a), jnp.linalg.solve(M, args[1]), st, jnp.linalg.slogdet(M)[1].astype(jnp.finfo(a.dtype).dtype)
     if op == "syevd":
         w, Q = jnp.linalg.eigh(M)
         return back(Q.T), w, st
     if op == "qr":
-        Q, R = jnp.linalg.qr(a)
-        return back(Q), R.T, st
+        Q, R = jnp.linalg.qr(M)
+        return back(Q), R, st
     if op == "lu_solve":
-        return back(a), jnp.linalg.solve(a, b).T, st
+        return back(a), jnp.linalg.solve(M, args[1]), st
     raise NotImplementedError(op)
 
 
@@ -227,8 +139,8 @@ def jnp_engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
 def test_routed_under_jit(monkeypatch, rng, op, explicit):
     """Inside a jit (where an Auto mesh hides A's sharding), on Auto and
     Explicit mesh axes, with padding (N = 7 on a 2 x 2 grid)."""
-    monkeypatch.setattr(_mp, "call", jnp_engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_mp_route, "call", jnp_engine)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     types_ = (jax.sharding.AxisType.Explicit,) * 2 if explicit else (jax.sharding.AxisType.Auto,) * 2
     mesh = jax.make_mesh((2, 2), ("r", "c"), axis_types=types_, devices=jax.devices()[:4])
     n, m = 7, 10
@@ -238,7 +150,7 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
     req = _request.normalise(op, A, b, T_A=2, mesh=mesh, specs=P(("r", "c"), None),
                              square=op != "qr", opts=(("jobz", True),) if op == "syevd" else ())
     args = (A, b) if b is not None else (A,)
-    out = jax.jit(lambda *xs: _mp_route.route(op, req, *xs))(*args)
+    out = jax.jit(lambda *xs: _routes.route(op, req, *xs))(*args)
     out = [None if o is None else np.asarray(o) for o in out]
     if op == "potrs":
         np.testing.assert_allclose(a @ out[0], np.asarray(b), atol=1e-10)
@@ -258,8 +170,8 @@ def _routed_to_jnp(monkeypatch):
         seen.append(a[0])
         return jnp_engine(*a, **k)
 
-    monkeypatch.setattr(_mp, "call", engine)
-    monkeypatch.setattr(_mp_route, "takes", lambda *a, **k: True)
+    monkeypatch.setattr(_mp_route, "call", engine)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
     return seen, Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
 

@@ -1,7 +1,10 @@
-"""_mp.solve, the caller-facing layer over the cuSOLVERMp engine: it must
-undo the engine's conventions (mp_ops.c). Checked on CPU with _mp.call
-replaced by numpy following exactly those conventions, against the defining
-equations in float64, complex Hermitian inputs included."""
+"""The caller-facing layer over the cuSOLVERMp engine (_mp_route._run): it
+builds the call from the op's row of the C op table and undoes the engine's
+view of A from the row (_calls.to_engine / from_engine). Checked on CPU with
+_mp_route.call replaced by numpy following the rows' conventions for the
+collective kind (op_table.c: the Hermitian ops see A^T, the others A; n x n
+results row-major), against the defining equations in float64, complex
+Hermitian inputs included."""
 
 from __future__ import annotations
 
@@ -11,46 +14,51 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmg import _mp
+from jaxmg import _calls, _mp_route, _request
 
 
-def engine(op, grid, mesh, a, b=None, *, spec, tile, jobz=1):
-    """What the C engine returns, computed with numpy."""
-    _mp.validate(op, grid, mesh, a, b, spec, tile)
+def engine(op, grid, mesh, args, *, spec, tile, attrs):
+    """What the C engine returns for the row of op, computed with numpy:
+    its results in the row's order, global, the status one per device."""
+    row = _calls.table()[op]
+    assert len(args) == len(row.args) - 1 and tile >= 1  # `where` is made per device
+    a = args[0]
     A = np.asarray(a).astype(np.complex128)
-    M, dt, n = A.T, a.dtype, A.shape[1]
+    sees_at = _mp_route.KIND in row.sees_at
+    M, dt, n = (A.T if sees_at else A), a.dtype, A.shape[1]
     rd = np.finfo(dt).dtype
     st = np.zeros(grid.p * grid.q, np.int32)
+
     def c(x, t=dt):
         x = np.asarray(x)
         return jnp.asarray((x if np.issubdtype(t, np.complexfloating) else x.real).astype(t))
 
-    B = None if b is None else np.asarray(b)
+    B = None if len(args) < 2 else np.asarray(args[1])
     if op == "potrs":
-        return c(a), c(np.linalg.solve(M, B).T), c(np.linalg.slogdet(M)[1], rd), st
-    if op == "potri":
+        return c(a), c(np.linalg.solve(M, B)), st, c(np.linalg.slogdet(M)[1], rd)
+    if op == "potri":  # M^-1 written column-major into A's row-major buffer
         return c(np.linalg.inv(M).T), st
-    if op == "syevd":
+    if op == "syevd":  # Q's columns written column-major: A's buffer holds Q^T
         w, Q = np.linalg.eigh(M)
         return c(Q.T), c(w, rd), st
     if op == "lu_solve":
-        return c(a), c(np.linalg.solve(A, B).T), st
+        return c(a), c(np.linalg.solve(M, B)), st
     if op == "least_squares":
-        out = B.astype(np.complex128).copy()
-        out[:n] = np.linalg.lstsq(A, B, rcond=None)[0]
-        return c(a), c(out.T), st
+        return c(a), c(np.linalg.lstsq(M, B, rcond=None)[0]), st
     if op == "qr":
-        Q, R = np.linalg.qr(A)
-        return c(Q), c(R.T), st
-    U, s, VT = np.linalg.svd(A, full_matrices=False)
+        Q, R = np.linalg.qr(M)
+        return c(Q), c(R), st
+    U, s, VT = np.linalg.svd(M, full_matrices=False)
     if op == "gesvd":
-        return c(U), c(s, rd), c(VT.T), st
-    return c(U @ VT), c(((VT.conj().T * s) @ VT).T), st
+        u = U[:, : attrs["ucols"]]
+        return c(a), c(u), c(s, rd), c(VT[: attrs["vrows"]]), st
+    H = (VT.conj().T * s) @ VT
+    return c(U @ VT), c(H[: attrs["hrows"]]), st
 
 
 @pytest.fixture
 def mesh(monkeypatch):
-    monkeypatch.setattr(_mp, "call", engine)
+    monkeypatch.setattr(_mp_route, "call", engine)
     return Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
 
 
@@ -62,10 +70,11 @@ def rand(rng, shape, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-@pytest.mark.parametrize("op", _mp.OPS)
+@pytest.mark.parametrize("op", _mp_route.OPS)
 def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
     n = 8
-    m = 16 if op in ("least_squares", "qr", "gesvd", "polar") else n
+    tall = op in ("least_squares", "qr", "gesvd", "polar")
+    m = 16 if tall else n
     if op in ("potrs", "potri", "syevd"):
         x = rand(rng, (n, n), dtype)
         a = x @ x.conj().T / n + np.eye(n)
@@ -77,7 +86,8 @@ def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
     b = rand(rng, (m, 2), dtype).astype(dtype)
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     B = jnp.asarray(b) if op in ("potrs", "lu_solve", "least_squares") else None
-    out = _mp.solve(op, A, B, mesh=mesh, axes=("r", "c"), tile=2)
+    req = _request.normalise(op, A, B, T_A=2, mesh=mesh, specs=P("r", "c"), square=not tall)
+    out = _mp_route._run(req, A, B)
     o = {k: np.asarray(v) for k, v in out.items()}
     tol = 1e-10
     assert o["status"] == 0
@@ -86,21 +96,32 @@ def test_results_satisfy_the_defining_equations(mesh, rng, op, dtype):
     if op == "potrs":
         assert abs(o["logdet"] - np.linalg.slogdet(a)[1]) < tol
     if op == "potri":
-        np.testing.assert_allclose(o["inv"] @ a, np.eye(n), atol=tol)
+        np.testing.assert_allclose(o["a"] @ a, np.eye(n), atol=tol)
     if op == "syevd":
-        np.testing.assert_allclose(a @ o["v"], o["v"] * o["w"], atol=tol)
+        np.testing.assert_allclose(a @ o["a"], o["a"] * o["w"], atol=tol)
     if op == "least_squares":
         np.testing.assert_allclose(o["x"], np.linalg.lstsq(a, b, rcond=None)[0], atol=tol)
     if op == "qr":
-        np.testing.assert_allclose(o["q"] @ o["r"], a, atol=tol)
-        assert np.allclose(np.tril(o["r"], -1), 0)
+        np.testing.assert_allclose(o["a"] @ o["r"], a, atol=tol)
     if op == "gesvd":
         np.testing.assert_allclose((o["u"] * o["s"]) @ o["vh"], a, atol=tol)
     if op == "polar":
-        np.testing.assert_allclose(o["u"] @ o["h"], a, atol=tol)
+        np.testing.assert_allclose(o["a"] @ o["h"], a, atol=tol)
         np.testing.assert_allclose(o["h"], o["h"].conj().T, atol=tol)
 
 
-def test_needs_a_sharded_array(mesh):
-    with pytest.raises(ValueError, match="sharded global array"):
-        _mp.solve("potri", np.eye(4), mesh=mesh, axes=("r", "c"), tile=2)
+def test_the_view_is_undone_from_the_rows(rng):
+    """Per kind, what to_engine / from_engine do is the rows' data: potrs's
+    b and x conjugated for both kinds, syevd's vectors conjugate-transposed,
+    lu_solve's A transposed for the leader engines only, qr untouched."""
+    x = jnp.asarray(rand(rng, (3, 3), np.complex128))
+    for kind in ("leader", "collective"):
+        a, b, = _calls.to_engine("potrs", kind, (x, x))
+        assert np.array_equal(a, x) and np.array_equal(b, jnp.conj(x))
+        v, w, st = _calls.from_engine("syevd", kind, (x, x[0].real, 0))
+        assert np.array_equal(v, jnp.conj(x).T) and np.array_equal(w, x[0].real)
+        assert np.array_equal(_calls.to_engine("qr", kind, (x,))[0], x)
+    assert np.array_equal(_calls.to_engine("lu_solve", "leader", (x, x))[0], x.T)
+    assert np.array_equal(_calls.to_engine("lu_solve", "collective", (x, x))[0], x)
+    real = jnp.asarray(rand(rng, (3, 2), np.float64))
+    assert _calls.to_engine("potrs", "collective", (real, real))[1] is real

@@ -1,7 +1,7 @@
 """The GPU suite's checks (tests/gpu/mp_engine_worker.py) against an engine
-that is right by construction: _mp.call replaced by numpy following the
-engine's documented conventions (mp_ops.c: Hermitian ops on M = A^T,
-replicated results column-major). This runs the worker's matrices, result
+that is right by construction: _mp_route.call replaced by numpy following
+the rows of the C op table (the Hermitian ops see A^T, n x n results
+row-major). This runs the worker's matrices, result
 handling and checks on CPU, so that a GPU run's failure means the engine,
 not the suite. It also shows the checks can fail: a wrong answer must be
 caught."""
@@ -20,16 +20,16 @@ WORKER = os.path.join(os.path.dirname(__file__), "..", "gpu", "mp_engine_worker.
 SHIM = r"""
 import sys, runpy
 sys.path.insert(0, TESTS_DIR)
-from jaxmg import _mp
-from test_mp_solve import engine  # numpy, following mp_ops.c's conventions
+from jaxmg import _mp_route
+from test_mp_solve import engine  # numpy, following the rows' conventions
 
 WRONG = sys.argv.pop(2) == "wrong"
 
 
-def fake_call(op, grid, mesh, a, b=None, **kw):  # the right engine, or the same on A + 1e-2
-    return engine(op, grid, mesh, a + 1e-2 if WRONG else a, b, **kw)
+def fake_call(op, grid, mesh, args, **kw):  # the right engine, or the same on A + 1e-2
+    return engine(op, grid, mesh, (args[0] + 1e-2 if WRONG else args[0],) + tuple(args[1:]), **kw)
 
-_mp.call = fake_call
+_mp_route.call = fake_call
 sys.argv = [sys.argv[0]] + sys.argv[2:]
 runpy.run_path(WORKER_PATH, run_name="__main__")
 """

@@ -62,3 +62,20 @@ def test_utils_helpers():
     assert jaxmg.utils.maybe_real_dtype_from_complex(np.complex64) == np.float32
     assert jaxmg.utils.maybe_real_dtype_from_complex(np.float64) == np.float64
     assert issubclass(jaxmg.utils.JaxMgWarning, UserWarning)
+
+
+@pytest.mark.parametrize("shard,tile,pad", [(0, 4, 0), (8, 4, 0), (9, 4, 3), (1, 1, 0),
+                                            (300, 128, 84), (np.int64(5), 8, 3), (2**40 + 1, 2**20, 2**20 - 1)])
+def test_calculate_padding(shard, tile, pad):
+    got = jaxmg.calculate_padding(shard, tile)
+    assert got == pad and isinstance(got, int)
+    assert (shard + got) % tile == 0 and 0 <= got < tile
+    assert jaxmg.utils.calculate_padding is jaxmg.calculate_padding
+
+
+@pytest.mark.parametrize("shard,tile,err", [(-1, 4, ValueError), (4, 0, ValueError),
+                                            (4.0, 4, TypeError), (4, True, TypeError),
+                                            (4, None, TypeError)])
+def test_calculate_padding_bad(shard, tile, err):
+    with pytest.raises(err, match="calculate_padding"):
+        jaxmg.calculate_padding(shard, tile)

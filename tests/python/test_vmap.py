@@ -245,13 +245,13 @@ def test_batched_potrs_and_syevd_every_dtype(rng, dtype):
 
 
 def test_nested_vmap_over_a_is_one_call(rng):
-    """Two vmaps over A: one call with two leading batch dimensions."""
+    """Two vmaps over A: one call, its two batch dimensions folded into one."""
     m, n = mesh(4), 8
     f = _general("potrs", m)
     A, b = _inputs(rng, "potrs", (2, NB), n, np.float64)
     g = jax.vmap(jax.vmap(f))
     shapes, text = _custom_call_shapes(g, A, b, target="jaxmg_potrs")
-    assert len(shapes) == 1 and all(s.startswith(f"2x{NB}x") for s in shapes[0])
+    assert len(shapes) == 1 and all(s.startswith(f"{2 * NB}x") for s in shapes[0])
     x, st = jax.jit(g)(A, b)
     x = np.asarray(x)
     assert st.shape == (2, NB)

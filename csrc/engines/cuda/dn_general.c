@@ -1,4 +1,4 @@
-/* dn_general.c - lu_solve, least_squares, qr, gesvd and polar on one GPU
+/* dn_general.c - lu_solve, least_squares, qr, gesvd, polar and sygvd on one GPU
  * (the group's first) with cuSOLVER and cuBLAS: the shards are gathered
  * into G = E (n x mpad, the engine's column-major view, engine.h), solved
  * there, and the results scattered back, until the cuSOLVERMp engine runs
@@ -16,6 +16,10 @@
  *                  m >= n, else on T = E = A^T; U, Vh, Up and H follow by
  *                  transposes (geam) and products (gemm), as in
  *                  host_general.c.
+ *   sygvd          A's and B's shards gathered (G = conj(A), BG = conj(B)),
+ *                  legacy sygvd / hegvd on their leading nvalid x nvalid
+ *                  pencil, V (the eigenvectors as G's columns) back into
+ *                  A's shards: the host engine's host_sygvd.c on a GPU.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -36,7 +40,7 @@
 
 /* Byte offsets into rank 0's workspace, and cuSOLVER's workspace sizes. */
 typedef struct dn_plan {
-  int64_t g, t, tau, s, sx, u, vt, ut, h, x, b, ipiv, info, dwork, total;
+  int64_t g, t, tau, s, sx, u, vt, ut, h, x, b, bg, w, ipiv, info, dwork, total;
   size_t dwork_bytes, hwork_bytes;
   int tall;          /* gesvd/polar: 1 when T = A (m >= n), 0 when T = E */
   int64_t rt, ct, k; /* T's rows and columns, k = min */
@@ -72,7 +76,7 @@ static int plan_lu(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   const void* any = job->parties[0].a; /* the queries read no data */
   SOLVER(cusolverDnXgetrf_bufferSize(ctx->dn, ctx->dn_params, n, n, t, any, n, t, &p->dwork_bytes,
                                      &p->hwork_bytes));
-  p->g = take(&at, n * n * es_of(job));
+  p->g = take(&at, n * job->mpad * es_of(job)); /* whole shards land there (shards()) */
   p->ipiv = take(&at, n * (int64_t)sizeof(int64_t));
   p->info = take(&at, 256);
   p->dwork = take(&at, (int64_t)p->dwork_bytes);
@@ -156,9 +160,33 @@ fail:
   return -1;
 }
 
+/* sygvd: G (A), BG (B), w and cuSOLVER's workspace (legacy API: int). */
+static int plan_sygvd(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
+  int64_t n = job->n, at = 0, nv = job->attr[1];
+  int lw = 0;
+  const void* any = job->parties[0].a;
+  cusolverEigMode_t jobz = job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  BLAS(gpu_sygvd_size(ctx->dn, job->dtype, jobz, (int)nv, any, (int)n, any, (int)n, any, &lw));
+  if (lw < 0) {
+    snprintf(err, JMG_ERRLEN, "sygvd on one GPU at n = %lld: cuSOLVER's workspace does not fit "
+             "its int", (long long)nv);
+    return -1;
+  }
+  p->dwork_bytes = (size_t)(lw > 0 ? lw : 1) * (size_t)es_of(job);
+  p->g = take(&at, n * n * es_of(job));
+  p->bg = take(&at, n * n * es_of(job));
+  p->w = take(&at, n * (int64_t)jmg_dtype_real_size(job->dtype));
+  p->info = take(&at, 256);
+  p->dwork = take(&at, (int64_t)p->dwork_bytes);
+  p->total = at;
+  return 0;
+fail:
+  return -1;
+}
+
 static plan_fn* const plans[JMG_NOPS] = {
     [JMG_LU_SOLVE] = plan_lu, [JMG_LSTSQ] = plan_lstsq, [JMG_QR] = plan_qr,
-    [JMG_GESVD] = plan_svd,   [JMG_POLAR] = plan_svd,
+    [JMG_GESVD] = plan_svd,   [JMG_POLAR] = plan_svd, [JMG_SYGVD] = plan_sygvd,
 };
 
 static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
@@ -504,6 +532,53 @@ int dn_polar_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   CU(cudaStreamSynchronize(ctx->stream[0]));
   if (shards(job, ctx, 0, AT(r, g), job->n, 0, err)) goto fail;
   if (want_h && to_all(job, ctx, 1, h0, (size_t)((int64_t)n * n) * es, err)) goto fail;
+  return end(ctx, &r, 0, err);
+fail:
+  return end(ctx, &r, -1, err);
+}
+
+/* ---- sygvd ---- */
+
+/* Zeroes the n x n matrix g (ld n) outside its leading nv x nv block:
+ * the padding's part of V. */
+static int clear_pad(mg_context* ctx, char* g, int64_t n, int64_t nv, size_t es, char* err) {
+  if (nv == n) return 0;
+  CU(cudaMemset2DAsync(g + (size_t)nv * es, (size_t)n * es, 0, (size_t)(n - nv) * es, (size_t)nv,
+                       ctx->stream[0]));
+  CU(cudaMemsetAsync(g + (size_t)(nv * n) * es, 0, (size_t)((n - nv) * n) * es, ctx->stream[0]));
+  return 0;
+fail:
+  return -1;
+}
+
+/* The leading nv x nv pencil of (E_A, E_B) gathered in G and BG; info is
+ * LAPACK's (op_table.c). */
+int dn_sygvd_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
+  dn_run r;
+  if (begin(job, ctx, &r, err)) return -1;
+  int64_t n = job->n, nv = job->attr[1];
+  size_t es = (size_t)r.es, wbytes = (size_t)n * jmg_dtype_real_size(job->dtype);
+  int* d_info = (int*)(void*)AT(r, info);
+  cusolverEigMode_t jobz = job->jobz ? CUSOLVER_EIG_MODE_VECTOR : CUSOLVER_EIG_MODE_NOVECTOR;
+  if (nv < 1 || nv > n) {
+    snprintf(err, JMG_ERRLEN, "sygvd: nvalid = %lld is not in [1, %lld]", (long long)nv,
+             (long long)n);
+    goto fail;
+  }
+  if (shards(job, ctx, 3, AT(r, bg), n, 1, err)) goto fail;
+  CU(cudaSetDevice(ctx->dev[0]));
+  CU(cudaMemsetAsync(AT(r, w), 0, wbytes, ctx->stream[0]));
+  BLAS(gpu_sygvd(ctx->dn, job->dtype, jobz, (int)nv, AT(r, g), (int)n, AT(r, bg), (int)n,
+                 AT(r, w), AT(r, dwork), (int)(r.p.dwork_bytes / es), d_info));
+  if (read_info(ctx, d_info, &res->info, err)) goto fail;
+  if (res->info != 0) {
+    if (nan_fill(ctx, AT(r, w), wbytes, err) || nan_fill(ctx, AT(r, g), (size_t)(n * n) * es, err))
+      goto fail;
+  } else if (clear_pad(ctx, AT(r, g), n, nv, es, err)) {
+    goto fail;
+  }
+  if (to_all(job, ctx, 2, AT(r, w), wbytes, err)) goto fail;
+  if (job->jobz && shards(job, ctx, 0, AT(r, g), n, 0, err)) goto fail;
   return end(ctx, &r, 0, err);
 fail:
   return end(ctx, &r, -1, err);

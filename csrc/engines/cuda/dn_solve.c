@@ -124,16 +124,19 @@ fail:
   return -1;
 }
 
-/* Shard r (n x nloc) <-> columns [r nloc, (r+1) nloc) of g. */
+/* A's rows at the head of shard r (engine.h) <-> columns [r l, r l + l)
+ * of g, cut at n: only A's own rows travel, never the shards' padding. */
 static int move_shards(const jmg_job* job, mg_context* ctx, char* g, int to_g, char* err) {
-  size_t shard = (size_t)job->n * (size_t)job->nloc * jmg_dtype_size(job->dtype);
-  for (int r = 0; r < job->nparties; r++) {
+  size_t col = (size_t)job->n * jmg_dtype_size(job->dtype);
+  int64_t l = jmg_job_lrows(job);
+  for (int r = 0; r < job->nparties && r * l < job->n; r++) {
+    size_t bytes = (size_t)(job->n - r * l < l ? job->n - r * l : l) * col;
     char* mine = (char*)job->parties[r].a;
-    char* there = g + (size_t)r * shard;
+    char* there = g + (size_t)(r * l) * col;
     if (to_g)
-      CU(cudaMemcpyPeerAsync(there, ctx->dev[0], mine, ctx->dev[r], shard, ctx->stream[r]));
+      CU(cudaMemcpyPeerAsync(there, ctx->dev[0], mine, ctx->dev[r], bytes, ctx->stream[r]));
     else
-      CU(cudaMemcpyPeerAsync(mine, ctx->dev[r], there, ctx->dev[0], shard, ctx->stream[r]));
+      CU(cudaMemcpyPeerAsync(mine, ctx->dev[r], there, ctx->dev[0], bytes, ctx->stream[r]));
   }
   return gpu_sync_streams(ctx, err);
 fail:
@@ -342,4 +345,5 @@ const gpu_solver dn_solvers[JMG_NOPS] = {
     [JMG_CHOL_FACTOR] = {dn_solve_workspace, dn_run},
     [JMG_CHOL_SOLVE] = {dn_solve_workspace, dn_run},
     [JMG_CHOL_INVERSE] = {dn_solve_workspace, dn_run},
+    [JMG_SYGVD] = {dn_general_workspace, dn_sygvd_run},
 };

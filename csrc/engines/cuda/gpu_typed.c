@@ -110,3 +110,26 @@ int gpu_orgqr(cusolverDnHandle_t h, jmg_dtype t, int m, int n, int k, void* a, i
     default: return (int)cusolverDnZungqr(h, m, n, k, a, lda, tau, work, lwork, info);
   }
 }
+
+/* Lower triangles, as every engine reads (the caller's upper ones). */
+#define GV CUSOLVER_EIG_TYPE_1, jobz, CUBLAS_FILL_MODE_LOWER
+
+int gpu_sygvd_size(cusolverDnHandle_t h, jmg_dtype t, cusolverEigMode_t jobz, int n,
+                   const void* a, int lda, const void* b, int ldb, const void* w, int* lwork) {
+  switch (t) {
+    case JMG_F32: return (int)cusolverDnSsygvd_bufferSize(h, GV, n, a, lda, b, ldb, w, lwork);
+    case JMG_F64: return (int)cusolverDnDsygvd_bufferSize(h, GV, n, a, lda, b, ldb, w, lwork);
+    case JMG_C64: return (int)cusolverDnChegvd_bufferSize(h, GV, n, a, lda, b, ldb, w, lwork);
+    default: return (int)cusolverDnZhegvd_bufferSize(h, GV, n, a, lda, b, ldb, w, lwork);
+  }
+}
+
+int gpu_sygvd(cusolverDnHandle_t h, jmg_dtype t, cusolverEigMode_t jobz, int n, void* a, int lda,
+              void* b, int ldb, void* w, void* work, int lwork, int* info) {
+  switch (t) {
+    case JMG_F32: return (int)cusolverDnSsygvd(h, GV, n, a, lda, b, ldb, w, work, lwork, info);
+    case JMG_F64: return (int)cusolverDnDsygvd(h, GV, n, a, lda, b, ldb, w, work, lwork, info);
+    case JMG_C64: return (int)cusolverDnChegvd(h, GV, n, a, lda, b, ldb, w, work, lwork, info);
+    default: return (int)cusolverDnZhegvd(h, GV, n, a, lda, b, ldb, w, work, lwork, info);
+  }
+}

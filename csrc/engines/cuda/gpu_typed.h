@@ -33,4 +33,11 @@ int gpu_orgqr_size(cusolverDnHandle_t h, jmg_dtype t, int m, int n, int k, const
 int gpu_orgqr(cusolverDnHandle_t h, jmg_dtype t, int m, int n, int k, void* a, int lda,
               const void* tau, void* work, int lwork, int* info);
 
+/* sygvd / hegvd (itype 1: A x = lambda B x), w real, with the workspace
+ * query (elements of the matrix's type). */
+int gpu_sygvd_size(cusolverDnHandle_t h, jmg_dtype t, cusolverEigMode_t jobz, int n,
+                   const void* a, int lda, const void* b, int ldb, const void* w, int* lwork);
+int gpu_sygvd(cusolverDnHandle_t h, jmg_dtype t, cusolverEigMode_t jobz, int n, void* a, int lda,
+              void* b, int ldb, void* w, void* work, int lwork, int* info);
+
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engines/cuda/cuda_engine.h"
+#include "engines/cuda/gpu_party.h"
 #include "engines/cuda/gpu_share.h"
 #include "engines/cuda/gpu_util.h"
 #include "engines/cuda/solvers.h"
@@ -73,34 +74,9 @@ static int mg_run(jmg_job* job, jmg_result* res, char* err) {
  * others and report a later failure (returns 1 then, -1 before). */
 static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                     int64_t count, int32_t* where_out, char* err) {
-  XLA_FFI_Error* e = jmg_ffi_device_ordinal(cf, &me->ordinal);
-  if (!e) e = jmg_ffi_stream(cf, &me->stream);
-  if (e) {
-    jmg_ffi_drop(cf, e);
-    snprintf(err, JMG_ERRLEN, "no device ordinal or stream from XLA");
-    return -1;
-  }
-  CU(cudaSetDevice(me->ordinal));
-  /* The sync makes this device's inputs complete before the leader reads
-   * them on its own streams. */
-  CU(cudaMemcpyAsync(where_out, where, (size_t)count * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                     (cudaStream_t)me->stream));
-  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
+  if (gpu_party_enter(cf, me, where, count, where_out, err)) return -1;
   if (gpu_share_mark(me, err)) return 1;
   return 0;
-fail:
-  return -1;
-}
-
-static int mg_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
-                      int64_t bytes, char* err) {
-  (void)cf;
-  CU(cudaSetDevice(me->ordinal));
-  CU(cudaMemcpyAsync(dst, src, (size_t)bytes, cudaMemcpyDeviceToDevice, (cudaStream_t)me->stream));
-  CU(cudaStreamSynchronize((cudaStream_t)me->stream));
-  return 0;
-fail:
-  return -1;
 }
 
 static int mg_alloc(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err) {
@@ -120,40 +96,18 @@ static void mg_release(const XLA_FFI_CallFrame* cf, jmg_party* me) {
   me->work = NULL;
 }
 
-static int mg_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
-                     char* err) {
-  (void)cf;
-  /* The values live on this stack frame until the sync below. */
-  int32_t info = res->info;
-  float f[JMG_MAX_SCALARS];
-  int single_prec = jmg_dtype_real_size((jmg_dtype)me->dtype) == 4;
-  CU(cudaSetDevice(me->ordinal));
-  cudaStream_t s = (cudaStream_t)me->stream;
-  CU(cudaMemcpyAsync(me->status, &info, sizeof info, cudaMemcpyHostToDevice, s));
-  for (int k = 0; k < JMG_MAX_SCALARS; k++) {
-    if (!me->scalar[k]) continue;
-    f[k] = (float)res->scalar[k];
-    if (single_prec) CU(cudaMemcpyAsync(me->scalar[k], &f[k], sizeof f[k], cudaMemcpyHostToDevice, s));
-    else CU(cudaMemcpyAsync(me->scalar[k], &res->scalar[k], sizeof(double), cudaMemcpyHostToDevice, s));
-  }
-  CU(cudaStreamSynchronize(s));
-  return 0;
-fail:
-  return -1;
-}
-
 #define ALL_OPS(X) X(JMG_POTRS) X(JMG_POTRI) X(JMG_SYEVD) X(JMG_LU_SOLVE) X(JMG_LSTSQ) X(JMG_QR) \
-  X(JMG_GESVD) X(JMG_POLAR) X(JMG_CHOL_FACTOR) X(JMG_CHOL_SOLVE) X(JMG_CHOL_INVERSE)
+  X(JMG_GESVD) X(JMG_POLAR) X(JMG_CHOL_FACTOR) X(JMG_CHOL_SOLVE) X(JMG_CHOL_INVERSE) X(JMG_SYGVD)
 #define GPU_OP(op) [op] = {mg_workspace, mg_run},
 
 const jmg_engine jmg_cusolvermg_engine = {
     .name = "cusolvermg",
     .ops = {ALL_OPS(GPU_OP)},
     .enter = mg_enter,
-    .copy_in = mg_copy_in,
+    .copy_in = gpu_party_copy_in,
     .alloc = mg_alloc,
     .release = mg_release,
-    .finish = mg_finish,
+    .finish = gpu_party_finish,
     .share = gpu_share,
     .open = gpu_share_open,
     .close = gpu_share_close,

@@ -82,6 +82,11 @@ int mg_getrs_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char
              MG_LU_MAX_TILE, (long long)job->tile);
     return -1;
   }
+  if (job->n != job->mpad) { /* the Python layer pads its shards inside (exact for LU) */
+    snprintf(err, JMG_ERRLEN, "cuSolverMg getrf/getrs take A as whole shards (n = %lld, %lld "
+             "shard rows)", (long long)job->n, (long long)job->nloc);
+    return -1;
+  }
   lu_ptrs p;
   memset(&p, 0, sizeof p);
   for (int r = 0; r < job->nparties; r++) {

@@ -60,8 +60,17 @@ static int gpu_copy_cols(void* p, int dst, int64_t dst_off, int src, int64_t src
   return 0;
 }
 
+/* The move between A's rows at the shards' heads (engine.h) and
+ * cuSolverMg's tiles, in the shards' nloc columns: for syevd A may be
+ * shorter than the shards (its last tile partial), never interleaved with
+ * padding, which would couple to A in the eigensolver's reduction. */
+static jmg_layout mg_layout(const jmg_job* job) {
+  jmg_layout l = {job->n, jmg_job_lrows(job), job->tile, job->nloc, job->nparties};
+  return l;
+}
+
 int mg_move_layout(const jmg_job* job, mg_context* ctx, int to_cyclic, char* err) {
-  jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
+  jmg_layout l = mg_layout(job);
   jmg_plan plan;
   if (jmg_plan_build(&l, to_cyclic, &plan)) {
     snprintf(err, JMG_ERRLEN, "layout plan failed for n=%lld nloc=%lld tile=%lld",
@@ -186,13 +195,22 @@ fail:
 }
 
 static int64_t staging_bytes(const jmg_job* job) {
-  jmg_layout l = {job->n, job->nloc, job->tile, job->nloc, job->nparties};
+  jmg_layout l = mg_layout(job);
   return jmg_layout_unit(&l) * job->n * (int64_t)jmg_dtype_size(job->dtype);
 }
 
 static int mg_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* bytes, char* err) {
   if (job->n > 2147483647 || job->nrhs > 2147483647) {
     snprintf(err, JMG_ERRLEN, "n = %lld exceeds cuSolverMg's int", (long long)job->n);
+    return -1;
+  }
+  /* Only the eigensolver moves A by the layout plan; the others keep the
+   * shards' tiles in place (potrs's reordering, potri's inverse in the
+   * caller's layout) and take A as whole shards, padded inside by the
+   * Python layer (exact for Cholesky: docs/tiles.md). */
+  if (!mg_traits[job->op].eig && job->n != job->mpad) {
+    snprintf(err, JMG_ERRLEN, "cuSolverMg takes this op's A as whole shards (n = %lld, %lld shard "
+             "rows): the Python layer pads them", (long long)job->n, (long long)job->nloc);
     return -1;
   }
   if (mg_traits[job->op].eig && job->tile > MG_SYEVD_MAX_TILE) {

@@ -38,5 +38,10 @@ int dn_lstsq_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
 int dn_qr_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
 int dn_gesvd_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
 int dn_polar_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
+/* The generalized eigenproblem on one GPU (dn_general.c): cuSolverMg has
+ * no sygvd, so this is its only GPU solver; the first GPU holds A, B (two
+ * n x n matrices), n eigenvalues and cuSOLVER's workspace (about n^2
+ * more), and n and that workspace must fit cuSOLVER's int. */
+int dn_sygvd_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err);
 
 #endif

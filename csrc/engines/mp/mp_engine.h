@@ -1,18 +1,13 @@
 /* mp_engine.h - the cuSOLVERMp engine: one rank of a device set per call.
  *
- * Unlike the cuSolverMg engine (engine.h: the parties meet and a leader
- * runs the op for all), every rank here makes its own, collective call:
- * cuSOLVERMp runs one rank per GPU over an NCCL communicator. A rank's FFI
- * call decodes into a jmg_mp_job and goes to its op's row of
- * jmg_mp_ops[] (mp_ops.c), all rows with the same signature:
- *
- *     int fn(jmg_mp_set* set, const jmg_mp_job* job, int32_t* info, char* err)
- *
- * returning JMG_MP_* (mp_comm.h) with err naming the rank, and *info the
- * LAPACK-style status (also written to job->status). The matrix M the
- * layout works on is A^T, as in engine.h: Hermitian ops (potrs, potri,
- * syevd) factor M (= conj(A)) directly, general ops move A itself
- * (a transposing plan).
+ * Unlike the cuSolverMg engine (a leader runs the op for all parties), every
+ * rank here makes its own, collective call: cuSOLVERMp runs one rank per
+ * GPU over an NCCL communicator. The engine is a collective one
+ * (engine.h: jmg_engine.collective): the ops layer (ops/handle.c) decodes
+ * each rank's FFI call against the op's row of the one op table, the ranks
+ * agree through the engine's communicator, and each runs its op function
+ * (mp_ops.c) on its own party. Its results follow the rows (buffers,
+ * layouts, the view: op_table.h); on a non-zero status they are NaN.
  *
  * Memory outside XLA's pool, per rank (docs/multinode.md):
  *   - the NCCL communicator, plus the row/column communicators
@@ -40,33 +35,20 @@
 
 extern const jmg_mp_api jmg_mp_nccl_api;
 
-typedef enum {
-  JMG_MP_POTRS = 0,
-  JMG_MP_POTRI,
-  JMG_MP_SYEVD,
-  JMG_MP_LU_SOLVE,
-  JMG_MP_LSTSQ,
-  JMG_MP_QR,
-  JMG_MP_GESVD,
-  JMG_MP_POLAR,
-  JMG_MP_NOPS
-} jmg_mp_op;
+/* The engine's FFI handlers and its table (mp_exports.c). */
+extern const jmg_engine jmg_cusolvermp_engine;
 
-/* One rank's call. A is the caller's row-major m x n array, sharded as
- * `kind` (JMG_SHARD_*) over the a x b mesh of the solve axes; replicated
- * operands are column-major and whole on every rank. What each op reads and
- * writes is in its row of jmg_mp_ops (mp_ops.c). */
+/* One rank's call, from its job (ops/handle.c) and its own party. A is the
+ * caller's row-major m x n array (m: all shards' rows, padding included)
+ * in mesh_a x mesh_b blocks over the solve group; replicated operands are
+ * whole on every rank, in the layouts of the op's row. */
 typedef struct jmg_mp_job {
-  jmg_mp_op op;
+  jmg_op op;
   jmg_dtype dtype;
   int64_t m, n, nrhs, tile;
-  int kind, mesh_a, mesh_b;
-  int jobz;             /* syevd: 1 eigenvectors; potrs: 1 also log det */
-  cudaStream_t stream;  /* the call's XLA stream */
-  void* a;              /* A's shard, in; the op's matrix result, out */
-  void* b;              /* replicated right-hand sides (m x nrhs), in/out */
-  void* out[2];         /* further outputs */
-  int32_t* status;      /* device int32 */
+  int mesh_a, mesh_b;
+  cudaStream_t stream; /* the call's XLA stream */
+  const jmg_party* p;  /* this rank's buffers, by the row's slots */
 } jmg_mp_job;
 
 /* A cached matrix descriptor. */
@@ -93,23 +75,21 @@ typedef struct jmg_mp_set {
   void* hwork;
   size_t hwork_bytes;
   int* d_info;
-  void* d_scalar; /* 16 bytes for small all-reduces */
+  void* d_scalar; /* 32 bytes for small all-reduces */
   jmg_mp_desc descs[JMG_MP_NDESC];
   uint64_t calls; /* counts jmg_mp_set_ready: a descriptor of this call is never evicted */
 } jmg_mp_set;
 
-typedef int (*jmg_mp_op_fn)(jmg_mp_set* set, const jmg_mp_job* job, int32_t* info, char* err);
+/* The device set of a job's rank (job->ctx, from the engine's join). */
+jmg_mp_set* jmg_mp_job_set(const jmg_job* job);
 
-typedef struct jmg_mp_op_row {
-  const char* name;
-  jmg_mp_op op;
-  int square;    /* needs m == n */
-  int transpose; /* moves A (1) rather than M = A^T (0) */
-  int tall;      /* needs m >= n */
-  jmg_mp_op_fn fn;
-} jmg_mp_op_row;
-
-extern const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS];
+/* mp_ops.c: the op functions of the engine's table, one per row it runs. */
+#define JMG_MP_OPS(X) X(potrs, JMG_POTRS) X(potri, JMG_POTRI) X(syevd, JMG_SYEVD) \
+  X(lu_solve, JMG_LU_SOLVE) X(lstsq, JMG_LSTSQ) X(qr, JMG_QR) X(gesvd, JMG_GESVD) \
+  X(polar, JMG_POLAR)
+#define JMG_MP_DECLARE(name, op) int jmg_mp_run_##name(jmg_job* job, jmg_result* res, char* err);
+JMG_MP_OPS(JMG_MP_DECLARE)
+#undef JMG_MP_DECLARE
 
 /* mp_set.c */
 int jmg_mp_set_open(jmg_mp_set* s, const char* tag, const unsigned char id[JMG_MP_ID_BYTES],
@@ -130,8 +110,10 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
  * so registration sees one size everywhere) and the host one to `host`. */
 int jmg_mp_set_workspace(jmg_mp_set* s, cudaStream_t stream, size_t dev, size_t host,
                          char* err);
-/* All-reduces one int (MAX) or one double (SUM) over the set. */
+/* All-reduces one int (MAX), count uint64 (MAX, count <= 4) or one double
+ * (SUM) over the set. */
 int jmg_mp_set_allmax(jmg_mp_set* s, cudaStream_t stream, int* v, char* err);
+int jmg_mp_set_allmax_u64(jmg_mp_set* s, cudaStream_t stream, uint64_t* v, int count, char* err);
 int jmg_mp_set_allsum(jmg_mp_set* s, cudaStream_t stream, double* v, char* err);
 
 /* mp_move.c */
@@ -153,6 +135,11 @@ int jmg_mp_scatter(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* full
                    int64_t n, int64_t tile, void* local, int64_t lld, char* err);
 int jmg_mp_gather(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* local, int64_t lld,
                   int64_t m, int64_t n, int64_t tile, void* full, char* err);
+/* The same gather written row-major (full holds the transpose, ld n),
+ * through a scratch copy; upper: only the upper triangle, zeros below. */
+int jmg_mp_gather_rows(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* local,
+                       int64_t lld, int64_t m, int64_t n, int64_t tile, int upper, void* full,
+                       char* err);
 
 /* mp_util.c */
 cudaDataType jmg_mp_cuda_type(jmg_dtype t);

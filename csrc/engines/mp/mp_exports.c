@@ -10,17 +10,25 @@
  * until all have joined) or all at once from one thread in an NCCL group
  * (jmg_mp_open_local, JAXMG_MP_INIT=group).
  *
- * FFI interface, per device (rets alias args a -> a, b -> b):
- *   args (a[, b])    rets (a[, b], outs..., status int32[])
- *   attributes: tag (string), m, n, nrhs, tile, kind, mesh_a, mesh_b, jobz
- * with the outs of each op as listed in mp_ops.c.
+ * The FFI handlers are the op table's (ops/op_table.h: one per row the
+ * engine runs, jaxmg_mp_<op>_cuda), run by the ops layer's collective mode
+ * (ops/handle.c) with this engine: its join finds the rank's set from the
+ * call's `tag` attribute and the device, its agree is one all-reduce over
+ * the set's communicator, guarded like every collective of the engine.
  */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "engines/cuda/gpu_party.h"
 #include "engines/mp/mp_engine.h"
 #include "ffi/seam.h"
+#include "ops/op_table.h"
+#include "ops/ops.h"
 
 #define JMG_EXPORT __attribute__((visibility("default")))
 
@@ -145,109 +153,105 @@ JMG_EXPORT int jmg_mp_lost(const char* tag, int ordinal) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* FFI handlers. */
+/* The engine. */
 
-typedef struct ffi_row {
-  int has_b, nouts;
-} ffi_row;
-
-static const ffi_row ffi_rows[JMG_MP_NOPS] = {
-    [JMG_MP_POTRS] = {1, 1},    [JMG_MP_POTRI] = {0, 0}, [JMG_MP_SYEVD] = {0, 1},
-    [JMG_MP_LU_SOLVE] = {1, 0}, [JMG_MP_LSTSQ] = {1, 0}, [JMG_MP_QR] = {0, 1},
-    [JMG_MP_GESVD] = {0, 2},    [JMG_MP_POLAR] = {0, 1},
-};
-
-static int dtype_of(XLA_FFI_DataType t, jmg_dtype* out) {
-  switch (t) {
-    case XLA_FFI_DataType_F32: *out = JMG_F32; return 0;
-    case XLA_FFI_DataType_F64: *out = JMG_F64; return 0;
-    case XLA_FFI_DataType_C64: *out = JMG_C64; return 0;
-    case XLA_FFI_DataType_C128: *out = JMG_C128; return 0;
-    default: return -1;
-  }
+static int say(char* err, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static int say(char* err, const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, JMG_ERRLEN, fmt, ap);
+  va_end(ap);
+  return -1;
 }
 
-static int attr(const XLA_FFI_CallFrame* cf, const char* name, int64_t dflt, int64_t* out) {
-  *out = dflt;
-  return jmg_ffi_attr_int(cf, name, out) == 0 || dflt >= 0 ? 0 : -1;
+/* Waits for the rank's previous call to end, at most timeout_s (a call
+ * that never ends would otherwise hold every later one for ever). */
+static int lock_within(pthread_mutex_t* mu, double timeout_s) {
+  struct timespec at;
+  clock_gettime(CLOCK_REALTIME, &at);
+  double t = (double)at.tv_sec + 1e-9 * (double)at.tv_nsec + timeout_s;
+  at.tv_sec = (time_t)t;
+  at.tv_nsec = (long)((t - (double)at.tv_sec) * 1e9);
+  return pthread_mutex_timedlock(mu, &at);
 }
 
-static XLA_FFI_Error* decode(XLA_FFI_CallFrame* cf, jmg_mp_op op, jmg_mp_job* j,
-                             const char** tag, size_t* tlen) {
-  memset(j, 0, sizeof *j);
-  j->op = op;
-  const ffi_row* fr = &ffi_rows[op];
-  int64_t v[8];
-  static const char* names[8] = {"m", "n", "nrhs", "tile", "kind", "mesh_a", "mesh_b", "jobz"};
-  static const int64_t dflt[8] = {-1, -1, 0, -1, -1, -1, -1, 0};
-  for (int k = 0; k < 8; k++)
-    if (attr(cf, names[k], dflt[k], &v[k]))
-      return jmg_ffi_error(cf, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                           "jaxmg: the mp %s call lacks attribute %s", jmg_mp_ops[op].name,
-                           names[k]);
-  if (jmg_ffi_attr_str(cf, "tag", tag, tlen) != 0)
-    return jmg_ffi_error(cf, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                         "jaxmg: the mp call lacks its device set tag");
-  j->m = v[0], j->n = v[1], j->nrhs = v[2], j->tile = v[3];
-  j->kind = (int)v[4], j->mesh_a = (int)v[5], j->mesh_b = (int)v[6], j->jobz = (int)v[7];
-  XLA_FFI_Buffer* a = jmg_ffi_ret(cf, 0);
-  XLA_FFI_Buffer* b = fr->has_b ? jmg_ffi_ret(cf, 1) : NULL;
-  int first_out = 1 + fr->has_b;
-  XLA_FFI_Buffer* st = jmg_ffi_ret(cf, first_out + fr->nouts);
-  if (a == NULL || st == NULL || (fr->has_b && b == NULL) || dtype_of(a->dtype, &j->dtype))
-    return jmg_ffi_error(cf, XLA_FFI_Error_Code_INVALID_ARGUMENT,
-                         "jaxmg: the mp %s call has the wrong buffers or dtype",
-                         jmg_mp_ops[op].name);
-  j->a = a->data;
-  j->b = b ? b->data : NULL;
-  for (int k = 0; k < fr->nouts; k++) {
-    XLA_FFI_Buffer* o = jmg_ffi_ret(cf, first_out + k);
-    j->out[k] = o ? o->data : NULL;
-  }
-  j->status = st->data;
-  void* stream = NULL;
-  XLA_FFI_Error* e = jmg_ffi_stream(cf, &stream);
-  j->stream = stream;
-  return e;
-}
-
-static XLA_FFI_Error* handle(XLA_FFI_CallFrame* cf, jmg_mp_op op) {
-  if (jmg_ffi_answer_metadata(cf, 0)) return NULL;
-  jmg_mp_job j;
-  const char* tag;
-  size_t tlen;
-  XLA_FFI_Error* e = decode(cf, op, &j, &tag, &tlen);
-  if (e) return e;
-  int32_t ordinal = -1;
-  if ((e = jmg_ffi_device_ordinal(cf, &ordinal))) return e;
+static int mp_join(const XLA_FFI_CallFrame* cf, const jmg_party* me, double timeout_s, void** ctx,
+                   char* err) {
+  const char* tag = NULL;
+  size_t tlen = 0;
+  if (jmg_ffi_attr_str(cf, "tag", &tag, &tlen))
+    return say(err, "the call names no device set (its `tag` attribute)");
   pthread_mutex_lock(&reg_mu);
-  entry* en = find(tag, tlen, ordinal);
+  entry* en = find(tag, tlen, me->ordinal);
   pthread_mutex_unlock(&reg_mu);
   if (en == NULL)
-    return jmg_ffi_error(cf, XLA_FFI_Error_Code_FAILED_PRECONDITION,
-                         "jaxmg: device %d holds no rank of the device set %.*s (call "
-                         "jaxmg's mp initialisation first)",
-                         ordinal, (int)tlen, tag);
-  char err[JMG_MP_ERRLEN] = "";
-  int32_t info = 0;
-  pthread_mutex_lock(&en->busy);
-  int rc = jmg_mp_ops[op].fn(&en->set, &j, &info, err);
-  pthread_mutex_unlock(&en->busy);
-  if (rc == JMG_MP_OK) return NULL;
-  return jmg_ffi_error(cf,
-                       rc == JMG_MP_EINVAL ? XLA_FFI_Error_Code_INVALID_ARGUMENT
-                       : rc == JMG_MP_ETIMEOUT ? XLA_FFI_Error_Code_DEADLINE_EXCEEDED
-                                               : XLA_FFI_Error_Code_INTERNAL,
-                       "%s", err);
+    return say(err, "device %d holds no rank of the device set %.*s (call jaxmg's "
+                            "mp initialisation first)", (int)me->ordinal, (int)tlen, tag);
+  if (en->set.comm.rank != me->rank)
+    return say(err, "device %d is rank %d of the set %.*s, but the call says rank %d",
+                            (int)me->ordinal, en->set.comm.rank, (int)tlen, tag, (int)me->rank);
+  if (lock_within(&en->busy, timeout_s))
+    return say(err, "device %d: the set's previous call did not end within %g s",
+                            (int)me->ordinal, timeout_s);
+  *ctx = en;
+  return 0;
 }
 
-#define HANDLER(name, op) \
-  JMG_EXPORT XLA_FFI_Error* jaxmg_mp_##name##_cuda(XLA_FFI_CallFrame* cf) { return handle(cf, op); }
-HANDLER(potrs, JMG_MP_POTRS)
-HANDLER(potri, JMG_MP_POTRI)
-HANDLER(syevd, JMG_MP_SYEVD)
-HANDLER(lu_solve, JMG_MP_LU_SOLVE)
-HANDLER(least_squares, JMG_MP_LSTSQ)
-HANDLER(qr, JMG_MP_QR)
-HANDLER(gesvd, JMG_MP_GESVD)
-HANDLER(polar, JMG_MP_POLAR)
+static void mp_leave(void* ctx) {
+  if (ctx) pthread_mutex_unlock(&((entry*)ctx)->busy);
+}
+
+jmg_mp_set* jmg_mp_job_set(const jmg_job* job) { return &((entry*)job->ctx)->set; }
+
+/* One all-reduce (MAX) of (print, ~print, failing rank + 1, non-finite
+ * flag): the same print everywhere iff both maxima are this rank's own. */
+typedef struct agreement {
+  jmg_mp_set* set;
+  cudaStream_t stream;
+  uint64_t v[4];
+} agreement;
+
+static int agree_body(void* va, char* err) {
+  agreement* a = va;
+  int rc = jmg_mp_set_ready(a->set, a->stream, err);
+  return rc ? rc : jmg_mp_set_allmax_u64(a->set, a->stream, a->v, 4, err);
+}
+
+static int mp_agree(void* ctx, const jmg_party* me, uint64_t print, const char* mine,
+                    uint64_t* flag, char* err) {
+  jmg_mp_set* s = &((entry*)ctx)->set;
+  agreement a = {s, (cudaStream_t)me->stream,
+                 {print, ~print, mine ? (uint64_t)me->rank + 1 : 0, *flag}};
+  char merr[JMG_MP_ERRLEN] = "";
+  if (jmg_mp_comm_guard(&s->comm, "agree", agree_body, &a, merr)) return say(err, "%s", merr);
+  *flag = a.v[3];
+  if (a.v[2])
+    return say(err, "rank %d failed (its own error says why)", (int)a.v[2] - 1);
+  if (a.v[0] != print || a.v[1] != ~print)
+    return say(err, "the ranks make different calls (op, shapes, dtype, tile, "
+                            "attributes or call site differ; %s)", jmg_op_name(me->op));
+  return 0;
+}
+
+static const jmg_collective mp_collective = {mp_join, mp_agree, mp_leave};
+
+#define MP_OP(name, op) [op] = {NULL, jmg_mp_run_##name},
+
+const jmg_engine jmg_cusolvermp_engine = {
+    .name = "cusolvermp",
+    .collective = &mp_collective,
+    .ops = {JMG_MP_OPS(MP_OP)},
+    .enter = gpu_party_enter,
+    .copy_in = gpu_party_copy_in,
+    .finish = gpu_party_finish,
+};
+
+#define MP_HANDLER(name, op)                                              \
+  JMG_EXPORT XLA_FFI_Error* jaxmg_mp_##name##_cuda(XLA_FFI_CallFrame* cf) { \
+    return jmg_op_handle(cf, op, &jmg_cusolvermp_engine);                 \
+  }
+JMG_OP_LIST(MP_HANDLER)

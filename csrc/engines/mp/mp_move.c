@@ -128,3 +128,53 @@ int jmg_mp_gather(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* local
                                         ncclSum, (ncclComm_t)s->comm.nccl, st),
                           "ncclAllReduce (gather)", err);
 }
+
+/* dst = the lower triangle of src (n x n, ld n), zeros above, through the
+ * packed form (cuBLAS trttp / tpttr). */
+static int lower_only(cublasHandle_t h, cudaStream_t st, jmg_dtype t, void* dst, const void* src,
+                      int64_t n, char* err) {
+  size_t esz = jmg_dtype_size(t);
+  void* packed = NULL;
+  if (n > 2147483647) {
+    snprintf(err, JMG_MP_ERRLEN, "a triangle of order %lld is beyond cuBLAS's int sizes", (long long)n);
+    return JMG_MP_EINVAL;
+  }
+  int k = (int)n, rc = jmg_mp_cuda_fail(cudaMallocAsync(&packed, (size_t)(n * (n + 1) / 2) * esz, st),
+                                        "cudaMallocAsync", err);
+  if (!rc) rc = jmg_mp_cuda_fail(cudaMemsetAsync(dst, 0, (size_t)(n * n) * esz, st), "cudaMemsetAsync", err);
+  if (rc) return rc;
+  const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
+  cublasStatus_t a, b;
+  switch (t) {
+    case JMG_F32: a = cublasStrttp(h, lo, k, src, k, packed); b = cublasStpttr(h, lo, k, packed, dst, k); break;
+    case JMG_F64: a = cublasDtrttp(h, lo, k, src, k, packed); b = cublasDtpttr(h, lo, k, packed, dst, k); break;
+    case JMG_C64: a = cublasCtrttp(h, lo, k, src, k, packed); b = cublasCtpttr(h, lo, k, packed, dst, k); break;
+    default: a = cublasZtrttp(h, lo, k, src, k, packed); b = cublasZtpttr(h, lo, k, packed, dst, k); break;
+  }
+  cudaFreeAsync(packed, st);
+  if (a == CUBLAS_STATUS_SUCCESS && b == CUBLAS_STATUS_SUCCESS) return JMG_MP_OK;
+  snprintf(err, JMG_MP_ERRLEN, "cublas trttp/tpttr returned status %d / %d", (int)a, (int)b);
+  return JMG_MP_ESOLVER;
+}
+
+/* The m x n gather written row-major: full (ld n) holds its transpose
+ * read column-major, through a scratch copy. upper (m == n): only the
+ * upper triangle, zeros below (the transpose's lower triangle). */
+int jmg_mp_gather_rows(jmg_mp_set* s, cudaStream_t st, jmg_dtype t, const void* local,
+                       int64_t lld, int64_t m, int64_t n, int64_t tile, int upper, void* full,
+                       char* err) {
+  size_t esz = jmg_dtype_size(t);
+  void* tmp = NULL;
+  int rc = jmg_mp_cuda_fail(cudaMallocAsync(&tmp, (size_t)(m * n) * esz, st), "cudaMallocAsync", err);
+  if (rc) return rc;
+  if (upper) { /* full <- the gather (scratch), tmp <- its transpose, full <- tmp's lower part */
+    rc = jmg_mp_gather(s, st, t, local, lld, m, n, tile, full, err);
+    if (!rc) rc = transpose2d(s->blas, t, tmp, n, full, m, m, n, err);
+    if (!rc) rc = lower_only(s->blas, st, t, full, tmp, n, err);
+  } else {
+    rc = jmg_mp_gather(s, st, t, local, lld, m, n, tile, tmp, err);
+    if (!rc) rc = transpose2d(s->blas, t, full, n, tmp, m, m, n, err);
+  }
+  cudaFreeAsync(tmp, st);
+  return rc;
+}

@@ -1,21 +1,25 @@
-/* mp_ops.c - the ops of the cuSOLVERMp engine, one function each with the
- * signature of jmg_mp_op_fn, and their table (jmg_mp_ops).
+/* mp_ops.c - the ops of the cuSOLVERMp engine, one function each in the
+ * engine's table (mp_exports.c), run by every rank on its own party.
  *
  * Every op runs as one guarded body (mp_comm.h): arguments are checked
  * first, the same way on every rank, so a bad call is refused everywhere
  * before any collective; then the matrix is moved into the block-cyclic
  * layout, solved, and moved back, all under one watchdog arm.
  *
- * What each op reads and writes (A: m x n, sharded; B: m x nrhs replicated):
- *   potrs     M x = B for Hermitian positive definite M    b <- x; out[0] <- log det (jobz)
- *   potri     M^-1 (potrf, then potrs against I)          a <- inverse
- *   syevd     M = Q diag(w) Q^H                            a <- Q (jobz); out[0] <- w (n reals)
- *   lu_solve  A x = B (getrf, getrs)                       b <- x
- *   lstsq     min |A x - B|, m >= n (gels)                 b <- x in its first n rows
- *   qr        A = Q R, m >= n (geqrf, orgqr)               a <- Q (m x n); out[0] <- the n x n
- *             top of the factor, whose upper triangle is R
- *   gesvd     A = U diag(s) V^H, m >= n, thin              a <- U; out[0] <- s; out[1] <- V^H
- *   polar     A = U_p H, m >= n                            a <- U_p; out[0] <- H (n x n)
+ * The matrix: the Hermitian ops (potrs, potri, syevd) factor M = A^T =
+ * conj(A), the shards read column-major, as their rows say (sees_at); the
+ * general ops move A itself (a transposing plan). What each writes, by its
+ * row's buffers (A: m x n with m the shards' rows: zero rows the Python
+ * layer padded change no result but add zero rows to Q, U and U_p):
+ *   potrs     M x = b (potrf, potrs)       x in b; logdet M
+ *   potri     M^-1 (potrf, potrs against I)    in a
+ *   syevd     M = Q diag(w) Q^H            Q in a (jobz), read row-major its rows; w
+ *   lu_solve  A x = b (getrf, getrs)       x in b
+ *   lstsq     min |A x - b|, m >= n (gels) x: b's first n rows
+ *   qr        A = Q R, m >= n (geqrf, orgqr)    Q in a; R row-major, zeros below
+ *   gesvd     A = U diag(s) V^H, m >= n, thin   U in u (ucols n, or none); s;
+ *                                          Vh row-major (vrows n, or none)
+ *   polar     A = U_p H, m >= n            U_p in a; H row-major (hrows n, or none)
  * On a non-zero status (a failing minor, no convergence) the outputs are
  * NaN. potri costs ~2.3 n^3 flops against LAPACK's n^3: cuSOLVERMp 0.9.1
  * has no trtri/lauum (docs/multinode.md).
@@ -25,6 +29,7 @@
 #include <string.h>
 
 #include "engines/mp/mp_engine.h"
+#include "ops/op_table.h"
 
 #define LOWER CUBLAS_FILL_MODE_LOWER
 #define NPTR 8
@@ -32,7 +37,8 @@
 typedef struct opctx {
   jmg_mp_set* s;
   const jmg_mp_job* j;
-  const jmg_mp_op_row* row;
+  int transpose;   /* the op moves A itself (its row: this kind sees A, not A^T) */
+  jmg_result* res;
   int32_t* info;
   cudaDataType t;
   size_t esz;
@@ -85,8 +91,8 @@ static int cyclic_matrix(opctx* c, int64_t m, int64_t n, void** buf,
 static int bring_in(opctx* c, char* err) {
   const jmg_mp_job* j = c->j;
   jmg_grid2d g = {c->s->p, c->s->q, JMG_GRID_ROW_MAJOR};
-  if (jmg_layout2d_from_jax(j->m, j->n, j->kind, j->mesh_a, j->mesh_b, j->tile, g, &c->l) ||
-      jmg_plan2d_build(&c->l, c->row->transpose, 1, &c->to)) {
+  if (jmg_layout2d_from_jax(j->m, j->n, JMG_SHARD_2D, j->mesh_a, j->mesh_b, j->tile, g, &c->l) ||
+      jmg_plan2d_build(&c->l, c->transpose, 1, &c->to)) {
     snprintf(err, JMG_MP_ERRLEN, "cannot plan the layout move");
     return JMG_MP_ENOMEM;
   }
@@ -96,19 +102,20 @@ static int bring_in(opctx* c, char* err) {
   c->lld = ld_of(c, c->cm);
   int rc = cyclic_matrix(c, c->cm, c->cn, &c->cyc, &c->desc, err);
   if (rc) return rc;
-  jmg_mp_mover mv = {c->s, j->stream, j->dtype, j->a, jmg_layout2d_block_rows(&c->l),
+  jmg_mp_mover mv = {c->s, j->stream, j->dtype, j->p->a, jmg_layout2d_block_rows(&c->l),
                      c->cyc, c->lld};
   return jmg_mp_move(&c->to, &mv, err);
 }
 
-/* Moves a cyclic matrix shaped like the operand back into A's shard. */
-static int send_back(opctx* c, const void* cyc, char* err) {
+/* Moves a cyclic matrix shaped like the operand back into a shard of A's
+ * layout (dst: A's own, or a result sharded like it). */
+static int send_back(opctx* c, const void* cyc, void* dst, char* err) {
   jmg_plan2d back;
-  if (jmg_plan2d_build(&c->l, c->row->transpose, 0, &back)) {
+  if (jmg_plan2d_build(&c->l, c->transpose, 0, &back)) {
     snprintf(err, JMG_MP_ERRLEN, "cannot plan the layout move back");
     return JMG_MP_ENOMEM;
   }
-  jmg_mp_mover mv = {c->s, c->j->stream, c->j->dtype, cyc, c->lld, c->j->a,
+  jmg_mp_mover mv = {c->s, c->j->stream, c->j->dtype, cyc, c->lld, dst,
                      jmg_layout2d_block_rows(&c->l)};
   int rc = jmg_mp_move(&back, &mv, err);
   jmg_plan2d_free(&back);
@@ -140,6 +147,21 @@ static int nan_fill(opctx* c, void* p, size_t elems, char* err) {
 
 static size_t shard_elems(const opctx* c) {
   return (size_t)(c->j->m * c->j->n / c->s->comm.nranks);
+}
+
+/* NaN in `count` reals (eigen- or singular values). */
+static int nan_reals(opctx* c, void* p, int64_t count, char* err) {
+  return jmg_mp_cuda_fail(cudaMemsetAsync(p, 0xFF, (size_t)count * jmg_dtype_real_size(c->j->dtype),
+                                          c->j->stream),
+                          "cudaMemsetAsync(NaN)", err);
+}
+
+/* NaN in this rank's shard of A's layout (A's own buffer, or u). */
+static int nan_shard(opctx* c, void* p, char* err) { return nan_fill(c, p, shard_elems(c), err); }
+
+/* NaN in a replicated n x n result where the row has one. */
+static int nan_square(opctx* c, void* p, char* err) {
+  return nan_fill(c, p, (size_t)(c->j->n * c->j->n), err);
 }
 
 static int workspace(opctx* c, size_t dev, size_t host, char* err) {
@@ -220,43 +242,48 @@ static int logdet(opctx* c, double* out, char* err) {
   return rc;
 }
 
-static int write_real(opctx* c, void* dst, double v, char* err) {
-  float f = (float)v;
-  int dbl = jmg_mp_real_type(c->j->dtype) == CUDA_R_64F;
-  return jmg_mp_cuda_fail(cudaMemcpyAsync(dst, dbl ? (void*)&v : (void*)&f, dbl ? 8 : 4,
-                                          cudaMemcpyHostToDevice, c->j->stream),
-                          "cudaMemcpyAsync(scalar)", err);
-}
-
-static int rhs_in(opctx* c, void** b, cusolverMpMatrixDescriptor_t* db, char* err) {
+/* Replicated right-hand sides (m x nrhs, column-major) into the cyclic
+ * layout, and the solution back: all of b, or its first n rows into x. */
+static int rhs_in(opctx* c, const void* full, void** b, cusolverMpMatrixDescriptor_t* db,
+                  char* err) {
   TRY(cyclic_matrix(c, c->j->m, c->j->nrhs, b, db, err));
-  return jmg_mp_scatter(c->s, c->j->stream, c->j->dtype, c->j->b, c->j->m, c->j->nrhs,
-                        c->j->tile, *b, ld_of(c, c->j->m), err);
+  return jmg_mp_scatter(c->s, c->j->stream, c->j->dtype, full, c->j->m, c->j->nrhs, c->j->tile,
+                        *b, ld_of(c, c->j->m), err);
 }
 
-static int rhs_out(opctx* c, const void* b, char* err) {
-  if (*c->info != 0) return nan_fill(c, c->j->b, (size_t)(c->j->m * c->j->nrhs), err);
-  return jmg_mp_gather(c->s, c->j->stream, c->j->dtype, b, ld_of(c, c->j->m), c->j->m,
-                       c->j->nrhs, c->j->tile, c->j->b, err);
+static int rhs_out(opctx* c, const void* b, int64_t rows, void* x, char* err) {
+  if (*c->info != 0) return nan_fill(c, x, (size_t)(rows * c->j->nrhs), err);
+  /* Global rows < n are the first local rows of each rank: the top rows
+   * gather from the same local array (ld of all m rows). */
+  return jmg_mp_gather(c->s, c->j->stream, c->j->dtype, b, ld_of(c, c->j->m), rows, c->j->nrhs,
+                       c->j->tile, x, err);
+}
+
+/* A replicated n x n result, written row-major as the rows want it. */
+static int square_out(opctx* c, const void* cyc, int64_t lld, int upper, void* out, char* err) {
+  int64_t n = c->j->n;
+  return jmg_mp_gather_rows(c->s, c->j->stream, c->j->dtype, cyc, lld, n, n, c->j->tile, upper,
+                            out, err);
 }
 
 static int body_potrs(opctx* c, char* err) {
   void* b;
   cusolverMpMatrixDescriptor_t db;
+  void* bx = c->j->p->b; /* x aliases b */
   TRY(bring_in(c, err));
-  TRY(rhs_in(c, &b, &db, err));
+  TRY(rhs_in(c, bx, &b, &db, err));
   TRY(factor(c, err));
   double ld = NAN;
-  if (*c->info == 0 && c->j->jobz) TRY(logdet(c, &ld, err));
+  if (*c->info == 0) TRY(logdet(c, &ld, err));
   if (*c->info == 0) TRY(solve_chol(c, b, db, c->j->nrhs, err));
-  if (c->j->jobz && c->j->out[0]) TRY(write_real(c, c->j->out[0], *c->info ? NAN : ld, err));
-  return rhs_out(c, b, err);
+  c->res->scalar[0] = *c->info ? NAN : ld;
+  return rhs_out(c, b, c->j->m, bx, err);
 }
 
 static int body_potri(opctx* c, char* err) {
   TRY(bring_in(c, err));
   TRY(factor(c, err));
-  if (*c->info != 0) return nan_fill(c, c->j->a, shard_elems(c), err);
+  if (*c->info != 0) return nan_shard(c, c->j->p->a, err);
   void* inv;
   cusolverMpMatrixDescriptor_t di;
   TRY(cyclic_matrix(c, c->cn, c->cn, &inv, &di, err));
@@ -268,42 +295,46 @@ static int body_potri(opctx* c, char* err) {
                          dbl ? (void*)o : (void*)of, inv, 1, 1, di, c->s->d_info),
          "cusolverMpLaset");
   TRY(solve_chol(c, inv, di, c->cn, err));
-  if (*c->info != 0) return nan_fill(c, c->j->a, shard_elems(c), err);
-  return send_back(c, inv, err);
+  if (*c->info != 0) return nan_shard(c, c->j->p->a, err);
+  return send_back(c, inv, c->j->p->a, err);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Eigen- and singular values. */
 
 static int body_syevd(opctx* c, char* err) {
+  const jmg_party* p = c->j->p;
+  int jobz = p->attr[0] != 0;
   TRY(bring_in(c, err));
   void* q = NULL;
   cusolverMpMatrixDescriptor_t dq = c->desc;
-  if (c->j->jobz) TRY(cyclic_matrix(c, c->cn, c->cn, &q, &dq, err));
-  char jobz[2] = {c->j->jobz ? 'V' : 'N', 0};
+  if (jobz) TRY(cyclic_matrix(c, c->cn, c->cn, &q, &dq, err));
+  char mode[2] = {jobz ? 'V' : 'N', 0};
   size_t d = 0, h = 0;
-  SOLVER(cusolverMpSyevd_bufferSize(c->s->handle, jobz, LOWER, c->cn, c->cyc, 1, 1, c->desc,
-                                    c->j->out[0], q, 1, 1, dq, c->t, &d, &h),
+  SOLVER(cusolverMpSyevd_bufferSize(c->s->handle, mode, LOWER, c->cn, c->cyc, 1, 1, c->desc,
+                                    p->w, q, 1, 1, dq, c->t, &d, &h),
          "cusolverMpSyevd_bufferSize");
   TRY(workspace(c, d, h, err));
   TRY(zero_info(c, err));
-  SOLVER(cusolverMpSyevd(c->s->handle, jobz, LOWER, c->cn, c->cyc, 1, 1, c->desc, c->j->out[0],
-                         q, 1, 1, dq, c->t, WS),
+  SOLVER(cusolverMpSyevd(c->s->handle, mode, LOWER, c->cn, c->cyc, 1, 1, c->desc, p->w, q, 1, 1,
+                         dq, c->t, WS),
          "cusolverMpSyevd");
   TRY(take_info(c, err));
   if (*c->info != 0) {
-    size_t rz = jmg_dtype_size(c->j->dtype == JMG_C64 ? JMG_F32 : c->j->dtype == JMG_C128 ? JMG_F64 : c->j->dtype);
-    TRY(jmg_mp_cuda_fail(cudaMemsetAsync(c->j->out[0], 0xFF, (size_t)c->cn * rz, c->j->stream), "NaN", err));
-    return c->j->jobz ? nan_fill(c, c->j->a, shard_elems(c), err) : JMG_MP_OK;
+    TRY(nan_reals(c, p->w, c->cn, err));
+    return jobz ? nan_shard(c, p->a, err) : JMG_MP_OK;
   }
-  return c->j->jobz ? send_back(c, q, err) : JMG_MP_OK;
+  return jobz ? send_back(c, q, p->a, err) : JMG_MP_OK;
 }
 
 static int set_attr(cusolverStatus_t s, char* err) {
   return jmg_mp_solver_fail(s, "descriptor attribute", err);
 }
 
+/* gesvd's buffers: u (slot 3) where ucols > 0, s, vh (slot 1) where vrows > 0. */
 static int body_gesvd(opctx* c, char* err) {
+  const jmg_party* p = c->j->p;
+  void *uo = p->attr[0] ? p->buf[3] : NULL, *vho = p->attr[1] ? p->buf[1] : NULL;
   TRY(bring_in(c, err));
   int64_t m = c->cm, n = c->cn;
   void *u, *vt;
@@ -321,27 +352,30 @@ static int body_gesvd(opctx* c, char* err) {
   if (!rc)
     rc = jmg_mp_solver_fail(
         cusolverMpGesvd_bufferSize(c->s->handle, gd, V, V, m, n, c->cyc, 1, 1, c->desc,
-                                   c->j->out[0], u, 1, 1, du, vt, 1, 1, dvt, c->t, &d, &h),
+                                   p->w, u, 1, 1, du, vt, 1, 1, dvt, c->t, &d, &h),
         "cusolverMpGesvd_bufferSize", err);
   if (!rc) rc = workspace(c, d, h, err);
   if (!rc) rc = zero_info(c, err);
   if (!rc)
     rc = jmg_mp_solver_fail(cusolverMpGesvd(c->s->handle, gd, V, V, m, n, c->cyc, 1, 1, c->desc,
-                                            c->j->out[0], u, 1, 1, du, vt, 1, 1, dvt, c->t, WS),
+                                            p->w, u, 1, 1, du, vt, 1, 1, dvt, c->t, WS),
                             "cusolverMpGesvd", err);
   cusolverMpGesvdDescriptorDestroy(gd);
   TRY(rc);
   TRY(take_info(c, err));
   if (*c->info != 0) {
-    TRY(nan_fill(c, c->j->out[1], (size_t)(n * n), err));
-    return nan_fill(c, c->j->a, shard_elems(c), err);
+    TRY(nan_reals(c, p->w, n, err));
+    if (vho) TRY(nan_square(c, vho, err));
+    return uo ? nan_shard(c, uo, err) : JMG_MP_OK;
   }
-  TRY(jmg_mp_gather(c->s, c->j->stream, c->j->dtype, vt, ld_of(c, n), n, n, c->j->tile,
-                    c->j->out[1], err));
-  return send_back(c, u, err);
+  if (vho) TRY(square_out(c, vt, ld_of(c, n), 0, vho, err));
+  return uo ? send_back(c, u, uo, err) : JMG_MP_OK;
 }
 
+/* polar's buffers: U_p in a; H (slot 1) where hrows > 0. */
 static int body_polar(opctx* c, char* err) {
+  const jmg_party* p = c->j->p;
+  void* ho = p->attr[0] ? p->buf[1] : NULL;
   TRY(bring_in(c, err));
   int64_t m = c->cm, n = c->cn;
   void* hm;
@@ -364,22 +398,22 @@ static int body_polar(opctx* c, char* err) {
   TRY(rc);
   TRY(take_info(c, err));
   if (*c->info != 0) {
-    TRY(nan_fill(c, c->j->out[0], (size_t)(n * n), err));
-    return nan_fill(c, c->j->a, shard_elems(c), err);
+    if (ho) TRY(nan_square(c, ho, err));
+    return nan_shard(c, p->a, err);
   }
-  TRY(jmg_mp_gather(c->s, c->j->stream, c->j->dtype, hm, ld_of(c, n), n, n, c->j->tile,
-                    c->j->out[0], err));
-  return send_back(c, c->cyc, err);
+  if (ho) TRY(square_out(c, hm, ld_of(c, n), 0, ho, err));
+  return send_back(c, c->cyc, p->a, err);
 }
 
 /* ------------------------------------------------------------------------ */
 /* LU, least squares and QR (on A). */
 
 static int body_lu_solve(opctx* c, char* err) {
+  void* bx = c->j->p->b; /* x aliases b */
   TRY(bring_in(c, err));
   void *b, *ipiv;
   cusolverMpMatrixDescriptor_t db;
-  TRY(rhs_in(c, &b, &db, err));
+  TRY(rhs_in(c, bx, &b, &db, err));
   int64_t n = c->cn, piv = loc_rows(c, n) + c->j->tile;
   TRY(dalloc(c, (size_t)piv * sizeof(int64_t), &ipiv, err));
   size_t d = 0, h = 0, d2 = 0, h2 = 0;
@@ -400,14 +434,15 @@ static int body_lu_solve(opctx* c, char* err) {
            "cusolverMpGetrs");
     TRY(take_info(c, err));
   }
-  return rhs_out(c, b, err);
+  return rhs_out(c, b, c->j->m, bx, err);
 }
 
+/* b (slot 3, m x nrhs) in; x (slot 1) its first n rows after gels. */
 static int body_lstsq(opctx* c, char* err) {
   TRY(bring_in(c, err));
   void* b;
   cusolverMpMatrixDescriptor_t db;
-  TRY(rhs_in(c, &b, &db, err));
+  TRY(rhs_in(c, c->j->p->buf[3], &b, &db, err));
   size_t d = 0, h = 0;
   SOLVER(cusolverMpGels_bufferSize(c->s->handle, CUBLAS_OP_N, c->cm, c->cn, c->j->nrhs, c->cyc, 1,
                                    1, c->desc, b, 1, 1, db, c->t, &d, &h),
@@ -418,10 +453,12 @@ static int body_lstsq(opctx* c, char* err) {
                         b, 1, 1, db, c->t, WS),
          "cusolverMpGels");
   TRY(take_info(c, err));
-  return rhs_out(c, b, err);
+  return rhs_out(c, b, c->j->n, c->j->p->buf[1], err);
 }
 
+/* Q in a; R (slot 1): the top n x n of the factor, its upper triangle. */
 static int body_qr(opctx* c, char* err) {
+  void* r = c->j->p->buf[1];
   TRY(bring_in(c, err));
   int64_t m = c->cm, n = c->cn;
   void* tau;
@@ -439,47 +476,45 @@ static int body_qr(opctx* c, char* err) {
   TRY(take_info(c, err));
   /* The top n x n of the factor holds R: global rows < n are the first
    * local rows of each rank, so it is gathered from the same local array. */
-  TRY(jmg_mp_gather(c->s, c->j->stream, c->j->dtype, c->cyc, c->lld, n, n, c->j->tile,
-                    c->j->out[0], err));
+  TRY(square_out(c, c->cyc, c->lld, 1, r, err));
   TRY(zero_info(c, err));
   SOLVER(cusolverMpOrgqr(c->s->handle, m, n, n, c->cyc, 1, 1, c->desc, tau, c->t, WS),
          "cusolverMpOrgqr");
   TRY(take_info(c, err));
   if (*c->info != 0) {
-    TRY(nan_fill(c, c->j->out[0], (size_t)(n * n), err));
-    return nan_fill(c, c->j->a, shard_elems(c), err);
+    TRY(nan_square(c, r, err));
+    return nan_shard(c, c->j->p->a, err);
   }
-  return send_back(c, c->cyc, err);
+  return send_back(c, c->cyc, c->j->p->a, err);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Checks (the same verdict on every rank) and the guarded run. */
 
-static int check_job(const jmg_mp_set* s, const jmg_mp_op_row* row, const jmg_mp_job* j,
-                     char* err) {
-  int R = s->comm.nranks;
+static int check_job(const jmg_mp_set* s, const jmg_mp_job* j, char* err) {
+  const jmg_party* p = j->p;
   const char* bad = NULL;
-  if (j->dtype < JMG_F32 || j->dtype > JMG_C128) bad = "unknown dtype";
-  else if (j->m < 1 || j->n < 1 || j->tile < 1) bad = "sizes and the tile must be positive";
-  else if (row->square && j->m != j->n) bad = "the matrix must be square";
-  else if (row->tall && j->m < j->n) bad = "the matrix must have m >= n rows";
-  else if ((row->op == JMG_MP_POTRS || row->op == JMG_MP_LU_SOLVE || row->op == JMG_MP_LSTSQ) &&
-           (j->nrhs < 1 || j->b == NULL))
-    bad = "right-hand sides are missing";
-  else if (j->a == NULL || j->status == NULL) bad = "a buffer is missing";
-  else if ((int64_t)j->mesh_a * j->mesh_b != R &&
-           !(j->kind == JMG_SHARD_ROWS && j->mesh_a == R) &&
-           !(j->kind == JMG_SHARD_COLS && j->mesh_b == R))
-    bad = "the sharding's mesh does not match the device set";
+  int general = j->op == JMG_GESVD || j->op == JMG_POLAR;
+  if ((int64_t)j->mesh_a * j->mesh_b != s->comm.nranks)
+    bad = "the sharding's blocks do not match the device set";
+  else if (general && j->m < j->n)
+    bad = "the matrix must have m >= n rows (pass its transpose)";
+  else if (j->op == JMG_GESVD && p->attr[0] != 0 && p->attr[0] != j->n)
+    bad = "the engine computes the thin SVD only (U with n columns)";
+  else if (j->op == JMG_GESVD && p->attr[1] != 0 && p->attr[1] != j->n)
+    bad = "Vh has n rows or none";
+  else if (j->op == JMG_POLAR && p->attr[0] != 0 && p->attr[0] != j->n)
+    bad = "H has n rows or none";
   if (bad == NULL) {
     jmg_layout2d l;
     jmg_grid2d g = {s->p, s->q, JMG_GRID_ROW_MAJOR};
-    if (jmg_layout2d_from_jax(j->m, j->n, j->kind, j->mesh_a, j->mesh_b, j->tile, g, &l))
+    if (jmg_layout2d_from_jax(j->m, j->n, JMG_SHARD_2D, j->mesh_a, j->mesh_b, j->tile, g, &l))
       bad = "the shards do not split the matrix evenly";
   }
   if (bad == NULL) return JMG_MP_OK;
-  snprintf(err, JMG_MP_ERRLEN, "%s (m=%lld n=%lld nrhs=%lld tile=%lld)", bad, (long long)j->m,
-           (long long)j->n, (long long)j->nrhs, (long long)j->tile);
+  snprintf(err, JMG_MP_ERRLEN, "%s (m=%lld n=%lld nrhs=%lld tile=%lld, %d x %d blocks)", bad,
+           (long long)j->m, (long long)j->n, (long long)j->nrhs, (long long)j->tile, j->mesh_a,
+           j->mesh_b);
   return JMG_MP_EINVAL;
 }
 
@@ -493,60 +528,44 @@ typedef struct guarded {
 static int run_body(void* vg, char* err) {
   guarded* g = vg;
   opctx* c = g->c;
-  int rc = check_job(c->s, c->row, c->j, err);
+  int rc = check_job(c->s, c->j, err);
   if (rc) return rc;
   rc = jmg_mp_set_ready(c->s, c->j->stream, err);
   if (!rc) rc = g->fn(c, err);
   for (int k = 0; k < c->nptr; k++) cudaFreeAsync(c->ptrs[k], c->j->stream);
   jmg_plan2d_free(&c->to);
-  if (!rc) {
-    int32_t v = *c->info;
-    rc = jmg_mp_cuda_fail(
-        cudaMemcpyAsync(c->j->status, &v, sizeof v, cudaMemcpyHostToDevice, c->j->stream),
-        "cudaMemcpyAsync(status)", err);
-    /* The host value above must outlive the copy. */
-    if (!rc) rc = jmg_mp_cuda_fail(cudaStreamSynchronize(c->j->stream), "sync", err);
-  }
+  /* The outputs are complete before the ops layer returns to XLA. */
+  if (!rc) rc = jmg_mp_cuda_fail(cudaStreamSynchronize(c->j->stream), "sync", err);
   return rc;
 }
 
-static int run_op(jmg_mp_set* s, const jmg_mp_job* j, int32_t* info, char* err, body_fn fn) {
+/* This rank's call, in the engine's terms (mp_engine.h). */
+static jmg_mp_job mp_job(const jmg_job* job) {
+  const jmg_party* p = &job->parties[0];
+  jmg_mp_job j = {job->op, job->dtype, job->mpad, job->n, job->nrhs, job->tile,
+                  job->nparties / job->col_split, job->col_split, (cudaStream_t)p->stream, p};
+  return j;
+}
+
+static int run_op(jmg_job* job, jmg_result* res, char* err, body_fn fn) {
+  jmg_mp_set* s = jmg_mp_job_set(job);
+  jmg_mp_job j = mp_job(job);
   opctx c;
   memset(&c, 0, sizeof c);
   c.s = s;
-  c.j = j;
-  c.row = &jmg_mp_ops[j->op];
-  c.info = info;
-  *info = 0;
-  if (j->dtype >= JMG_F32 && j->dtype <= JMG_C128) {
-    c.t = jmg_mp_cuda_type(j->dtype);
-    c.esz = jmg_dtype_size(j->dtype);
-  }
+  c.j = &j;
+  c.transpose = !(jmg_op_row_of(job->op)->sees_at & JMG_KIND_COLLECTIVE);
+  c.res = res;
+  c.info = &res->info;
+  res->info = 0;
+  c.t = jmg_mp_cuda_type(j.dtype);
+  c.esz = jmg_dtype_size(j.dtype);
   guarded g = {&c, fn};
-  return jmg_mp_comm_guard(&s->comm, c.row->name, run_body, &g, err);
+  return jmg_mp_comm_guard(&s->comm, jmg_op_name(job->op), run_body, &g, err);
 }
 
-#define OP_FN(name)                                                                   \
-  static int jmg_mp_##name(jmg_mp_set* s, const jmg_mp_job* j, int32_t* info, char* err) { \
-    return run_op(s, j, info, err, body_##name);                                      \
+#define OP_FN(name, op)                                                  \
+  int jmg_mp_run_##name(jmg_job* job, jmg_result* res, char* err) {      \
+    return run_op(job, res, err, body_##name);                           \
   }
-OP_FN(potrs)
-OP_FN(potri)
-OP_FN(syevd)
-OP_FN(lu_solve)
-OP_FN(lstsq)
-OP_FN(qr)
-OP_FN(gesvd)
-OP_FN(polar)
-
-/*                      name            op               sq tr tall fn */
-const jmg_mp_op_row jmg_mp_ops[JMG_MP_NOPS] = {
-    {"potrs", JMG_MP_POTRS, 1, 0, 0, jmg_mp_potrs},
-    {"potri", JMG_MP_POTRI, 1, 0, 0, jmg_mp_potri},
-    {"syevd", JMG_MP_SYEVD, 1, 0, 0, jmg_mp_syevd},
-    {"lu_solve", JMG_MP_LU_SOLVE, 1, 1, 0, jmg_mp_lu_solve},
-    {"least_squares", JMG_MP_LSTSQ, 0, 1, 1, jmg_mp_lstsq},
-    {"qr", JMG_MP_QR, 0, 1, 1, jmg_mp_qr},
-    {"gesvd", JMG_MP_GESVD, 0, 1, 1, jmg_mp_gesvd},
-    {"polar", JMG_MP_POLAR, 0, 1, 1, jmg_mp_polar},
-};
+JMG_MP_OPS(OP_FN)

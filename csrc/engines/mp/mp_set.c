@@ -79,7 +79,7 @@ int jmg_mp_set_ready(jmg_mp_set* s, cudaStream_t stream, char* err) {
       return JMG_MP_ESOLVER;
     }
     rc = jmg_mp_cuda_fail(cudaMalloc((void**)&s->d_info, sizeof(int)), "cudaMalloc(info)", err);
-    if (!rc) rc = jmg_mp_cuda_fail(cudaMalloc(&s->d_scalar, 16), "cudaMalloc(scalar)", err);
+    if (!rc) rc = jmg_mp_cuda_fail(cudaMalloc(&s->d_scalar, 32), "cudaMalloc(scalar)", err);
     if (rc) return rc;
   }
   rc = jmg_mp_solver_fail(cusolverMpSetStream(s->handle, stream), "cusolverMpSetStream", err);
@@ -128,12 +128,14 @@ int jmg_mp_set_desc(jmg_mp_set* s, cudaDataType t, int64_t m, int64_t n, int64_t
   return JMG_MP_OK;
 }
 
-static int allreduce(jmg_mp_set* s, cudaStream_t st, void* v, size_t bytes,
+/* count values of `bytes` bytes each (at most 32 bytes in all). */
+static int allreduce(jmg_mp_set* s, cudaStream_t st, void* v, size_t bytes, size_t count,
                      ncclDataType_t t, ncclRedOp_t op, char* err) {
+  bytes *= count;
   int rc = jmg_mp_cuda_fail(cudaMemcpyAsync(s->d_scalar, v, bytes, cudaMemcpyHostToDevice, st),
                             "cudaMemcpyAsync", err);
   if (rc) return rc;
-  rc = jmg_mp_nccl_fail(ncclAllReduce(s->d_scalar, s->d_scalar, 1, t, op,
+  rc = jmg_mp_nccl_fail(ncclAllReduce(s->d_scalar, s->d_scalar, count, t, op,
                                       (ncclComm_t)s->comm.nccl, st),
                         "ncclAllReduce", err);
   if (rc) return rc;
@@ -143,16 +145,24 @@ static int allreduce(jmg_mp_set* s, cudaStream_t st, void* v, size_t bytes,
 }
 
 int jmg_mp_set_allmax(jmg_mp_set* s, cudaStream_t st, int* v, char* err) {
-  return allreduce(s, st, v, sizeof *v, ncclInt32, ncclMax, err);
+  return allreduce(s, st, v, sizeof *v, 1, ncclInt32, ncclMax, err);
+}
+
+int jmg_mp_set_allmax_u64(jmg_mp_set* s, cudaStream_t st, uint64_t* v, int count, char* err) {
+  if (count < 1 || count > 4) {
+    snprintf(err, JMG_MP_ERRLEN, "internal: %d values in a small all-reduce", count);
+    return JMG_MP_EINVAL;
+  }
+  return allreduce(s, st, v, sizeof *v, (size_t)count, ncclUint64, ncclMax, err);
 }
 
 int jmg_mp_set_allsum(jmg_mp_set* s, cudaStream_t st, double* v, char* err) {
-  return allreduce(s, st, v, sizeof *v, ncclFloat64, ncclSum, err);
+  return allreduce(s, st, v, sizeof *v, 1, ncclFloat64, ncclSum, err);
 }
 
 int jmg_mp_set_workspace(jmg_mp_set* s, cudaStream_t st, size_t dev, size_t host, char* err) {
   uint64_t need = dev;
-  int rc = allreduce(s, st, &need, sizeof need, ncclUint64, ncclMax, err);
+  int rc = allreduce(s, st, &need, sizeof need, 1, ncclUint64, ncclMax, err);
   if (rc) return rc;
   if (need > s->work_bytes) {
     /* Registration needs quiet streams: the allreduce above synchronised.

@@ -1,0 +1,149 @@
+"""The one-device route: the algorithm jnp / jax.scipy run on one device,
+on the gathered matrix, where it beats jaxmg's own engines (_decide's
+LOCAL table says where, with the measurement).
+
+A mesh-level core whose request has engine "local" returns the same
+outputs, shapes, layouts and status convention as the FFI engines (see
+_mp_route's module docstring for the list): A is replicated, the jnp
+function runs (every device of the mesh computes the same result, as
+jnp does on replicated input; one device's time and memory), and the
+results are put in the caller's layouts. There is no FFI call and so no
+rendezvous. Status: -1 where the input is not finite (outputs NaN), else 0,
+or 1 where the algorithm did not converge or gave a non-finite result
+(outputs NaN), as the engines report non-convergence.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from . import _request, _shard
+
+REP = P(None, None)
+STATUS_NONFINITE = -1
+STATUS_FAILED = 1
+
+
+def _on_every_device(fn, req, A):
+    """fn(A) -> tuple of arrays, run on the gathered A by every device of
+    the mesh alike (inside a shard_map, so that jnp's algorithms see plain
+    local arrays whatever the mesh's axis types); the results replicated."""
+    A = _shard.constrain(A, req.mesh, REP)
+    probe = jax.eval_shape(fn, jax.ShapeDtypeStruct(A.shape, A.dtype))
+    outs = tuple(P(*((None,) * len(x.shape))) for x in probe)
+    return jax.shard_map(fn, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
+                         check_vma=False)(A)
+
+
+def _guard(bad_input, outs):
+    """(outs with NaN where the call failed, status)."""
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in outs]))
+    status = jnp.where(bad_input, STATUS_NONFINITE,
+                       jnp.where(finite, 0, STATUS_FAILED)).astype(jnp.int32)
+    fail = status != 0
+    return tuple(jnp.where(fail, jnp.asarray(jnp.nan, x.dtype), x) for x in outs), status
+
+
+def _bad(A):
+    return ~jnp.all(jnp.isfinite(A))
+
+
+def _sanitised(A, bad):
+    """The identity where A is not finite, so that no algorithm sees NaN."""
+    eye = jnp.eye(A.shape[0], A.shape[1], dtype=A.dtype)
+    return jnp.where(bad, eye, A)
+
+
+def qr(req, A):
+    """(Q in A's layout, R replicated, status): jnp.linalg.qr, reduced."""
+    def fn(A):
+        bad = _bad(A)
+        outs, status = _guard(bad, jnp.linalg.qr(_sanitised(A, bad), mode="reduced"))
+        return (*outs, status)
+
+    q, r, status = _on_every_device(fn, req, A)
+    return _request.to_a_layout(q, req), r, status
+
+
+def gesvd(req, A):
+    """(U in A's layout or (M, 0), s, Vh or (0, N), status): jnp.linalg.svd."""
+    m, n = req.shape
+    cu, cv = req.opt("compute_u", True), req.opt("compute_vh", True)
+    full = req.opt("full_matrices", False)
+
+    def fn(A):
+        bad = _bad(A)
+        a = _sanitised(A, bad)
+        if cu or cv:
+            u, s, vh = jnp.linalg.svd(a, full_matrices=full)
+        else:
+            s = jnp.linalg.svd(a, compute_uv=False)
+        u = u if cu else jnp.zeros((m, 0), A.dtype)
+        vh = vh if cv else jnp.zeros((0, n), A.dtype)
+        outs, status = _guard(bad, (u, s, vh))
+        return (*outs, status)
+
+    u, s, vh, status = _on_every_device(fn, req, A)
+    return (_request.to_a_layout(u, req) if cu else u), s, vh, status
+
+
+def _probe_orthonormal(up, tol):
+    """Whether Up's columns are orthonormal, probed with two fixed vectors
+    (O(M N), not a Gram product): QDWH's Up is not unitary where A is
+    rank deficient."""
+    n = up.shape[1]
+    v = jnp.stack([jnp.cos(jnp.arange(n) * 0.7 + k) for k in (0.0, 1.3)], axis=1).astype(up.dtype)
+    err = jnp.linalg.norm(jnp.conj(up).T @ (up @ v) - v) / jnp.linalg.norm(v)
+    return err <= tol
+
+
+def _polar_tall(A):
+    """(Up, H) of a tall A by QDWH (jax.lax.linalg.qdwh, as
+    jax.scipy.linalg.polar), with the SVD route where QDWH did not converge
+    or A is rank deficient (QDWH's Up is then not unitary)."""
+    m, n = A.shape
+    tol = 64 * max(m, n) ** 0.5 * jnp.finfo(A.dtype).eps
+
+    def by_svd(A):
+        u, s, vh = jnp.linalg.svd(A, full_matrices=False)
+        return u @ vh
+
+    up, _, _, converged = jax.lax.linalg.qdwh(A)
+    up = jax.lax.cond(converged & _probe_orthonormal(up, tol), lambda A: up, by_svd, A)
+    h = jnp.conj(up).T @ A
+    return up, (h + jnp.conj(h).T) / 2
+
+
+def polar(req, A):
+    """(Up in A's layout, H replicated or (0, N), status): QDWH on the
+    gathered matrix (wide A: through A^H = W K, so Up = W^H, H = W K W^H)."""
+    m, n = req.shape
+    compute_h = req.opt("compute_h", True)
+
+    def fn(A):
+        bad = _bad(A)
+        a = _sanitised(A, bad)
+        if m >= n:
+            up, h = _polar_tall(a)
+        else:
+            w, k = _polar_tall(jnp.conj(a).T)
+            up, h = jnp.conj(w).T, w @ k @ jnp.conj(w).T
+            h = (h + jnp.conj(h).T) / 2
+        if not compute_h:
+            h = jnp.zeros((0, n), A.dtype)
+        outs, status = _guard(bad, (up, h))
+        return (*outs, status)
+
+    up, h, status = _on_every_device(fn, req, A)
+    return _request.to_a_layout(up, req), h, status
+
+
+_RUN = {"qr": qr, "gesvd": gesvd, "polar": polar}
+
+
+def run(op: str, req, *arrays):
+    """The core's outputs of op (qr, gesvd or polar), by the one-device
+    algorithm."""
+    return _RUN[op](req, *arrays)

@@ -1,0 +1,105 @@
+"""The one-device route (dispatch="local", _local.py): qr, gesvd and polar
+by jnp / jax.scipy's algorithm on the gathered matrix give the results and
+status of jaxmg's engines, in the caller's layouts, differentiable; polar's
+QDWH falls back to the SVD where its Up would not be unitary."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmg
+from helpers import DTYPES, ROW, eps, mesh, put, randn
+
+SHAPES = [(24, 24), (32, 12), (12, 32)]  # square, tall, wide (4 devices split rows)
+
+
+def tol(dtype, n, c=50.0):
+    return c * np.sqrt(n) * eps(dtype)
+
+
+def _orthonormal(Q, k, dtype):
+    G = Q.conj().T @ Q if Q.shape[0] >= Q.shape[1] else Q @ Q.conj().T
+    return np.linalg.norm(G - np.eye(k)) < tol(dtype, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_polar(rng, dtype, shape):
+    m, n = shape
+    a = randn(rng, shape, dtype)
+    A = put(a, mesh(4), ROW)
+    up, h, status = jaxmg.polar(A, None, return_status=True, dispatch="local")
+    assert int(status) == 0 and up.sharding.spec == ROW
+    up, h = np.asarray(up), np.asarray(h)
+    assert _orthonormal(up, min(m, n), dtype)
+    assert np.linalg.norm(h - h.conj().T) <= tol(dtype, n) * np.linalg.norm(a, 2)
+    assert np.linalg.norm(up @ h - a) <= tol(dtype, max(m, n)) * np.linalg.norm(a)
+    assert np.linalg.eigvalsh(h.astype(np.complex128)).min() >= -tol(dtype, n) * np.linalg.norm(a, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_polar_rank_deficient_falls_back_to_the_svd(rng, dtype):
+    x = randn(rng, (24, 6), dtype)
+    a = (x @ randn(rng, (6, 16), dtype)).astype(dtype)   # rank 6 of 16 columns
+    up, h = jaxmg.polar(put(a, mesh(4), ROW), None, dispatch="local")
+    up = np.asarray(up)
+    assert _orthonormal(up, 16, dtype)
+    assert np.linalg.norm(up @ np.asarray(h) - a) <= tol(dtype, 24) * np.linalg.norm(a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gesvd(rng, dtype, shape):
+    m, n = shape
+    a = randn(rng, shape, dtype)
+    u, s, vh, status = jaxmg.gesvd(put(a, mesh(4), ROW), None, return_status=True,
+                                   dispatch="local")
+    assert int(status) == 0
+    u, s, vh = map(np.asarray, (u, s, vh))
+    assert np.allclose(s, np.linalg.svd(a, compute_uv=False), rtol=0,
+                       atol=tol(dtype, max(m, n)) * s[0])
+    assert np.linalg.norm((u * s) @ vh - a) <= tol(dtype, max(m, n)) * np.linalg.norm(a)
+    s_only = jaxmg.gesvd(put(a, mesh(4), ROW), None, compute_u=False, compute_vh=False,
+                         dispatch="local")
+    assert np.allclose(np.asarray(s_only), s, rtol=0, atol=tol(dtype, max(m, n)) * s[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_qr(rng, dtype):
+    a = randn(rng, (32, 12), dtype)
+    q, r, status = jaxmg.qr(put(a, mesh(4), ROW), None, return_status=True, dispatch="local")
+    assert int(status) == 0 and q.sharding.spec == ROW
+    q, r = np.asarray(q), np.asarray(r)
+    assert _orthonormal(q, 12, dtype) and np.allclose(np.tril(r, -1), 0)
+    assert np.linalg.norm(q @ r - a) <= tol(dtype, 32) * np.linalg.norm(a)
+
+
+@pytest.mark.parametrize("op", ["qr", "gesvd", "polar"])
+def test_non_finite_input(rng, op):
+    a = randn(rng, (16, 8), np.float64)
+    a[3, 2] = np.nan
+    out = getattr(jaxmg, op)(put(a, mesh(4), ROW), None, return_status=True, dispatch="local")
+    assert int(out[-1]) == -1 and all(np.isnan(np.asarray(x)).all() for x in out[:-1])
+
+
+def test_gradient_matches_the_engine(rng):
+    a = randn(rng, (16, 8), np.float64)
+    A = put(a, mesh(4), ROW)
+
+    def loss(dispatch):
+        return lambda A: jnp.sum(jnp.sin(jaxmg.polar(A, None, dispatch=dispatch)[0]))
+
+    g_local = np.asarray(jax.grad(loss("local"))(A))
+    g_host = np.asarray(jax.grad(loss("auto"))(A))
+    assert np.allclose(g_local, g_host, atol=1e-10)
+
+
+def test_under_jit_on_a_2d_mesh(rng):
+    a = randn(rng, (16, 16), np.float64)
+    m = jax.make_mesh((2, 2), ("r", "c"), devices=jax.devices()[:4])
+    A = jax.device_put(a, jax.sharding.NamedSharding(m, jax.sharding.PartitionSpec("r", "c")))
+    up, h = jax.jit(lambda A: jaxmg.polar(A, 4, dispatch="local"))(A)
+    assert np.linalg.norm(np.asarray(up) @ np.asarray(h) - a) < 1e-12 * np.linalg.norm(a)
