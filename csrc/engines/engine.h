@@ -32,6 +32,16 @@
 #define JMG_MAX_ATTRS 3     /* op-specific integer attributes */
 #define JMG_MAX_SCALARS 2   /* real scalar results, sent in the leader's verdict */
 #define JMG_MAX_BATCH_DIMS 4 /* leading batch dimensions of one call (nested vmaps) */
+/* The int32 `where` input of every op, per element of a batch: (rank along
+ * the solve axis, group over the other axes, this party's non-finite flag:
+ * non-zero when its own shard or copy of an input holds a NaN or an
+ * infinity). The flags of all parties meet in the party record (handle.c),
+ * so that no collective runs before the call. */
+#define JMG_WHERE_LEN 3
+#define JMG_WHERE_FLAG 2 /* the flag's index in an element's entries */
+/* The status of an element whose input some party flagged non-finite: no
+ * engine runs on it, every party returns this (docs/status.md). */
+#define JMG_STATUS_NONFINITE (-1)
 
 /* An op: its index in the op table (ops/op_table.h). */
 typedef int jmg_op;
@@ -73,6 +83,7 @@ typedef struct jmg_party {
   int64_t batch_dims[JMG_MAX_BATCH_DIMS];
   uint64_t site;    /* hash of the call site */
   uint64_t token;   /* the party's process, jmg_process_token(): never a PID */
+  int64_t nonfinite; /* elements of the batch this party flagged non-finite */
   void* stream;     /* the device's XLA stream (GPU), NULL on the host */
   /* The op's data buffers by slot (op_table.h). Slots 0-2 keep the names
    * of the first ops: a (A's shard, in place), b (right-hand sides and
@@ -141,8 +152,10 @@ typedef struct jmg_collective {
               char* err);
   /* Every party, together: succeeds on all when every party brings the
    * same fingerprint and none a failure (mine: NULL, or its message);
-   * otherwise fails on all, naming a failing rank. */
-  int (*agree)(void* ctx, const jmg_party* me, uint64_t print, const char* mine, char* err);
+   * otherwise fails on all, naming a failing rank. *flag: in, this party's
+   * non-finite flag (0 or 1); out, the largest over the parties. */
+  int (*agree)(void* ctx, const jmg_party* me, uint64_t print, const char* mine, uint64_t* flag,
+               char* err);
   void (*leave)(void* ctx);
 } jmg_collective;
 
@@ -155,9 +168,10 @@ typedef struct jmg_engine {
   jmg_engine_op ops[JMG_NOPS];
   /* Every party, before the meeting: fill ordinal and stream, make the
    * inputs complete (GPU: the XLA stream has finished producing them) and
-   * read the small int32 `where` input (rank, group) into host memory. */
-  int (*enter)(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-               int32_t where_out[2], char* err);
+   * read the small int32 `where` input (count entries: JMG_WHERE_LEN per
+   * element of the batch) into host memory at where_out. */
+  int (*enter)(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where, int64_t count,
+               int32_t* where_out, char* err);
   /* Every party, after enter, where XLA did not alias a result to its
    * argument: copy `bytes` from src to dst on the device and make the copy
    * complete (0, or -1 with a message). */

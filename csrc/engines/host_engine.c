@@ -74,14 +74,14 @@ int jmg_host_fits_int(int64_t v, const char* what, const jmg_job* job, char* err
 /* ---- the per-device steps ---- */
 
 static int host_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                      int32_t where_out[2], char* err) {
+                      int64_t count, int32_t* where_out, char* err) {
   (void)err;
   int32_t ordinal = 0;
   XLA_FFI_Error* e = jmg_ffi_device_ordinal(cf, &ordinal);
   jmg_ffi_drop(cf, e); /* informative only on the host */
   me->ordinal = ordinal;
   me->stream = NULL;
-  memcpy(where_out, where, 2 * sizeof(int32_t));
+  memcpy(where_out, where, (size_t)count * sizeof(int32_t));
   return 0;
 }
 

@@ -17,7 +17,11 @@ typedef struct jmg_call {
   jmg_party me;
   int64_t nparties;
   const void* where_in; /* the `where` buffer (device memory on GPUs) */
-  int32_t where[2];     /* (rank, group), read by the engine's enter */
+  int64_t where_count;  /* int32 entries of `where`: JMG_WHERE_LEN per element */
+  int32_t* where_all;   /* all of them, read by the engine's enter */
+  int32_t where[JMG_WHERE_LEN]; /* the party's own: its first element's */
+  uint8_t* bad;         /* per element: some party flagged it non-finite (agree) */
+  int64_t nbad;
   const char* site;
   size_t site_len;
   char own[JMG_ERRLEN]; /* this party's own failure, reported at the next exchange */

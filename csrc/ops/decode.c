@@ -49,11 +49,11 @@ int jmg_decode_identity(jmg_call* c) {
   int64_t wi = -1;
   where_rule(row, &wi);
   const XLA_FFI_Buffer* where = wi >= 0 ? jmg_ffi_arg(cf, wi) : NULL;
-  /* A batched call (leading dimensions on every buffer) repeats (rank,
-   * group) once per element; the first pair is the party's. */
+  /* A batched call (leading dimensions on every buffer) repeats `where`
+   * once per element (engine.h: JMG_WHERE_LEN); the first is the party's. */
   if (cf->args.size != row->nargs || cf->rets.size != row->nrets || !where ||
       where->dtype != XLA_FFI_DataType_S32 || where->rank < 1 ||
-      where->dims[where->rank - 1] != 2 ||
+      where->dims[where->rank - 1] != JMG_WHERE_LEN ||
       jmg_ffi_attr_str(cf, "site", &c->site, &c->site_len) ||
       jmg_ffi_attr_int(cf, "nparties", &c->nparties) || c->nparties < 1 ||
       c->nparties > JMG_MAX_DEVICES)
@@ -64,6 +64,7 @@ int jmg_decode_identity(jmg_call* c) {
                 row->name, (long long)cf->args.size, (long long)cf->rets.size, row->nargs,
                 row->nrets, JMG_MAX_DEVICES);
   c->where_in = where->data;
+  c->where_count = jmg_ffi_numel(where);
   c->me.site = jmg_meet_hash(c->site, c->site_len);
   return 0;
 }

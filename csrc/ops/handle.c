@@ -5,7 +5,10 @@
  *   enter     the engine readies the inputs and reads (rank, group)
  *   meet      join the other devices of its group
  *   agree     exchange parties: every device sees every device's buffers
- *             and checks that all make the same call (the fingerprint)
+ *             and checks that all make the same call (the fingerprint);
+ *             the parties' non-finite flags (`where`) meet here too: an
+ *             element some party flagged runs on no engine and gets
+ *             status JMG_STATUS_NONFINITE everywhere
  *   workspace leader: sizes (and the engine's size limits) -> broadcast;
  *             all: allocate, exchange the pointers
  *   share     across processes: publish buffers for the leader
@@ -30,7 +33,8 @@
  *   join      the engine finds this rank's communicator for the call
  *   agree     one small collective of the engine: every rank's fingerprint
  *             (jmg_call_print) must be the same and no rank may bring a
- *             failure, or the call fails on every rank
+ *             failure, or the call fails on every rank; the ranks'
+ *             non-finite flags meet in it too (one set: no rank runs)
  *   run       every rank: the engine's function for the op on its own
  *             party, element by element of a batch
  *   verdict   the agree collective again: a rank whose run failed fails
@@ -41,7 +45,9 @@
  * JAXMG_TIMEOUT_S: a rank that never arrives is an error on the others,
  * whose engine then aborts its communicator (mp_watch.h).
  */
+#include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +58,7 @@
 #include "ops/ops.h"
 #include "util/clock.h"
 #include "util/identity.h"
+#include "util/timeout.h"
 #include "util/trace.h"
 
 
@@ -114,12 +121,26 @@ static int broadcast(jmg_call* c, void* word, size_t size, const int32_t* code, 
 
 /* ---- decode, enter, meet ---- */
 
-static int enter(jmg_call* c) {
-  jmg_trace(2, "%s: called, waits for its inputs", c->row->name);
+/* This party's `where` entries of every element: its (rank, group), and
+ * how many elements it flagged non-finite. */
+static int read_where(jmg_call* c) {
+  if (c->where_count < JMG_WHERE_LEN)
+    return jmg_call_fail(c->err, "the where input is empty, so this party cannot meet its peers");
+  c->where_all = malloc((size_t)c->where_count * sizeof(int32_t));
+  if (!c->where_all) return jmg_call_fail(c->err, "out of host memory");
   char eerr[JMG_ERRLEN] = "";
-  int rc = c->eng->enter(c->cf, &c->me, c->where_in, c->where, eerr);
+  int rc = c->eng->enter(c->cf, &c->me, c->where_in, c->where_count, c->where_all, eerr);
   if (rc < 0) return jmg_call_fail(c->err, "%s (cannot read its rank, so it cannot meet its peers)", eerr);
   if (rc > 0 && !c->own[0]) snprintf(c->own, sizeof c->own, "%s", eerr);
+  memcpy(c->where, c->where_all, sizeof c->where);
+  for (int64_t i = JMG_WHERE_FLAG; i < c->where_count; i += JMG_WHERE_LEN)
+    c->me.nonfinite += c->where_all[i] != 0;
+  return 0;
+}
+
+static int enter(jmg_call* c) {
+  jmg_trace(2, "%s: called, waits for its inputs", c->row->name);
+  if (read_where(c)) return -1;
   c->me.rank = c->where[0];
   if (c->where[0] < 0 || c->where[0] >= c->nparties)
     return jmg_call_fail(c->err, "rank %d is not in [0, %lld)", (int)c->where[0], (long long)c->nparties);
@@ -218,6 +239,63 @@ static void make_job(jmg_call* c) {
   for (int r = 0; r < job->nparties; r++) c->cross |= jmg_job_remote(job, r);
 }
 
+/* Elements per exchange of non-finite flags: one bit each. */
+#define JMG_FLAG_BITS (8 * JMG_MEET_MAX_MSG)
+
+/* The per-element flags of a batch, JMG_FLAG_BITS at a time: c->bad[i] is
+ * set where any party flagged element i. */
+static int exchange_flags(jmg_call* c) {
+  int64_t batch = c->me.batch;
+  unsigned char mine[JMG_MEET_MAX_MSG];
+  unsigned char* all = malloc((size_t)c->nparties * JMG_MEET_MAX_MSG);
+  /* Without memory the first exchange reports it, and fails everywhere. */
+  if (!all && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
+  for (int64_t i0 = 0; i0 < batch; i0 += JMG_FLAG_BITS) {
+    int64_t n = batch - i0 < JMG_FLAG_BITS ? batch - i0 : JMG_FLAG_BITS;
+    size_t bytes = (size_t)(n + 7) / 8;
+    memset(mine, 0, bytes);
+    for (int64_t i = 0; i < n; i++)
+      if (c->where_all[(i0 + i) * JMG_WHERE_LEN + JMG_WHERE_FLAG])
+        mine[i / 8] |= (unsigned char)(1u << (i % 8));
+    if (exchange(c, mine, bytes, all, c->timeout)) {
+      free(all);
+      return -1;
+    }
+    for (int r = 0; r < c->nparties; r++)
+      for (int64_t i = 0; i < n; i++)
+        if (all[(size_t)r * bytes + (size_t)(i / 8)] & (1u << (i % 8))) c->bad[i0 + i] = 1;
+  }
+  free(all);
+  return 0;
+}
+
+/* The results of the elements in c->bad: status JMG_STATUS_NONFINITE and
+ * NaN scalars; no engine runs on them. */
+static void mark_nonfinite(jmg_call* c) {
+  for (int64_t i = 0; i < c->me.batch; i++) {
+    if (!c->bad[i]) continue;
+    c->nbad++;
+    c->results[i].info = JMG_STATUS_NONFINITE;
+    for (int k = 0; k < JMG_MAX_SCALARS; k++) c->results[i].scalar[k] = NAN;
+  }
+  jmg_trace(2, "%s rank %d of %lld: %lld of %lld elements have non-finite input", c->row->name,
+            (int)c->me.rank, (long long)c->nparties, (long long)c->nbad, (long long)c->me.batch);
+}
+
+/* Which elements some party flagged non-finite, into c->bad on every party:
+ * the records say whether any did; only then do a batch's per-element
+ * flags travel. Those elements get their status and NaN scalars now, and
+ * no engine runs on them (run_batch). */
+static int agree_nonfinite(jmg_call* c) {
+  int64_t flagged = 0, batch = c->me.batch;
+  for (int r = 0; r < c->nparties; r++) flagged += c->all[r].nonfinite;
+  if (!flagged) return 0;
+  if (batch == 1) c->bad[0] = 1;
+  else if (exchange_flags(c)) return -1;
+  mark_nonfinite(c);
+  return 0;
+}
+
 static int agree(jmg_call* c) {
   c->all = calloc((size_t)c->nparties, sizeof(jmg_party));
   jmg_party scratch[1];
@@ -241,6 +319,7 @@ static int agree(jmg_call* c) {
     return jmg_call_fail(c->err, "a batch of %lld %s calls cannot run across processes on the %s "
                         "engine (its shared memory step carries one element's buffers)",
                         (long long)c->job.parties[0].batch, c->row->name, eng->name);
+  if (agree_nonfinite(c)) return -1;
   step(c, "all parties known");
   return 0;
 }
@@ -302,7 +381,8 @@ static void point_at(jmg_job* job, void* base[][JMG_MAX_BUFS], int64_t i) {
 }
 
 /* The engine on every element of the batch, one after the other, with
- * the same workspace; stops at the first engine failure. */
+ * the same workspace, but none that holds non-finite input (its result is
+ * agree_nonfinite's); stops at the first engine failure. */
 static int run_batch(jmg_call* c, char* msg) {
   jmg_job* job = &c->job;
   int64_t batch = c->me.batch;
@@ -310,6 +390,7 @@ static int run_batch(jmg_call* c, char* msg) {
   for (int r = 0; r < job->nparties; r++) memcpy(base[r], job->parties[r].buf, sizeof base[r]);
   int rc = 0;
   for (int64_t i = 0; i < batch && !rc; i++) {
+    if (c->bad[i]) continue;
     if (batch > 1) point_at(job, base, i);
     rc = c->eng->ops[job->op].run(job, &c->results[i], msg);
   }
@@ -393,18 +474,33 @@ static int run_own(jmg_call* c, char* msg) {
   return rc;
 }
 
+/* Every element's result when some rank flagged non-finite input: the
+ * flags meet as one value per rank, so a batch (which this mode's callers
+ * loop over instead) counts as flagged as a whole. */
+static void mark_all_nonfinite(jmg_call* c) {
+  memset(c->bad, 1, (size_t)c->me.batch);
+  mark_nonfinite(c);
+}
+
 static int collective_steps(jmg_call* c, void* ctx) {
   const jmg_collective* k = c->eng->collective;
   uint64_t print = jmg_call_print(&c->me);
+  uint64_t flag = c->me.nonfinite > 0;
   fill_job(&c->job, &c->me, c->nparties);
   c->job.parties = &c->me;
   c->job.ctx = ctx;
-  if (k->agree(ctx, &c->me, print, c->own[0] ? c->own : NULL, c->err))
+  if (k->agree(ctx, &c->me, print, c->own[0] ? c->own : NULL, &flag, c->err))
     return c->own[0] ? jmg_call_fail(c->err, "%s", c->own) : -1; /* its own reason first */
   step(c, "all ranks agree");
+  if (flag) { /* every rank knows it: none runs, none waits */
+    mark_all_nonfinite(c);
+    step(c, "non-finite input: no engine runs");
+    return finish(c);
+  }
   char msg[JMG_ERRLEN] = "";
   int rc = run_own(c, msg);
-  int agreed = k->agree(ctx, &c->me, print, rc ? msg : NULL, c->err);
+  uint64_t none = 0;
+  int agreed = k->agree(ctx, &c->me, print, rc ? msg : NULL, &none, c->err);
   if (rc) return jmg_call_fail(c->err, "%s", msg); /* its own reason, not the verdict's */
   if (agreed) return -1;
   if (finish(c)) return -1;
@@ -442,12 +538,19 @@ static void cleanup(jmg_call* c) {
   if (c->have_work) c->eng->release(c->cf, &c->me);
   if (c->joined) jmg_meeting_leave(&c->m);
   free(c->all);
+  free(c->bad);
+  free(c->where_all);
   free(c->results);
 }
 
 /* The phases after the meeting, in order; the first failure ends them. */
 static int after_meeting(jmg_call* c) {
-  if (agree(c) || workspace(c) || share(c)) return -1;
+  if (agree(c)) return -1;
+  if (c->nbad == c->me.batch) { /* nothing to run: every party knows it, none waits */
+    step(c, "non-finite input: no engine runs");
+    return finish(c);
+  }
+  if (workspace(c) || share(c)) return -1;
   int rc = run(c);
   if (fetch(c, rc == 0)) return -1;
   if (rc) return -1;
@@ -465,7 +568,7 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   c->row = jmg_op_row_of(op);
   c->eng = eng;
   c->me.op = op;
-  c->timeout = jmg_meet_default_timeout();
+  c->timeout = jmg_timeout_s();
   XLA_FFI_Error* out = NULL;
   if (!c->row) {
     out = jmg_ffi_error(cf, XLA_FFI_Error_Code_INVALID_ARGUMENT, "jaxmg: unknown op %d", op);
@@ -474,8 +577,11 @@ XLA_FFI_Error* jmg_op_handle(XLA_FFI_CallFrame* cf, jmg_op op, const jmg_engine*
   } else {
     /* A bad call still meets, and reports at the first exchange. */
     if (jmg_decode_problem(c) == 0 && c->me.batch == 0) goto done; /* an empty batch: everyone's */
-    c->results = calloc(c->me.batch > 0 ? (size_t)c->me.batch : 1, sizeof(jmg_result));
-    if (!c->results && !c->own[0]) snprintf(c->own, sizeof c->own, "out of host memory");
+    size_t nres = c->me.batch > 0 ? (size_t)c->me.batch : 1;
+    c->results = calloc(nres, sizeof(jmg_result));
+    c->bad = calloc(nres, 1);
+    if ((!c->results || !c->bad) && !c->own[0])
+      snprintf(c->own, sizeof c->own, "out of host memory");
     if (c->eng->collective) {
       if (collective(c)) out = give_up(c);
     } else {

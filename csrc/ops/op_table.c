@@ -27,7 +27,7 @@
 /* A's shard as the engine's scratch (a factor, a destroyed input): returned,
  * aliased, but never copied back across processes, since no caller reads it. */
 #define A_WORK {"a", "LN", 'A', 0, 0, 0}
-#define WHERE {"where", "2", 'I', JMG_SLOT_WHERE, -1, 0}
+#define WHERE {"where", "W", 'I', JMG_SLOT_WHERE, -1, 0}
 #define STATUS {"status", "", 'I', JMG_SLOT_STATUS, -1, 0}
 #define LOGDET {"logdet", "", 'R', JMG_SLOT_SCALAR, -1, 0}
 /* A Cholesky factor made by chol_factor: A's shard shape and dtype, its
@@ -120,7 +120,7 @@ int64_t jmg_dim_value(char d, const jmg_party* p) {
     case 'N': return p->n;
     case 'K': return p->nrhs;
     case 'S': return p->m < p->n ? p->m : p->n;
-    case '2': return 2;
+    case 'W': return JMG_WHERE_LEN;
     case 'a': return p->attr[0];
     case 'b': return p->attr[1];
     case 'c': return p->attr[2];

@@ -12,7 +12,7 @@
  * Shapes are strings of one letter per dimension ("" is a scalar):
  *   L  the shard's rows (nloc)          M  all shards' rows (nparties * nloc)
  *   N  A's columns                      K  right-hand-side columns
- *   S  min(m, N), m = A's rows          2  the literal 2
+ *   S  min(m, N), m = A's rows          W  JMG_WHERE_LEN (engine.h)
  *   a, b, c  the value of the op's first / second / third attribute
  * An op with an attribute `mrows` takes A's rows m from it (m <= M: rows
  * past m are padding, which the engine ignores); otherwise m = M.

@@ -109,19 +109,6 @@ uint64_t jmg_meet_hash(const char* s, size_t len) {
   return h;
 }
 
-double jmg_meet_default_timeout(void) {
-  const char* v = getenv("JAXMG_TIMEOUT_S");
-  char* end;
-  double t;
-  if (!v || !*v) return 180.0;
-  errno = 0;
-  t = strtod(v, &end);
-  /* A typo must not turn into "wait forever" or "fail at once": anything
-   * that is not a plain positive number falls back to the default. */
-  if (errno || *end != '\0' || !isfinite(t) || t <= 0) return 180.0;
-  return t;
-}
-
 static meeting* find(runrec* run, int64_t seq) {
   for (meeting* mt = run->meetings; mt; mt = mt->next)
     if (mt->seq == seq) return mt;

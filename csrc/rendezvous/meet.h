@@ -44,10 +44,6 @@ typedef struct jmg_meet jmg_meet;
 /* 64-bit FNV-1a of a byte string, for jmg_meet_key.site. */
 uint64_t jmg_meet_hash(const char* s, size_t len);
 
-/* Seconds to wait for missing parties: JAXMG_TIMEOUT_S from the environment,
- * else 180. */
-double jmg_meet_default_timeout(void);
-
 /* Joins the meeting for `key` as `rank` of `nparties` (creating it if this
  * is the first party). Does not wait for the others. On error returns
  * JMG_MEET_* and writes a message to err (errlen bytes). */

@@ -79,7 +79,7 @@ def _dims(op: Op, arrays, nparties: int, attrs: dict) -> dict[str, int]:
     nloc, n = arrays[0].shape[-2], arrays[0].shape[-1] * split
     m = nparties // split * nloc
     rows = int(attrs.get("mrows", m))  # A's own rows; the shards' past them are padding
-    d = {"L": nloc, "N": n, "M": m, "S": min(rows, n), "2": 2, "K": 0}
+    d = {"L": nloc, "N": n, "M": m, "S": min(rows, n), "K": 0}
     for buf, x in zip(op.args, arrays):
         if "K" in buf.dims:
             d["K"] = x.shape[x.ndim - len(buf.dims) + buf.dims.index("K")]
@@ -118,17 +118,28 @@ def _sequential(platform: str, meet: dict) -> bool:
     return bool(meet) and platform != "cpu"
 
 
-def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int,
+def _where_arg(where, nonfinite):
+    """The op's int32 `where` input: (rank, group) and this device's own
+    non-finite flag (csrc/engines/engine.h, JMG_WHERE_LEN)."""
+    flag = jnp.asarray(False if nonfinite is None else nonfinite).astype(jnp.int32).reshape(1)
+    return jnp.concatenate([jnp.asarray(where, jnp.int32).reshape(2), flag])
+
+
+def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, nonfinite=None,
         target: str | None = None, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in
-    table order); returns all its results in table order. Under jax.vmap,
-    one call for the whole batch, however deep the nesting (_sequential).
-    target: another engine's FFI target for the row (the cuSOLVERMp
-    engine's, whose attributes, a string `tag` among them, pass through; its
-    calls loop under vmap)."""
+    table order, `where` as (rank, group)); returns all its results in table
+    order. nonfinite: this device's flag (a traced bool) that its input
+    holds a NaN or an infinity: the C core then runs no engine, and the
+    status is -1 on every device. Under jax.vmap, one call for the whole
+    batch, however deep the nesting (_sequential). target: another engine's
+    FFI target for the row (the cuSOLVERMp engine's, whose attributes, a
+    string `tag` among them, pass through; its calls loop under vmap)."""
     op = table()[name]
     if len(arrays) != len(op.args):
         raise TypeError(f"jaxmg: {name} takes {len(op.args)} arrays, got {len(arrays)}")
+    arrays = tuple(_where_arg(x, nonfinite) if buf.name == "where" else x
+                   for buf, x in zip(op.args, arrays))
     missing = set(op.attrs) - set(attrs)
     if missing:
         raise TypeError(f"jaxmg: {name} needs the attributes {sorted(missing)}")
@@ -191,93 +202,80 @@ def from_engine(name: str, kind: str, rets):
 
 
 # ---- the ops, naming their results ----------------------------------------
+#
+# Each takes its arrays in table order and the keywords of every call:
+# site, tile, nparties, dispatch, and nonfinite (this device's flag), as ffi.
 
 
-def potrs_with_logdet(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
-                      with_factor: bool = False):
+def potrs_with_logdet(a, b, where, *, with_factor: bool = False, **call):
     """(x, status, logdet): logdet is log det of the padded matrix, a real
     scalar identical on every shard, NaN when status != 0. with_factor:
     (a_out, x, status, logdet), a_out being the result aliased to A (the
     factor's scratch), which a caller that donates A must keep."""
-    a_out, x, status, logdet = ffi("potrs", a, b, where, site=site, tile=tile, nparties=nparties,
-                                   dispatch=dispatch)
+    a_out, x, status, logdet = ffi("potrs", a, b, where, **call)
     return (a_out, x, status, logdet) if with_factor else (x, status, logdet)
 
 
-def potrs(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
-          with_factor: bool = False):
+def potrs(a, b, where, *, with_factor: bool = False, **call):
     """(x, status), or (a_out, x, status) with with_factor (see potrs_with_logdet)."""
-    out = potrs_with_logdet(a, b, where, site=site, tile=tile, nparties=nparties,
-                            dispatch=dispatch, with_factor=True)
+    out = potrs_with_logdet(a, b, where, with_factor=True, **call)
     return out[:3] if with_factor else out[1:3]
 
 
-def potri(a, where, *, site: str, tile: int, nparties: int, dispatch: int):
-    return ffi("potri", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch)
+def potri(a, where, **call):
+    return ffi("potri", a, where, **call)
 
 
-def syevd(a, where, *, site: str, tile: int, nparties: int, dispatch: int, jobz: bool):
-    return ffi("syevd", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
-               jobz=int(jobz))
+def syevd(a, where, *, jobz: bool, **call):
+    return ffi("syevd", a, where, jobz=int(jobz), **call)
 
 
-def lu_solve(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+def lu_solve(a, b, where, **call):
     """(x, status): A x = b with b (N, K) replicated, x likewise."""
-    _, x, status = ffi("lu_solve", a, b, where, site=site, tile=tile, nparties=nparties,
-                       dispatch=dispatch)
+    _, x, status = ffi("lu_solve", a, b, where, **call)
     return x, status
 
 
-def least_squares(a, b, where, *, site: str, tile: int, nparties: int, dispatch: int,
-                  mrows: int):
+def least_squares(a, b, where, *, mrows: int, **call):
     """(x, status): min ||A x - b|| with b (M, K) replicated, x (N, K); A
     has mrows rows, the shards' rows past them are padding."""
-    _, x, status = ffi("least_squares", a, b, where, site=site, tile=tile, nparties=nparties,
-                       dispatch=dispatch, mrows=mrows)
+    _, x, status = ffi("least_squares", a, b, where, mrows=mrows, **call)
     return x, status
 
 
-def qr(a, where, *, site: str, tile: int, nparties: int, dispatch: int, mrows: int):
+def qr(a, where, *, mrows: int, **call):
     """(Q's rows of this shard, R replicated, status)."""
-    return ffi("qr", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
-               mrows=mrows)
+    return ffi("qr", a, where, mrows=mrows, **call)
 
 
-def gesvd(a, where, *, site: str, tile: int, nparties: int, dispatch: int, ucols: int,
-          vrows: int, mrows: int):
+def gesvd(a, where, *, ucols: int, vrows: int, mrows: int, **call):
     """(U's rows of this shard (ucols columns), s, Vh (vrows rows), status)."""
-    _, u, s, vh, status = ffi("gesvd", a, where, site=site, tile=tile, nparties=nparties,
-                              dispatch=dispatch, ucols=ucols, vrows=vrows, mrows=mrows)
+    _, u, s, vh, status = ffi("gesvd", a, where, ucols=ucols, vrows=vrows, mrows=mrows, **call)
     return u, s, vh, status
 
 
-def polar(a, where, *, site: str, tile: int, nparties: int, dispatch: int, compute_h: bool,
-          mrows: int):
+def polar(a, where, *, compute_h: bool, mrows: int, **call):
     """(Up's rows of this shard, H replicated (or (0, N)), status)."""
     n = a.shape[1]
-    return ffi("polar", a, where, site=site, tile=tile, nparties=nparties, dispatch=dispatch,
-               hrows=n if compute_h else 0, mrows=mrows)
+    return ffi("polar", a, where, hrows=n if compute_h else 0, mrows=mrows, **call)
 
 
 # ---- factor reuse (issue 16): one factorization, then solves and the inverse
 
-def chol_factor(a, where, *, site: str, tile: int, nparties: int, dispatch: int):
+def chol_factor(a, where, **call):
     """(factor, status, logdet): the engine's Cholesky factor of the padded
     matrix in A's shard shape and dtype, OPAQUE (its contents are the
     engine's own layout: valid only for chol_solve / chol_inverse with the
-    same tile, nparties and dispatch), NaN where status != 0."""
-    return ffi("chol_factor", a, where, site=site, tile=tile, nparties=nparties,
-               dispatch=dispatch)
+    same tile, nparties and dispatch, and only where status is 0)."""
+    return ffi("chol_factor", a, where, **call)
 
 
-def chol_solve(factor, b, where, *, site: str, tile: int, nparties: int, dispatch: int):
+def chol_solve(factor, b, where, **call):
     """(x, status): A x = b with chol_factor's factor (read, not changed)."""
-    return ffi("chol_solve", factor, b, where, site=site, tile=tile, nparties=nparties,
-               dispatch=dispatch)
+    return ffi("chol_solve", factor, b, where, **call)
 
 
-def chol_inverse(factor, where, *, site: str, tile: int, nparties: int, dispatch: int):
+def chol_inverse(factor, where, **call):
     """(this shard's rows of A^-1, both triangles; status), written in the
     factor's buffer (XLA copies the factor first where it is still used)."""
-    return ffi("chol_inverse", factor, where, site=site, tile=tile, nparties=nparties,
-               dispatch=dispatch)
+    return ffi("chol_inverse", factor, where, **call)

@@ -51,11 +51,10 @@ from . import _validate as v
 from ._ops import (
     V_LAYOUTS,
     _a_work,
-    _final_status,
+    _agreed_nonfinite,
     _nan_where,
     _nonfinite,
     _padded_n,
-    _sanitised,
     _shard_map,
     _status,
     _two_forms,
@@ -118,13 +117,13 @@ def _local(a, b, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispat
     nvalid = n if nvalid is None else nvalid
     where = _shard.where_am_i(axes)
     solver = _decide.c_code(_decide.for_shard(OP, dt, n, nparties, axes, dispatch))
-    bad = _nonfinite(axes, a, b)
     # The engines gather: the whole shard is one tile, nothing is padded.
-    e, w, info = _calls.ffi(OP, _sanitised(a, bad, where[0]), _sanitised(b, bad, where[0]), where,
-                            site=_shard.new_site(OP), tile=nloc, nparties=nparties,
-                            dispatch=solver, jobz=int(jobz), nvalid=nvalid)
+    e, w, info = _calls.ffi(OP, a, b, where, site=_shard.new_site(), tile=nloc,
+                            nparties=nparties, dispatch=solver, jobz=int(jobz), nvalid=nvalid,
+                            nonfinite=_nonfinite(a, b))
+    bad = _agreed_nonfinite(info)
     w = _nan_where(bad, w)
-    status = _status(_final_status(status_of(info, nvalid), bad))
+    status = _status(status_of(info, nvalid))
     if not jobz:
         return w, None, status
     fix = jnp.conj if _shard.is_complex(dt) else (lambda x: x)

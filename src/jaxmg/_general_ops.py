@@ -44,8 +44,8 @@ from . import _autodiff as ad
 from . import _autodiff_general as adg
 from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
-from ._ops import (_final_status, _nan_where, _nonfinite, _pad_a, _pad_b, _sanitised, _setup,
-                   _status, _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
+from ._ops import (_agreed_nonfinite, _nan_where, _nonfinite, _pad_a, _pad_b, _setup, _status,
+                   _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
 
 REP = P(None, None)
 
@@ -92,9 +92,6 @@ def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
-    bad = _nonfinite(axes, a, b2)
-    a = _sanitised(a, bad, where[0])
-    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
     a_p = _pad_a(a, nparties, plan, where[0])
     # This device's rows of A^T (read column-major by the engine: A's own
     # columns, as getrf/getrs without transpose want them); A's columns cut
@@ -103,12 +100,11 @@ def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     a_t = jax.lax.all_to_all(_shard.square_blocks(a_p, nparties), axes, split_axis=1,
                              concat_axis=0, tiled=True).T[:, :width]
     x, status = _calls.lu_solve(
-        a_t, _pad_b(b2, nparties, plan), where, site=_shard.new_site("lu_solve"), tile=plan.tile,
-        nparties=nparties, dispatch=solver,
+        a_t, _pad_b(b2, nparties, plan), where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a, b2),
     )
-    x = _nan_where(bad, _unpad_x(x, nparties, plan))
-    status = _final_status(_unpad_status(status, plan), bad)
-    return (x[:, 0] if vector else x), _status(status)
+    x = _nan_where(_agreed_nonfinite(status), _unpad_x(x, nparties, plan))
+    return (x[:, 0] if vector else x), _status(_unpad_status(status, plan))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +138,11 @@ def _rect(a, axis_name, T_A, op, dispatch, mrows) -> _Shard:
     return _Shard(axes, nparties, mloc, n, m, where, dt, _decide.c_code(engine))
 
 
-def _clean(s: _Shard, a, *more):
-    """(bad, a sanitised): non-finite input never reaches an engine."""
-    bad = _nonfinite(s.axes, a, *more)
-    return bad, _sanitised(a, bad, s.where[0])
-
-
-def _kw(s: _Shard, op):
-    return dict(site=_shard.new_site(op), tile=s.mloc, nparties=s.nparties, dispatch=s.solver,
-                mrows=s.m)
+def _kw(s: _Shard, op, *inputs):
+    """The call's keywords; inputs: this shard's A (and b), whose non-finite
+    entries the C meeting keeps from every engine (_ops._nonfinite)."""
+    return dict(site=_shard.new_site(), tile=s.mloc, nparties=s.nparties, dispatch=s.solver,
+                mrows=s.m, nonfinite=_nonfinite(*inputs))
 
 
 def _lstsq_local(a, b, T_A, axis_name=None, dispatch="auto", mrows=None):
@@ -158,19 +150,17 @@ def _lstsq_local(a, b, T_A, axis_name=None, dispatch="auto", mrows=None):
     s = _rect(a, axis_name, T_A, "least_squares", dispatch, mrows)
     _, vector = v.rhs(b, s.nparties * s.mloc, s.dt)
     b2 = b[:, None] if vector else b
-    bad, a = _clean(s, a, b2)
-    b2 = jnp.where(bad, jnp.zeros_like(b2), b2)
-    x, status = _calls.least_squares(a, b2, s.where, **_kw(s, "least_squares"))
-    x = _nan_where(bad, x)
-    return (x[:, 0] if vector else x), _status(_final_status(status, bad))
+    x, status = _calls.least_squares(a, b2, s.where, **_kw(s, "least_squares", a, b2))
+    x = _nan_where(_agreed_nonfinite(status), x)
+    return (x[:, 0] if vector else x), _status(status)
 
 
 def _qr_local(a, T_A, axis_name=None, dispatch="auto", mrows=None):
     """(this shard's rows of Q, R replicated, status (1,))."""
     s = _rect(a, axis_name, T_A, "qr", dispatch, mrows)
-    bad, a = _clean(s, a)
-    q, r, status = _calls.qr(a, s.where, **_kw(s, "qr"))
-    return _nan_where(bad, q), _nan_where(bad, r), _status(_final_status(status, bad))
+    q, r, status = _calls.qr(a, s.where, **_kw(s, "qr", a))
+    bad = _agreed_nonfinite(status)
+    return _nan_where(bad, q), _nan_where(bad, r), _status(status)
 
 
 def _svd_sizes(m, n, compute_u, compute_vh, full_matrices):
@@ -185,18 +175,17 @@ def _gesvd_local(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, a
     """(this shard's rows of U (ucols columns), s, Vh (vrows rows), status (1,))."""
     s = _rect(a, axis_name, T_A, "gesvd", dispatch, mrows)
     _, ucols, vrows = _svd_sizes(s.m, s.n, compute_u, compute_vh, full_matrices)
-    bad, a = _clean(s, a)
-    u, sv, vh, status = _calls.gesvd(a, s.where, ucols=ucols, vrows=vrows, **_kw(s, "gesvd"))
-    return (_nan_where(bad, u), _nan_where(bad, sv), _nan_where(bad, vh),
-            _status(_final_status(status, bad)))
+    u, sv, vh, status = _calls.gesvd(a, s.where, ucols=ucols, vrows=vrows, **_kw(s, "gesvd", a))
+    bad = _agreed_nonfinite(status)
+    return _nan_where(bad, u), _nan_where(bad, sv), _nan_where(bad, vh), _status(status)
 
 
 def _polar_local(a, T_A, compute_h=True, axis_name=None, dispatch="auto", mrows=None):
     """(this shard's rows of Up, H replicated ((0, N) without compute_h), status (1,))."""
     s = _rect(a, axis_name, T_A, "polar", dispatch, mrows)
-    bad, a = _clean(s, a)
-    up, h, status = _calls.polar(a, s.where, compute_h=compute_h, **_kw(s, "polar"))
-    return _nan_where(bad, up), _nan_where(bad, h), _status(_final_status(status, bad))
+    up, h, status = _calls.polar(a, s.where, compute_h=compute_h, **_kw(s, "polar", a))
+    bad = _agreed_nonfinite(status)
+    return _nan_where(bad, up), _nan_where(bad, h), _status(status)
 
 
 # ---------------------------------------------------------------------------

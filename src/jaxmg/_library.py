@@ -115,6 +115,17 @@ def _load_host_once() -> ctypes.CDLL:
     return _libs["host"]
 
 
+def timeout_s() -> float:
+    """JAXMG_TIMEOUT_S in seconds, as the C core reads it (csrc/util/
+    timeout.h: blanks around the number allowed; unset, empty or not a
+    positive number: 180, the last said once on stderr). Every wait of a
+    job takes its limit from here, so all of them mean the same number."""
+    fn = _load_host_once().jaxmg_timeout_s
+    fn.argtypes = []
+    fn.restype = ctypes.c_double
+    return float(fn())
+
+
 def op_names(lib: ctypes.CDLL) -> list[str]:
     return [line.split()[1] for line in _read_table(lib).splitlines() if line.startswith("op ")]
 

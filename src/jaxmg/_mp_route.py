@@ -158,18 +158,20 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
     `where` left out, A in `spec` over the solve axes); returns its results
     in the row's order, global: those sharded like A in spec, the status one
     per device, the rest replicated."""
-    from . import _mp, _shard
+    from . import _mp, _ops, _shard
 
     row = _calls.table()[op]
     axes = grid.axes
     sizes = [mesh.shape[ax] if ax is not None else 1 for ax in spec]
     split, nparties = sizes[1], math.prod(mesh.shape[ax] for ax in axes)
-    kw = dict(site=_shard.new_site(op), tile=tile, nparties=nparties, dispatch=0,
+    kw = dict(site=_shard.new_site(), tile=tile, nparties=nparties, dispatch=0,
               target=_mp.target(op), tag=_mp.open_sets(grid), col_split=split, **attrs)
 
     def body(*xs):
         where = jnp.stack([jax.lax.axis_index(axes), 0]).astype(jnp.int32)
-        rets = _calls.ffi(op, *xs, where, **kw)
+        # each rank's own flag (its shard of A, its copy of b): the ranks'
+        # flags meet in the engine's agree step, no collective before it
+        rets = _calls.ffi(op, *xs, where, nonfinite=_ops._nonfinite(*xs), **kw)
         return tuple(r.reshape(1) if b.name == "status" else r for r, b in zip(rets, row.rets))
 
     in_specs = tuple(spec if b.dims[:1] == "L" else P() for b in row.args if b.name != "where")
@@ -188,9 +190,6 @@ def _run(req, A, b=None) -> dict:
     m, n = req.shape
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
-    bad = ~jnp.all(jnp.isfinite(A))
-    if b is not None:
-        bad = bad | ~jnp.all(jnp.isfinite(b))
     args = [_shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)]
     if b is not None and req.op in _PAIRED:
         args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
@@ -208,9 +207,11 @@ def _run(req, A, b=None) -> dict:
     out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
     if req.op == "syevd" and n1 != n:
         out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
-    # The engine's status as it reports it (sygvd: LAPACK's info, which its
-    # core maps as for every engine), -1 for a non-finite input.
-    status = jnp.where(bad, jnp.int32(-1), jnp.max(out.pop("status"))).astype(jnp.int32)
+    # The same on every rank; -1 where some rank flagged non-finite input (no
+    # engine ran: call); sygvd's is LAPACK's info, which its core maps as for
+    # every engine.
+    status = jnp.max(out.pop("status")).astype(jnp.int32)
+    bad = status == -1
     out = {k: _nan(bad, v) for k, v in out.items()}
     out["status"] = status
     return out

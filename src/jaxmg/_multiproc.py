@@ -47,11 +47,9 @@ def node_id() -> str:
 
 
 def _timeout_ms() -> int:
-    try:
-        t = float(os.environ.get("JAXMG_TIMEOUT_S", "180"))
-    except ValueError:
-        t = 180.0
-    return int(1000 * (t if math.isfinite(t) and t > 0 else 180.0))
+    from . import _library
+
+    return max(1, int(1000 * _library.timeout_s()))
 
 
 def _agree() -> tuple[str, tuple[str, ...]]:

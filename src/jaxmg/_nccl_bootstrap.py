@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import math
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,11 +49,10 @@ class BootstrapError(RuntimeError):
 
 
 def timeout_s() -> float:
-    try:
-        t = float(os.environ.get("JAXMG_TIMEOUT_S", "180"))
-    except ValueError:
-        return 180.0
-    return t if math.isfinite(t) and t > 0 else 180.0
+    """JAXMG_TIMEOUT_S, read where the C core reads it (_library.timeout_s)."""
+    from . import _library
+
+    return _library.timeout_s()
 
 
 def set_tag(device_ids: Sequence[int], grid: tuple[int, int], what: str = "mp") -> str:

@@ -34,7 +34,8 @@ from . import _validate as v
 # uses the same limit so that all of them solve the same padded problem.
 SYEVD_MAX_TILE = 1024
 
-# The status of a call whose A or b holds a NaN or an infinity (docs/status.md).
+# The status of a call whose A or b holds a NaN or an infinity (docs/status.md);
+# the C core returns it (engine.h, JMG_STATUS_NONFINITE).
 STATUS_NONFINITE = -1
 
 REP = P(None, None)
@@ -91,30 +92,27 @@ def _unpad_status(status, plan):
     return _shard.unpad_status(status, plan.lrows, plan.rows) if plan.inside else status
 
 
-def _nonfinite(axes, *arrays):
-    """True on every device of the solve group when any entry of the
-    arrays, on any of its devices, is NaN or infinite: one pass over the
-    shard and one small reduction."""
-    bad = jnp.zeros((), jnp.int32)
+def _nonfinite(*arrays):
+    """This device's own flag: whether its shard of A or its copy of b holds
+    a NaN or an infinity (one pass over them, no collective). It goes to the
+    FFI call (_calls.ffi, `nonfinite`); the C rendezvous ORs every party's,
+    runs no engine when any is set and returns STATUS_NONFINITE everywhere,
+    so nothing waits for the other devices before the call."""
+    bad = jnp.zeros((), jnp.bool_)
     for x in arrays:
-        bad = bad | (~jnp.all(jnp.isfinite(x))).astype(jnp.int32)
-    return jax.lax.pmax(bad, axes) > 0
-
-
-def _sanitised(a, bad, rank):
-    """The shard of the identity where the input is not finite, so that no
-    engine ever sees a NaN (its outputs are replaced by NaN afterwards)."""
-    nloc, n = a.shape
-    eye = jnp.arange(n)[None, :] == (rank * nloc + jnp.arange(nloc))[:, None]
-    return jnp.where(bad, eye.astype(a.dtype), a)
+        bad = bad | ~jnp.all(jnp.isfinite(x))
+    return bad
 
 
 def _nan_where(bad, x):
     return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
 
 
-def _final_status(status, bad):
-    return jnp.where(bad, jnp.int32(STATUS_NONFINITE), status)
+def _agreed_nonfinite(status):
+    """Whether the call's parties found non-finite input, from the status
+    the C meeting agreed on (the same on every device): its outputs are then
+    NaN, as the engine never ran."""
+    return jnp.asarray(status) == STATUS_NONFINITE
 
 
 def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=False,
@@ -126,14 +124,12 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
-    bad = _nonfinite(axes, a, b2)
-    a = _sanitised(a, bad, where[0])
-    # b is not replaced: a NaN in b only flows into x, which is NaN anyway
     a_p = _pad_a(a, nparties, plan, where[0])
     b_p = _pad_b(b2, nparties, plan)
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)
-    kw = dict(site=_shard.new_site("potrs"), tile=plan.tile, nparties=nparties, dispatch=solver)
+    kw = dict(site=_shard.new_site(), tile=plan.tile, nparties=nparties, dispatch=solver,
+              nonfinite=_nonfinite(a, b2))
     ld = fac = None
     fn = _calls.potrs_with_logdet if logdet else _calls.potrs
     if factor:
@@ -141,27 +137,26 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     else:
         res = fn(a_p, b_p, where, **kw)
     x, status = res[0], res[1]
+    bad = _agreed_nonfinite(status)
     if logdet:
         ld = _nan_where(bad, jnp.asarray(res[2]).reshape(1))
     x = _unpad_x(x, nparties, plan)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
     x = _nan_where(bad, x)
-    status = _final_status(_unpad_status(status, plan), bad)
+    status = _unpad_status(status, plan)
     return (x[:, 0] if vector else x), _status(status), ld, fac
 
 
 def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(this device's rows of A^-1, both triangles; status (1,))."""
     axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potri", dispatch)
-    bad = _nonfinite(axes, a)
-    a = _sanitised(a, bad, where[0])
     inv, status = _calls.potri(
-        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site("potri"), tile=plan.tile,
-        nparties=nparties, dispatch=solver
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
     )
-    inv = _nan_where(bad, _unpad_a(inv, nparties, plan))
-    return inv, _status(_final_status(_unpad_status(status, plan), bad))
+    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
+    return inv, _status(_unpad_status(status, plan))
 
 
 # Factor reuse (issue 16): the engine's Cholesky factor made once, then
@@ -179,13 +174,14 @@ def _chol_factor_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(factor (nloc_p, P nloc_p), status (1,), logdet (1,)) for one shard:
     status and logdet as potrs's (0 / failing minor / -1 non-finite)."""
     axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potrs", dispatch)
-    bad = _nonfinite(axes, a)
-    a = _sanitised(a, bad, where[0])
     fac, status, logdet = _calls.chol_factor(
-        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site("chol_factor"),
-        tile=plan.tile, nparties=nparties, dispatch=solver,
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
+        tile=plan.tile, nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
     )
-    status = _final_status(_unpad_status(status, plan), bad)
+    bad = _agreed_nonfinite(status)
+    status = _unpad_status(status, plan)
+    # the factor stays as it is: opaque, and a failed one is never used
+    # (_chol_solve_local, _chol_inverse_local flag it)
     return fac, _status(status), _nan_where(bad, jnp.asarray(logdet).reshape(1))
 
 
@@ -213,27 +209,27 @@ def _chol_solve_local(factor, fstatus, b, shard, T_A, pad=True, axis_name=None,
                       dispatch="auto"):
     """(x, status (1,)): A x = b (b replicated) with the factor of A that
     _chol_factor_local made from a `shard`-shaped shard with these statics.
-    A failed factor (fstatus != 0) gives NaN and fstatus; non-finite b, -1."""
+    A failed factor (fstatus != 0) gives NaN and fstatus; non-finite b, -1.
+    Neither reaches the engine: a failed factor is flagged like non-finite
+    input (its contents are not a factor)."""
     axes, nparties, plan, where, dt, solver = _factor_setup(
         factor, shard, T_A, pad, axis_name, dispatch
     )
     _, vector = v.rhs(b, shard[1], dt)
     b2 = b[:, None] if vector else b
-    bad = _nonfinite(axes, b2)
     b_p = _pad_b(b2, nparties, plan)
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)  # the engine solves conj(A) y = conj(b), as potrs's
+    fst, failed = _factor_failed(fstatus)
     x, status = _calls.chol_solve(
-        factor, b_p, where, site=_shard.new_site("chol_solve"), tile=plan.tile,
-        nparties=nparties, dispatch=solver,
+        factor, b_p, where, site=_shard.new_site(), tile=plan.tile,
+        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(b2) | failed,
     )
     x = _unpad_x(x, nparties, plan)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
-    fst, failed = _factor_failed(fstatus)
-    x = _nan_where(bad | failed, x)
-    status = _final_status(jnp.where(failed, fst, jnp.asarray(status, jnp.int32)), bad)
-    return (x[:, 0] if vector else x), _status(status)
+    x = _nan_where(_agreed_nonfinite(status), x)
+    return (x[:, 0] if vector else x), _status(jnp.where(failed, fst, status))
 
 
 def _chol_inverse_local(factor, fstatus, shard, T_A, pad=True, axis_name=None, dispatch="auto"):
@@ -242,13 +238,13 @@ def _chol_inverse_local(factor, fstatus, shard, T_A, pad=True, axis_name=None, d
     axes, nparties, plan, where, dt, solver = _factor_setup(
         factor, shard, T_A, pad, axis_name, dispatch
     )
-    inv, status = _calls.chol_inverse(
-        factor, where, site=_shard.new_site("chol_inverse"), tile=plan.tile, nparties=nparties,
-        dispatch=solver,
-    )
     fst, failed = _factor_failed(fstatus)
-    inv = _nan_where(failed, _unpad_a(inv, nparties, plan))
-    return inv, _status(jnp.where(failed, fst, jnp.asarray(status, jnp.int32)))
+    inv, status = _calls.chol_inverse(
+        factor, where, site=_shard.new_site(), tile=plan.tile, nparties=nparties,
+        dispatch=solver, nonfinite=failed,
+    )
+    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
+    return inv, _status(jnp.where(failed, fst, status))
 
 
 def _factor_path_open(platform: str) -> bool:
@@ -285,15 +281,14 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
         a, axis_name, T_A, pad, "syevd", dispatch, SYEVD_MAX_TILE
     )
     n = a.shape[1]
-    bad = _nonfinite(axes, a)
-    a = _sanitised(a, bad, where[0])
     # Never padded inside A (no pad value, nothing to couple to A): the
     # engine solves A itself (_shard.PadPlan).
     e, w, status = _calls.syevd(
-        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site("syevd"),
-        tile=plan.tile, nparties=nparties, dispatch=solver, jobz=jobz,
+        _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
+        tile=plan.tile, nparties=nparties, dispatch=solver, jobz=jobz, nonfinite=_nonfinite(a),
     )
-    w, status = _nan_where(bad, w), _status(_final_status(status, bad))
+    bad = _agreed_nonfinite(status)
+    w, status = _nan_where(bad, w), _status(status)
     if not jobz:
         return w, None, status
     fix = jnp.conj if _shard.is_complex(dt) else (lambda x: x)

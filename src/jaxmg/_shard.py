@@ -103,20 +103,21 @@ def _trace_above():
         return None
 
 
-def new_site(op: str) -> str:
+def new_site() -> str:
     """The name of one jaxmg call: the C rendezvous pairs the calls of all
     devices by it (plus a per-site count of executions in C), so every
     process must compute it alike and it must not drift. It is made from
-    what is the same in every process running the program: the op and the
-    user's call site (the frames outside jaxmg and JAX), plus the how-many-th
-    call of that site within the program being traced, hashed. A retrace in
-    one process gives the same name again (it used to shift a per-process
-    counter and so every later pairing). Shapes and options stay out on
-    purpose: processes that disagree on them must still meet, to be told
-    so by the call's fingerprint, rather than wait for each other in vain.
-    Single-process programs add the pid: nothing else meets them."""
-    where = "|".join(_user_frames())
-    key = f"{op}|{where}"
+    what is the same in every process running the program: the user's call
+    site (the frames outside jaxmg and JAX), plus the how-many-th jaxmg call
+    of that site within the program being traced, hashed. A retrace in one
+    process gives the same name again (it used to shift a per-process
+    counter and so every later pairing). The op, shapes and options stay
+    out on purpose: processes that disagree on them must still meet, to be
+    told so by the call's fingerprint (which names both calls), rather than
+    wait for each other in vain. The count keeps apart the several calls
+    one user line makes (a derivative's factor and its solves). Single-
+    process programs add the pid: nothing else meets them."""
+    key = "|".join(_user_frames())
     trace = _outer_trace()
     nth = 0
     if trace is not None:
@@ -128,7 +129,7 @@ def new_site(op: str) -> str:
             nth = 0
     digest = hashlib.sha256(f"{key}|{nth}".encode()).hexdigest()[:16]
     owner = "mp" if _multiproc.active() else os.getpid()
-    return f"jaxmg.{op}.{owner}.{digest}"
+    return f"jaxmg.{owner}.{digest}"
 
 
 def manual_axes() -> tuple[str, ...]:

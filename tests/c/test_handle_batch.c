@@ -11,7 +11,10 @@
  *   - a result XLA did not alias is filled from its argument (copy_in) and
  *     the engine works there;
  *   - a batch dimension that differs between buffers, or too many of them,
- *     is an error naming the buffer, on every party (no hang).
+ *     is an error naming the buffer, on every party (no hang);
+ *   - an element that one party flags non-finite (its `where`) runs on no
+ *     engine and gets status -1 and a NaN scalar on every party; a call
+ *     whose every element is flagged runs nothing at all.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -53,11 +56,11 @@ static struct {
 } eng_log;
 
 static int fake_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                      int32_t where_out[2], char* err) {
+                      int64_t count, int32_t* where_out, char* err) {
   (void)cf;
   (void)err;
   me->ordinal = 0;
-  memcpy(where_out, where, 2 * sizeof(int32_t));
+  memcpy(where_out, where, (size_t)count * sizeof(int32_t));
   return 0;
 }
 
@@ -172,15 +175,15 @@ static void make_frame(party_frame* f, int rank, int nb, const int64_t* bd, int 
   f->x = unaliased ? calloc((size_t)(c * N * K), sizeof(double)) : f->b;
   f->logdet = calloc((size_t)c, sizeof(double));
   f->status = calloc((size_t)c, sizeof(int32_t));
-  f->where = calloc((size_t)(2 * c), sizeof(int32_t));
+  f->where = calloc((size_t)(JMG_WHERE_LEN * c), sizeof(int32_t));
   for (int64_t i = 0; i < f->count; i++) {
-    f->where[2 * i] = rank;
+    f->where[JMG_WHERE_LEN * i] = rank;
     f->b[i * N * K] = (double)i; /* element i's b starts with i */
     f->status[i] = -99;
   }
   set_buf(f, 0, XLA_FFI_DataType_F64, f->a, 2, (const int64_t[]){L, N});
   set_buf(f, 1, XLA_FFI_DataType_F64, f->b, 2, (const int64_t[]){N, K});
-  set_buf(f, 2, XLA_FFI_DataType_S32, f->where, 1, (const int64_t[]){2});
+  set_buf(f, 2, XLA_FFI_DataType_S32, f->where, 1, (const int64_t[]){JMG_WHERE_LEN});
   set_buf(f, 3, XLA_FFI_DataType_F64, f->a, 2, (const int64_t[]){L, N});
   set_buf(f, 4, XLA_FFI_DataType_F64, f->x, 2, (const int64_t[]){N, K});
   set_buf(f, 5, XLA_FFI_DataType_S32, f->status, 0, NULL);
@@ -326,11 +329,57 @@ static void test_bad_batches_fail_everywhere(void) {
   for (int r = 0; r < NP; r++) free_frame(&f[r]);
 }
 
+/* Flags element i of party f non-finite (the flag entry of its `where`). */
+static void flag(party_frame* f, int64_t i) { f->where[JMG_WHERE_LEN * i + JMG_WHERE_FLAG] = 1; }
+
+static void test_flagged_elements_skip_the_engine(void) {
+  /* More elements than one message of flags carries bits for: the flags
+   * travel in several exchanges. */
+  enum { B = 8 * 1024 + 40 };
+  party_frame f[NP];
+  const int64_t bd[1] = {B};
+  for (int r = 0; r < NP; r++) make_frame(&f[r], r, 1, bd, 0);
+  flag(&f[1], 3);          /* a party that is not the leader */
+  flag(&f[0], 8 * 1024 + 7); /* the leader, in the second message */
+  run_parties(f);
+  for (int r = 0; r < NP; r++) CHECK(!f[r].out, "rank %d failed: %s", r, f[r].out ? f[r].out->msg : "");
+  CHECK(eng_log.runs == B - 2, "run called %d times, want %d", eng_log.runs, B - 2);
+  int seen_bad = 0;
+  for (int i = 0; i < eng_log.runs && i < MAXRUNS; i++)
+    seen_bad |= eng_log.b_seen[i][0] == (char*)f[0].b + (size_t)3 * elem_b;
+  CHECK(!seen_bad, "the engine ran on the flagged element 3");
+  for (int r = 0; r < NP; r++) {
+    CHECK(f[r].status[3] == JMG_STATUS_NONFINITE && f[r].status[8 * 1024 + 7] == JMG_STATUS_NONFINITE,
+          "rank %d: flagged elements have status %d and %d", r, (int)f[r].status[3],
+          (int)f[r].status[8 * 1024 + 7]);
+    CHECK(f[r].logdet[3] != f[r].logdet[3], "rank %d: a flagged element's logdet is not NaN", r);
+    CHECK(f[r].status[2] == 2 && f[r].status[4] == 3, "rank %d: the other elements' statuses moved "
+          "(%d, %d)", r, (int)f[r].status[2], (int)f[r].status[4]);
+  }
+  for (int r = 0; r < NP; r++) free_frame(&f[r]);
+}
+
+static void test_all_flagged_runs_nothing(void) {
+  party_frame f[NP];
+  for (int r = 0; r < NP; r++) make_frame(&f[r], r, 0, NULL, 0);
+  flag(&f[1], 0);
+  run_parties(f);
+  for (int r = 0; r < NP; r++) {
+    CHECK(!f[r].out, "rank %d failed: %s", r, f[r].out ? f[r].out->msg : "");
+    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0],
+          "rank %d: status %d, logdet %g", r, (int)f[r].status[0], f[r].logdet[0]);
+  }
+  CHECK(eng_log.runs == 0, "the engine ran %d times on flagged input", eng_log.runs);
+  for (int r = 0; r < NP; r++) free_frame(&f[r]);
+}
+
 int main(void) {
   test_batch_runs_per_element();
   test_unbatched_call();
   test_empty_batch_meets_no_one();
   test_unaliased_result_is_filled();
   test_bad_batches_fail_everywhere();
+  test_flagged_elements_skip_the_engine();
+  test_all_flagged_runs_nothing();
   return CHECK_DONE("test_handle_batch");
 }

@@ -9,6 +9,7 @@
  *   - a rank whose call is bad, or whose run fails, fails the call on every
  *     rank, named;
  *   - ranks that make different calls fail everywhere;
+ *   - one rank's non-finite flag: no rank runs, every rank returns -1;
  *   - a rank that never arrives is an error on the others within
  *     JAXMG_TIMEOUT_S, not a hang.
  */
@@ -28,7 +29,7 @@
 
 /* ---- the fake communicator: an all-reduce (MAX) with a deadline ---- */
 
-enum { NP = 3, MAXV = 3 };
+enum { NP = 3, MAXV = 4 };
 
 static struct {
   pthread_mutex_t mu;
@@ -69,11 +70,11 @@ static struct {
 } log_ = {PTHREAD_MUTEX_INITIALIZER, {0}, -1};
 
 static int fake_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                      int32_t where_out[2], char* err) {
+                      int64_t count, int32_t* where_out, char* err) {
   (void)cf;
   (void)err;
   me->ordinal = 0;
-  memcpy(where_out, where, 2 * sizeof(int32_t));
+  memcpy(where_out, where, (size_t)count * sizeof(int32_t));
   return 0;
 }
 
@@ -88,10 +89,11 @@ static int fake_join(const XLA_FFI_CallFrame* cf, const jmg_party* me, double ti
 }
 
 static int fake_agree(void* ctx, const jmg_party* me, uint64_t print, const char* mine,
-                      char* err) {
+                      uint64_t* flag, char* err) {
   (void)ctx;
-  uint64_t v[3] = {print, ~print, mine ? (uint64_t)me->rank + 1 : 0};
-  if (allmax(v, 3)) return snprintf(err, JMG_ERRLEN, "timed out: a rank never arrived"), -1;
+  uint64_t v[4] = {print, ~print, mine ? (uint64_t)me->rank + 1 : 0, *flag};
+  if (allmax(v, 4)) return snprintf(err, JMG_ERRLEN, "timed out: a rank never arrived"), -1;
+  *flag = v[3];
   if (v[2]) return snprintf(err, JMG_ERRLEN, "rank %d failed", (int)v[2] - 1), -1;
   if (v[0] != print || v[1] != ~print) return snprintf(err, JMG_ERRLEN, "different calls"), -1;
   return 0;
@@ -194,15 +196,15 @@ static void make_frame(frame* f, int rank, int64_t n, int64_t split, int64_t bat
   f->b = calloc((size_t)(batch * n * K), sizeof(double));
   f->logdet = calloc((size_t)batch, sizeof(double));
   f->status = calloc((size_t)batch, sizeof(int32_t));
-  f->where = calloc((size_t)(2 * batch), sizeof(int32_t));
+  f->where = calloc((size_t)(JMG_WHERE_LEN * batch), sizeof(int32_t));
   for (int64_t i = 0; i < batch; i++) {
-    f->where[2 * i] = rank;
+    f->where[JMG_WHERE_LEN * i] = rank;
     f->b[i * n * K] = 100.0 * rank + (double)i;
     f->status[i] = -99;
   }
   set_buf(f, 0, XLA_FFI_DataType_F64, f->a, 2, f->R, f->C);
   set_buf(f, 1, XLA_FFI_DataType_F64, f->b, 2, n, K);
-  set_buf(f, 2, XLA_FFI_DataType_S32, f->where, 1, 2, 0);
+  set_buf(f, 2, XLA_FFI_DataType_S32, f->where, 1, JMG_WHERE_LEN, 0);
   set_buf(f, 3, XLA_FFI_DataType_F64, f->a, 2, f->R, f->C);
   set_buf(f, 4, XLA_FFI_DataType_F64, f->b, 2, n, K);
   set_buf(f, 5, XLA_FFI_DataType_S32, f->status, 0, 0, 0);
@@ -345,6 +347,20 @@ static void test_a_missing_rank_is_an_error_in_time(void) {
   for (int r = 0; r < NP; r++) free_frame(&f[r]);
 }
 
+static void test_one_flagged_rank_runs_none(void) {
+  frame f[NP];
+  for (int r = 0; r < NP; r++) make_frame(&f[r], r, 6, 1, 1);
+  f[1].where[JMG_WHERE_FLAG] = 1; /* rank 1's shard holds a NaN */
+  run_ranks(f, NP);
+  for (int r = 0; r < NP; r++) {
+    CHECK(!f[r].out, "rank %d: %s", r, msg(&f[r]));
+    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0],
+          "rank %d: status %d, logdet %g", r, (int)f[r].status[0], f[r].logdet[0]);
+  }
+  CHECK(log_.runs[0] + log_.runs[1] + log_.runs[2] == 0, "a rank ran on non-finite input");
+  for (int r = 0; r < NP; r++) free_frame(&f[r]);
+}
+
 static void test_leader_engines_refuse_2d_blocks(void) {
   const jmg_op_row* row = jmg_op_row_of(JMG_POTRS);
   jmg_party p;
@@ -370,6 +386,7 @@ int main(void) {
   test_different_calls_fail_everywhere();
   test_a_failing_run_fails_all();
   test_a_missing_rank_is_an_error_in_time();
+  test_one_flagged_rank_runs_none();
   test_leader_engines_refuse_2d_blocks();
   return CHECK_DONE("test_handle_collective");
 }

@@ -491,22 +491,6 @@ static void test_single(void) {
   }
 }
 
-static void test_default_timeout(void) {
-  static const struct {
-    const char* v;
-    double want;
-  } cases[] = {{"2.5", 2.5}, {"600", 600}, {"1e-3", 1e-3}, {"0", 180},   {"-3", 180},
-               {"abc", 180}, {"5x", 180},  {"", 180},      {"inf", 180}, {"nan", 180}};
-  unsetenv("JAXMG_TIMEOUT_S");
-  CHECK(jmg_meet_default_timeout() == 180.0, "unset");
-  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    setenv("JAXMG_TIMEOUT_S", cases[i].v, 1);
-    double got = jmg_meet_default_timeout();
-    CHECK(got == cases[i].want, "JAXMG_TIMEOUT_S='%s': %g", cases[i].v, got);
-  }
-  unsetenv("JAXMG_TIMEOUT_S");
-}
-
 /* ---- interleaved launches: two runs of one executable in flight, the
  * device threads taking their calls in different orders. Rank 0 joins
  * R1,R1,R2,R2 and rank 1 R1,R2,R1,R2 at one site, two calls per run (a
@@ -602,7 +586,6 @@ static void test_hash(void) {
 
 int main(void) {
   test_hash();
-  test_default_timeout();
   test_args();
   test_single();
   test_success();

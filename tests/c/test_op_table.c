@@ -55,7 +55,7 @@ static void check_row(jmg_op op) {
     CHECK(r->alias == -1, "%s.%s: an argument aliases nothing", row->name, r->name);
     if (r->slot == JMG_SLOT_WHERE) {
       wheres++;
-      CHECK(!strcmp(r->dims, "2") && r->type == 'I', "%s: where is int32[2]", row->name);
+      CHECK(!strcmp(r->dims, "W") && r->type == 'I', "%s: where is int32[W]", row->name);
     }
     if (r->slot >= 0) {
       CHECK(r->slot < JMG_MAX_BUFS && !used[r->slot]++, "%s.%s: slot %d reused", row->name,
@@ -110,13 +110,13 @@ static void check_text(void) {
                     "arg b NK A col - c\n") != NULL,
         "chol_solve reads the factor and b");
   CHECK(strstr(buf, "op chol_inverse square - leader,collective\narg factor LN A row - -\n"
-                    "arg where 2 I row - -\nret inv LN A row 0 -\n") != NULL,
+                    "arg where W I row - -\nret inv LN A row 0 -\n") != NULL,
         "chol_inverse writes the inverse in the factor's buffer");
   /* The view: who sees A^T, and what that does to each buffer. */
   CHECK(strstr(buf, "op lu_solve square - leader\narg a LN A row - t\n") != NULL,
         "lu_solve: the leader engines see A^T, the caller transposes A");
   CHECK(strstr(buf, "op syevd square jobz leader,collective\narg a LN A row - -\n"
-                    "arg where 2 I row - -\nret a LN A row 0 h\n") != NULL,
+                    "arg where W I row - -\nret a LN A row 0 h\n") != NULL,
         "syevd: eigenvectors as rows of conj(A)'s");
   CHECK(strstr(buf, "op qr tall mrows -\n") != NULL, "qr: every engine undoes A^T itself");
   /* A short buffer is cut, NUL-terminated, and nothing past it is touched. */

@@ -133,7 +133,7 @@ def test_potrs_logdet(gpus, dtype, dispatch):
     def body(a_, b_):
         where = _shard.where_am_i(("x",))
         bb = jnp.conj(b_) if np.iscomplexobj(b_) else b_
-        x_, st, ld = _calls.potrs_with_logdet(a_, bb, where, site=_shard.new_site("potrs"),
+        x_, st, ld = _calls.potrs_with_logdet(a_, bb, where, site=_shard.new_site(),
                                               tile=a_.shape[0] // 2, nparties=nparties,
                                               dispatch=dispatch)
         return st.reshape(1), ld.reshape(1)

@@ -305,6 +305,61 @@ def grads():
         record(f"grad/{np.dtype(dt).name}", lambda: g(put(A, m, row), put(b, m, REP)))
 
 
+def skip():
+    """One potri each, then process 1 skips the second (and stays alive
+    past the timeout): process 0 must fail in jaxmg's meeting, naming it."""
+    m, row = mesh_1d(), P("x", None)
+    A = put(spd("A", 4 * m.shape["x"]), m, row)
+    record("first", lambda: jaxmg.potri(A, 2, m, (row,)))
+    linger = float(os.environ["JAXMG_TIMEOUT_S"]) + 3
+    if ME == 0:
+        record("second", lambda: jaxmg.potri(A, 2, m, (row,)))
+        time.sleep(6)  # it hosts the coordination service: up until process 1 has left
+    else:
+        time.sleep(linger)
+
+
+def mismatch():
+    """Process 0 calls syevd, process 1 potri, at one source line: the
+    calls meet and both fail naming both, long before the timeout."""
+    m, row = mesh_1d(), P("x", None)
+    A = put(spd("A", 4 * m.shape["x"]), m, row)
+    op = jaxmg.syevd if ME == 0 else jaxmg.potri
+    record("mismatch", lambda: op(A, 2, m, (row,)))
+
+
+def nonfinite():
+    """A NaN in process 1's shard only, every op (the parent checks status
+    -1 and NaN outputs everywhere), then a finite call that must work."""
+    import jax.numpy as jnp
+
+    m, row = mesh_1d(), P("x", None)
+    k = m.shape["x"]
+    n = 4 * k
+    A = spd("A", n)
+    A[5, 5] = np.nan  # row 5: process 1's shard (rows 4..7)
+    B = rng("B").standard_normal((n, 4))
+    B[6, 1] = np.inf
+    b = rng("b").standard_normal((n, 1))
+    Ab, Bb, bb = put(A, m, row), put(B, m, row), put(b, m, REP)
+    kw = dict(return_status=True)
+    record("potrs", lambda: jaxmg.potrs(Ab, bb, 2, m, (row, REP), return_logdet=True, **kw))
+    record("potri", lambda: jaxmg.potri(Ab, 2, m, (row,), **kw))
+    record("syevd", lambda: jaxmg.syevd(Ab, 2, m, (row,), **kw))
+    record("lu_solve", lambda: jaxmg.lu_solve(Ab, bb, 2, m, (row, REP), **kw))
+    record("least_squares", lambda: jaxmg.least_squares(Bb, bb, 2, m, (row, REP), **kw))
+    record("qr", lambda: jaxmg.qr(Bb, 2, m, (row,), **kw))
+    record("gesvd", lambda: jaxmg.gesvd(Bb, 2, m, (row,), **kw))
+    record("polar", lambda: jaxmg.polar(Bb, 2, m, (row,), **kw))
+
+    def loss(A, b):  # the factor path: chol_factor, chol_solve, chol_inverse
+        x, logdet = jaxmg.potrs(A, b, 2, m, (row, REP), return_logdet=True)
+        return jnp.vdot(b, x) / 2 + logdet / 2
+
+    record("grad", lambda: jax.jit(jax.grad(loss, argnums=(0, 1)))(Ab, bb))
+    record("after", lambda: jaxmg.potrs(put(spd("A", n), m, row), bb, 2, m, (row, REP), **kw))
+
+
 def sygvd():
     """eigh_generalized across processes (test_eigh_generalized.py checks)."""
     m, row = mesh_1d(), P("x", None)
@@ -314,15 +369,15 @@ def sygvd():
 
 
 SCENARIOS = {"ops": ops, "st": st, "killed": killed, "vanished": vanished, "one_call": one_call,
-             "room": room, "retrace": retrace, "general": general, "grads": grads,
-             "sygvd": sygvd}
+             "room": room, "retrace": retrace, "general": general, "grads": grads, "skip": skip,
+             "mismatch": mismatch, "nonfinite": nonfinite, "sygvd": sygvd}
 SCENARIOS[cfg["scenario"]]()
 seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:
     pickle.dump(seen, f)
 sys.stdout.flush()
-if cfg["scenario"] in ("killed", "vanished") or cfg.get("hard_exit"):
-    # A peer is dead: the distributed runtime's shutdown would wait for it.
+if cfg["scenario"] in ("killed", "vanished", "skip", "mismatch") or cfg.get("hard_exit"):
+    # A peer is dead or failed: the distributed runtime's shutdown would wait for it.
     os._exit(0)
 # Together, so that process 0 (which hosts the coordination service) does not
 # leave while the others still talk to it.

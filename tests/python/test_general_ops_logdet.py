@@ -27,7 +27,7 @@ def _body(a, b, *, T_A, fn):
     b_p = _shard.pad_rows(b, nparties, nloc, nloc_p)
     if _shard.is_complex(a.dtype):
         b_p = jnp.conj(b_p)
-    out = fn(a_p, b_p, where, site=_shard.new_site("potrs"), tile=tile, nparties=nparties,
+    out = fn(a_p, b_p, where, site=_shard.new_site(), tile=tile, nparties=nparties,
              dispatch=_decide.c_code("host"))
     x = _shard.unpad_rows(out[0], nparties, nloc, nloc_p)
     if _shard.is_complex(a.dtype):

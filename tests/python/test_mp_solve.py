@@ -43,12 +43,15 @@ def engine(op, grid, mesh, args, *, spec, tile, attrs):
     its results in the row's order, global, the status one per device."""
     row = _calls.table()[op]
     assert len(args) == len(row.args) - 1 and tile >= 1  # `where` is made per device
+    # the C core's non-finite flags (ops/handle.c): no engine runs, status -1 everywhere
+    bad = not all(np.isfinite(np.asarray(x)).all() for x in args)
+    args = [np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0) for x in args]
     a = args[0]
     A = np.asarray(a).astype(np.complex128)
     sees_at = _mp_route.KIND in row.sees_at
     M, dt, n = (A.T if sees_at else A), a.dtype, A.shape[1]
     rd = np.finfo(dt).dtype
-    st = np.zeros(grid.p * grid.q, np.int32)
+    st = np.full(grid.p * grid.q, -1 if bad else 0, np.int32)
 
     def c(x, t=dt):
         x = np.asarray(x)

@@ -14,7 +14,7 @@ static int cu(cudaError_t e, const char* what, char* err) {
 }
 
 int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                    int32_t where_out[2], char* err) {
+                    int64_t count, int32_t* where_out, char* err) {
   XLA_FFI_Error* e = jmg_ffi_device_ordinal(cf, &me->ordinal);
   if (!e) e = jmg_ffi_stream(cf, &me->stream);
   if (e) {
@@ -26,7 +26,7 @@ int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* wher
   /* The sync makes this device's inputs complete before other streams
    * (the leader's, or the library's) read them. */
   if (cu(cudaSetDevice(me->ordinal), "cudaSetDevice", err) ||
-      cu(cudaMemcpyAsync(where_out, where, 2 * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
+      cu(cudaMemcpyAsync(where_out, where, (size_t)count * sizeof(int32_t), cudaMemcpyDeviceToHost, s),
          "cudaMemcpyAsync(where)", err) ||
       cu(cudaStreamSynchronize(s), "cudaStreamSynchronize", err))
     return -1;

@@ -6,11 +6,11 @@
 
 #include "engines/engine.h"
 
-/* Fills me's ordinal and stream, reads `where` (rank, group) into host
- * memory and waits for the stream, so that the inputs are complete. 0, or
- * -1 with a message. */
+/* Fills me's ordinal and stream, reads `where` (count int32 entries,
+ * engine.h: JMG_WHERE_LEN per element) into host memory and waits for the
+ * stream, so that the inputs are complete. 0, or -1 with a message. */
 int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                    int32_t where_out[2], char* err);
+                    int64_t count, int32_t* where_out, char* err);
 /* engine.h's copy_in and finish on the party's device and stream. */
 int gpu_party_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
                       int64_t bytes, char* err);

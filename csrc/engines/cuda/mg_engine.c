@@ -73,8 +73,8 @@ static int mg_run(jmg_job* job, jmg_result* res, char* err) {
 /* Reads `where` first: a party that knows its rank can still meet the
  * others and report a later failure (returns 1 then, -1 before). */
 static int mg_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
-                    int32_t where_out[2], char* err) {
-  if (gpu_party_enter(cf, me, where, where_out, err)) return -1;
+                    int64_t count, int32_t* where_out, char* err) {
+  if (gpu_party_enter(cf, me, where, count, where_out, err)) return -1;
   if (gpu_share_mark(me, err)) return 1;
   return 0;
 }

@@ -207,25 +207,28 @@ static void mp_leave(void* ctx) {
 
 jmg_mp_set* jmg_mp_job_set(const jmg_job* job) { return &((entry*)job->ctx)->set; }
 
-/* One all-reduce (MAX) of (print, ~print, failing rank + 1): the same
- * print everywhere iff both maxima are this rank's own. */
+/* One all-reduce (MAX) of (print, ~print, failing rank + 1, non-finite
+ * flag): the same print everywhere iff both maxima are this rank's own. */
 typedef struct agreement {
   jmg_mp_set* set;
   cudaStream_t stream;
-  uint64_t v[3];
+  uint64_t v[4];
 } agreement;
 
 static int agree_body(void* va, char* err) {
   agreement* a = va;
   int rc = jmg_mp_set_ready(a->set, a->stream, err);
-  return rc ? rc : jmg_mp_set_allmax_u64(a->set, a->stream, a->v, 3, err);
+  return rc ? rc : jmg_mp_set_allmax_u64(a->set, a->stream, a->v, 4, err);
 }
 
-static int mp_agree(void* ctx, const jmg_party* me, uint64_t print, const char* mine, char* err) {
+static int mp_agree(void* ctx, const jmg_party* me, uint64_t print, const char* mine,
+                    uint64_t* flag, char* err) {
   jmg_mp_set* s = &((entry*)ctx)->set;
-  agreement a = {s, (cudaStream_t)me->stream, {print, ~print, mine ? (uint64_t)me->rank + 1 : 0}};
+  agreement a = {s, (cudaStream_t)me->stream,
+                 {print, ~print, mine ? (uint64_t)me->rank + 1 : 0, *flag}};
   char merr[JMG_MP_ERRLEN] = "";
   if (jmg_mp_comm_guard(&s->comm, "agree", agree_body, &a, merr)) return say(err, "%s", merr);
+  *flag = a.v[3];
   if (a.v[2])
     return say(err, "rank %d failed (its own error says why)", (int)a.v[2] - 1);
   if (a.v[0] != print || a.v[1] != ~print)
