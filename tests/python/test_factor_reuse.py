@@ -92,16 +92,22 @@ def test_factor_solve_inverse_match_numpy(rng, dtype, ndev, n, T_A):
 
 
 def test_factor_is_checked_against_the_statics(rng):
-    """A factor made with other statics (here: another tile, hence another
-    padded shape) is refused with a ValueError, not solved with."""
+    """The host engine keeps the factor in A's own shards, whatever the tile
+    (nothing is padded), so a factor made with T_A=2 solves with T_A=3; a
+    factor of another shape than the statics' plan (here one padded as
+    cuSolverMg's Cholesky would be) is refused with a ValueError, not solved
+    with."""
     m, n = mesh(4), 12
     A, b = spd(rng, n, np.float64), randn(rng, (n, 1), np.float64)
     req2 = _request.normalise("potrs", A, b, T_A=2, mesh=m, specs=(ROW, REP))
     req3 = _request.normalise("potrs", A, b, T_A=3, mesh=m, specs=(ROW, REP))
     F, fstatus, _ = jax.jit(lambda A: _ops._core_chol_factor(A, req2))(A)
-    assert F.shape == (16, 16)  # shards of 3 rows padded to 4 (tile 2)
+    assert F.shape == (12, 12)  # A's own shards: no tile padding on the host
+    x, status = jax.jit(lambda F, s: _ops._core_chol_solve(F, s, b, req3))(F, fstatus)
+    assert int(status) == 0 and np.allclose(np.asarray(x), np.linalg.solve(A, b), atol=1e-12)
+    padded = jnp.zeros((16, 16), F.dtype)  # shards of 3 rows padded inside to 4 (tile 2)
     with pytest.raises(ValueError, match="valid only with the tile"):
-        jax.jit(lambda F, s: _ops._core_chol_solve(F, s, b, req3))(F, fstatus)
+        jax.jit(lambda F, s: _ops._core_chol_solve(F, s, b, req3))(padded, fstatus)
 
 
 def test_factor_ops_not_positive_definite(rng):
