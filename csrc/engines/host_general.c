@@ -3,9 +3,10 @@
  * by side, no layout move) and calls LAPACK on E itself, so that no
  * transpose is ever copied:
  *
- *   lu_solve       the Python layer hands over A^T's shards (an all_to_all),
- *                  so that E = A here as on cuSolverMg, whose getrs has no
- *                  transpose: getrf(E), then getrs with 'N'.
+ *   lu_solve       getrf(E), then getrs with 'T': E^T x = b is A x = b. The
+ *                  column-major view of a row-major A is A^T exactly (no
+ *                  conjugation, complex too), so no data moves before the
+ *                  call and the solution is A's own.
  *   least_squares  gels on E with 'T' (real) or 'C' (complex, on conj(b),
  *                  then x = conj of the result): the overdetermined
  *                  min || E^T x - b || through E's LQ factorization.
@@ -141,7 +142,7 @@ int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
   void* x = job->parties[0].b; /* b in, x out, in place */
   getrf(&n, &n, e, &n, ipiv, &info);
   if (info == 0) {
-    char trans = 'N';
+    char trans = 'T'; /* e holds E = A^T's factors */
     getrs(&trans, &n, &k, e, &n, ipiv, x, &n, &info);
   } else {
     jmg_host_fill_nan(job->dtype, x, job->n * job->nrhs);

@@ -39,7 +39,6 @@
  * conj(b), so both travel conjugated. */
 #define RHS_C {"b", "NK", 'A', 1, -1, OWN | COL, 'c'}
 #define X_C {"x", "NK", 'A', 1, 1, OUT | COL, 'c'}
-#define LEADER JMG_KIND_LEADER
 #define BOTH (JMG_KIND_LEADER | JMG_KIND_COLLECTIVE)
 
 const jmg_op_row jmg_op_rows[JMG_NOPS] = {
@@ -50,12 +49,14 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     [JMG_SYEVD] = {"syevd", SQ, 2, 3, {A_ARG, WHERE},
                    {{"a", "LN", 'A', 0, 0, OUT, 'h'}, {"w", "N", 'R', 2, -1, OUT}, STATUS},
                    {"jobz"}, BOTH},
-    /* The leader engines solve with A^T as given (the caller transposes
-     * A); the collective one moves A itself. */
+    /* No kind needs A transposed by the caller: the leader engines factor
+     * the A^T they see and solve transposed, the collective one moves A
+     * itself. (cuSolverMg's getrs has no transpose: the Python layer hands
+     * that one solver A^T's rows, _general_ops._lu_local.) */
     [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
-                      {{"a", "LN", 'A', 0, -1, IN, 't'}, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
+                      {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
                       {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},
-                      {NULL}, LEADER},
+                      {NULL}, 0},
     [JMG_LSTSQ] = {"least_squares", TALL, 3, 3,
                    {A_ARG, {"b", "MK", 'A', 3, -1, OWN | COL}, WHERE},
                    {A_WORK, {"x", "NK", 'A', 1, -1, OUT | COL}, STATUS},

@@ -26,10 +26,9 @@
  * says that an engine kind (JMG_KIND_*) sees A^T (sees_at), the Python
  * layer undoes it with each buffer's `view`: 'c' the buffer is conjugated
  * (right-hand sides in, solutions out), 'h' the global result is
- * conjugate-transposed (syevd's eigenvectors come back as rows), 't' the
- * global argument is transposed before the call (lu_solve: the engine then
- * sees A itself). Where it does not, the engine undoes the transpose
- * itself (a transposing layout move, or LAPACK's transposed routines).
+ * conjugate-transposed (syevd's eigenvectors come back as rows). Where it
+ * does not, the engine undoes the transpose itself (a transposing layout
+ * move, or LAPACK's transposed routines: lu_solve's getrs 'T').
  */
 #ifndef JAXMG_OP_TABLE_H
 #define JAXMG_OP_TABLE_H
@@ -56,7 +55,7 @@ typedef struct jmg_buf_rule {
   int8_t slot;     /* data slot, or JMG_SLOT_* (scalar k: JMG_SLOT_SCALAR - k) */
   int8_t alias;    /* results: the argument it aliases (in place), -1: none */
   uint8_t flags;   /* JMG_BUF_* for data slots, | JMG_COL_MAJOR */
-  char view;       /* 'c', 'h', 't' or 0: see "The engines' view" above */
+  char view;       /* 'c', 'h' or 0: see "The engines' view" above */
 } jmg_buf_rule;
 
 /* Engine kinds (engine.h): a leader runs the op for every party, or every

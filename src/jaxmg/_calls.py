@@ -37,7 +37,7 @@ class Buf:
     type: str      # "A" A's dtype, "R" its real dtype, "I" int32
     col_major: bool
     alias: int | None
-    view: str | None  # where the engine sees A^T: "c" conj, "h" conj-transposed, "t" transposed
+    view: str | None  # where the engine sees A^T: "c" conj, "h" conj-transposed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +176,6 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
 def _view(x, how: str | None):
     if x is None or how is None:
         return x
-    if how == "t":
-        return x.T
     x = jnp.conj(x) if _shard.is_complex(x.dtype) else x
     return x.T if how == "h" else x
 

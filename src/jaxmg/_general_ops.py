@@ -18,10 +18,11 @@ Layers, as in _ops.py:
   - public functions: normalise, run the core, pick the return form.
 
 Conventions. The C engines read each row shard column-major, that is they
-see E = A^T. lu_solve hands them A^T's row shards instead (one all_to_all),
-so that they factor A itself: cuSolverMg's getrs has no transpose. The
-other ops undo the transpose in the engine (csrc/engines/host_general.c),
-so no conjugation happens here. lu_solve is square and is padded like
+see E = A^T, and undo the transpose themselves (csrc/engines/host_general.c;
+lu_solve: getrf(E), then getrs 'T'), so A's own shards go to the call, with
+no collective before it and no conjugation here. One exception: cuSolverMg's
+getrs has no transpose, so for that engine alone lu_solve hands over A^T's
+row shards (one all_to_all, _lu_rows_for). lu_solve is square and is padded like
 potrs (_shard.PadPlan: only for cuSolverMg, blockdiag(A, I), exact). The rectangular ops gather onto one device
 on every engine today; T_A is validated but does not change their results.
 Their A is padded at the end with zero rows when M is not a multiple of the
@@ -84,6 +85,24 @@ def _tall(A, op: str) -> tuple[int, int, object]:
 # per shard (inside shard_map)
 
 
+# The engine whose getrs has no transpose (cuSolverMg, csrc/engines/cuda/
+# mg_getrs.c): it must see A itself, so it takes A^T's row shards. Every
+# other engine factors the A^T it sees and solves with getrs 'T'.
+_LU_TAKES_AT = _decide.c_code("mg")
+
+
+def _lu_rows_for(solver, a_p, nparties, axes):
+    """The row shards lu_solve's engine takes: A's own, or for cuSolverMg
+    this device's rows of A^T (read column-major: A's columns), one
+    all_to_all before the call, A's columns cut back where the device count
+    does not divide N."""
+    if solver != _LU_TAKES_AT:
+        return a_p
+    width = a_p.shape[1]
+    return jax.lax.all_to_all(_shard.square_blocks(a_p, nparties), axes, split_axis=1,
+                              concat_axis=0, tiled=True).T[:, :width]
+
+
 def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     """(x, status (1,)) for one row shard of a square A; b replicated."""
     axes, nparties, plan, where, dt, solver = _setup(
@@ -92,15 +111,9 @@ def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     n = a.shape[1]
     _, vector = v.rhs(b, n, dt)
     b2 = b[:, None] if vector else b
-    a_p = _pad_a(a, nparties, plan, where[0])
-    # This device's rows of A^T (read column-major by the engine: A's own
-    # columns, as getrf/getrs without transpose want them); A's columns cut
-    # back where the device count does not divide N.
-    width = a_p.shape[1]
-    a_t = jax.lax.all_to_all(_shard.square_blocks(a_p, nparties), axes, split_axis=1,
-                             concat_axis=0, tiled=True).T[:, :width]
+    a_p = _lu_rows_for(solver, _pad_a(a, nparties, plan, where[0]), nparties, axes)
     x, status = _calls.lu_solve(
-        a_t, _pad_b(b2, nparties, plan), where, site=_shard.new_site(), tile=plan.tile,
+        a_p, _pad_b(b2, nparties, plan), where, site=_shard.new_site(), tile=plan.tile,
         nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a, b2),
     )
     x = _nan_where(_agreed_nonfinite(status), _unpad_x(x, nparties, plan))

@@ -82,14 +82,8 @@ def _scheduled_before_first_call(compiled_text: str) -> str:
     return entry[: entry.index('custom_call_target="jaxmg_')]
 
 
-LU_XFAIL = pytest.mark.xfail(
-    strict=True, reason="lu_solve hands the engines A^T's rows through an all_to_all before the "
-    "call (cuSolverMg's getrs has no transpose): the engines must transpose instead")
-
-
-@pytest.mark.parametrize("op", [pytest.param(o, marks=LU_XFAIL) if o == "lu_solve" else o
-                                for o in ("potrs", "potri", "syevd", "lu_solve", "least_squares",
-                                          "qr", "gesvd", "polar")])
+@pytest.mark.parametrize("op", ["potrs", "potri", "syevd", "lu_solve", "least_squares", "qr",
+                                "gesvd", "polar"])
 def test_no_collective_before_the_call(rng, op):
     m = mesh(4)
     fn, shape = _ops(m)[op]

@@ -7,8 +7,8 @@
  * gesvd and polar, next to cuSOLVER's workspace), and every dimension is
  * below 2^31 (cuBLAS and the legacy cuSOLVER routines take int).
  *
- *   lu_solve       E = A here (the Python layer transposed it, as for
- *                  cuSolverMg): Xgetrf + Xgetrs.
+ *   lu_solve       Xgetrf(E) + Xgetrs with CUBLAS_OP_T: E^T x = b is
+ *                  A x = b (E = A^T exactly, complex too: no conjugation).
  *   least_squares  A = E^T by geam, Xgeqrf, ormqr (Q^H b), trsm with R.
  *   qr             A = E^T, Xgeqrf, R^T out (R read row-major), orgqr,
  *                  Q^T back into the shards.
@@ -311,7 +311,7 @@ int dn_lu_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
                           r.t, AT(r, dwork), r.p.dwork_bytes, r.hwork, r.p.hwork_bytes, d_info));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
   if (res->info == 0)
-    SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_N, n, job->nrhs, r.t, AT(r, g), n,
+    SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_T, n, job->nrhs, r.t, AT(r, g), n,
                             (const int64_t*)(const void*)AT(r, ipiv), r.t, b0, n, d_info));
   else if (nan_fill(ctx, b0, xbytes, err))
     goto fail;
