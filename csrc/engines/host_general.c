@@ -3,10 +3,13 @@
  * by side, no layout move) and calls LAPACK on E itself, so that no
  * transpose is ever copied:
  *
- *   lu_solve       getrf(E), then getrs with 'T': E^T x = b is A x = b. The
- *                  column-major view of a row-major A is A^T exactly (no
- *                  conjugation, complex too), so no data moves before the
- *                  call and the solution is A's own.
+ *   lu_solve       E's leading n x n block transposed in place (E = A^T
+ *                  exactly, no conjugation, complex too), so that getrf
+ *                  factors A itself, as cuSolverMg does, and its info is
+ *                  LAPACK's on A (a zero column k of A is status k; the
+ *                  factors of A^T would find it elsewhere); then getrs 'N'.
+ *                  An O(n^2) copy after the meeting, in place of a
+ *                  collective before it.
  *   least_squares  gels on E with 'T' (real) or 'C' (complex, on conj(b),
  *                  then x = conj of the result): the overdetermined
  *                  min || E^T x - b || through E's LQ factorization.
@@ -127,6 +130,34 @@ static int no_memory(char* err) {
 
 /* ---- lu_solve ---- */
 
+/* Swaps the es-byte elements at p and q (es a constant where inlined). */
+static inline void swap_elem(char* p, char* q, size_t es) {
+  char t[16];
+  memcpy(t, p, es);
+  memcpy(p, q, es);
+  memcpy(q, t, es);
+}
+
+/* The n x n column-major matrix at e (leading dimension n) transposed in
+ * place, in square blocks so that both sides of each swap stay in cache. */
+static inline void transpose_es(char* e, int64_t n, size_t es) {
+  enum { B = 64 };
+  for (int64_t j0 = 0; j0 < n; j0 += B)
+    for (int64_t i0 = j0; i0 < n; i0 += B)
+      for (int64_t j = j0; j < min64(j0 + B, n); j++)
+        for (int64_t i = (i0 == j0 ? j + 1 : i0); i < min64(i0 + B, n); i++)
+          swap_elem(e + (size_t)(i + j * n) * es, e + (size_t)(j + i * n) * es, es);
+}
+
+/* transpose_es for each element size, so that each swap is a fixed-size copy. */
+static void transpose_square(char* e, int64_t n, size_t es) {
+  switch (es) {
+    case 4: transpose_es(e, n, 4); break;
+    case 8: transpose_es(e, n, 8); break;
+    default: transpose_es(e, n, 16); break;
+  }
+}
+
 int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
   la_getrf* getrf = (la_getrf*)jmg_la_get(JMG_LA_GETRF, job->dtype, err);
   la_getrs* getrs = (la_getrs*)jmg_la_get(JMG_LA_GETRS, job->dtype, err);
@@ -140,9 +171,10 @@ int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
   }
   int n = (int)job->n, k = (int)job->nrhs, info = 0;
   void* x = job->parties[0].b; /* b in, x out, in place */
+  transpose_square(e, job->n, jmg_dtype_size(job->dtype)); /* E's first n columns: A */
   getrf(&n, &n, e, &n, ipiv, &info);
   if (info == 0) {
-    char trans = 'T'; /* e holds E = A^T's factors */
+    char trans = 'N';
     getrs(&trans, &n, &k, e, &n, ipiv, x, &n, &info);
   } else {
     jmg_host_fill_nan(job->dtype, x, job->n * job->nrhs);

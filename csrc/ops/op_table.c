@@ -49,10 +49,11 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     [JMG_SYEVD] = {"syevd", SQ, 2, 3, {A_ARG, WHERE},
                    {{"a", "LN", 'A', 0, 0, OUT, 'h'}, {"w", "N", 'R', 2, -1, OUT}, STATUS},
                    {"jobz"}, BOTH},
-    /* No kind needs A transposed by the caller: the leader engines factor
-     * the A^T they see and solve transposed, the collective one moves A
-     * itself. (cuSolverMg's getrs has no transpose: the Python layer hands
-     * that one solver A^T's rows, _general_ops._lu_local.) */
+    /* No kind needs A transposed by the caller: the leader engines
+     * transpose the A^T they see after the meeting (getrf's info is then
+     * LAPACK's on A), the collective one moves A itself. (cuSolverMg's
+     * getrs has no transpose and its layout move no transpose either: the
+     * Python layer hands that one solver A^T's rows, _general_ops.) */
     [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
                       {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
                       {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},

@@ -28,7 +28,7 @@
  * (right-hand sides in, solutions out), 'h' the global result is
  * conjugate-transposed (syevd's eigenvectors come back as rows). Where it
  * does not, the engine undoes the transpose itself (a transposing layout
- * move, or LAPACK's transposed routines: lu_solve's getrs 'T').
+ * move, a transpose after the meeting, or LAPACK's transposed routines).
  */
 #ifndef JAXMG_OP_TABLE_H
 #define JAXMG_OP_TABLE_H

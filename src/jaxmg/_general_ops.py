@@ -18,9 +18,9 @@ Layers, as in _ops.py:
   - public functions: normalise, run the core, pick the return form.
 
 Conventions. The C engines read each row shard column-major, that is they
-see E = A^T, and undo the transpose themselves (csrc/engines/host_general.c;
-lu_solve: getrf(E), then getrs 'T'), so A's own shards go to the call, with
-no collective before it and no conjugation here. One exception: cuSolverMg's
+see E = A^T, and undo the transpose themselves after the meeting
+(csrc/engines/host_general.c), so A's own shards go to the call, with no
+collective before it and no conjugation here. One exception: cuSolverMg's
 getrs has no transpose, so for that engine alone lu_solve hands over A^T's
 row shards (one all_to_all, _lu_rows_for). lu_solve is square and is padded like
 potrs (_shard.PadPlan: only for cuSolverMg, blockdiag(A, I), exact). The rectangular ops gather onto one device
@@ -87,7 +87,7 @@ def _tall(A, op: str) -> tuple[int, int, object]:
 
 # The engine whose getrs has no transpose (cuSolverMg, csrc/engines/cuda/
 # mg_getrs.c): it must see A itself, so it takes A^T's row shards. Every
-# other engine factors the A^T it sees and solves with getrs 'T'.
+# other engine transposes the A^T it sees after the meeting.
 _LU_TAKES_AT = _decide.c_code("mg")
 
 

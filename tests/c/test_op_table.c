@@ -114,7 +114,7 @@ static void check_text(void) {
         "chol_inverse writes the inverse in the factor's buffer");
   /* The view: who sees A^T, and what that does to each buffer. */
   CHECK(strstr(buf, "op lu_solve square - -\narg a LN A row - -\n") != NULL,
-        "lu_solve: every engine undoes A^T itself (getrs 'T'), the caller moves nothing");
+        "lu_solve: every engine undoes A^T itself, the caller moves nothing");
   CHECK(strstr(buf, "op syevd square jobz leader,collective\narg a LN A row - -\n"
                     "arg where W I row - -\nret a LN A row 0 h\n") != NULL,
         "syevd: eigenvectors as rows of conj(A)'s");

@@ -7,8 +7,9 @@
  * gesvd and polar, next to cuSOLVER's workspace), and every dimension is
  * below 2^31 (cuBLAS and the legacy cuSOLVER routines take int).
  *
- *   lu_solve       Xgetrf(E) + Xgetrs with CUBLAS_OP_T: E^T x = b is
- *                  A x = b (E = A^T exactly, complex too: no conjugation).
+ *   lu_solve       A = E^T by geam (E = A^T exactly, complex too: no
+ *                  conjugation), so that Xgetrf factors A itself and its
+ *                  info is LAPACK's on A (as host_general.c); Xgetrs 'N'.
  *   least_squares  A = E^T by geam, Xgeqrf, ormqr (Q^H b), trsm with R.
  *   qr             A = E^T, Xgeqrf, R^T out (R read row-major), orgqr,
  *                  Q^T back into the shards.
@@ -77,6 +78,7 @@ static int plan_lu(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   SOLVER(cusolverDnXgetrf_bufferSize(ctx->dn, ctx->dn_params, n, n, t, any, n, t, &p->dwork_bytes,
                                      &p->hwork_bytes));
   p->g = take(&at, n * job->mpad * es_of(job)); /* whole shards land there (shards()) */
+  p->t = take(&at, n * n * es_of(job));         /* A = E^T, factored in place */
   p->ipiv = take(&at, n * (int64_t)sizeof(int64_t));
   p->info = take(&at, 256);
   p->dwork = take(&at, (int64_t)p->dwork_bytes);
@@ -307,11 +309,13 @@ int dn_lu_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   int* d_info = (int*)(void*)AT(r, info);
   void* b0 = job->parties[0].b;
   size_t xbytes = (size_t)(n * job->nrhs * r.es);
-  SOLVER(cusolverDnXgetrf(ctx->dn, ctx->dn_params, n, n, r.t, AT(r, g), n, (int64_t*)(void*)AT(r, ipiv),
+  BLAS(gpu_geam(ctx->blas, job->dtype, CUBLAS_OP_T, CUBLAS_OP_T, (int)n, (int)n, 1, AT(r, g),
+                (int)n, 0, AT(r, g), (int)n, AT(r, t), (int)n));
+  SOLVER(cusolverDnXgetrf(ctx->dn, ctx->dn_params, n, n, r.t, AT(r, t), n, (int64_t*)(void*)AT(r, ipiv),
                           r.t, AT(r, dwork), r.p.dwork_bytes, r.hwork, r.p.hwork_bytes, d_info));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
   if (res->info == 0)
-    SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_T, n, job->nrhs, r.t, AT(r, g), n,
+    SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_N, n, job->nrhs, r.t, AT(r, t), n,
                             (const int64_t*)(const void*)AT(r, ipiv), r.t, b0, n, d_info));
   else if (nan_fill(ctx, b0, xbytes, err))
     goto fail;
