@@ -1,7 +1,7 @@
 /* host_general.c - lu_solve, least_squares, qr, gesvd and polar on the
  * host: the leader gathers E = A^T (n x m column-major: the shards side
  * by side, no layout move) and calls LAPACK on E itself, so that no
- * transpose is ever copied:
+ * transpose is ever copied (but lu_solve's, below):
  *
  *   lu_solve       E's leading n x n block transposed in place (E = A^T
  *                  exactly, no conjugation, complex too), so that getrf
