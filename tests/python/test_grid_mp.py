@@ -38,14 +38,18 @@ def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape, spec):
     args = [jax.ShapeDtypeStruct((m, n), np.float32)]
     if op in ("potrs", "lu_solve", "least_squares"):
         args.append(jax.ShapeDtypeStruct((m if op == "least_squares" else n, 2), np.float32))
-    attrs = {"syevd": {"jobz": 1}, "least_squares": {"mrows": m}, "qr": {"mrows": m},
+    if op == "sygvd":  # B, sharded as A
+        args.append(jax.ShapeDtypeStruct((n, n), np.float32))
+    attrs = {"syevd": {"jobz": 1}, "sygvd": {"jobz": 1, "nvalid": n},
+             "least_squares": {"mrows": m}, "qr": {"mrows": m},
              "gesvd": {"ucols": n, "vrows": n, "mrows": m}, "polar": {"hrows": n, "mrows": m}}
     out = jax.eval_shape(lambda *xs: _mp_route.call(op, grid, mesh, xs, spec=spec, tile=2,
                                                     attrs=attrs.get(op, {})), *args)
     want = {"potrs": [(m, n), (n, 2), (4,), ()], "potri": [(m, n), (4,)],
             "syevd": [(n, n), (n,), (4,)], "lu_solve": [(n, n), (n, 2), (4,)],
             "least_squares": [(m, n), (n, 2), (4,)], "qr": [(m, n), (n, n), (4,)],
-            "gesvd": [(m, n), (m, n), (n,), (n, n), (4,)], "polar": [(m, n), (n, n), (4,)]}[op]
+            "gesvd": [(m, n), (m, n), (n,), (n, n), (4,)], "polar": [(m, n), (n, n), (4,)],
+            "sygvd": [(n, n), (n,), (4,)]}[op]
     assert [o.shape for o in out] == want
 
 
