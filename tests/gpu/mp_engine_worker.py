@@ -92,7 +92,8 @@ def rel(x, y):
 def engine(op, args, tile, m, n):
     """The row of op on the engine (_mp_route.call), its view of A undone
     from the row (_calls), results by the row's names."""
-    attrs = {"syevd": {"jobz": 1}, "least_squares": {"mrows": m}, "qr": {"mrows": m},
+    attrs = {"syevd": {"jobz": 1}, "sygvd": {"jobz": 1, "nvalid": n},
+             "least_squares": {"mrows": m}, "qr": {"mrows": m},
              "gesvd": {"ucols": n, "vrows": n, "mrows": m},
              "polar": {"hrows": n, "mrows": m}}.get(op, {})
     rets = _mp_route.call(op, grid, mesh, _calls.to_engine(op, _mp_route.KIND, args), spec=spec,
@@ -105,7 +106,7 @@ def run_op(op, dtype, n, tile, rng):
     eps = np.finfo(dtype).eps
     tol = 200 * n * eps
     m = cfg.get("tall", 2) * n if op in ("least_squares", "qr", "gesvd", "polar") else n
-    if op in ("potrs", "potri", "syevd"):
+    if op in ("potrs", "potri", "syevd", "sygvd"):
         x = randn(rng, (n, n), dtype)
         a = (x @ x.conj().T / n + np.eye(n)).astype(dtype)
     elif op == "lu_solve":
@@ -115,6 +116,10 @@ def run_op(op, dtype, n, tile, rng):
     b = randn(rng, (m, 3), dtype).astype(dtype)
     has_b = op in ("potrs", "lu_solve", "least_squares")
     args = (put(a), rep(b)) if has_b else (put(a),)
+    if op == "sygvd":  # the pencil's B, sharded as A
+        y = randn(rng, (n, n), dtype)
+        bm = (y @ y.conj().T / n + np.eye(n)).astype(dtype)
+        args = (put(a), put(bm))
     res = engine(op, args, tile, m, n)
     status = full(res["status"]).max()
     if scenario == "time":  # the first call above paid for set-up and compiles
@@ -147,6 +152,10 @@ def run_op(op, dtype, n, tile, rng):
         U, s, Vh = full(res["u"]), host(res["s"]), host(res["vh"])
         check("A=USV", rel((U * s) @ Vh, A), tol)
         check("s", np.max(np.abs(s - np.linalg.svd(A, compute_uv=False))) / s.max(), tol)
+    elif op == "sygvd":
+        w, V, B = host(res["w"]), full(res["a"]), bm.astype(A.dtype)
+        check("equation", rel(A @ V, B @ V * w), tol)
+        check("B-orthonormal", rel(V.conj().T @ B @ V, np.eye(n)), tol)
     elif op == "polar":
         U, H = full(res["a"]), host(res["h"])
         check("A=UH", rel(U @ H, A), tol)
