@@ -30,7 +30,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
+import threading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -164,7 +164,7 @@ def check_sygvd(mesh, A, B, V, w):
 def check(op, mesh, ins, outs, seed):
     """The defining equation's metrics of outs (jaxmg's order, no status)."""
     if op == "potrs":
-        return bench.check_potrs(mesh, *ins, outs[0])
+        return bench.check_potrs(mesh, ins[0], outs[0], ins[1])
     if op == "potri":
         e = bench.build_replicated(mesh, (ins[0].shape[0],), ins[0].dtype, seed + 2)
         return bench.check_potri(mesh, ins[0], outs[0], e)
@@ -286,27 +286,25 @@ def child(args):
 # the parent: one child per device count, then the table
 
 
-def run_child(argv, nd, timeout):
+def run_child(argv, nd, timeout, on_row):
+    """The rows of one child (ndev = nd), each passed to on_row as it comes;
+    the child is killed after `timeout` s. Its stderr is this one's."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                         f" --xla_force_host_platform_device_count={nd}").strip()
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", str(nd)]
-    rows = []
-    with tempfile.TemporaryFile("w+") as err:
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                  timeout=timeout, env=env)
-            out, rc = proc.stdout, proc.returncode
-        except subprocess.TimeoutExpired as e:
-            out, rc = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), "timeout"
-        err.seek(0)
-        tail = err.read().strip().splitlines()[-3:]
-    for line in out.splitlines():
-        if line.startswith("ROW "):
-            rows.append(json.loads(line[4:]))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("ROW "):
+                on_row(json.loads(line[4:]))
+    finally:
+        timer.cancel()
+        rc = proc.wait()
     if rc != 0:
-        print(f"sweep: ndev={nd} child ended with {rc}: {' | '.join(tail)}", file=sys.stderr)
-    return rows
+        print(f"sweep: ndev={nd} child ended with status {rc}", file=sys.stderr)
 
 
 def _s(r):
@@ -364,18 +362,25 @@ def main(argv=None):
         child(args)
         return 0
     rows = merged(args.merge.split(",")) if args.merge else []
+
+    def on_row(row):  # kept as it comes: a sweep cut short keeps its rows
+        rows.append(row)
+        print(f"sweep: {row['op']} {row['dtype']} N={row['n']} ndev={row['ndev']} "
+              f"T_A={row['T_A']}: auto={row['auto']} load {row['load']:.1f}", file=sys.stderr,
+              flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+
     for nd in ([] if args.merge else args.ndev):
         print(f"sweep: ndev={nd}, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
-        rows += run_child(argv, nd, args.child_timeout)
+        run_child(argv, nd, args.child_timeout, on_row)
     rows.sort(key=_key)
     md = markdown(rows)
     print(md)
     if args.md:
         with open(args.md, "w") as f:
             f.write(md + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
     fine = all(v["valid"] == "ok" for r in rows for v in [*r["routes"].values(), r["one-dev"]])
     return 0 if rows and fine else 1
 
