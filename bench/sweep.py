@@ -48,6 +48,8 @@ ROW, REP, HIGHEST = bench.ROW, bench.REP, bench.HIGHEST
 OPS = ("potrs", "potri", "syevd") + bg.OPS + ("eigh_generalized",)
 DTYPES = {k: bench.DTYPES[k] for k in ("f32", "f64", "c64", "c128")}
 # dispatch= names of the engines _decide knows (its "mg" is the public "multi").
+# _decide's name of an op where the public one differs.
+DECIDE_OP = {"eigh_generalized": "sygvd"}
 DISPATCH_OF = {"host": "host", "single": "single", "mg": "multi", "mp": "mp", "local": "local"}
 
 
@@ -105,7 +107,7 @@ def jaxmg_fn(op, tile, mesh, dispatch):
 
     kw = dict(return_status=True, dispatch=dispatch)
     if op in ("potrs", "lu_solve", "least_squares", "eigh_generalized"):
-        specs = (ROW, ROW) if op == "eigh_generalized" else (ROW, REP)
+        specs = (ROW,) if op == "eigh_generalized" else (ROW, REP)  # B takes A's layout
         return jax.jit(lambda A, b: getattr(jaxmg, op)(A, b, tile, mesh, specs, **kw))
     return jax.jit(lambda A: getattr(jaxmg, op)(A, tile, mesh, (ROW,), **kw))
 
@@ -217,7 +219,7 @@ def engines_to_force(op, mesh, n, dtype, auto):
     out = {}
     for engine, name in DISPATCH_OF.items():
         try:
-            got = _decide.for_mesh(op, mesh, ("x",), name, n, dtype)
+            got = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), name, n, dtype)
         except ValueError:
             continue  # cannot run here
         if got == engine and engine != auto and engine not in out:
@@ -267,7 +269,7 @@ def child(args):
                 if bg.rows_of(op, n) % nd:
                     continue
                 ins = jax.block_until_ready(inputs(op, mesh, n, dtype, args))
-                auto = _decide.for_mesh(op, mesh, ("x",), "auto", n, dtype)
+                auto = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), "auto", n, dtype)
                 base = one_device(op, ins, dtype, n, args)
                 for tile in args.tiles:
                     row = {"op": op, "dtype": dt, "n": n, "ndev": nd, "T_A": tile, "auto": auto,
