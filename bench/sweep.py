@@ -91,7 +91,9 @@ def _sygvd_inputs(mesh, n, dtype, seed):
 
 def inputs(op, mesh, n, dtype, args):
     """The op's arguments, built on the mesh: A in rows, b replicated."""
-    rhs = lambda rows: bench.build_replicated(mesh, (rows, args.nrhs), dtype, args.seed + 1)  # noqa: E731
+    def rhs(rows):
+        return bench.build_replicated(mesh, (rows, args.nrhs), dtype, args.seed + 1)
+
     if op in ("potrs", "potri", "syevd"):
         A = bench.build_spd(mesh, n, dtype, args.seed)
         return (A, rhs(n)) if op == "potrs" else (A,)
@@ -272,11 +274,14 @@ def child(args):
                 auto = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), "auto", n, dtype)
                 base = one_device(op, ins, dtype, n, args)
                 for tile in args.tiles:
+                    def run(how):
+                        return jaxmg_route(op, ins, tile, mesh, how, dtype, n, args)
+
                     row = {"op": op, "dtype": dt, "n": n, "ndev": nd, "T_A": tile, "auto": auto,
                            "device": f"{dev.device_kind} ({dev.platform})", "one-dev": base,
-                           "routes": {auto: jaxmg_route(op, ins, tile, mesh, "auto", dtype, n, args)}}
+                           "routes": {auto: run("auto")}}
                     for engine, name in engines_to_force(op, mesh, n, dtype, auto).items():
-                        row["routes"][engine] = jaxmg_route(op, ins, tile, mesh, name, dtype, n, args)
+                        row["routes"][engine] = run(name)
                     row["load"] = os.getloadavg()[0]
                     print("ROW " + json.dumps(row), flush=True)
                     rows.append(row)
