@@ -5,9 +5,10 @@ LOCAL table says where, with the measurement).
 A mesh-level core whose request has engine "local" returns the same
 outputs, shapes, layouts and status convention as the FFI engines (see
 _mp_route's module docstring for the list): A is replicated, the jnp
-function runs (every device of the mesh computes the same result, as
-jnp does on replicated input; one device's time and memory), and the
-results are put in the caller's layouts. There is no FFI call and so no
+function runs (on CPU devices, which share the host's cores, on one
+device, its result broadcast; on GPUs on every device alike, as jnp does
+on replicated input: one device's time and memory), and the results are
+put in the caller's layouts. There is no FFI call and so no
 rendezvous. Status: -1 where the input is not finite (outputs NaN), else 0,
 or 1 where the algorithm did not converge or gave a non-finite result
 (outputs NaN), as the engines report non-convergence.
@@ -19,22 +20,46 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _request, _shard
+from . import _library, _request, _shard
 
 REP = P(None, None)
 STATUS_NONFINITE = -1
 STATUS_FAILED = 1
 
 
-def _on_every_device(fn, req, A):
-    """fn(A) -> tuple of arrays, run on the gathered A by every device of
-    the mesh alike (inside a shard_map, so that jnp's algorithms see plain
-    local arrays whatever the mesh's axis types); the results replicated."""
+def _compute_once(mesh) -> bool:
+    """Whether one device computes and the others receive its result. CPU
+    devices share the host's cores: P devices computing the same result
+    would take P times as long as one. GPUs each compute on their own
+    hardware, so there every device computes and nothing is broadcast."""
+    return _library.mesh_platform(mesh) != "gpu"
+
+
+def _replicated(fn, req, A):
+    """fn(A) -> tuple of arrays, run on the gathered A inside a shard_map
+    (so that jnp's algorithms see plain local arrays whatever the mesh's
+    axis types), the results replicated: computed by the mesh's first
+    device and summed over the mesh from zeros elsewhere (_compute_once),
+    or by every device alike."""
     A = _shard.constrain(A, req.mesh, REP)
     probe = jax.eval_shape(fn, jax.ShapeDtypeStruct(A.shape, A.dtype))
     outs = tuple(P(*((None,) * len(x.shape))) for x in probe)
-    return jax.shard_map(fn, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
+    body = _once(fn, probe, tuple(req.mesh.axis_names)) if _compute_once(req.mesh) else fn
+    return jax.shard_map(body, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
                          check_vma=False)(A)
+
+
+def _once(fn, probe, axes):
+    """fn on the device of linear index 0 over `axes` only (the other
+    devices skip it under lax.cond), its outputs broadcast by a psum."""
+    def zeros(A):
+        return tuple(jnp.zeros(x.shape, x.dtype) for x in probe)
+
+    def body(A):
+        first = jax.lax.axis_index(axes) == 0
+        return tuple(jax.lax.psum(x, axes) for x in jax.lax.cond(first, fn, zeros, A))
+
+    return body
 
 
 def _guard(bad_input, outs):
@@ -63,7 +88,7 @@ def qr(req, A):
         outs, status = _guard(bad, jnp.linalg.qr(_sanitised(A, bad), mode="reduced"))
         return (*outs, status)
 
-    q, r, status = _on_every_device(fn, req, A)
+    q, r, status = _replicated(fn, req, A)
     return _request.to_a_layout(q, req), r, status
 
 
@@ -85,7 +110,7 @@ def gesvd(req, A):
         outs, status = _guard(bad, (u, s, vh))
         return (*outs, status)
 
-    u, s, vh, status = _on_every_device(fn, req, A)
+    u, s, vh, status = _replicated(fn, req, A)
     return (_request.to_a_layout(u, req) if cu else u), s, vh, status
 
 
@@ -136,7 +161,7 @@ def polar(req, A):
         outs, status = _guard(bad, (up, h))
         return (*outs, status)
 
-    up, h, status = _on_every_device(fn, req, A)
+    up, h, status = _replicated(fn, req, A)
     return _request.to_a_layout(up, req), h, status
 
 

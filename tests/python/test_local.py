@@ -5,12 +5,15 @@ QDWH falls back to the SVD where its Up would not be unitary."""
 
 from __future__ import annotations
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxmg
+from jaxmg import _local
 from helpers import DTYPES, ROW, eps, mesh, put, randn
 
 SHAPES = [(24, 24), (32, 12), (12, 32)]  # square, tall, wide (4 devices split rows)
@@ -103,3 +106,26 @@ def test_under_jit_on_a_2d_mesh(rng):
     A = jax.device_put(a, jax.sharding.NamedSharding(m, jax.sharding.PartitionSpec("r", "c")))
     up, h = jax.jit(lambda A: jaxmg.polar(A, 4, dispatch="local"))(A)
     assert np.linalg.norm(np.asarray(up) @ np.asarray(h) - a) < 1e-12 * np.linalg.norm(a)
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_cpu_devices_compute_once(rng, monkeypatch, once):
+    """On CPU devices (one host's cores) the mesh's first device alone runs
+    the algorithm and the others receive its result; on GPUs (stood in for
+    by _compute_once = False) every device runs it."""
+    m = mesh(4)
+    assert _local._compute_once(m)
+    monkeypatch.setattr(_local, "_compute_once", lambda mesh_: once)
+    runs = []
+
+    def fn(A):
+        jax.debug.callback(lambda a: runs.append(1), A[0, 0])
+        return 2 * A, jnp.sum(A, dtype=jnp.float64).astype(jnp.int32)
+
+    a = randn(rng, (16, 8), np.float64)
+    req = types.SimpleNamespace(mesh=m)
+    twice, total = jax.jit(lambda A: _local._replicated(fn, req, A))(put(a, m, ROW))
+    jax.effects_barrier()
+    assert len(runs) == (1 if once else 4)
+    assert np.array_equal(np.asarray(twice), 2 * a)
+    assert int(total) == int(np.sum(a))
