@@ -75,7 +75,7 @@ def padded_pencil(mesh, rows, rng, n, tile, dtype):
         args = [jax.device_put(pad(x).astype(dtype), rows) for x in (a, b)]
         grid = _grid.grid_from_mesh(mesh, ("x",), op="sygvd")
         rets = _mp_route.call("sygvd", grid, mesh, _calls.to_engine("sygvd", "collective", args),
-                              spec=P("x", None), tile=tile, attrs={"jobz": 1, "nvalid": n})
+                              spec=P("x", None), tile=n1 // k, attrs={"jobz": 1, "nvalid": n})
         v, w, status = (np.asarray(r) for r in _calls.from_engine("sygvd", "collective", rets))
         res = residual("sygvd", a, b, {"a": v[:n, :n], "w": w[:n]})
         zero = not (np.any(w[n:]) or np.any(v[n:]) or np.any(v[:, n:]))

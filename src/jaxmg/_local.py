@@ -45,8 +45,11 @@ def _replicated(fn, req, A):
     probe = jax.eval_shape(fn, jax.ShapeDtypeStruct(A.shape, A.dtype))
     outs = tuple(P(*((None,) * len(x.shape))) for x in probe)
     body = _once(fn, probe, tuple(req.mesh.axis_names)) if _compute_once(req.mesh) else fn
-    return jax.shard_map(body, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
-                         check_vma=False)(A)
+    # Full-precision products: JAX's default for float32 on GPUs is TF32
+    # (about 1e-3), which QDWH's iterations and the checks compound.
+    with jax.default_matmul_precision("highest"):
+        return jax.shard_map(body, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
+                             check_vma=False)(A)
 
 
 def _once(fn, probe, axes):
