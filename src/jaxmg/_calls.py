@@ -125,6 +125,31 @@ def _where_arg(where, nonfinite):
     return jnp.concatenate([jnp.asarray(where, jnp.int32).reshape(2), flag])
 
 
+# The status of a call whose A or b holds a NaN or an infinity (docs/status.md);
+# the C core returns it (engine.h, JMG_STATUS_NONFINITE).
+STATUS_NONFINITE = -1
+
+
+def nonfinite(*arrays):
+    """This device's own flag for ffi's `nonfinite`: whether its shard of A
+    or its copy of b holds a NaN or an infinity (one pass over them, no
+    collective). The C rendezvous (or the collective engine's agree step)
+    ORs every party's, runs no engine when any is set and returns
+    STATUS_NONFINITE everywhere, so nothing waits for the other devices
+    before the call."""
+    bad = jnp.zeros((), jnp.bool_)
+    for x in arrays:
+        bad = bad | ~jnp.all(jnp.isfinite(x))
+    return bad
+
+
+def agreed_nonfinite(status):
+    """Whether the call's parties found non-finite input, from the status
+    the C meeting agreed on (the same on every device): its outputs are then
+    NaN, as no engine ran."""
+    return jnp.asarray(status) == STATUS_NONFINITE
+
+
 def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, nonfinite=None,
         target: str | None = None, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in

@@ -51,9 +51,7 @@ from . import _validate as v
 from ._ops import (
     V_LAYOUTS,
     _a_work,
-    _agreed_nonfinite,
     _nan_where,
-    _nonfinite,
     _padded_n,
     _shard_map,
     _status,
@@ -120,8 +118,8 @@ def _local(a, b, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispat
     # The engines gather: the whole shard is one tile, nothing is padded.
     e, w, info = _calls.ffi(OP, a, b, where, site=_shard.new_site(), tile=nloc,
                             nparties=nparties, dispatch=solver, jobz=int(jobz), nvalid=nvalid,
-                            nonfinite=_nonfinite(a, b))
-    bad = _agreed_nonfinite(info)
+                            nonfinite=_calls.nonfinite(a, b))
+    bad = _calls.agreed_nonfinite(info)
     w = _nan_where(bad, w)
     status = _status(status_of(info, nvalid))
     if not jobz:
@@ -137,22 +135,6 @@ def _local(a, b, T_A, return_eigenvectors=True, pad=True, axis_name=None, dispat
 # the core: global arrays, traced
 
 
-def _pad_square(A, n1, req):
-    """A (N x N) padded to n1 (a multiple of the device count) at its end
-    with an identity block: the engines solve the leading N x N pencil
-    (nvalid), so the pad's values never reach a result. Rare, and costs one
-    copy; A is replicated first (JAX cannot pad a dimension sharded on
-    Explicit axes to a size they do not divide), and the diagonal is set by
-    an elementwise select (a scatter followed by a 2-D constraint came out
-    wrong under jit on jax 0.10)."""
-    n = A.shape[0]
-    if n1 == n:
-        return A
-    A = jnp.pad(_shard.constrain(A, req.mesh, P(None, None)), ((0, n1 - n), (0, n1 - n)))
-    i = jnp.arange(n1)
-    return jnp.where((i[:, None] == i[None, :]) & (i[:, None] >= n), jnp.ones((), A.dtype), A)
-
-
 def _core(A, B, req):
     """(w, V in A's layout or None, status) for global A and B."""
     if (r := _routes.route(OP, req, A, B)) is not None:  # the cuSOLVERMp engine
@@ -160,8 +142,10 @@ def _core(A, B, req):
         return w, V, status_of(info, req.n)
     n, n1 = req.n, _padded_n(req)
     jobz = bool(req.opt("jobz", True))
-    A = _request.to_rows(_pad_square(A, n1, req), req)
-    B = _request.to_rows(_pad_square(B, n1, req), req)
+    # padded at the end with an identity block, which the engines leave out
+    # (they solve the leading nvalid = N pencil)
+    A = _request.to_rows(_shard.pad_end(A, req.mesh, n1, n1, 1), req)
+    B = _request.to_rows(_shard.pad_end(B, req.mesh, n1, n1, 1), req)
     body = functools.partial(_local, T_A=req.tile, return_eigenvectors=jobz, pad=req.pad,
                              axis_name=req.axes, dispatch=req.engine, nvalid=n)
     rows = req.row_spec

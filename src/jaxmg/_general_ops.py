@@ -45,7 +45,7 @@ from . import _autodiff as ad
 from . import _autodiff_general as adg
 from . import _calls, _decide, _library, _request, _routes, _shard
 from . import _validate as v
-from ._ops import (_agreed_nonfinite, _nan_where, _nonfinite, _pad_a, _pad_b, _setup, _status,
+from ._ops import (_nan_where, _pad_a, _pad_b, _setup, _status,
                    _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
 
 REP = P(None, None)
@@ -114,9 +114,9 @@ def _lu_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto"):
     a_p = _lu_rows_for(solver, _pad_a(a, nparties, plan, where[0]), nparties, axes)
     x, status = _calls.lu_solve(
         a_p, _pad_b(b2, nparties, plan), where, site=_shard.new_site(), tile=plan.tile,
-        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a, b2),
+        nparties=nparties, dispatch=solver, nonfinite=_calls.nonfinite(a, b2),
     )
-    x = _nan_where(_agreed_nonfinite(status), _unpad_x(x, nparties, plan))
+    x = _nan_where(_calls.agreed_nonfinite(status), _unpad_x(x, nparties, plan))
     return (x[:, 0] if vector else x), _status(_unpad_status(status, plan))
 
 
@@ -153,9 +153,9 @@ def _rect(a, axis_name, T_A, op, dispatch, mrows) -> _Shard:
 
 def _kw(s: _Shard, op, *inputs):
     """The call's keywords; inputs: this shard's A (and b), whose non-finite
-    entries the C meeting keeps from every engine (_ops._nonfinite)."""
+    entries the C meeting keeps from every engine (_calls.nonfinite)."""
     return dict(site=_shard.new_site(), tile=s.mloc, nparties=s.nparties, dispatch=s.solver,
-                mrows=s.m, nonfinite=_nonfinite(*inputs))
+                mrows=s.m, nonfinite=_calls.nonfinite(*inputs))
 
 
 def _lstsq_local(a, b, T_A, axis_name=None, dispatch="auto", mrows=None):
@@ -164,7 +164,7 @@ def _lstsq_local(a, b, T_A, axis_name=None, dispatch="auto", mrows=None):
     _, vector = v.rhs(b, s.nparties * s.mloc, s.dt)
     b2 = b[:, None] if vector else b
     x, status = _calls.least_squares(a, b2, s.where, **_kw(s, "least_squares", a, b2))
-    x = _nan_where(_agreed_nonfinite(status), x)
+    x = _nan_where(_calls.agreed_nonfinite(status), x)
     return (x[:, 0] if vector else x), _status(status)
 
 
@@ -172,7 +172,7 @@ def _qr_local(a, T_A, axis_name=None, dispatch="auto", mrows=None):
     """(this shard's rows of Q, R replicated, status (1,))."""
     s = _rect(a, axis_name, T_A, "qr", dispatch, mrows)
     q, r, status = _calls.qr(a, s.where, **_kw(s, "qr", a))
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     return _nan_where(bad, q), _nan_where(bad, r), _status(status)
 
 
@@ -189,7 +189,7 @@ def _gesvd_local(a, T_A, compute_u=True, compute_vh=True, full_matrices=False, a
     s = _rect(a, axis_name, T_A, "gesvd", dispatch, mrows)
     _, ucols, vrows = _svd_sizes(s.m, s.n, compute_u, compute_vh, full_matrices)
     u, sv, vh, status = _calls.gesvd(a, s.where, ucols=ucols, vrows=vrows, **_kw(s, "gesvd", a))
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     return _nan_where(bad, u), _nan_where(bad, sv), _nan_where(bad, vh), _status(status)
 
 
@@ -197,7 +197,7 @@ def _polar_local(a, T_A, compute_h=True, axis_name=None, dispatch="auto", mrows=
     """(this shard's rows of Up, H replicated ((0, N) without compute_h), status (1,))."""
     s = _rect(a, axis_name, T_A, "polar", dispatch, mrows)
     up, h, status = _calls.polar(a, s.where, compute_h=compute_h, **_kw(s, "polar", a))
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     return _nan_where(bad, up), _nan_where(bad, h), _status(status)
 
 
@@ -217,10 +217,7 @@ def _padded(rows, req):
 
 def _tall_rows(A, req, m1):
     """A (M x N) padded with zero rows to m1, in the engines' rows."""
-    m = req.shape[0]
-    if m1 != m:
-        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, m1 - m), (0, 0)))
-    return _request.to_rows(A, req)
+    return _request.to_rows(_shard.pad_end(A, req.mesh, m1), req)
 
 
 def _rhs_rows(b, rows, rows1, req):

@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _library, _request, _shard
+from . import _calls, _library, _request, _shard
 
 REP = P(None, None)
-STATUS_NONFINITE = -1
 STATUS_FAILED = 1
 
 
@@ -68,7 +67,7 @@ def _once(fn, probe, axes):
 def _guard(bad_input, outs):
     """(outs with NaN where the call failed, status)."""
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in outs]))
-    status = jnp.where(bad_input, STATUS_NONFINITE,
+    status = jnp.where(bad_input, _calls.STATUS_NONFINITE,
                        jnp.where(finite, 0, STATUS_FAILED)).astype(jnp.int32)
     fail = status != 0
     return tuple(jnp.where(fail, jnp.asarray(jnp.nan, x.dtype), x) for x in outs), status

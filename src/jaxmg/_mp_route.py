@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _decide, _grid
+from . import _calls, _decide, _grid, _request, _shard
 
 REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
@@ -106,25 +106,10 @@ def _pad(A, req, m1, n1, diag):
     """A padded to m1 x n1 at its end (replicated first: JAX cannot pad a
     sharded dimension to a size its axes do not divide); diag on the new
     diagonal of a square op."""
-    from . import _shard
-
-    m, n = A.shape
-    if (m1, n1) == (m, n):
-        return A
-    A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, m1 - m), (0, n1 - n)))
-    if req.op in _TALL:
-        return A
-    # An elementwise select, not A.at[idx, idx].set: that scatter, followed
-    # by a P(r, c) constraint, came out wrong under jit (jax 0.10.2, CPU:
-    # written at [k - N/2, k - N/2] of the first block), while rows were fine.
-    i = jnp.arange(n1)
-    new = (i[:, None] == i[None, :]) & (i[:, None] >= n)
-    return jnp.where(new, jnp.asarray(diag, A.dtype), A)
+    return _shard.pad_end(A, req.mesh, m1, n1, None if req.op in _TALL else diag)
 
 
 def _rep(x, req):
-    from . import _shard
-
     return _shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
 
 
@@ -158,7 +143,7 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
     `where` left out, A in `spec` over the solve axes); returns its results
     in the row's order, global: those sharded like A in spec, the status one
     per device, the rest replicated."""
-    from . import _mp, _ops, _shard
+    from . import _mp
 
     row = _calls.table()[op]
     axes = grid.axes
@@ -171,7 +156,7 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
         where = jnp.stack([jax.lax.axis_index(axes), 0]).astype(jnp.int32)
         # each rank's own flag (its shard of A, its copy of b): the ranks'
         # flags meet in the engine's agree step, no collective before it
-        rets = _calls.ffi(op, *xs, where, nonfinite=_ops._nonfinite(*xs), **kw)
+        rets = _calls.ffi(op, *xs, where, nonfinite=_calls.nonfinite(*xs), **kw)
         return tuple(r.reshape(1) if b.name == "status" else r for r, b in zip(rets, row.rets))
 
     in_specs = tuple(spec if b.dims[:1] == "L" else P() for b in row.args if b.name != "where")
@@ -185,8 +170,6 @@ def _run(req, A, b=None) -> dict:
     """The engine's results by the row's names, in the caller's terms: A
     (and b) padded and placed, the view of A undone, the status the largest
     over the devices (-1 for a non-finite input), outputs NaN then."""
-    from . import _shard
-
     m, n = req.shape
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
@@ -231,8 +214,6 @@ _ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True)
 def _outputs(req, out, b):
     """The core's outputs: each result cut to the unpadded sizes of its
     dimension letters; those sharded like A in A's layout, x in b's."""
-    from . import _request
-
     m, n = req.shape
     d = {"L": m, "M": m, "N": n, "S": min(m, n)}
     rules = {r.name: r for r in _calls.table()[req.op].rets}

@@ -34,10 +34,6 @@ from . import _validate as v
 # uses the same limit so that all of them solve the same padded problem.
 SYEVD_MAX_TILE = 1024
 
-# The status of a call whose A or b holds a NaN or an infinity (docs/status.md);
-# the C core returns it (engine.h, JMG_STATUS_NONFINITE).
-STATUS_NONFINITE = -1
-
 REP = P(None, None)
 
 # ---------------------------------------------------------------------------
@@ -92,27 +88,8 @@ def _unpad_status(status, plan):
     return _shard.unpad_status(status, plan.lrows, plan.rows) if plan.inside else status
 
 
-def _nonfinite(*arrays):
-    """This device's own flag: whether its shard of A or its copy of b holds
-    a NaN or an infinity (one pass over them, no collective). It goes to the
-    FFI call (_calls.ffi, `nonfinite`); the C rendezvous ORs every party's,
-    runs no engine when any is set and returns STATUS_NONFINITE everywhere,
-    so nothing waits for the other devices before the call."""
-    bad = jnp.zeros((), jnp.bool_)
-    for x in arrays:
-        bad = bad | ~jnp.all(jnp.isfinite(x))
-    return bad
-
-
 def _nan_where(bad, x):
     return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
-
-
-def _agreed_nonfinite(status):
-    """Whether the call's parties found non-finite input, from the status
-    the C meeting agreed on (the same on every device): its outputs are then
-    NaN, as the engine never ran."""
-    return jnp.asarray(status) == STATUS_NONFINITE
 
 
 def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=False,
@@ -129,7 +106,7 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     if _shard.is_complex(dt):
         b_p = jnp.conj(b_p)
     kw = dict(site=_shard.new_site(), tile=plan.tile, nparties=nparties, dispatch=solver,
-              nonfinite=_nonfinite(a, b2))
+              nonfinite=_calls.nonfinite(a, b2))
     ld = fac = None
     fn = _calls.potrs_with_logdet if logdet else _calls.potrs
     if factor:
@@ -137,7 +114,7 @@ def _potrs_local(a, b, T_A, pad=True, axis_name=None, dispatch="auto", logdet=Fa
     else:
         res = fn(a_p, b_p, where, **kw)
     x, status = res[0], res[1]
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     if logdet:
         ld = _nan_where(bad, jnp.asarray(res[2]).reshape(1))
     x = _unpad_x(x, nparties, plan)
@@ -153,9 +130,9 @@ def _potri_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potri", dispatch)
     inv, status = _calls.potri(
         _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(), tile=plan.tile,
-        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
+        nparties=nparties, dispatch=solver, nonfinite=_calls.nonfinite(a),
     )
-    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
+    inv = _nan_where(_calls.agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
     return inv, _status(_unpad_status(status, plan))
 
 
@@ -176,9 +153,9 @@ def _chol_factor_local(a, T_A, pad=True, axis_name=None, dispatch="auto"):
     axes, nparties, plan, where, dt, solver = _setup(a, axis_name, T_A, pad, "potrs", dispatch)
     fac, status, logdet = _calls.chol_factor(
         _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
-        tile=plan.tile, nparties=nparties, dispatch=solver, nonfinite=_nonfinite(a),
+        tile=plan.tile, nparties=nparties, dispatch=solver, nonfinite=_calls.nonfinite(a),
     )
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     status = _unpad_status(status, plan)
     # the factor stays as it is: opaque, and a failed one is never used
     # (_chol_solve_local, _chol_inverse_local flag it)
@@ -223,12 +200,12 @@ def _chol_solve_local(factor, fstatus, b, shard, T_A, pad=True, axis_name=None,
     fst, failed = _factor_failed(fstatus)
     x, status = _calls.chol_solve(
         factor, b_p, where, site=_shard.new_site(), tile=plan.tile,
-        nparties=nparties, dispatch=solver, nonfinite=_nonfinite(b2) | failed,
+        nparties=nparties, dispatch=solver, nonfinite=_calls.nonfinite(b2) | failed,
     )
     x = _unpad_x(x, nparties, plan)
     if _shard.is_complex(dt):
         x = jnp.conj(x)
-    x = _nan_where(_agreed_nonfinite(status), x)
+    x = _nan_where(_calls.agreed_nonfinite(status), x)
     return (x[:, 0] if vector else x), _status(jnp.where(failed, fst, status))
 
 
@@ -243,7 +220,7 @@ def _chol_inverse_local(factor, fstatus, shard, T_A, pad=True, axis_name=None, d
         factor, where, site=_shard.new_site(), tile=plan.tile, nparties=nparties,
         dispatch=solver, nonfinite=failed,
     )
-    inv = _nan_where(_agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
+    inv = _nan_where(_calls.agreed_nonfinite(status), _unpad_a(inv, nparties, plan))
     return inv, _status(jnp.where(failed, fst, status))
 
 
@@ -285,9 +262,9 @@ def _syevd_local(a, T_A, return_eigenvectors=True, pad=True, axis_name=None, dis
     # engine solves A itself (_shard.PadPlan).
     e, w, status = _calls.syevd(
         _pad_a(a, nparties, plan, where[0]), where, site=_shard.new_site(),
-        tile=plan.tile, nparties=nparties, dispatch=solver, jobz=jobz, nonfinite=_nonfinite(a),
+        tile=plan.tile, nparties=nparties, dispatch=solver, jobz=jobz, nonfinite=_calls.nonfinite(a),
     )
-    bad = _agreed_nonfinite(status)
+    bad = _calls.agreed_nonfinite(status)
     w, status = _nan_where(bad, w), _status(status)
     if not jobz:
         return w, None, status
@@ -326,12 +303,8 @@ def engine_rows(A, req, op):
     is replicated first: JAX cannot pad a dimension sharded on Explicit
     axes to a size they do not divide."""
     n, n1 = req.n, _padded_n(req)
-    if n1 != n:
-        cols = n1 - n if _square_padded(req, op) else 0
-        A = jnp.pad(_shard.constrain(A, req.mesh, REP), ((0, n1 - n), (0, cols)))
-        if cols:
-            idx = jnp.arange(n, n1)
-            A = A.at[idx, idx].set(jnp.asarray(1, A.dtype))
+    inside = n1 != n and _square_padded(req, op)
+    A = _shard.pad_end(A, req.mesh, n1, n1 if inside else n, 1 if inside else None)
     return _request.to_rows(A, req)
 
 

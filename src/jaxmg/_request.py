@@ -73,7 +73,7 @@ class Request:
     tile: int | None
     pad: bool
     dispatch: str             # as the caller gave it
-    engine: str = "host"      # the engine _decide chose: host, single, mg or mp
+    engine: str = "host"      # the engine _decide chose: host, single, mg, mp or local
     donate: bool = False
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False

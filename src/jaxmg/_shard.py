@@ -212,6 +212,26 @@ def pad_plan(op: str, n: int, nparties: int, T_A: int | None, pad: bool, engine:
     return PadPlan(tile, lrows, rows, pads_inside(op, engine) and rows != lrows)
 
 
+def pad_end(x: jax.Array, mesh, rows: int, cols: int | None = None, diag=None) -> jax.Array:
+    """A global matrix x padded at its end to rows x cols (cols: x's own by
+    default) with zeros, and `diag` on the new diagonal entries where given.
+    Replicated first: JAX cannot pad a dimension sharded on Explicit axes to
+    a size its axes do not divide. The diagonal is an elementwise select,
+    not x.at[idx, idx].set: that scatter, followed by a P(r, c) constraint,
+    came out wrong under jit (jax 0.10.2, CPU: written at [k - N/2, k - N/2]
+    of the first block), while rows were fine."""
+    m, n = x.shape
+    cols = n if cols is None else cols
+    if (rows, cols) == (m, n):
+        return x
+    x = jnp.pad(constrain(x, mesh, jax.sharding.PartitionSpec(None, None)),
+                ((0, rows - m), (0, cols - n)))
+    if diag is None:
+        return x
+    i, j = jnp.arange(rows)[:, None], jnp.arange(cols)[None, :]
+    return jnp.where((i == j) & (i >= m), jnp.asarray(diag, x.dtype), x)
+
+
 def buffer_rows(a: jax.Array, rows: int) -> jax.Array:
     """A shard with room for `rows` rows: zero rows after A's (cuSolverMg's
     eigensolver moves A's rows into its tiles within them)."""
