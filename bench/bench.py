@@ -99,7 +99,7 @@ def effective_tile(op, tile, n=None, nd=None):
     """The tile jaxmg uses (T_A=None: the automatic one for N / ndev)."""
     cap = {"syevd": SYEVD_MAX_TILE, "lu_solve": LU_MAX_TILE}.get(op)
     if tile is None:
-        from jaxmg import _tiles
+        from jaxmg.pipeline import tiles as _tiles
 
         return _tiles.auto_tile(n // nd, cap)
     return min(tile, cap) if cap else tile
@@ -463,7 +463,7 @@ def main(argv=None):
     print(f"devices: {device_desc}; jax {jax.__version__}", file=sys.stderr)
 
     rows, single = [], {}
-    from jaxmg import _decide
+    from jaxmg.pipeline import decide as _decide
 
     for op, dt, n, tile, nd, how in todo:
         engine = _decide.for_mesh(op, make_mesh(nd), ("x",), how, n, DTYPES[dt]) \

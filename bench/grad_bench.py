@@ -25,7 +25,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
 import jaxmg  # noqa: E402
-from jaxmg import _autodiff, _ops, _request  # noqa: E402
+from jaxmg import _ops
+from jaxmg.rules import hermitian as _autodiff
+from jaxmg.pipeline import request as _request
 from timing import median_time  # noqa: E402
 
 

@@ -53,7 +53,7 @@ import bench  # noqa: E402  (imports jax, but starts no backend: the parent neve
 GIB = 2**30
 # cuSolverMg solves in panels of at most this many columns (mg_solve.c MG_MAX_RHS).
 MG_MAX_RHS = 2048
-# Engine codes as the C core prints them (jaxmg._decide.c_code; 0, the host engine, never on GPUs).
+# Engine codes as the C core prints them (jaxmg.pipeline.decide.c_code; 0, the host engine, never on GPUs).
 DISPATCH_NAMES = {0: "auto", 1: "multi", 2: "single"}
 
 
@@ -165,7 +165,7 @@ def round_up(x):
 
 def geometry(op, n, nd, T_A):
     """jaxmg's own tile choice and padding: (T, n, n_p, N_p) as docs/tiles.md names them."""
-    from jaxmg import _shard
+    from jaxmg.pipeline import shard as _shard
 
     from jaxmg import _dispatch
 

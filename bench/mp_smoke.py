@@ -1,6 +1,6 @@
 """Smoke check of the cuSOLVERMp engine on the GPUs of this one process:
 every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
-GPU), through jaxmg._mp_route._run (the row-built call, the view undone),
+GPU), through jaxmg.engines.mp_route._run (the row-built call, the view undone),
 each result checked against its defining equation; and sygvd once more
 with padding past its `nvalid` (the row called directly: the leading
 pencil solved, the padding left zero), which _run never needs on a P x 1
@@ -17,7 +17,10 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
-from jaxmg import _calls, _grid, _mp_route, _request  # noqa: E402
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.engines import grid as _grid
+from jaxmg.engines import mp_route as _mp_route
+from jaxmg.pipeline import request as _request
 
 HERMITIAN = ("potrs", "potri", "syevd", "sygvd")
 

@@ -216,7 +216,7 @@ def _err(e):
 def engines_to_force(op, mesh, n, dtype, auto):
     """{engine: dispatch name} of the engines the decision accepts forced
     here, other than auto's own choice (its time stands for them)."""
-    from jaxmg import _decide
+    from jaxmg.pipeline import decide as _decide
 
     out = {}
     for engine, name in DISPATCH_OF.items():
@@ -255,7 +255,7 @@ def jaxmg_route(op, ins, tile, mesh, dispatch, dtype, n, args):
 
 
 def child(args):
-    from jaxmg import _decide
+    from jaxmg.pipeline import decide as _decide
 
     nd = args.child
     if nd > len(jax.devices()):

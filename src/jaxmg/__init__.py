@@ -18,7 +18,7 @@ through the same C core. Importing jaxmg changes no JAX setting.
 """
 
 from . import utils
-from ._device import device_supports_vmm
+from .engines.device import device_supports_vmm
 from ._eigh_generalized import eigh_generalized, eigh_generalized_shardmap_ctx, sygvd
 from .utils import calculate_padding
 from ._general_ops import (

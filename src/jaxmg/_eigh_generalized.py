@@ -42,9 +42,14 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff as ad
-from . import _calls, _decide, _library, _request, _routes, _shard
-from . import _validate as v
+from .rules import hermitian as ad
+from .pipeline import ffi as _calls
+from .pipeline import decide as _decide
+from .engines import library as _library
+from .pipeline import request as _request
+from .pipeline import routes as _routes
+from .pipeline import shard as _shard
+from .pipeline import validate as v
 
 # Per-shard and global helpers shared with syevd's path (private to _ops
 # today; the redesign of issue 25 makes them one shared module).

@@ -41,10 +41,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff as ad
-from . import _autodiff_general as adg
-from . import _calls, _decide, _library, _request, _routes, _shard
-from . import _validate as v
+from .rules import hermitian as ad
+from .rules import general as adg
+from .pipeline import ffi as _calls
+from .pipeline import decide as _decide
+from .engines import library as _library
+from .pipeline import request as _request
+from .pipeline import routes as _routes
+from .pipeline import shard as _shard
+from .pipeline import validate as v
 from ._ops import (_nan_where, _pad_a, _pad_b, _setup, _status,
                    _two_forms, _unpad_status, _unpad_x, engine_b, engine_rows)
 

@@ -27,8 +27,15 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _autodiff, _calls, _decide, _library, _multiproc, _request, _routes, _shard
-from . import _validate as v
+from .rules import hermitian as _autodiff
+from .pipeline import ffi as _calls
+from .pipeline import decide as _decide
+from .engines import library as _library
+from .engines import multiproc as _multiproc
+from .pipeline import request as _request
+from .pipeline import routes as _routes
+from .pipeline import shard as _shard
+from .pipeline import validate as v
 
 # cuSolverMg's syevd takes tiles of at most 1024 columns; every platform
 # uses the same limit so that all of them solve the same padded problem.

@@ -35,7 +35,9 @@ import numpy as np  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
-from jaxmg import _calls, _grid, _mp_route  # noqa: E402
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.engines import grid as _grid
+from jaxmg.engines import mp_route as _mp_route
 
 record = {"cases": {}}
 out_path = os.path.join(cfg["out"], f"{cfg['pid']}.json")

@@ -34,7 +34,7 @@ from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 import jaxmg  # noqa: E402
-from jaxmg import _decide  # noqa: E402
+from jaxmg.pipeline import decide as _decide
 
 devs = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
 mesh = Mesh(np.array(devs, dtype=object).reshape(cfg["nodes"], -1), ("S", "T"))

@@ -12,7 +12,10 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxmg import _calls, _decide, _library, _shard
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.pipeline import decide as _decide
+from jaxmg.engines import library as _library
+from jaxmg.pipeline import shard as _shard
 from jaxmg import _general_ops as g
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]

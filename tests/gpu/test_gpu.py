@@ -214,7 +214,9 @@ def test_missing_peer_errors_not_hangs(gpus):
         import jax, jax.numpy as jnp, numpy as np
         from functools import partial
         from jax.sharding import Mesh, PartitionSpec as P
-        from jaxmg import _calls, _library, _shard
+        from jaxmg.pipeline import ffi as _calls
+        from jaxmg.engines import library as _library
+        from jaxmg.pipeline import shard as _shard
         devs = jax.devices("gpu")
         mesh = Mesh(np.array(devs), ("x",))
         _library.ensure_registered("gpu")

@@ -155,7 +155,8 @@ def test_factor_ops_gpu(gpus, dtype, dispatch):
     solve, the inverse and logdet from it. N = 500 with T_A = 64: shards
     padded to whole tiles; the cuSolverMg factor is of the tile-reordered
     matrix, which the solve and the inverse must undo."""
-    from jaxmg import _ops, _request
+    from jaxmg import _ops
+    from jaxmg.pipeline import request as _request
 
     m = _mesh(gpus)
     rng = np.random.default_rng(163)

@@ -130,7 +130,7 @@ def mesh_1d():
 def mesh_st():
     """The tutorial's multi-node grid, with hosts from JAXMG_NODE_ID: rows
     ("S") are hosts, columns ("T") the devices of one host."""
-    from jaxmg import _multiproc
+    from jaxmg.engines import multiproc as _multiproc
 
     _, nodes = _multiproc.job()
     hosts = sorted(set(nodes))

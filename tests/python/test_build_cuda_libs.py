@@ -6,7 +6,8 @@ import types
 
 import pytest
 
-from jaxmg import _cuda_libs, _library
+from jaxmg.engines import cuda_libs as _cuda_libs
+from jaxmg.engines import library as _library
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _decide, _library, _multiproc
+from jaxmg.pipeline import decide as _decide
+from jaxmg.engines import library as _library
+from jaxmg.engines import multiproc as _multiproc
 
 F64 = np.float64
 GIB = 2**30
@@ -194,7 +196,7 @@ def test_public_forced_engine_that_cannot_run_is_a_clear_error(call):
 
 
 def test_the_request_carries_the_engine():
-    from jaxmg import _request
+    from jaxmg.pipeline import request as _request
 
     mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
     A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import jaxmg
-from jaxmg import _tiles
+from jaxmg.pipeline import tiles as _tiles
 from helpers import ROW, REP, check_inverse, hermitian, mesh, put, spd
 
 

@@ -16,8 +16,9 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import jaxmg
-from jaxmg import _autodiff as ad
-from jaxmg import _ops, _request
+from jaxmg.rules import hermitian as ad
+from jaxmg import _ops
+from jaxmg.pipeline import request as _request
 from helpers import REP, ROW, mesh, put, randn, spd
 
 CDT = [np.float64, np.complex128]

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxmg import _calls, _decide, _library, _shard
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.pipeline import decide as _decide
+from jaxmg.engines import library as _library
+from jaxmg.pipeline import shard as _shard
 from helpers import DTYPES, REP, ROW, eps, mesh, put, randn, real_dtype, spd
 
 

@@ -1,4 +1,4 @@
-"""Derivatives of potrs (A and b), its logdet, potri and syevd (jaxmg._autodiff)
+"""Derivatives of potrs (A and b), its logdet, potri and syevd (jaxmg.rules.hermitian)
 against jnp.linalg in float64/complex128, with jax.test_util.check_grads
 along Hermitian directions (first and second order), jit(grad), the layout
 of A's cotangent, and NaN derivatives at a matrix that is not positive
@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import jaxmg
-from jaxmg import _autodiff as ad
+from jaxmg.rules import hermitian as ad
 from helpers import REP, ROW, hermitian, mesh, put, randn, spd
 
 CDT = [np.float64, np.complex128]
@@ -342,7 +342,8 @@ def test_logdet_grad_not_positive_definite_is_nan(rng):
 def test_differentiable_wraps_the_ops_cores(rng):
     """ad.differentiable keeps each core's signature and outputs: potrs with
     a vector b, potri, syevd with and without eigenvectors."""
-    from jaxmg import _ops, _request
+    from jaxmg import _ops
+    from jaxmg.pipeline import request as _request
 
     m, n = mesh(4), 8
     A, b, H = spd(rng, n, np.float64), randn(rng, (n,), np.float64), hermitian(rng, n, np.float64)
@@ -550,7 +551,8 @@ def test_explicit_mesh_axes(rng):
     without eigenvectors, and vmap over b, through the _ops cores."""
     from jax.sharding import AxisType, NamedSharding
 
-    from jaxmg import _ops, _request
+    from jaxmg import _ops
+    from jaxmg.pipeline import request as _request
 
     m = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("x",), axis_types=(AxisType.Explicit,))
     n = 8

@@ -1,5 +1,5 @@
 """Derivatives of the general operations of issue 15 (lu_solve, least_squares,
-qr, gesvd, polar; rules in jaxmg._autodiff_general) over their engine cores,
+qr, gesvd, polar; rules in jaxmg.rules.general) over their engine cores,
 against jnp.linalg / jax.scipy.linalg in float64 and complex128, with
 check_grads along free directions and A's cotangent in rows."""
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxmg import _autodiff as ad
-from jaxmg import _autodiff_general as adg
+from jaxmg.rules import hermitian as ad
+from jaxmg.rules import general as adg
 from jaxmg import _general_ops as g
 from helpers import ROW, mesh, put, randn
 

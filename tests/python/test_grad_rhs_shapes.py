@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
 import jaxmg
-from jaxmg import _autodiff as ad
+from jaxmg.rules import hermitian as ad
 from helpers import REP, ROW, mesh, put, randn, spd
 
 CDT = [np.float64, np.complex128]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jaxmg import _grid as g
+from jaxmg.engines import grid as g
 
 
 def mesh(shape, names):

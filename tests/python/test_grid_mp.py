@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxmg import _grid, _mp, _mp_route, _routes
+from jaxmg.engines import grid as _grid
+from jaxmg.engines import mp as _mp
+from jaxmg.engines import mp_route as _mp_route
+from jaxmg.pipeline import routes as _routes
 
 
 def test_tags_differ_by_grid_and_devices():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import jaxmg
-from jaxmg import _local
+from jaxmg.engines import local as _local
 from helpers import DTYPES, ROW, eps, mesh, put, randn
 
 SHAPES = [(24, 24), (32, 12), (12, 32)]  # square, tall, wide (4 devices split rows)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from jaxmg import _mp
+from jaxmg.engines import mp as _mp
 
 
 @pytest.fixture
 def fresh(monkeypatch):
     monkeypatch.setattr(_mp, "_lib", None)
-    import jaxmg._library as lib
+    import jaxmg.engines.library as lib
 
     monkeypatch.setattr(lib, "_library_path", lambda stem: lib._HERE / f"lib{stem}.so")
 

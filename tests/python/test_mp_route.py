@@ -12,7 +12,11 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
-from jaxmg import _calls, _decide, _mp_route, _request, _routes
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.pipeline import decide as _decide
+from jaxmg.engines import mp_route as _mp_route
+from jaxmg.pipeline import request as _request
+from jaxmg.pipeline import routes as _routes
 
 from test_mp_solve import engine, hpd, rand
 
@@ -126,7 +130,7 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
 
 def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
     """The numpy engine's conventions in jnp, so that route runs under jit."""
-    from jaxmg import _shard
+    from jaxmg.pipeline import shard as _shard
 
     a = _shard.constrain(args[0], mesh, P(None, None))  # Explicit axes: jnp.linalg takes no sharded input
     M = a.T if _mp_route.KIND in _calls.table()[op].sees_at else a

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxmg import _calls, _mp_route, _request
+from jaxmg.pipeline import ffi as _calls
+from jaxmg.engines import mp_route as _mp_route
+from jaxmg.pipeline import request as _request
 from jaxmg._eigh_generalized import status_of
 
 

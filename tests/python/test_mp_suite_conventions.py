@@ -15,14 +15,14 @@ import sys
 
 import pytest
 
-from jaxmg import _mp_route
+from jaxmg.engines import mp_route as _mp_route
 
 WORKER = os.path.join(os.path.dirname(__file__), "..", "gpu", "mp_engine_worker.py")
 
 SHIM = r"""
 import sys, runpy
 sys.path.insert(0, TESTS_DIR)
-from jaxmg import _mp_route
+from jaxmg.engines import mp_route as _mp_route
 from test_mp_solve import engine  # numpy, following the rows' conventions
 
 WRONG = sys.argv.pop(2) == "wrong"

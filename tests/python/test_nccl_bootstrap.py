@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from jaxmg import _nccl_bootstrap as nb
+from jaxmg.engines import nccl_bootstrap as nb
 
 NPROCS = 3
 SHORT_S = 1.0  # the timeout of the scenarios where someone is missing
@@ -31,7 +31,7 @@ import jax
 cfg = json.loads(sys.argv[1])
 jax.distributed.initialize(f"127.0.0.1:{cfg['port']}", cfg['n'], cfg['me'],
                            initialization_timeout=60)
-from jaxmg import _nccl_bootstrap as nb
+from jaxmg.engines import nccl_bootstrap as nb
 me, short = cfg['me'], cfg['short']
 rec = {}
 
@@ -55,7 +55,8 @@ run("after", [2, 0, 1], "A")              # a different leader, same tag
 # group spanning 2 processes (2 CPU devices per process).
 import numpy as np
 from jax.sharding import Mesh
-from jaxmg import _grid, _mp
+from jaxmg.engines import grid as _grid
+from jaxmg.engines import mp as _mp
 opened = []
 
 class FakeLib:

@@ -19,7 +19,8 @@ import scipy.linalg as sl
 from helpers import DTYPES, ROW, eps, is_complex, mesh, put, randn, rng_for, up
 
 import jaxmg
-from jaxmg import _ops, _request
+from jaxmg import _ops
+from jaxmg.pipeline import request as _request
 
 N = 301
 TILES = (None, 16, 64, 37)

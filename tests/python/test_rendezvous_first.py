@@ -268,7 +268,9 @@ def test_device_under_cond_is_an_error_not_an_abort(tmp_path):
                                         ("inf", 180.0), ("5s", 180.0)])
 def test_timeout_one_parser(monkeypatch, text, want):
     """Every reader of JAXMG_TIMEOUT_S gets the C core's value."""
-    from jaxmg import _library, _multiproc, _nccl_bootstrap
+    from jaxmg.engines import library as _library
+    from jaxmg.engines import multiproc as _multiproc
+    from jaxmg.engines import nccl_bootstrap as _nccl_bootstrap
 
     monkeypatch.setenv("JAXMG_TIMEOUT_S", text)
     assert _library.timeout_s() == want

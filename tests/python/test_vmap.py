@@ -1,4 +1,4 @@
-"""vmap through the differentiable ops (jaxmg._batching): batches over A, b
+"""vmap through the differentiable ops (jaxmg.rules.batching): batches over A, b
 or both against a Python loop; a batch over b alone is one solve (one FFI
 call, no loop); a batched A is one FFI call whose buffers carry the batch
 (no loop in the program) for every op; nested and empty batches; vmap of
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxmg
-from jaxmg import _autodiff as ad
+from jaxmg.rules import hermitian as ad
 from helpers import REP, ROW, check_solve, eps, hermitian, mesh, randn, spd, up
 
 B = 3

@@ -50,7 +50,7 @@ class BootstrapError(RuntimeError):
 
 def timeout_s() -> float:
     """JAXMG_TIMEOUT_S, read where the C core reads it (_library.timeout_s)."""
-    from . import _library
+    from . import library as _library
 
     return _library.timeout_s()
 

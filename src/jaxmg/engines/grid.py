@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ._decide import OPS
+from ..pipeline.decide import OPS
 
 ROW_MAJOR = 1  # cusolverMpGridMapping_t: rank = r * Q + c
 

@@ -47,7 +47,7 @@ def node_id() -> str:
 
 
 def _timeout_ms() -> int:
-    from . import _library
+    from . import library as _library
 
     return max(1, int(1000 * _library.timeout_s()))
 

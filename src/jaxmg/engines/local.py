@@ -20,7 +20,10 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _library, _request, _shard
+from ..pipeline import ffi as _calls
+from . import library as _library
+from ..pipeline import request as _request
+from ..pipeline import shard as _shard
 
 REP = P(None, None)
 STATUS_FAILED = 1

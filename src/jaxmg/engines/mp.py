@@ -29,7 +29,10 @@ import threading
 
 import jax
 
-from . import _calls, _cuda_libs, _grid, _nccl_bootstrap
+from ..pipeline import ffi as _calls
+from . import cuda_libs as _cuda_libs
+from . import grid as _grid
+from . import nccl_bootstrap as _nccl_bootstrap
 
 NCCL_MIN = 22902
 ERRLEN = 512
@@ -81,7 +84,7 @@ def library() -> ctypes.CDLL:
     with _lock:
         if _lib is not None:
             return _lib
-        from ._library import _library_path
+        from .library import _library_path
 
         path = _library_path("jaxmg_mp")
         jax.devices()  # the CUDA plugin loads its libnccl first

@@ -25,9 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _multiproc, _tiles
+from ..engines import multiproc as _multiproc
+from . import tiles as _tiles
 
-_PKG = os.path.dirname(os.path.abspath(__file__))
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # jaxmg/
 _JAX = os.path.dirname(os.path.abspath(jax.__file__))
 # Calls already named in each trace being built: the same call site twice
 # in one program (a loop unrolled by tracing) must still get two names.

@@ -16,7 +16,8 @@ import threading
 
 import jax
 
-_HERE = pathlib.Path(__file__).resolve().parent
+# The built libraries sit in the package folder (jaxmg/), above this one.
+_HERE = pathlib.Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
 _registered: set[str] = set()
 _libs: dict[str, ctypes.CDLL] = {}
@@ -43,7 +44,7 @@ def _library_path(stem: str) -> pathlib.Path:
         if (folder / name).exists():
             return folder / name
     raise ImportError(
-        f"jaxmg: {name} not found next to {__file__}; build the package with "
+        f"jaxmg: {name} not found in {_HERE}; build the package with "
         "`pip install --no-build-isolation .` (see README)"
     )
 
@@ -134,7 +135,7 @@ def _load_cuda() -> ctypes.CDLL:
     """The cuSolverMg engine's library, after the CUDA libraries it needs
     (from JAX's nvidia wheels first; _cuda_libs.py). ImportError saying what
     is missing and the command that fixes it."""
-    from . import _cuda_libs
+    from . import cuda_libs as _cuda_libs
 
     try:
         path = _library_path("jaxmg_cuda")

@@ -49,8 +49,10 @@ try:  # JAX <= 0.10; JAX 0.11 removed it and has no public replacement
 except ImportError:  # pragma: no cover - exercised on the GPU image's JAX 0.11
     shard_alike = None
 
-from . import _decide, _library, _shard
-from . import _validate as v
+from . import decide as _decide
+from ..engines import library as _library
+from . import shard as _shard
+from . import validate as v
 
 try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
     from jax._src.mesh import get_concrete_mesh as _get_concrete_mesh

@@ -7,7 +7,8 @@ itself was chosen once, by _decide, and is recorded in the request."""
 
 from __future__ import annotations
 
-from . import _local, _mp_route
+from ..engines import local as _local
+from ..engines import mp_route as _mp_route
 
 _ROUTED = {"mp": _mp_route.run, "local": _local.run}
 

@@ -35,7 +35,8 @@ import math
 import jax
 import numpy as np
 
-from . import _library, _multiproc
+from ..engines import library as _library
+from ..engines import multiproc as _multiproc
 
 ENGINES = ("host", "single", "mg", "mp", "local")
 

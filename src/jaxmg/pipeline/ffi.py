@@ -23,7 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _batching, _library, _multiproc, _shard
+from ..rules import batching as _batching
+from ..engines import library as _library
+from ..engines import multiproc as _multiproc
+from . import shard as _shard
 
 # Column-major layouts (major-to-minor (1, 0)), as LAPACK and cuSolverMg read
 # them; XLA transposes small arrays such as right-hand sides for us.

@@ -44,7 +44,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _calls, _decide, _grid, _request, _shard
+from ..pipeline import ffi as _calls
+from ..pipeline import decide as _decide
+from . import grid as _grid
+from ..pipeline import request as _request
+from ..pipeline import shard as _shard
 
 REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
@@ -143,7 +147,7 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
     `where` left out, A in `spec` over the solve axes); returns its results
     in the row's order, global: those sharded like A in spec, the status one
     per device, the rest replicated."""
-    from . import _mp
+    from . import mp as _mp
 
     row = _calls.table()[op]
     axes = grid.axes

@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from . import _batching, _shard
+from . import batching as _batching
+from ..pipeline import shard as _shard
 
 
 @dataclasses.dataclass(frozen=True)

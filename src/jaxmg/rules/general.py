@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from . import _batching
-from ._autodiff import Layout, _conj, _explicit, _float0_zeros, _is_complex, _my_rows, keep
+from . import batching as _batching
+from .hermitian import Layout, _conj, _explicit, _float0_zeros, _is_complex, _my_rows, keep
 
 _REP = P(None, None)
 
@@ -341,7 +341,7 @@ def least_squares(core, lay: Layout, hpd_solve=None):
 def lu_solve(core, lay: Layout, transpose_core=None):
     """lu_solve's rule: _autodiff.linear_solve (kept here beside the other
     general ops)."""
-    from ._autodiff import linear_solve
+    from .hermitian import linear_solve
 
     return linear_solve(core, lay, transpose_core)
 
