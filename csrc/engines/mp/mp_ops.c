@@ -36,6 +36,7 @@
 #include "ops/op_table.h"
 
 #define LOWER CUBLAS_FILL_MODE_LOWER
+#define GENERAL CUBLAS_FILL_MODE_FULL
 #define NPTR 8
 
 typedef struct opctx {
@@ -320,7 +321,7 @@ static int set_square(opctx* c, void* m, cusolverMpMatrixDescriptor_t d, int dia
   double z[2] = {0, 0}, o[2] = {diag, 0};
   float zf[2] = {0, 0}, of[2] = {(float)diag, 0};
   int dbl = jmg_mp_real_type(c->j->dtype) == CUDA_R_64F;
-  SOLVER(cusolverMpLaset(c->s->handle, CUBLAS_FILL_MODE_FULL, c->cn, c->cn, dbl ? (void*)z : (void*)zf,
+  SOLVER(cusolverMpLaset(c->s->handle, GENERAL, c->cn, c->cn, dbl ? (void*)z : (void*)zf,
                          dbl ? (void*)o : (void*)of, m, 1, 1, d, c->s->d_info),
          "cusolverMpLaset");
   return JMG_MP_OK;
@@ -481,14 +482,17 @@ static int body_polar(opctx* c, char* err) {
   cusolverMpPolarDescriptor_t pd;
   SOLVER(cusolverMpPolarDescriptorCreate(&pd), "cusolverMpPolarDescriptorCreate");
   size_t d = 0, h = 0;
-  int rc = jmg_mp_solver_fail(cusolverMpPolar_bufferSize(c->s->handle, pd, LOWER, m, n, c->cyc,
+  /* uplo says what A is, not which triangle to read: FULL for a general A
+   * (UPPER would claim an already triangular one, square only). The
+   * library refuses LOWER with INVALID_VALUE. */
+  int rc = jmg_mp_solver_fail(cusolverMpPolar_bufferSize(c->s->handle, pd, GENERAL, m, n, c->cyc,
                                                          1, 1, c->desc, hm, 1, 1, dh, c->t, &d,
                                                          &h),
                               "cusolverMpPolar_bufferSize", err);
   if (!rc) rc = workspace(c, d, h, err);
   if (!rc) rc = zero_info(c, err);
   if (!rc)
-    rc = jmg_mp_solver_fail(cusolverMpPolar(c->s->handle, pd, LOWER, m, n, c->cyc, 1, 1, c->desc,
+    rc = jmg_mp_solver_fail(cusolverMpPolar(c->s->handle, pd, GENERAL, m, n, c->cyc, 1, 1, c->desc,
                                             hm, 1, 1, dh, c->t, WS),
                             "cusolverMpPolar", err);
   cusolverMpPolarDescriptorDestroy(pd);
