@@ -23,6 +23,10 @@
 #   vmap     a batch through jax.vmap: one FFI call vs a loop of calls vs jnp batched (VMAP_CASES)
 #   mpwheels the carried NCCL / cuSOLVERMp wheels on the path of every later step (first)
 #   routes   qr, gesvd, polar: the one-device JAX route vs cuSOLVER on one GPU vs jnp, f64 8192/16384
+#   gpusweep every op on GPU 0 (bench/sweep.py): auto, single, mp (1 x 1), local, jnp and JAXMg
+#            1.4.1, f64 8192/16384 (SWEEP_OPS, SWEEP_SIZES); after mpwheels. SWEEP_END (epoch s)
+#            bounds it: its time budget ends 30 s before (else SWEEP_BUDGET_S, default none);
+#            SWEEP_PEER_S of it for 1.4.1 (150); a first call >= SWEEP_SLOW_S (2) is timed alone
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -169,6 +173,30 @@ mpwheels_step() {
   export CMAKE_ARGS="-DJAXMG_CUSOLVERMP_ROOT=$mpw"
 }
 
+# ---- step "gpusweep" (issue 27 item 4): the one-GPU table -------------------------
+# JAXMg 1.4.1 goes into its own --target folder (it is also named jaxmg); the sweep
+# runs it in a child of its own, on the same matrices, before jaxmg's routes.
+gpusweep_step() {
+  local w=${PEER_WHEELS:-.whl} peer="$LOGS/peer14" jx budget=${SWEEP_BUDGET_S:-}
+  local extra=()
+  jx=$(ls "$w"/jaxmg-1.4.1-*.whl 2>/dev/null | head -1)
+  if [ -n "$jx" ] && rm -rf "$peer" &&
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$peer" "$jx"; then
+    extra+=(--peer-site "$peer" --mp-site "$LOGS/mpwheels" --peer-budget "${SWEEP_PEER_S:-150}")
+  else
+    echo "gpusweep: JAXMg 1.4.1 not installed (no wheel under $w?): no 1.4.1 column" |
+      tee -a "$OUT/summary.txt"
+  fi
+  [ -n "${SWEEP_END:-}" ] && budget=$((SWEEP_END - $(date +%s) - 30))
+  [ -n "$budget" ] && extra+=(--time-budget "$budget")
+  run gpusweep "$PY" bench/sweep.py --dtypes f64 --ndev 1 --tiles auto \
+    --ops "${SWEEP_OPS:-potrs,lu_solve,potri,qr,least_squares,syevd,polar,eigh_generalized,gesvd}" \
+    --sizes "${SWEEP_SIZES:-8192,16384}" --engines single,mp,local --reps "$REPS" \
+    --slow-s "${SWEEP_SLOW_S:-2}" --target 1.0 "${extra[@]}" \
+    --json "$OUT/one_gpu_sweep.json" --md "$OUT/one_gpu_sweep.md"
+}
+# ---- end of step "gpusweep" ----------------------------------------------------
+
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader | tee "$LOGS/gpus.txt"
 ngpu=$(wc -l <"$LOGS/gpus.txt")
 for s in $steps; do
@@ -248,6 +276,7 @@ for s in $steps; do
     wheel) wheel_step ;;
     mpwheels) mpwheels_step ;;
     peer) peer_step ;;
+    gpusweep) gpusweep_step ;;
   esac
 done
 for t in test large mp wheel_test; do [ -f "$LOGS/$t.log" ] && tail -2 "$LOGS/$t.log"; done

@@ -1,21 +1,35 @@
 """One sweep: jaxmg's dispatch="auto" against every engine that can run and
 against jnp / jax.scipy on ONE device, per op, dtype, N, device count and
-T_A, every result validated by its defining equation.
+T_A, every result validated by its defining equation; on one GPU also
+against JAXMg 1.4.1 itself.
 
     python bench/sweep.py [--ops potrs,...,eigh_generalized] [--dtypes f32,f64]
         [--sizes 256,512,1024,2048] [--ndev 1,2,4,8] [--tiles auto,96]
         [--reps 3] [--md OUT.md] [--json OUT.json] [--child-timeout S]
+        [--engines single,mp,local] [--slow-s S] [--time-budget S]
+        [--target 1.0] [--peer-site DIR --mp-site DIR --peer-budget S]
 
 Each device count runs in its own subprocess (on CPU the host device count
 is fixed when JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count;
-on GPUs the child takes the first ndev GPUs). In a child, per (op, dtype, N):
-the matrix is built once on the mesh (bench.py / bench_general.py's
-builders); jaxmg runs with dispatch="auto" (and _decide.for_mesh names the
-engine it chose) and with each engine the decision accepts forced there
-(one that resolves to the auto engine reuses auto's time); the same matrix,
-moved to device 0, goes through jnp / jax.scipy (`one-dev`), once per T_A.
-Timing: bench/timing.py (a warm-up, then the median of --reps). Ratios:
-auto / one-dev (the target: <= 1.05) and auto / the best jaxmg engine.
+on GPUs the child takes the first ndev GPUs). In a child, per N (smallest
+first), op (in --ops order) and dtype: the matrix is built once on the mesh
+(bench.py / bench_general.py's builders); jaxmg runs with dispatch="auto"
+(and decide.for_mesh names the engine it chose) and with each engine of
+--engines the decision accepts forced there (one that resolves to the auto
+engine reuses auto's time); the same matrix, moved to device 0, goes
+through jnp / jax.scipy (`one-dev`), once per T_A.
+Timing: bench/timing.py's first_or_median (compiled ahead; a warm-up, then
+the median of --reps; a first call of --slow-s or longer is the measurement
+alone, marked * in the table). With --time-budget, a route whose time at a
+smaller N, scaled by N^3, would run past the budget is skipped and says so.
+Ratios: auto / one-dev (bold above --target) and auto / the best jaxmg
+engine.
+--peer-site (a pip --target folder holding JAXMg 1.4.1, which is also
+named jaxmg): first, one child on one device imports that jaxmg instead
+and times its ops on the same matrices (same builders and seeds, same
+checks; its tile: PEER_TILE), as column `1.4.1`, with auto / 1.4.1 (bold
+above PEER_TARGET). --mp-site: the folder of the cuSOLVERMp wheels it
+loads. --peer-budget: that child's share of --time-budget.
 A row whose result fails its check says so in `valid`, and the exit status
 is 1. `load` is the 1-minute load average when the row finished.
 """
@@ -28,9 +42,11 @@ os.environ["NCCL_NVLS_ENABLE"] = "0"
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -51,6 +67,14 @@ DTYPES = {k: bench.DTYPES[k] for k in ("f32", "f64", "c64", "c128")}
 # _decide's name of an op where the public one differs.
 DECIDE_OP = {"eigh_generalized": "sygvd"}
 DISPATCH_OF = {"host": "host", "single": "single", "mg": "multi", "mp": "mp", "local": "local"}
+# JAXMg 1.4.1's ops (all on cuSOLVERMp; no potri, no generalized eigenproblem),
+# its tile per op (JAXMg's own finding: 256 for the eigensolvers, whose gesvd
+# runs one; 1024 for the factorisations), and the target auto / 1.4.1.
+PEER_OPS = ("potrs", "lu_solve", "least_squares", "qr", "gesvd", "polar", "syevd")
+PEER_TILE = {"syevd": 256, "gesvd": 256}
+PEER_TILE_DEFAULT = 1024
+PEER_TARGET = 0.95
+SKIPPED = "skipped"
 
 
 def parse_args(argv=None):
@@ -71,7 +95,21 @@ def parse_args(argv=None):
     p.add_argument("--merge", default=None,
                    help="no run: the table of these --json files (comma list; a later file's "
                         "row replaces an earlier one's with the same op, dtype, N, ndev, T_A)")
+    p.add_argument("--engines", type=bench.names(DISPATCH_OF), default=list(DISPATCH_OF),
+                   help="the engines to force besides auto's choice (default: every one)")
+    p.add_argument("--slow-s", type=float, default=math.inf,
+                   help="a first call this long is the measurement alone (bench/timing.py)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds for the whole sweep: routes that would overrun are skipped")
+    p.add_argument("--target", type=float, default=1.05,
+                   help="auto / one-dev above this is bold")
+    p.add_argument("--peer-site", default=None, help="a --target folder holding JAXMg 1.4.1")
+    p.add_argument("--mp-site", default=None, help="a --target folder of the cuSOLVERMp wheels")
+    p.add_argument("--peer-budget", type=float, default=None,
+                   help="seconds of --time-budget for JAXMg 1.4.1's child (default: all)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--peer-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.reps < 1 or a.nrhs < 1:
         p.error("--reps and --nrhs must be >= 1")
@@ -112,6 +150,21 @@ def jaxmg_fn(op, tile, mesh, dispatch):
         specs = (ROW,) if op == "eigh_generalized" else (ROW, REP)  # B takes A's layout
         return jax.jit(lambda A, b: getattr(jaxmg, op)(A, b, tile, mesh, specs, **kw))
     return jax.jit(lambda A: getattr(jaxmg, op)(A, tile, mesh, (ROW,), **kw))
+
+
+def peer_fn(op, mesh, jit=True):
+    """JAXMg 1.4.1's call (the jaxmg this child imports), status last; A
+    not donated, as jaxmg's calls keep it. jit=False: the call itself
+    (jitted inside 1.4.1), for where an enclosing jit fails."""
+    import jaxmg
+
+    f, tile = getattr(jaxmg, op), PEER_TILE.get(op, PEER_TILE_DEFAULT)
+    kw = dict(return_status=True, donate=False)
+    if op in ("potrs", "lu_solve", "least_squares"):
+        fn = lambda A, b: f(A, b, tile, mesh, ROW, **kw)  # noqa: E731
+    else:
+        fn = lambda A: f(A, tile, mesh, ROW, **kw)  # noqa: E731
+    return jax.jit(fn) if jit else fn
 
 
 def _eigh_pencil(a, b):
@@ -191,35 +244,63 @@ def check(op, mesh, ins, outs, seed):
 # one device count (a child process)
 
 
-def _timed(fn, args, reps):
-    """(median s, the last call's outputs as a tuple)."""
-    last = []
+class Budget:
+    """--time-budget in a child: a route whose time at a smaller N, scaled
+    by N^3, would run past the deadline is skipped (a route never timed
+    runs while any time is left)."""
 
-    def keep(*a):
-        last[:] = [fn(*a)]
-        return last[0]
+    def __init__(self, args):
+        self.deadline, self.reps, self.slow_s = args.deadline, args.reps, args.slow_s
+        self.seen = {}
 
-    t = timing.median_time(keep, *args, reps=reps)
-    out = last[0]
-    return t, (out if isinstance(out, tuple) else (out,))
+    def skip(self, key, n):
+        """None, or the record of a skipped route."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.time()
+        n0, t0 = self.seen.get(key, (n, 0.0))
+        est = t0 * (n / n0) ** 3
+        need = est * (1 if est >= self.slow_s else 1 + self.reps)
+        if left > 0 and need <= left:
+            return None
+        return {"s": None, "valid": f"{SKIPPED}: est. {need:.0f} s, {max(left, 0):.0f} s left"}
+
+    def run(self, key, n, fn):
+        """fn()'s record, or the skip's."""
+        r = self.skip(key, n)
+        if r is None:
+            r = fn()
+            if r["s"] is not None:
+                self.seen[key] = (n, r["s"])
+        return r
 
 
-def _result(op, mesh, ins, t, outs, status, n, dtype, seed):
+def _timed(fn, args, reps, slow_s):
+    """(seconds, "first" or "median" (bench/timing.py), the last call's
+    outputs as a tuple)."""
+    t, timed, out = timing.first_or_median(fn, *args, reps=reps, slow_s=slow_s)
+    return t, timed, (out if isinstance(out, tuple) else (out,))
+
+
+def _result(op, mesh, ins, t, timed, outs, status, n, dtype, seed):
     ok, vals, bad = bench.verdict(check(op, mesh, ins, outs, seed), status, n, dtype)
-    return {"s": t, "valid": "ok" if ok else "FAIL " + ",".join(bad)}
+    return {"s": t, "timed": timed, "valid": "ok" if ok else "FAIL " + ",".join(bad)}
 
 
 def _err(e):
     return {"s": None, "valid": bench._short(e)}
 
 
-def engines_to_force(op, mesh, n, dtype, auto):
-    """{engine: dispatch name} of the engines the decision accepts forced
-    here, other than auto's own choice (its time stands for them)."""
+def engines_to_force(op, mesh, n, dtype, auto, allowed):
+    """{engine: dispatch name} of the engines of `allowed` the decision
+    accepts forced here, other than auto's own choice (its time stands for
+    them)."""
     from jaxmg.pipeline import decide as _decide
 
     out = {}
     for engine, name in DISPATCH_OF.items():
+        if engine not in allowed:
+            continue
         try:
             got = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), name, n, dtype)
         except ValueError:
@@ -229,74 +310,167 @@ def engines_to_force(op, mesh, n, dtype, auto):
     return out
 
 
+def _to_device0(xs):
+    """xs on device 0 alone, through the host: an array typed on the
+    explicit mesh keeps its sharding type on device_put, which jnp's
+    linalg refuses."""
+    dev0 = jax.devices()[0]
+    return [jax.device_put(np.asarray(x), dev0) for x in xs]
+
+
+def _one_device_result(op, local, t, timed, outs, status, n, dtype, args):
+    """The record of one-device outputs of `local` inputs, checked on a
+    one-device mesh with Auto axes (the checks' shard_maps take replicated
+    arrays as any spec there)."""
+    mesh1 = jax.make_mesh((1,), ("x",), devices=jax.devices()[:1],
+                          axis_types=(jax.sharding.AxisType.Auto,))
+
+    def put(xs):
+        return [jax.device_put(x, NamedSharding(mesh1, P(*((None,) * x.ndim)))) for x in xs]
+
+    return _result(op, mesh1, put(local), t, timed, put(outs), status, n, dtype, args.seed)
+
+
 def one_device(op, ins, dtype, n, args):
     """jnp / jax.scipy on device 0, on the same matrix, validated."""
-    dev0 = jax.devices()[0]
-    # Auto axes: the checks' shard_maps take replicated arrays as any spec.
-    mesh1 = jax.make_mesh((1,), ("x",), devices=[dev0], axis_types=(jax.sharding.AxisType.Auto,))
-    # Through the host: an array typed on the explicit mesh keeps its
-    # sharding type on device_put, which jnp's linalg refuses.
-    local = [jax.device_put(np.asarray(x), dev0) for x in ins]
+    local = _to_device0(ins)
     try:
-        t, outs = _timed(jax.jit(ONE_DEVICE[op]), local, args.reps)
-        ins1 = [jax.device_put(x, NamedSharding(mesh1, P(*((None,) * x.ndim)))) for x in local]
-        outs1 = [jax.device_put(x, NamedSharding(mesh1, P(*((None,) * x.ndim)))) for x in outs]
-        return _result(op, mesh1, ins1, t, outs1, 0, n, dtype, args.seed)
+        t, timed, outs = _timed(jax.jit(ONE_DEVICE[op]), local, args.reps, args.slow_s)
+        return _one_device_result(op, local, t, timed, outs, 0, n, dtype, args)
     except Exception as e:  # noqa: BLE001 - out of memory or a solver error is a result
+        return _err(e)
+
+
+def peer(op, ins, mesh, dtype, n, args):
+    """JAXMg 1.4.1 on the mesh's one device, on the same matrix, validated
+    on a copy of its outputs (its status: word 0 of its per-rank vector)."""
+    try:
+        try:
+            t, timed, outs = _timed(peer_fn(op, mesh), ins, args.reps, args.slow_s)
+        except Exception as e:  # noqa: BLE001 - then as peer_jaxmg14.py calls it
+            print(f"sweep: JAXMg 1.4.1 {op} under jax.jit: {bench._short(e)}; called directly",
+                  file=sys.stderr, flush=True)
+            t, timed, outs = _timed(peer_fn(op, mesh, jit=False), ins, args.reps, args.slow_s)
+        status = int(np.asarray(outs[-1]).reshape(-1)[0])
+        return _one_device_result(op, _to_device0(ins), t, timed, _to_device0(outs[:-1]),
+                                  status, n, dtype, args)
+    except Exception as e:  # noqa: BLE001
         return _err(e)
 
 
 def jaxmg_route(op, ins, tile, mesh, dispatch, dtype, n, args):
     try:
-        t, outs = _timed(jaxmg_fn(op, tile, mesh, dispatch), ins, args.reps)
-        return _result(op, mesh, ins, t, outs[:-1], int(outs[-1]), n, dtype, args.seed)
+        t, timed, outs = _timed(jaxmg_fn(op, tile, mesh, dispatch), ins, args.reps, args.slow_s)
+        return _result(op, mesh, ins, t, timed, outs[:-1], int(outs[-1]), n, dtype, args.seed)
     except Exception as e:  # noqa: BLE001
         return _err(e)
 
 
+def _cases(args, nd):
+    """(n, [(op, dtype name), ...]) in the order they run: the smallest N
+    first, so that --time-budget has each route's time there before the
+    larger."""
+    for n in sorted(args.sizes):
+        yield n, [(op, dt) for op in args.ops if bg.rows_of(op, n) % nd == 0
+                  for dt in args.dtypes]
+
+
+class Child:
+    """One device count's rows. Per N, two passes over the ops: auto and
+    one-dev first, then the forced engines, so that a tight --time-budget
+    spends itself on the comparison the sweep is for. A row is printed
+    after each pass (the second replaces the first in the parent); the
+    matrices are rebuilt for the second (same builders, same seeds)."""
+
+    def __init__(self, args):
+        self.args, self.nd = args, args.child
+        self.mesh = bench.make_mesh(self.nd)
+        dev = jax.devices()[0]
+        self.device = f"{dev.device_kind} ({dev.platform})"
+        self.budget = Budget(args)
+        self.rows = {}
+
+    def route(self, op, dt, n, ins, tile, engine, how):
+        a = self.args
+        return self.budget.run((op, dt, engine, tile), n, lambda: jaxmg_route(
+            op, ins, tile, self.mesh, how, DTYPES[dt], n, a))
+
+    def first_pass(self, op, dt, n, ins, auto):
+        dtype, a = DTYPES[dt], self.args
+        base = self.budget.run((op, dt, "one-dev"), n, lambda: one_device(op, ins, dtype, n, a))
+        for tile in a.tiles:
+            self.emit({"op": op, "dtype": dt, "n": n, "ndev": self.nd, "T_A": tile, "auto": auto,
+                       "device": self.device, "one-dev": base,
+                       "routes": {auto: self.route(op, dt, n, ins, tile, auto, "auto")}})
+
+    def forced_pass(self, op, dt, n, ins, auto):
+        engines = engines_to_force(op, self.mesh, n, DTYPES[dt], auto, self.args.engines)
+        for tile in self.args.tiles:
+            row = self.rows[(op, dt, n, tile)]
+            for engine, name in engines.items():
+                row["routes"][engine] = self.route(op, dt, n, ins, tile, engine, name)
+            self.emit(row)
+
+    def emit(self, row):
+        row["load"] = os.getloadavg()[0]
+        self.rows[(row["op"], row["dtype"], row["n"], row["T_A"])] = row
+        print("ROW " + json.dumps(row), flush=True)
+
+    def run(self):
+        from jaxmg.pipeline import decide as _decide
+
+        for n, cases in _cases(self.args, self.nd):
+            for step in (self.first_pass, self.forced_pass):
+                for op, dt in cases:
+                    ins = jax.block_until_ready(inputs(op, self.mesh, n, DTYPES[dt], self.args))
+                    auto = _decide.for_mesh(DECIDE_OP.get(op, op), self.mesh, ("x",), "auto", n,
+                                            DTYPES[dt])
+                    step(op, dt, n, ins, auto)
+                    del ins
+
+
 def child(args):
-    from jaxmg.pipeline import decide as _decide
+    if args.child > len(jax.devices()):
+        print(f"sweep: {args.child} devices asked, {len(jax.devices())} present", file=sys.stderr)
+        return
+    Child(args).run()
 
-    nd = args.child
-    if nd > len(jax.devices()):
-        print(f"sweep: {nd} devices asked, {len(jax.devices())} present", file=sys.stderr)
-        return []
-    mesh = bench.make_mesh(nd)
-    dev = jax.devices()[0]
-    rows = []
-    for op in args.ops:
-        for dt in args.dtypes:
+
+def peer_child(args):
+    """JAXMg 1.4.1's times on one device (the jaxmg on this child's path is
+    1.4.1), one PEER line per (op, dtype, N). It runs as a one-process
+    jax.distributed job, as JAXMg 1.4.1 is run everywhere else here."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=1, process_id=0,
+                               local_device_ids=[0])
+    import jaxmg
+
+    print(f"sweep: JAXMg {getattr(jaxmg, '__version__', '?')} from {jaxmg.__file__}",
+          file=sys.stderr, flush=True)
+    mesh = bench.make_mesh(1)
+    budget = Budget(args)
+    for n, cases in _cases(args, 1):
+        for op, dt in cases:
+            if op not in PEER_OPS:
+                continue
             dtype = DTYPES[dt]
-            for n in args.sizes:
-                if bg.rows_of(op, n) % nd:
-                    continue
-                ins = jax.block_until_ready(inputs(op, mesh, n, dtype, args))
-                auto = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), "auto", n, dtype)
-                base = one_device(op, ins, dtype, n, args)
-                for tile in args.tiles:
-                    def run(how):
-                        return jaxmg_route(op, ins, tile, mesh, how, dtype, n, args)
-
-                    row = {"op": op, "dtype": dt, "n": n, "ndev": nd, "T_A": tile, "auto": auto,
-                           "device": f"{dev.device_kind} ({dev.platform})", "one-dev": base,
-                           "routes": {auto: run("auto")}}
-                    for engine, name in engines_to_force(op, mesh, n, dtype, auto).items():
-                        row["routes"][engine] = run(name)
-                    row["load"] = os.getloadavg()[0]
-                    print("ROW " + json.dumps(row), flush=True)
-                    rows.append(row)
-                del ins
-    return rows
+            ins = jax.block_until_ready(inputs(op, mesh, n, dtype, args))
+            r = budget.run((op, dt), n, lambda: peer(op, ins, mesh, dtype, n, args))
+            print("PEER " + json.dumps({"op": op, "dtype": dt, "n": n, "peer": r}), flush=True)
+            del ins
 
 
 # ---------------------------------------------------------------------------
 # the parent: one child per device count, then the table
 
 
-def run_child(argv, nd, timeout, on_row):
-    """The rows of one child (ndev = nd), each passed to on_row as it comes;
-    the child is killed after `timeout` s. Its stderr is this one's."""
-    env = dict(os.environ)
+def run_child(argv, nd, timeout, on_line, env=None):
+    """The lines of one child (ndev = nd), each ROW / PEER line passed to
+    on_line(kind, record) as it comes; the child is killed after `timeout`
+    s. Its stderr is this one's."""
+    env = dict(os.environ if env is None else env)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                         f" --xla_force_host_platform_device_count={nd}").strip()
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", str(nd)]
@@ -305,13 +479,27 @@ def run_child(argv, nd, timeout, on_row):
     timer.start()
     try:
         for line in proc.stdout:
-            if line.startswith("ROW "):
-                on_row(json.loads(line[4:]))
+            kind, _, rest = line.partition(" ")
+            if kind in ("ROW", "PEER"):
+                on_line(kind, json.loads(rest))
     finally:
         timer.cancel()
         rc = proc.wait()
     if rc != 0:
         print(f"sweep: ndev={nd} child ended with status {rc}", file=sys.stderr)
+
+
+def peer_env(args):
+    """The environment of JAXMg 1.4.1's child: its folder first on the path
+    (its jaxmg shadows this one), then the cuSOLVERMp wheels'."""
+    env = dict(os.environ)
+    first = [d for d in (args.peer_site, args.mp_site) if d]
+    env["PYTHONPATH"] = os.pathsep.join(first + [env.get("PYTHONPATH", "")]).strip(os.pathsep)
+    return env
+
+
+def _skipped(r):
+    return r is not None and r["valid"].startswith(SKIPPED)
 
 
 def _s(r):
@@ -321,31 +509,51 @@ def _s(r):
 def _fmt(r):
     if r is None:
         return "-"
-    return f"{r['s']:.4g}" if r["valid"] == "ok" else ("fail" if r["s"] is None else "INVALID")
+    if _skipped(r):
+        return "skip"
+    if r["valid"] != "ok":
+        return "fail" if r["s"] is None else "INVALID"
+    return f"{r['s']:.4g}" + ("*" if r.get("timed") == "first" else "")
 
 
-def _ratio(a, b):
-    return f"{a / b:.2f}" if a is not None and b else "-"
+def _ratio(a, b, target=None):
+    if a is None or not b:
+        return "-"
+    text = f"{a / b:.2f}"
+    return f"**{text}**" if target is not None and a / b > target else text
 
 
-def markdown(rows):
+def _notes(r):
+    """The routes of a row whose result is not a valid time, and why."""
+    named = [*r["routes"].items(), ("one-dev", r["one-dev"]), ("1.4.1", r.get("peer"))]
+    return "; ".join(f"{k}: {v['valid']}" for k, v in named if v and v["valid"] != "ok") or "ok"
+
+
+def markdown(rows, target):
     engines = [e for e in DISPATCH_OF if any(e in r["routes"] for r in rows)]
+    peer = any(r.get("peer") for r in rows)
     head = ["op", "dtype", "N", "ndev", "T_A", "auto", *[f"{e} s" for e in engines], "one-dev s",
-            "auto/one-dev", "auto/best engine", "valid", "load"]
+            *(["1.4.1 s"] if peer else []), "auto/one-dev", *(["auto/1.4.1"] if peer else []),
+            "auto/best engine", "valid", "load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         auto = _s(r["routes"][r["auto"]])
         best = min((t for t in map(_s, r["routes"].values()) if t is not None), default=None)
-        bad = [f"{k}: {v['valid']}" for k, v in [*r["routes"].items(), ("one-dev", r["one-dev"])]
-               if v["valid"] != "ok"]
-        ratio = _ratio(auto, _s(r["one-dev"]))
-        if ratio != "-" and float(ratio) > 1.05:
-            ratio = f"**{ratio}**"
         lines.append("| " + " | ".join([
             r["op"], r["dtype"], str(r["n"]), str(r["ndev"]), str(r["T_A"]), r["auto"],
-            *[_fmt(r["routes"].get(e)) for e in engines], _fmt(r["one-dev"]), ratio,
-            _ratio(auto, best), "; ".join(bad) or "ok", f"{r['load']:.1f}"]) + " |")
+            *[_fmt(r["routes"].get(e)) for e in engines], _fmt(r["one-dev"]),
+            *([_fmt(r.get("peer"))] if peer else []), _ratio(auto, _s(r["one-dev"]), target),
+            *([_ratio(auto, _s(r.get("peer")), PEER_TARGET)] if peer else []),
+            _ratio(auto, best), _notes(r), f"{r['load']:.1f}"]) + " |")
     return "\n".join(lines)
+
+
+def legend(args):
+    slow = (f"A time marked * is one call after compiling (its first call took >= {args.slow_s} "
+            "s); the others are" if math.isfinite(args.slow_s) else "Times are")
+    return (f"Seconds; auto/one-dev in bold above {args.target}, auto/1.4.1 above {PEER_TARGET}. "
+            f"{slow} the median of {args.reps} calls after a warm-up. skip: left out by the time "
+            "budget (`valid` gives its estimate).")
 
 
 def _key(r):
@@ -360,35 +568,61 @@ def merged(paths):
     return list(rows.values())
 
 
+def _valid_or_skipped(v):
+    return v is None or v["valid"] == "ok" or _skipped(v)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if any(d in ("f64", "c128") for d in args.dtypes):
         jax.config.update("jax_enable_x64", True)
     if args.child is not None:
-        child(args)
+        (peer_child if args.peer_child else child)(args)
         return 0
     rows = merged(args.merge.split(",")) if args.merge else []
+    peers = {}
+    start = time.time()
 
-    def on_row(row):  # kept as it comes: a sweep cut short keeps its rows
-        rows.append(row)
-        print(f"sweep: {row['op']} {row['dtype']} N={row['n']} ndev={row['ndev']} "
-              f"T_A={row['T_A']}: auto={row['auto']} load {row['load']:.1f}", file=sys.stderr,
-              flush=True)
+    def write():
+        md = legend(args) + "\n\n" + markdown(sorted(rows, key=_key), args.target)
+        if args.md:
+            with open(args.md, "w") as f:
+                f.write(md + "\n")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
+        return md
 
-    for nd in ([] if args.merge else args.ndev):
+    def on_line(kind, rec):  # kept as it comes: a sweep cut short keeps its rows
+        if kind == "PEER":
+            peers[(rec["op"], rec["dtype"], rec["n"])] = rec["peer"]
+            print(f"sweep: JAXMg 1.4.1 {rec['op']} {rec['dtype']} N={rec['n']}: "
+                  f"{rec['peer']['valid']}", file=sys.stderr, flush=True)
+            return
+        if rec["ndev"] == 1 and (rec["op"], rec["dtype"], rec["n"]) in peers:
+            rec["peer"] = peers[(rec["op"], rec["dtype"], rec["n"])]
+        rows[:] = [r for r in rows if _key(r) != _key(rec)] + [rec]
+        print(f"sweep: {rec['op']} {rec['dtype']} N={rec['n']} ndev={rec['ndev']} "
+              f"T_A={rec['T_A']}: auto={rec['auto']} load {rec['load']:.1f}", file=sys.stderr,
+              flush=True)
+        write()
+
+    def deadline(budget):
+        return [] if budget is None else ["--deadline", repr(start + budget)]
+
+    ndevs = [] if args.merge else args.ndev
+    if args.peer_site and 1 in ndevs:
+        print("sweep: JAXMg 1.4.1 on one device", file=sys.stderr, flush=True)
+        share = args.peer_budget if args.peer_budget is not None else args.time_budget
+        run_child([*argv, "--peer-child", *deadline(share)], 1, args.child_timeout, on_line,
+                  peer_env(args))
+    for nd in ndevs:
         print(f"sweep: ndev={nd}, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
-        run_child(argv, nd, args.child_timeout, on_row)
-    rows.sort(key=_key)
-    md = markdown(rows)
-    print(md)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(md + "\n")
-    fine = all(v["valid"] == "ok" for r in rows for v in [*r["routes"].values(), r["one-dev"]])
+        run_child([*argv, *deadline(args.time_budget)], nd, args.child_timeout, on_line)
+    print(write())
+    fine = all(_valid_or_skipped(v) for r in rows
+               for v in [*r["routes"].values(), r["one-dev"], r.get("peer")])
     return 0 if rows and fine else 1
 
 
