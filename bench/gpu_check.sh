@@ -189,7 +189,9 @@ gpusweep_step() {
   fi
   [ -n "${SWEEP_END:-}" ] && budget=$((SWEEP_END - $(date +%s) - 30))
   [ -n "$budget" ] && extra+=(--time-budget "$budget")
-  run gpusweep "$PY" bench/sweep.py --dtypes f64 --ndev 1 --tiles auto \
+  # The cuSOLVERMp engine's buffers and workspace live outside XLA's pool.
+  run gpusweep env XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}" \
+    "$PY" bench/sweep.py --dtypes f64 --ndev 1 --tiles auto \
     --ops "${SWEEP_OPS:-potrs,lu_solve,potri,qr,least_squares,syevd,polar,eigh_generalized,gesvd}" \
     --sizes "${SWEEP_SIZES:-8192,16384}" --engines single,mp,local --reps "$REPS" \
     --slow-s "${SWEEP_SLOW_S:-2}" --target 1.0 "${extra[@]}" \
