@@ -196,10 +196,9 @@ def test_public_forced_engine_that_cannot_run_is_a_clear_error(call):
 
 
 def test_the_request_carries_the_engine():
-    from jaxmg.pipeline import request as _request
+    from helpers import request
 
     mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
     A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))
-    req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None,
-                             dispatch="single")
+    req = request("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None, dispatch="single")
     assert req.engine == "host" and req.dispatch == "single"
