@@ -50,7 +50,8 @@ def row_spec(axes) -> P:
 def check_tall(A, mesh, axes, op: str) -> int:
     """The device count P on `axes`, after checking that A is a tall
     floating matrix whose M and N both split over P devices."""
-    shape, dtype = np.shape(A), jnp.dtype(getattr(A, "dtype", np.asarray(A).dtype))
+    shape = np.shape(A)
+    dtype = jnp.dtype(A.dtype if hasattr(A, "dtype") else np.asarray(A).dtype)
     if len(shape) != 2:
         raise ValueError(f"jaxmg.composed.{op}: A must be a matrix (M, N), got shape {shape}")
     if not jnp.issubdtype(dtype, jnp.inexact) or dtype not in (
@@ -114,14 +115,16 @@ def gram(x, y, axes, p):
     device adds its rows' share of block (me + s + 1) mod P to the partial
     sum it received and passes it on, so no device holds X^H Y whole."""
     nloc = x.shape[1] // p
-    acc = None
-    for s in range(p):
+
+    def share(s):
         blk = (me(axes) + s + 1) % p
-        part = conj(jax.lax.dynamic_slice_in_dim(x, blk * nloc, nloc, axis=1)).T @ y
-        acc = part if acc is None else acc + part
-        if s + 1 < p:
-            acc = jax.lax.ppermute(acc, axes, _ring(p))
-    return acc
+        return conj(jax.lax.dynamic_slice_in_dim(x, blk * nloc, nloc, axis=1)).T @ y
+
+    def step(s, acc):
+        return share(s) + jax.lax.ppermute(acc, axes, _ring(p))
+
+    # a loop, not unrolled: XLA would hoist the P products and hold them all
+    return jax.lax.fori_loop(1, p, step, share(0))
 
 
 def matmul(x, s_rows, axes):
@@ -167,20 +170,26 @@ def cholesky(g, axes, p):
     R is then NaN from that block on."""
     nloc, n = g.shape
     mine_idx = me(axes)
-    r = jnp.zeros_like(g)
-    for j in range(p):
+    col = jnp.arange(n)[None, :]
+
+    def step(j, carry):
+        g, r = carry
         lo = j * nloc
-        low = jax.lax.linalg.cholesky(g[:, lo:lo + nloc], symmetrize_input=False)
-        hi = lo + nloc
-        right = jax.lax.linalg.triangular_solve(low, g[:, hi:], left_side=True, lower=True)
-        panel = jnp.concatenate([jnp.zeros((nloc, lo), g.dtype), conj(low).T, right], axis=1)
+        low = jax.lax.linalg.cholesky(jax.lax.dynamic_slice_in_dim(g, lo, nloc, axis=1),
+                                      symmetrize_input=False)
+        # every column, then the ones left of the diagonal block zeroed and
+        # the diagonal block set to L^H exactly (triangular, real diagonal)
+        panel = jax.lax.linalg.triangular_solve(low, g, left_side=True, lower=True)
+        panel = jnp.where(col >= lo + nloc, panel, 0)
+        panel = jax.lax.dynamic_update_slice_in_dim(panel, conj(low).T, lo, axis=1)
         mine = mine_idx == j
         r = jnp.where(mine, panel, r)
-        if j + 1 < p:
-            panel = jax.lax.psum(jnp.where(mine, panel, 0), axes)
-            r_jme = jax.lax.dynamic_slice_in_dim(panel, mine_idx * nloc, nloc, axis=1)
-            upd = conj(r_jme).T @ panel[:, hi:]
-            g = g.at[:, hi:].add(jnp.where(mine_idx > j, -upd, 0))
+        panel = jax.lax.psum(jnp.where(mine, panel, 0), axes)
+        r_jme = jax.lax.dynamic_slice_in_dim(panel, mine_idx * nloc, nloc, axis=1)
+        g = g - jnp.where(mine_idx > j, conj(r_jme).T @ panel, 0)
+        return g, r
+
+    _, r = jax.lax.fori_loop(0, p, step, (g, jnp.zeros_like(g)))
     return r, _first_bad_diagonal(r, axes, p)
 
 
@@ -196,18 +205,20 @@ def _first_bad_diagonal(r, axes, p):
 def right_solve_upper(x, r, axes, p):
     """X R^-1 for X in rows and R (N, N) upper triangular in rows: column
     block j of the result needs R's column panel j (N x N / P, one
-    all-gather) and the blocks before it."""
+    all-gather) and the blocks before it (the later ones are still zero
+    in the result, so the product may run over all of them)."""
     nloc = r.shape[0]
-    out = []
-    for j in range(p):
-        lo, hi = j * nloc, (j + 1) * nloc
-        col = jax.lax.all_gather(r[:, lo:hi], axes, axis=0, tiled=True)[:hi]
-        rhs = x[:, lo:hi]
-        if j:
-            rhs = rhs - jnp.concatenate(out, axis=1) @ col[:lo]
-        out.append(jax.lax.linalg.triangular_solve(col[lo:hi], rhs, left_side=False,
-                                                   lower=False))
-    return jnp.concatenate(out, axis=1)
+
+    def step(j, y):
+        lo = j * nloc
+        col = jax.lax.all_gather(jax.lax.dynamic_slice_in_dim(r, lo, nloc, axis=1), axes,
+                                 axis=0, tiled=True)
+        rhs = jax.lax.dynamic_slice_in_dim(x, lo, nloc, axis=1) - y @ col
+        blk = jax.lax.linalg.triangular_solve(jax.lax.dynamic_slice_in_dim(col, lo, nloc),
+                                              rhs, left_side=False, lower=False)
+        return jax.lax.dynamic_update_slice_in_dim(y, blk, lo, axis=1)
+
+    return jax.lax.fori_loop(0, p, step, jnp.zeros_like(x))
 
 
 def worst(*statuses):
