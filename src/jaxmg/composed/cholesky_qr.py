@@ -3,7 +3,7 @@ where CholeskyQR2 loses orthogonality (Fukaya, Kannan, Nakatsukasa,
 Yamamoto, Yanagisawa: shifted Cholesky QR for ill-conditioned matrices).
 
 One CholeskyQR pass: G = B^H B (a ring reduce-scatter, in rows),
-G = R^H R (_rows.cholesky, in rows), Q = B R^-1 (a triangular solve on
+G = R^H R (rows.cholesky, in rows), Q = B R^-1 (a triangular solve on
 each device's rows). A pass loses orthogonality like u cond(B)^2, so two
 passes are exact to working precision for cond(B) below about u^-1/2; a
 first pass on G + s I with s = 11 (m n + n (n + 1)) u ||B||_F^2 brings any
@@ -18,18 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rows
+from . import rows
 
 SHIFT_FACTOR = 11.0  # the shift's constant in Fukaya et al.'s bound
 ORTH_TOL_FACTOR = 10.0  # CholeskyQR2 is accepted when ||Q^H Q - I||_F <= this * N * eps
 
 
 def _pass(parts, axes, p, shift_rows=None):
-    g = sum(_rows.gram(b, b, axes, p) for b in parts)
+    g = sum(rows.gram(b, b, axes, p) for b in parts)
     if shift_rows is not None:
         g = g + shift_rows
-    r, status = _rows.cholesky(g, axes, p)
-    return tuple(_rows.right_solve_upper(b, r, axes, p) for b in parts), r, status
+    r, status = rows.cholesky(g, axes, p)
+    return tuple(rows.right_solve_upper(b, r, axes, p) for b in parts), r, status
 
 
 def _shift(parts, m_global: int, axes, p):
@@ -37,9 +37,9 @@ def _shift(parts, m_global: int, axes, p):
     n = parts[0].shape[1]
     dtype = parts[0].dtype
     u = float(jnp.finfo(dtype).eps) / 2
-    norm2 = sum(_rows.sum_sq(b, axes) for b in parts)
+    norm2 = sum(rows.sum_sq(b, axes) for b in parts)
     s = SHIFT_FACTOR * (m_global * n + n * (n + 1)) * u * norm2
-    return s.astype(dtype) * _rows.eye_rows(n, dtype, axes, p)
+    return s.astype(dtype) * rows.eye_rows(n, dtype, axes, p)
 
 
 def orthonormalise(parts, axes, p, *, m_global: int, shifted: bool, want_r: bool = True):
@@ -53,14 +53,14 @@ def orthonormalise(parts, axes, p, *, m_global: int, shifted: bool, want_r: bool
         statuses.append(st)
     r = rs[0] if want_r else None
     for nxt in rs[1:] if want_r else ():
-        r = _rows.matmul(nxt, r, axes)
-    return parts, r, _rows.worst(*statuses)
+        r = rows.matmul(nxt, r, axes)
+    return parts, r, rows.worst(*statuses)
 
 
 def orthogonality_loss(q, axes, p):
     """||Q^H Q - I||_F, replicated."""
     n = q.shape[1]
-    return jnp.sqrt(_rows.sum_sq(_rows.gram(q, q, axes, p) - _rows.eye_rows(n, q.dtype, axes, p),
+    return jnp.sqrt(rows.sum_sq(rows.gram(q, q, axes, p) - rows.eye_rows(n, q.dtype, axes, p),
                                  axes))
 
 
@@ -70,10 +70,10 @@ def orth_tol(n: int, dtype) -> float:
 
 def _qr_body(a, *, axes, p, m_global, shift):
     n = a.shape[1]
-    ok = _rows.all_finite(a, axes)
+    ok = rows.all_finite(a, axes)
     a = jnp.where(ok, a, 0)
     # scaled so that the Gram matrix neither overflows nor underflows
-    alpha = jnp.sqrt(_rows.sum_sq(a, axes))
+    alpha = jnp.sqrt(rows.sum_sq(a, axes))
     alpha = jnp.where(alpha > 0, alpha, 1).astype(a.dtype)
     b = a / alpha
 
@@ -88,8 +88,8 @@ def _qr_body(a, *, axes, p, m_global, shift):
     else:
         q, r, st = run(bool(shift))
     r = r * alpha
-    status = _rows.worst(jnp.where(ok, 0, _rows.STATUS_NONFINITE), st)
-    q, r = _rows.nan_where(status != 0, q, r)
+    status = rows.worst(jnp.where(ok, 0, rows.STATUS_NONFINITE), st)
+    q, r = rows.nan_where(status != 0, q, r)
     return q, r, status
 
 
@@ -109,8 +109,8 @@ def qr_cholesky(A, mesh, axes, *, shift="auto"):
     if not any(shift is s or (isinstance(shift, str) and shift == s) for s in SHIFTS):
         raise ValueError(f"jaxmg.composed.qr_cholesky: shift must be 'auto', True or False, "
                          f"got {shift!r}")
-    axes = _rows.solve_axes(mesh, axes)
-    _rows.check_tall(A, mesh, axes, "qr_cholesky")
-    return _rows.program(_qr_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]),
+    axes = rows.solve_axes(mesh, axes)
+    rows.check_tall(A, mesh, axes, "qr_cholesky")
+    return rows.program(_qr_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]),
                          shift=shift)(A)
 

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rows
+from ..ops.potri import potri_shardmap_ctx
+from . import rows
 from .cholesky_qr import orthonormalise
 
 QR_STEP_ABOVE = 100.0  # c above which a step is QR-based (NBG's choice)
@@ -57,20 +58,18 @@ def schedule(l0: float, eps: float, max_steps: int = 20):
 def _qr_step(x, w, *, axes, p, m_global):
     a, b, c = w[0], w[1], w[2]
     sc = jnp.sqrt(c)
-    eye = _rows.eye_rows(x.shape[1], x.dtype, axes, p)
+    eye = rows.eye_rows(x.shape[1], x.dtype, axes, p)
     (q1, q2), _, st = orthonormalise((sc.astype(x.dtype) * x, eye), axes, p,
                                      m_global=m_global + x.shape[1], shifted=True, want_r=False)
-    prod = _rows.matmul(q1, _rows.ctranspose(q2, axes), axes)
+    prod = rows.matmul(q1, rows.ctranspose(q2, axes), axes)
     return ((b / c).astype(x.dtype) * x + ((a - b / c) / sc).astype(x.dtype) * prod), st
 
 
 def _chol_step(x, w, *, axes, p):
-    import jaxmg
-
     a, b, c = w[0], w[1], w[2]
-    z = _rows.eye_rows(x.shape[1], x.dtype, axes, p) + c.astype(x.dtype) * _rows.gram(x, x, axes, p)
-    zi, st = jaxmg.potri_shardmap_ctx(z, None, axis_name=axes)
-    prod = _rows.matmul(x, zi, axes)
+    z = rows.eye_rows(x.shape[1], x.dtype, axes, p) + c.astype(x.dtype) * rows.gram(x, x, axes, p)
+    zi, st = potri_shardmap_ctx(z, None, axis_name=axes)
+    prod = rows.matmul(x, zi, axes)
     return (b / c).astype(x.dtype) * x + (a - b / c).astype(x.dtype) * prod, st[0]
 
 
@@ -82,7 +81,7 @@ def _run(step, x, weights, status):
     def body(carry, w):
         x, status = carry
         x, st = step(x, w)
-        return (x, _rows.worst(status, st)), None
+        return (x, rows.worst(status, st)), None
 
     (x, status), _ = jax.lax.scan(body, (x, status), weights)
     return x, status
@@ -95,7 +94,7 @@ def polar_unitary(a, *, axes, p, m_global, l0):
                      float(jnp.finfo(a.dtype).eps))
     qr_w = np.array([w for w in steps if w[2] > QR_STEP_ABOVE], np.float64).reshape(-1, 3)
     ch_w = np.array([w for w in steps if w[2] <= QR_STEP_ABOVE], np.float64).reshape(-1, 3)
-    alpha = jnp.sqrt(_rows.sum_sq(a, axes))
+    alpha = jnp.sqrt(rows.sum_sq(a, axes))
     x = a / jnp.where(alpha > 0, alpha, 1).astype(a.dtype)
     status = jnp.int32(0)
     x, status = _run(lambda x, w: _qr_step(x, w, axes=axes, p=p, m_global=m_global),
@@ -107,16 +106,16 @@ def polar_unitary(a, *, axes, p, m_global, l0):
 
 def hermitian_factor(up, a, axes, p):
     """Rows of H = (Up^H A + A^H Up) / 2."""
-    return _rows.hermitian_part(_rows.gram(up, a, axes, p), axes)
+    return rows.hermitian_part(rows.gram(up, a, axes, p), axes)
 
 
 def _polar_body(a, *, axes, p, m_global, l0, compute_h):
-    ok = _rows.all_finite(a, axes)
+    ok = rows.all_finite(a, axes)
     a = jnp.where(ok, a, 0)
     up, st = polar_unitary(a, axes=axes, p=p, m_global=m_global, l0=l0)
     h = hermitian_factor(up, a, axes, p) if compute_h else jnp.zeros((0, a.shape[1]), a.dtype)
-    status = _rows.worst(jnp.where(ok, 0, _rows.STATUS_NONFINITE), st)
-    up, h = _rows.nan_where(status != 0, up, h)
+    status = rows.worst(jnp.where(ok, 0, rows.STATUS_NONFINITE), st)
+    up, h = rows.nan_where(status != 0, up, h)
     return up, h, status
 
 
@@ -132,10 +131,10 @@ def polar_qdwh(A, mesh, axes, *, compute_h=True, l0=None):
     failed (Up, H then NaN)."""
     if not isinstance(compute_h, (bool, np.bool_)):
         raise TypeError(f"jaxmg.composed.polar_qdwh: compute_h must be a bool, got {compute_h!r}")
-    axes = _rows.solve_axes(mesh, axes)
-    _rows.check_tall(A, mesh, axes, "polar_qdwh")
+    axes = rows.solve_axes(mesh, axes)
+    rows.check_tall(A, mesh, axes, "polar_qdwh")
     l0 = None if l0 is None else float(l0)
     if l0 is not None:
         schedule(l0, 1.0)  # checks the range
-    return _rows.program(_polar_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]), l0=l0,
+    return rows.program(_polar_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]), l0=l0,
                          compute_h=bool(compute_h))(A)

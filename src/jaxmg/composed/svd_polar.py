@@ -10,24 +10,23 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rows
+from ..ops.syevd import syevd_shardmap_ctx
+from . import rows
 from .qdwh import hermitian_factor, polar_unitary
 
 
 def _svd_body(a, *, axes, p, m_global, l0):
-    import jaxmg
-
-    ok = _rows.all_finite(a, axes)
+    ok = rows.all_finite(a, axes)
     a = jnp.where(ok, a, 0)
     up, st = polar_unitary(a, axes=axes, p=p, m_global=m_global, l0=l0)
     h = hermitian_factor(up, a, axes, p)
-    w, v, st_eig = jaxmg.syevd_shardmap_ctx(h, None, axis_name=axes, v_layout="rows")
+    w, v, st_eig = syevd_shardmap_ctx(h, None, axis_name=axes, v_layout="rows")
     w, v = w[::-1], v[:, ::-1]  # descending, as jnp.linalg.svd
     sign = jnp.where(w < 0, -1, 1).astype(a.dtype)
-    u = _rows.matmul(up, v * sign[None, :], axes)
-    vh = _rows.ctranspose(v, axes)
-    status = _rows.worst(jnp.where(ok, 0, _rows.STATUS_NONFINITE), st, st_eig[0])
-    u, s, vh = _rows.nan_where(status != 0, u, jnp.abs(w), vh)
+    u = rows.matmul(up, v * sign[None, :], axes)
+    vh = rows.ctranspose(v, axes)
+    status = rows.worst(jnp.where(ok, 0, rows.STATUS_NONFINITE), st, st_eig[0])
+    u, s, vh = rows.nan_where(status != 0, u, jnp.abs(w), vh)
     return u, vh, s, status
 
 
@@ -37,9 +36,9 @@ def svd_polar(A, mesh, axes, *, l0=None):
     Vh (N, N) in rows, status). l0 as for polar_qdwh. status: 0; -1 and
     NaN results for non-finite A; k > 0 where the polar step's Cholesky
     or the eigensolver failed."""
-    axes = _rows.solve_axes(mesh, axes)
-    _rows.check_tall(A, mesh, axes, "svd_polar")
+    axes = rows.solve_axes(mesh, axes)
+    rows.check_tall(A, mesh, axes, "svd_polar")
     l0 = None if l0 is None else float(l0)
-    u, vh, s, status = _rows.program(_svd_body, mesh, axes, 2, 2, m_global=int(np.shape(A)[0]),
+    u, vh, s, status = rows.program(_svd_body, mesh, axes, 2, 2, m_global=int(np.shape(A)[0]),
                                      l0=l0)(A)
     return u, s, vh, status

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from .. import _autodiff
+from ..rules import products as _products
 
 STATUS_NONFINITE = -1
 
@@ -92,8 +92,8 @@ def program(body, mesh, axes, n_out_rows: int, n_out_rep: int, **statics):
 # per shard
 
 
-def layout(axes) -> _autodiff.Layout:
-    return _autodiff.Layout(tuple(axes))
+def layout(axes) -> _products.Layout:
+    return _products.Layout(tuple(axes))
 
 
 def conj(x):
@@ -129,12 +129,12 @@ def gram(x, y, axes, p):
 
 def matmul(x, s_rows, axes):
     """Rows of X S for X in rows and S (N, K) in rows (the ring product)."""
-    return _autodiff.matmul(x, s_rows, layout(axes))
+    return _products.matmul(x, s_rows, layout(axes))
 
 
 def ctranspose(s_rows, axes):
     """Rows of S^H for S (N, N) in rows."""
-    return _autodiff.ctranspose(s_rows, layout(axes))
+    return _products.ctranspose(s_rows, layout(axes))
 
 
 def hermitian_part(s_rows, axes):
