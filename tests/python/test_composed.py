@@ -2,11 +2,13 @@
 polar on row-sharded tall A, against numpy / scipy in float64 on fresh
 random inputs; errors scaled by eps(dtype), N and the condition number."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import helpers
 from helpers import DTYPES, ROW, eps, mesh, put, randn, up
@@ -209,3 +211,52 @@ def test_memory_falls_with_devices():
         ma = fn.lower(A).compile().memory_analysis()
         sizes[k] = ma.temp_size_in_bytes + ma.argument_size_in_bytes + ma.output_size_in_bytes
     assert sizes[8] < 0.4 * sizes[2], sizes  # 1/4 but for the N^2/P terms
+
+
+# ---------------------------------------------------------------------------
+# the public ops on the composed route (dispatch="composed", or the engine
+# decision for a matrix too large for one GPU)
+
+
+@pytest.mark.parametrize("op", ["qr", "gesvd", "polar"])
+def test_public_ops_take_the_composed_route(op):
+    """jaxmg.qr / gesvd / polar with dispatch="composed": the op's
+    defining equations, A's layout kept for the row results."""
+    import jaxmg
+
+    m = mesh(4)
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((16, 8))
+    Ar = jax.device_put(A, NamedSharding(m, P("x", None)))
+    out = getattr(jaxmg, op)(Ar, None, m, P("x", None), dispatch="composed", return_status=True)
+    assert int(out[-1]) == 0
+    out = [np.asarray(x) for x in out[:-1]]
+    if op == "qr":
+        np.testing.assert_allclose(out[0] @ out[1], A, atol=1e-12)
+    elif op == "gesvd":
+        np.testing.assert_allclose((out[0] * out[1]) @ out[2], A, atol=1e-12)
+        np.testing.assert_allclose(out[1], np.linalg.svd(A, compute_uv=False), atol=1e-12)
+    else:
+        np.testing.assert_allclose(out[0] @ out[1], A, atol=1e-12)
+        np.testing.assert_allclose(out[0].T @ out[0], np.eye(8), atol=1e-12)
+
+
+def test_composed_route_is_mesh_level_only():
+    import jaxmg
+
+    m = mesh(4)
+    f = jax.shard_map(lambda a: jaxmg.qr_shardmap_ctx(a, None, dispatch="composed"), mesh=m,
+                      in_specs=(P("x", None),), out_specs=(P("x", None), P(), P()),
+                      check_vma=False)
+    with pytest.raises(ValueError, match="composed route runs mesh-level calls"):
+        f(np.ones((16, 8)))
+
+
+def test_decision_takes_the_composed_route_when_one_gpu_is_too_small():
+    from jaxmg.pipeline import decide
+
+    big = decide.Problem(op="polar", dtype=np.float64, n=65536, nparties=4, platform="gpu",
+                         device_bytes=16 << 30)
+    assert decide.decide(big) == "composed"
+    assert decide.decide(dataclasses.replace(big, mp_available=True)) == "mp"
+    assert decide.decide(dataclasses.replace(big, n=1024)) != "composed"

@@ -37,10 +37,11 @@ def test_auto_within_a_node_follows_the_crossovers():
     assert gpu("lu_solve", 40000) == "mg"
     assert gpu("potrs", 32768, nparties=1) == "single"  # one device: no cuSolverMg
     # Ops cuSolverMg lacks: one GPU while it fits (where the one-device JAX
-    # algorithm measured faster than cuSOLVER, that: "local"), then cuSOLVERMp.
+    # algorithm measured faster than cuSOLVER, that: "local"), then cuSOLVERMp,
+    # else the route composed from jaxmg's distributed ops (it never gathers A).
     assert gpu("qr", 40000) == "local" and gpu("qr", 40000, mesh_level=False) == "single"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB) == "mp"
-    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "local"
+    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "composed"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB, mesh_level=False) == "single"
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from ..composed import svd_polar
 from ..engines import local
 from ..pipeline import forms
 from ..pipeline import validate as v
@@ -57,11 +58,24 @@ def _rule(op, opts, cores):
     return f
 
 
+def _composed(opts, A, mesh, axes):
+    """The reduced SVD from the composed polar decomposition (the thin SVD
+    only: full_matrices where M > N is refused)."""
+    m, n = A.shape
+    if opts.full_matrices and m != n:
+        raise ValueError("jaxmg: the composed route computes the thin SVD only "
+                         "(full_matrices=False, or m == n)")
+    u, s, vh, status = svd_polar(A, mesh, axes)
+    return ((u if opts.compute_u else jnp.zeros((m, 0), A.dtype)), s,
+            (vh if opts.compute_vh else jnp.zeros((0, n), A.dtype)), status)
+
+
 GESVD = Op(name="gesvd", row="gesvd", shape="any", operands="A", options=Options,
            outputs=lambda opts: outputs(("u", ROWS), ("s", REPLICATED), ("vh", REPLICATED)),
            rule=_rule, attrs=_attrs,
            one_device=lambda opts, A: local.svd(A, opts.compute_u, opts.compute_vh,
-                                                opts.full_matrices))
+                                                opts.full_matrices),
+           composed=_composed)
 
 
 def _returned(u, s, vh, opts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..composed import qdwh
 from ..engines import local
 from ..pipeline import forms
 from ..pipeline import validate as v
@@ -27,7 +28,9 @@ def _rule(op, opts, cores):
 POLAR = Op(name="polar", row="polar", shape="any", operands="A", options=Options,
            outputs=lambda opts: outputs(("a", ROWS), ("h", REPLICATED)), rule=_rule,
            attrs=lambda opts, m, n: {"hrows": n if opts.compute_h else 0},
-           one_device=lambda opts, A: local.polar(A, opts.compute_h))
+           one_device=lambda opts, A: local.polar(A, opts.compute_h),
+           composed=lambda opts, A, mesh, axes: qdwh.polar_qdwh(A, mesh, axes,
+                                                                compute_h=opts.compute_h))
 
 
 def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False, pad=True,

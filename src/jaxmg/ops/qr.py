@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..composed import cholesky_qr
 from ..pipeline import forms
 from ..pipeline import validate as v
 from ..pipeline.declare import REPLICATED, ROWS, NoOptions, Op, outputs
@@ -21,7 +22,8 @@ def _one_device(opts, A):
 
 QR = Op(name="qr", row="qr", shape="tall", operands="A",
         outputs=lambda opts: outputs(("a", ROWS), ("r", REPLICATED)), rule=_rule,
-        one_device=_one_device)
+        one_device=_one_device,
+        composed=lambda opts, A, mesh, axes: cholesky_qr.qr_cholesky(A, mesh, axes))
 
 
 def qr(A, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto", *,

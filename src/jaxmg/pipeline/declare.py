@@ -16,7 +16,8 @@ Each module of jaxmg/ops/ declares its op once, as an `Op`:
   - its derivative and batching rule, by reference to jaxmg/rules/;
   - where it has one, the algorithm jnp / jax.scipy run on one device
     (`one_device`), which the engine decision may choose instead of an
-    engine (engines/local.py runs it).
+    engine (engines/local.py runs it), and the route composed from jaxmg's
+    own distributed ops that never gathers A (`composed`, jaxmg/composed/).
 
 Everything else (checks, the engine decision, moving A into the engines'
 layout and back, padding, the FFI call, the non-finite guard, the status)
@@ -86,6 +87,8 @@ class Op:
                                 # "identity" an identity block, the engine told N (nvalid)
     status: Callable | None = None  # status(engine status, order) -> jaxmg's status
     one_device: Callable | None = None  # one_device(opts, A) -> outputs (engines/local.py)
+    composed: Callable | None = None  # composed(opts, A, mesh, axes) -> (outputs..., status):
+                                      # the route from jaxmg's own distributed ops (composed/)
     empty_ok: bool = False      # N = 0 gives empty outputs (else a ValueError)
     transposed_for: tuple = ()  # engines that must see A itself, not the A^T every engine
                                 # reads (cuSolverMg's getrs has no transpose): they get A^T

@@ -39,9 +39,15 @@ from .per_shard import Statics, call
 
 REP = P(None, None)
 
+def _composed(req, A, *rest):
+    """The op's route composed from jaxmg's distributed ops (jaxmg/composed/):
+    A in rows over the solve axes, never gathered."""
+    return req.op.composed(req.opts, request.to_rows(A, req), req.mesh, req.axes)
+
+
 # The engines that take the whole mesh-level call (their run(req, A, *rest)
-# returns what run_core does).
-ROUTED = {"mp": mp_route.run, "local": local.run}
+# returns the op's outputs and status, which run_core puts in place).
+ROUTED = {"mp": mp_route.run, "local": local.run, "composed": _composed}
 
 
 def _up(x: int, k: int) -> int:
