@@ -48,7 +48,10 @@ from . import shard as _shard
 from . import validate as v
 from .declare import WITH_RHS, WITH_TWIN
 
-try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
+# The concrete mesh of jax.set_mesh (absent under use_abstract_mesh). The
+# public jax.sharding.get_mesh refuses to answer under jax.jit, where this
+# is needed too.
+try:
     from jax._src.mesh import get_concrete_mesh as _get_concrete_mesh
 except ImportError:  # pragma: no cover - older/newer JAX
     _get_concrete_mesh = None
