@@ -14,20 +14,14 @@ bound takes ||B^-1||.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 
 from ..pipeline import forms
 from ..pipeline import validate as v
-from ..pipeline.declare import EIGVECS, REPLICATED, Op, outputs
+from ..pipeline.declare import Op
 from ..pipeline.per_shard import Statics
 from ..rules import hermitian
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    jobz: bool = True  # eigenvectors too
+from .syevd import Options, eigen_outputs  # the same options and outputs as syevd's
 
 
 def status_of(info, nvalid: int):
@@ -40,10 +34,6 @@ def status_of(info, nvalid: int):
                      jnp.where(info > 0, info + nvalid, info)).astype(jnp.int32)
 
 
-def _outputs(opts):
-    return outputs(("w", REPLICATED)) + (outputs(("a", EIGVECS)) if opts.jobz else ())
-
-
 def _rule(op, opts, cores):
     """Derivatives in A and B (rules/hermitian.generalized_eigh); with
     eigenvalues only, the JVP runs the eigenvector solver once."""
@@ -54,7 +44,7 @@ def _rule(op, opts, cores):
 
 
 SYGVD = Op(name="eigh_generalized", row="sygvd", shape="square", operands="AB",
-           options=Options, outputs=_outputs, rule=_rule,
+           options=Options, outputs=eigen_outputs, rule=_rule,
            attrs=lambda opts, m, n: {"jobz": int(opts.jobz)}, end_pad="identity",
            status=status_of, empty_ok=True)
 

@@ -20,7 +20,9 @@ class Options:
     jobz: bool = True  # eigenvectors too
 
 
-def _outputs(opts):
+def eigen_outputs(opts):
+    """w, and with jobz the eigenvectors (syevd's and the generalized
+    eigenproblem's)."""
     return outputs(("w", REPLICATED)) + (outputs(("a", EIGVECS)) if opts.jobz else ())
 
 
@@ -38,7 +40,7 @@ def _attrs(opts, m, n):
 
 
 SYEVD = Op(name="syevd", row="syevd", shape="square", operands="A", options=Options,
-           outputs=_outputs, rule=_rule, attrs=_attrs, max_tile=MAX_TILE, empty_ok=True)
+           outputs=eigen_outputs, rule=_rule, attrs=_attrs, max_tile=MAX_TILE, empty_ok=True)
 
 
 def syevd(A, T_A, mesh=None, in_specs=None, return_eigenvectors=True, return_status=False,
