@@ -25,7 +25,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
 import jaxmg  # noqa: E402
-from jaxmg import _ops
+from jaxmg.ops.potri import POTRI
+from jaxmg.ops.potrs import POTRS, Options
+from jaxmg.pipeline.mesh import MeshCores
 from jaxmg.rules import hermitian as _autodiff
 from jaxmg.pipeline import request as _request
 from timing import median_time  # noqa: E402
@@ -51,10 +53,13 @@ def ffi_calls(fn, *args):
 
 def refactoring(mesh, A, b, logdet):
     """potrs through the derivative rules without the factor ops."""
-    opts = (("logdet", True),) if logdet else ()
-    req = _request.normalise("potrs", A, b, T_A=None, mesh=mesh, specs=P("x", None), opts=opts)
-    f = _autodiff.differentiable("potrs", _ops._core_potrs, _ops._core_potri)
-    return lambda A, b: f(A, b, req)
+    req = _request.normalise(POTRS, Options(logdet), A, b, T_A=None, mesh=mesh,
+                             specs=P("x", None))
+    cores = MeshCores(req)
+    if logdet:
+        return _autodiff.potrs_logdet(cores(POTRS, req.opts), cores(POTRI, POTRI.options()),
+                                      cores.lay, None)
+    return _autodiff.potrs(cores(POTRS, req.opts), cores.lay, None)
 
 
 def bench(n, reps, mesh):
@@ -86,7 +91,7 @@ def bench(n, reps, mesh):
     out.append(row(f"potrs logdet, jaxmg, {mesh.size} dev", t_primal,
                    median_time(g, A, b, reps=reps), err, ffi_calls(g, A, b)))
     old = refactoring(mesh, A, b, True)
-    g = jax.jit(jax.grad(lambda A, b: old(A, b)[2]))
+    g = jax.jit(jax.grad(lambda A, b: old(A, b)[1]))
     G = g(A, b)
     err = float(jnp.linalg.norm(A @ G[:, :8] - jnp.eye(n)[:, :8]))
     out.append(row("potrs logdet, jaxmg, refactoring", t_primal, median_time(g, A, b, reps=reps),

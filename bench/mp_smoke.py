@@ -20,6 +20,7 @@ jax.config.update("jax_enable_x64", True)
 from jaxmg.pipeline import ffi as _calls
 from jaxmg.engines import grid as _grid
 from jaxmg.engines import mp_route as _mp_route
+from jaxmg import ops
 from jaxmg.pipeline import request as _request
 
 HERMITIAN = ("potrs", "potri", "syevd", "sygvd")
@@ -111,9 +112,9 @@ def main():
                 bj = None if b is None else jax.device_put(
                     b, rows if op == "sygvd" else NamedSharding(mesh, P(None, None)))
                 aj = jax.device_put(a, rows)
-                rhs = None if op == "sygvd" else bj  # sygvd's B is a matrix, not b
-                req = _request.normalise(op, aj, rhs, T_A=tile, mesh=mesh, specs=P("x", None),
-                                         square=m == n)
+                decl = ops.by_row(op)
+                req = _request.normalise(decl, decl.options(), aj, *([] if bj is None else [bj]),
+                                         T_A=tile, mesh=mesh, specs=P("x", None))
                 out = _mp_route._run(req, aj, bj)
                 out = jax.tree.map(np.asarray, out)
                 res, status = residual(op, a, b, out), int(out["status"])

@@ -19,29 +19,16 @@ through the same C core. Importing jaxmg changes no JAX setting.
 
 from . import utils
 from .engines.device import device_supports_vmm
-from ._eigh_generalized import eigh_generalized, eigh_generalized_shardmap_ctx, sygvd
+from .ops.eigh_generalized import eigh_generalized, eigh_generalized_shardmap_ctx, sygvd
+from .ops.gesvd import gesvd, gesvd_shardmap_ctx
+from .ops.least_squares import least_squares, least_squares_shardmap_ctx
+from .ops.lu_solve import lu_solve, lu_solve_shardmap_ctx
+from .ops.polar import polar, polar_shardmap_ctx
+from .ops.potri import potri, potri_shardmap_ctx, potri_symmetrize
+from .ops.potrs import potrs, potrs_shardmap_ctx
+from .ops.qr import qr, qr_shardmap_ctx
+from .ops.syevd import syevd, syevd_shardmap_ctx
 from .utils import calculate_padding
-from ._general_ops import (
-    gesvd,
-    gesvd_shardmap_ctx,
-    least_squares,
-    least_squares_shardmap_ctx,
-    lu_solve,
-    lu_solve_shardmap_ctx,
-    polar,
-    polar_shardmap_ctx,
-    qr,
-    qr_shardmap_ctx,
-)
-from ._ops import (
-    potri,
-    potri_shardmap_ctx,
-    potri_symmetrize,
-    potrs,
-    potrs_shardmap_ctx,
-    syevd,
-    syevd_shardmap_ctx,
-)
 
 __all__ = [
     "potrs",

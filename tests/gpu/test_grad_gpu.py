@@ -155,19 +155,21 @@ def test_factor_ops_gpu(gpus, dtype, dispatch):
     solve, the inverse and logdet from it. N = 500 with T_A = 64: shards
     padded to whole tiles; the cuSolverMg factor is of the tile-reordered
     matrix, which the solve and the inverse must undo."""
-    from jaxmg import _ops
+    from jaxmg.ops import cholesky
+    from jaxmg.ops.potrs import POTRS, Options
     from jaxmg.pipeline import request as _request
 
     m = _mesh(gpus)
     rng = np.random.default_rng(163)
     n = 500 - 500 % len(gpus)
     A, b = _hpd(rng, n, dtype), _rand(rng, (n, 3), dtype)
-    req = _request.normalise("potrs", A, b, T_A=64, mesh=m, specs=(ROW, REP), dispatch=dispatch)
+    req = _request.normalise(POTRS, Options(), A, b, T_A=64, mesh=m, specs=(ROW, REP),
+                             dispatch=dispatch)
 
     def run(A, b):
-        F, fstatus, logdet = _ops._core_chol_factor(A, req)
-        x, s1 = _ops._core_chol_solve(F, fstatus, b, req)
-        inv, s2 = _ops._core_chol_inverse(F, fstatus, req)
+        F, fstatus, logdet = cholesky.factor_global(req, A)
+        x, s1 = cholesky.solve_global(req, F, fstatus, b)
+        inv, s2 = cholesky.inverse_global(req, F, fstatus)
         return x, inv, logdet, jnp.stack([fstatus, s1, s2])
 
     x, inv, logdet, status = jax.jit(run)(_rows(m, A), b)

@@ -171,3 +171,19 @@ def run_fresh(args, env=None, cwd=None, timeout=180):
                        timeout=timeout, cwd=cwd)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
+
+
+def declared(row: str):
+    """The declaration (jaxmg/ops/) of the op with this row of the C op table."""
+    from jaxmg import ops
+
+    return ops.by_row(row)
+
+
+def request(row: str, *arrays, opts=None, **kw):
+    """pipeline/request.normalise for the op of this row, its options
+    (default: the op's defaults), arrays and keywords."""
+    from jaxmg.pipeline import request as _request
+
+    op = declared(row)
+    return _request.normalise(op, opts if opts is not None else op.options(), *arrays, **kw)

@@ -74,7 +74,7 @@ def test_gpu_call_on_a_build_without_cuda_says_what_is_missing(tmp_path, monkeyp
     def no_library(stem):
         raise ImportError(f"lib{stem}.so not found")
 
-    monkeypatch.setattr(_library, "_library_path", no_library)
+    monkeypatch.setattr(_library, "library_path", no_library)
     monkeypatch.setenv("JAXMG_LIBRARY_DIR", str(lib))
     with pytest.raises(RuntimeError) as e:
         _library.ensure_registered("gpu")
@@ -88,7 +88,7 @@ def test_gpu_call_on_a_build_without_cuda_says_what_is_missing(tmp_path, monkeyp
 def test_gpu_call_on_a_build_configured_without_cuda(tmp_path, monkeypatch):
     if "gpu" in _library._registered:
         pytest.skip("the GPU engine is registered in this process")
-    monkeypatch.setattr(_library, "_library_path", lambda stem: (_ for _ in ()).throw(ImportError(stem)))
+    monkeypatch.setattr(_library, "library_path", lambda stem: (_ for _ in ()).throw(ImportError(stem)))
     monkeypatch.setenv("JAXMG_LIBRARY_DIR", str(tmp_path))
     with pytest.raises(RuntimeError, match=r"JAXMG_CUDA=OFF.*pip install \"\.\[cuda13\]\""):
         _library.ensure_registered("gpu")

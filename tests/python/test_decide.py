@@ -37,10 +37,11 @@ def test_auto_within_a_node_follows_the_crossovers():
     assert gpu("lu_solve", 40000) == "mg"
     assert gpu("potrs", 32768, nparties=1) == "single"  # one device: no cuSolverMg
     # Ops cuSolverMg lacks: one GPU while it fits (where the one-device JAX
-    # algorithm measured faster than cuSOLVER, that: "local"), then cuSOLVERMp.
+    # algorithm measured faster than cuSOLVER, that: "local"), then cuSOLVERMp,
+    # else the route composed from jaxmg's distributed ops (it never gathers A).
     assert gpu("qr", 40000) == "local" and gpu("qr", 40000, mesh_level=False) == "single"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB) == "mp"
-    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "local"
+    assert gpu("gesvd", 40000, device_bytes=8 * GIB, mp_available=False) == "composed"
     assert gpu("gesvd", 40000, device_bytes=8 * GIB, mesh_level=False) == "single"
 
 
@@ -196,10 +197,9 @@ def test_public_forced_engine_that_cannot_run_is_a_clear_error(call):
 
 
 def test_the_request_carries_the_engine():
-    from jaxmg.pipeline import request as _request
+    from helpers import request
 
     mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
     A = jax.device_put(np.eye(8) * 2, NamedSharding(mesh, P("x", None)))
-    req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None,
-                             dispatch="single")
+    req = request("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None, dispatch="single")
     assert req.engine == "host" and req.dispatch == "single"

@@ -143,7 +143,7 @@ def test_non_finite_input(rng):
 def test_status_mapping():
     """LAPACK's info to jaxmg's status: n + k -> k (B's minor), 1..n ->
     n + info (no convergence), 0 -> 0."""
-    from jaxmg._eigh_generalized import status_of
+    from jaxmg.ops.eigh_generalized import status_of
 
     got = np.asarray(status_of(jnp.array([0, 3, 10, 11, 17]), 10))
     np.testing.assert_array_equal(got, [0, 13, 20, 1, 7])

@@ -17,8 +17,10 @@ from jax.test_util import check_grads
 
 import jaxmg
 from jaxmg.rules import hermitian as ad
-from jaxmg import _ops
-from jaxmg.pipeline import request as _request
+from jaxmg.ops import cholesky
+from jaxmg.ops.potri import POTRI
+from jaxmg.ops.potrs import POTRS, Options
+from jaxmg.pipeline import mesh as _mesh, request as _request
 from helpers import REP, ROW, mesh, put, randn, spd
 
 CDT = [np.float64, np.complex128]
@@ -72,14 +74,14 @@ def test_factor_solve_inverse_match_numpy(rng, dtype, ndev, n, T_A):
     m = mesh(ndev)
     A = spd(rng, n, dtype)
     b, c = randn(rng, (n, 3), dtype), randn(rng, (n, 3), dtype)
-    req = _request.normalise("potrs", A, b, T_A=T_A, mesh=m, specs=(ROW, REP))
+    req = _request.normalise(POTRS, Options(), A, b, T_A=T_A, mesh=m, specs=(ROW, REP))
 
     @jax.jit
     def run(A, b, c):
-        F, fstatus, logdet = _ops._core_chol_factor(A, req)
-        x, s1 = _ops._core_chol_solve(F, fstatus, b, req)
-        y, s2 = _ops._core_chol_solve(F, fstatus, c, req)
-        inv, s3 = _ops._core_chol_inverse(F, fstatus, req)
+        F, fstatus, logdet = cholesky.factor_global(req, A)
+        x, s1 = cholesky.solve_global(req, F, fstatus, b)
+        y, s2 = cholesky.solve_global(req, F, fstatus, c)
+        inv, s3 = cholesky.inverse_global(req, F, fstatus)
         return x, y, inv, logdet, jnp.stack([fstatus, s1, s2, s3])
 
     x, y, inv, logdet, status = run(A, b, c)
@@ -100,15 +102,15 @@ def test_factor_is_checked_against_the_statics(rng):
     with."""
     m, n = mesh(4), 12
     A, b = spd(rng, n, np.float64), randn(rng, (n, 1), np.float64)
-    req2 = _request.normalise("potrs", A, b, T_A=2, mesh=m, specs=(ROW, REP))
-    req3 = _request.normalise("potrs", A, b, T_A=3, mesh=m, specs=(ROW, REP))
-    F, fstatus, _ = jax.jit(lambda A: _ops._core_chol_factor(A, req2))(A)
+    req2 = _request.normalise(POTRS, Options(), A, b, T_A=2, mesh=m, specs=(ROW, REP))
+    req3 = _request.normalise(POTRS, Options(), A, b, T_A=3, mesh=m, specs=(ROW, REP))
+    F, fstatus, _ = jax.jit(lambda A: cholesky.factor_global(req2, A))(A)
     assert F.shape == (12, 12)  # A's own shards: no tile padding on the host
-    x, status = jax.jit(lambda F, s: _ops._core_chol_solve(F, s, b, req3))(F, fstatus)
+    x, status = jax.jit(lambda F, s: cholesky.solve_global(req3, F, s, b))(F, fstatus)
     assert int(status) == 0 and np.allclose(np.asarray(x), np.linalg.solve(A, b), atol=1e-12)
     padded = jnp.zeros((16, 16), F.dtype)  # shards of 3 rows padded inside to 4 (tile 2)
     with pytest.raises(ValueError, match="valid only with the tile"):
-        jax.jit(lambda F, s: _ops._core_chol_solve(F, s, b, req3))(padded, fstatus)
+        jax.jit(lambda F, s: cholesky.solve_global(req3, F, s, b))(padded, fstatus)
 
 
 def test_factor_ops_not_positive_definite(rng):
@@ -117,13 +119,13 @@ def test_factor_ops_not_positive_definite(rng):
     m, n = mesh(2), 6
     A, b = spd(rng, n, np.float64), randn(rng, (n, 1), np.float64)
     A[3, 3] = -5.0
-    req = _request.normalise("potrs", A, b, T_A=None, mesh=m, specs=(ROW, REP))
+    req = _request.normalise(POTRS, Options(), A, b, T_A=None, mesh=m, specs=(ROW, REP))
 
     @jax.jit
     def run(A):
-        F, fstatus, logdet = _ops._core_chol_factor(A, req)
-        x, s1 = _ops._core_chol_solve(F, fstatus, b, req)
-        inv, s2 = _ops._core_chol_inverse(F, fstatus, req)
+        F, fstatus, logdet = cholesky.factor_global(req, A)
+        x, s1 = cholesky.solve_global(req, F, fstatus, b)
+        inv, s2 = cholesky.inverse_global(req, F, fstatus)
         return x, inv, logdet, fstatus, s1, s2
 
     x, inv, logdet, fstatus, s1, s2 = run(A)
@@ -299,13 +301,14 @@ def test_rules_without_factor_ops_still_refactor(rng):
     solve, potri for logdet."""
     m, n = mesh(2), 6
     A, b = put(spd(rng, n, np.float64), m, ROW), randn(rng, (n, 1), np.float64)
-    req = _request.normalise("potrs", A, b, T_A=None, mesh=m, specs=(ROW, REP),
-                             opts=(("logdet", True),))
-    f = ad.differentiable("potrs", _ops._core_potrs, _ops._core_potri)
-    got = calls(jax.grad(lambda A: f(A, b, req)[2]), A)
+    req = _request.normalise(POTRS, Options(logdet=True), A, b, T_A=None, mesh=m,
+                             specs=(ROW, REP))
+    cores = _mesh.MeshCores(req)
+    f = ad.potrs_logdet(cores(POTRS, req.opts), cores(POTRI, POTRI.options()), cores.lay, None)
+    got = calls(jax.grad(lambda A: f(A, b)[1]), A)
     assert got.get("potri") == 1 and "chol_factor" not in got, got
     r = jax.grad(lambda A: jnp.linalg.slogdet(sym(A))[1])(np.asarray(A))
-    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(lambda A: f(A, b, req)[2]))(A)), r,
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(lambda A: f(A, b)[1]))(A)), r,
                                atol=1e-12 * np.abs(r).max())
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jaxmg import _general_ops as g
+import jaxmg as g
 from helpers import DTYPES, REP, ROW, eps, is_complex, mesh, put, randn, real_dtype, up
 
 IDS = dict(ids=lambda d: np.dtype(d).name)

@@ -226,7 +226,7 @@ def _worker(cfg):
                                process_id=cfg["pid"], initialization_timeout=60)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    from jaxmg import _general_ops as g
+    import jaxmg as g
 
     me = jax.process_index()
     m = Mesh(np.array(jax.devices()), ("x",))

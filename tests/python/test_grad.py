@@ -8,6 +8,8 @@ The rules are tested over the public functions taken as cores (statics
 closed over), which is how jaxmg's own call surface wraps its cores.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -336,36 +338,39 @@ def test_logdet_grad_not_positive_definite_is_nan(rng):
 
 
 # ---------------------------------------------------------------------------
-# the adapter for _ops's cores, and the rule for general (LU) solves
+# the mesh-level rules, and the rule for general (LU) solves
 
 
-def test_differentiable_wraps_the_ops_cores(rng):
-    """ad.differentiable keeps each core's signature and outputs: potrs with
-    a vector b, potri, syevd with and without eigenvectors."""
-    from jaxmg import _ops
-    from jaxmg.pipeline import request as _request
+def test_mesh_rules_keep_the_cores_outputs(rng):
+    """The mesh-level rule (pipeline/mesh.differentiable) keeps each core's
+    signature and outputs: potrs with a vector b, potri, syevd with and
+    without eigenvectors."""
+    from jaxmg.ops import potri as op_potri, potrs as op_potrs, syevd as op_syevd
+    from jaxmg.pipeline import mesh as _mesh, request as _request
 
     m, n = mesh(4), 8
     A, b, H = spd(rng, n, np.float64), randn(rng, (n,), np.float64), hermitian(rng, n, np.float64)
-    req = _request.normalise("potrs", A, b, T_A=None, mesh=m, specs=(ROW, REP))
-    f = ad.differentiable("potrs", _ops._core_potrs, _ops._core_potri)
-    x, status, logdet = f(A, b, req)
-    assert x.shape == (n,) and logdet is None and int(status) == 0
-    g = jax.jit(jax.grad(lambda A, b: jnp.sum(f(A, b, req)[0] ** 2), (0, 1)))(A, b)
+    req = _request.normalise(op_potrs.POTRS, op_potrs.Options(), A, b, T_A=None, mesh=m,
+                             specs=(ROW, REP))
+    f = _mesh.differentiable(req)
+    x, status = f(A, b)
+    assert x.shape == (n,) and int(status) == 0
+    g = jax.jit(jax.grad(lambda A, b: jnp.sum(f(A, b)[0] ** 2), (0, 1)))(A, b)
     r = jax.grad(lambda A, b: jnp.sum(jnp.linalg.solve(sym(A), b) ** 2), (0, 1))(A, b)
     for a, e in zip(g, r):
         np.testing.assert_allclose(np.asarray(a), e, atol=1e-12 * np.abs(e).max())
     for jobz in (True, False):
-        req = _request.normalise("syevd", H, T_A=None, mesh=m, specs=(ROW,),
-                                 opts=(("jobz", jobz),))
-        f = ad.differentiable("syevd", _ops._core_syevd)
-        assert (f(H, req)[1] is None) == (not jobz)
-        g = jax.jit(jax.grad(lambda A: f(A, req)[0][0]))(H)
+        req = _request.normalise(op_syevd.SYEVD, op_syevd.Options(jobz), H, T_A=None, mesh=m,
+                                 specs=(ROW,))
+        f = _mesh.differentiable(req)
+        assert len(f(H)) == (3 if jobz else 2)
+        g = jax.jit(jax.grad(lambda A: f(A)[0][0]))(H)
         r = jax.grad(lambda A: jnp.linalg.eigvalsh(A)[0])(H)
         np.testing.assert_allclose(np.asarray(g), r, atol=1e-12)
-    req = _request.normalise("potri", A, T_A=None, mesh=m, specs=(ROW,))
-    f = ad.differentiable("potri", _ops._core_potri)
-    g = jax.jit(jax.grad(lambda A: jnp.sum(f(A, req)[0])))(A)
+    req = _request.normalise(op_potri.POTRI, op_potri.POTRI.options(), A, T_A=None, mesh=m,
+                             specs=(ROW,))
+    f = _mesh.differentiable(req)
+    g = jax.jit(jax.grad(lambda A: jnp.sum(f(A)[0])))(A)
     r = jax.grad(lambda A: jnp.sum(jnp.linalg.inv(sym(A))))(A)
     np.testing.assert_allclose(np.asarray(g), r, atol=1e-12 * np.abs(r).max())
 
@@ -388,7 +393,7 @@ def test_linear_solve_rule_general_matrix(rng, dtype):
 
 
 # ---------------------------------------------------------------------------
-# the public functions (their cores are wrapped in _ops._entry)
+# the public functions (the pipeline wraps their cores in the ops' rules)
 
 
 def test_public_potrs_grad_tutorial_and_14_forms(rng):
@@ -460,12 +465,14 @@ def test_public_vmap_potrs(rng):
 
 def test_syevd_rule_per_shard(rng):
     """The syevd rule inside the caller's shard_map (V in rows)."""
-    from jaxmg import _ops
+    from jaxmg.ops import syevd as op_syevd
+    from jaxmg.pipeline import forms
+    from jaxmg.pipeline.per_shard import Statics
 
     m, n = mesh(4), 8
     H = hermitian(rng, n, np.complex128)
-    f = ad.differentiable_local(
-        "syevd", lambda a: _ops._syevd_local(a, None, True, True, None, "auto", "rows"), ("x",))
+    f = functools.partial(forms.shard_call, op_syevd.SYEVD, op_syevd.Options(),
+                          Statics(v_layout="rows"))
     cw, cv = rng.standard_normal(n), rng.standard_normal((n, n))
 
     def body(a):
@@ -548,11 +555,11 @@ def test_derivatives_move_no_full_matrix(rng):
 def test_explicit_mesh_axes(rng):
     """On Explicit mesh axes (shardings in the types): grads of potrs (b
     replicated, and b row-sharded as 1.4 allows), its logdet, potri, syevd
-    without eigenvectors, and vmap over b, through the _ops cores."""
+    without eigenvectors, and vmap over b, through the mesh-level rules."""
     from jax.sharding import AxisType, NamedSharding
 
-    from jaxmg import _ops
-    from jaxmg.pipeline import request as _request
+    from jaxmg.ops import potri as op_potri, potrs as op_potrs, syevd as op_syevd
+    from jaxmg.pipeline import mesh as _mesh, request as _request
 
     m = jax.sharding.Mesh(np.array(jax.devices()[:4]), ("x",), axis_types=(AxisType.Explicit,))
     n = 8
@@ -560,32 +567,33 @@ def test_explicit_mesh_axes(rng):
     b = randn(rng, (n, 2), np.complex128)
     on = lambda x, spec: jax.device_put(x, NamedSharding(m, spec))  # noqa: E731
     Ar, Hr = on(A, ROW), on(H, ROW)
-    req = lambda op, *xs, **kw: _request.normalise(op, *xs, T_A=2, mesh=m, specs=ROW, **kw)  # noqa: E731
-    potrs = ad.differentiable("potrs", _ops.CORES["potrs"], _ops.CORES["potri"])
+
+    def rule(op, opts, *xs):
+        return _mesh.differentiable(_request.normalise(op, opts, *xs, T_A=2, mesh=m, specs=ROW))
+
     ref = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.solve(sym(A), b)) ** 2))(A)
     for b_spec in (REP, ROW):
         br = on(b, b_spec)
-        r = req("potrs", Ar, br)
-        g = jax.jit(jax.grad(lambda A, b: jnp.sum(jnp.abs(potrs(A, b, r)[0]) ** 2), (0, 1)))(Ar, br)
+        potrs = rule(op_potrs.POTRS, op_potrs.Options(), Ar, br)
+        g = jax.jit(jax.grad(lambda A, b: jnp.sum(jnp.abs(potrs(A, b)[0]) ** 2), (0, 1)))(Ar, br)
         np.testing.assert_allclose(np.asarray(g[0]), ref, atol=1e-12 * np.abs(ref).max())
         assert g[0].sharding.spec == ROW and g[1].sharding.spec == b_spec
     br = on(b, REP)
-    r = req("potrs", Ar, br, opts=(("logdet", True),))
-    g = jax.jit(jax.grad(lambda A: potrs(A, br, r)[2]))(Ar)
+    potrs = rule(op_potrs.POTRS, op_potrs.Options(logdet=True), Ar, br)
+    g = jax.jit(jax.grad(lambda A: potrs(A, br)[1]))(Ar)
     rl = jax.grad(lambda A: jnp.linalg.slogdet(sym(A))[1])(A)
     np.testing.assert_allclose(np.asarray(g), rl, atol=1e-12 * np.abs(rl).max())
-    potri = ad.differentiable("potri", _ops.CORES["potri"])
-    g = jax.jit(jax.grad(lambda A: jnp.sum(jnp.abs(potri(A, req("potri", Ar))[0]) ** 2)))(Ar)
+    potri = rule(op_potri.POTRI, op_potri.POTRI.options(), Ar)
+    g = jax.jit(jax.grad(lambda A: jnp.sum(jnp.abs(potri(A)[0]) ** 2)))(Ar)
     ri = jax.grad(lambda A: jnp.sum(jnp.abs(jnp.linalg.inv(sym(A))) ** 2))(A)
     np.testing.assert_allclose(np.asarray(g), ri, atol=1e-12 * np.abs(ri).max())
-    syevd = ad.differentiable("syevd", _ops.CORES["syevd"])
-    r = req("syevd", Hr, opts=(("jobz", False),))
-    g = jax.jit(jax.grad(lambda A: syevd(A, r)[0][-1]))(Hr)
+    syevd = rule(op_syevd.SYEVD, op_syevd.Options(jobz=False), Hr)
+    g = jax.jit(jax.grad(lambda A: syevd(A)[0][-1]))(Hr)
     rw = jax.grad(lambda A: jnp.linalg.eigvalsh(A)[-1])(H)
     np.testing.assert_allclose(np.asarray(g), rw, atol=1e-12)
     bs = on(randn(rng, (3, n, 2), np.complex128), P(None, None, None))
-    r = req("potrs", Ar, bs[0])
-    x = jax.jit(jax.vmap(lambda b: potrs(Ar, b, r)[0]))(bs)
+    potrs = rule(op_potrs.POTRS, op_potrs.Options(), Ar, bs[0])
+    x = jax.jit(jax.vmap(lambda b: potrs(Ar, b)[0]))(bs)
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(A, np.asarray(bs)), atol=1e-12)
 
 

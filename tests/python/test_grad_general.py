@@ -11,8 +11,40 @@ from jax.test_util import check_grads
 
 from jaxmg.rules import hermitian as ad
 from jaxmg.rules import general as adg
-from jaxmg import _general_ops as g
-from helpers import ROW, mesh, put, randn
+from jaxmg.pipeline import mesh as _mesh
+from helpers import ROW, declared, mesh, put, randn, request
+
+
+class g:
+    """The ops' non-differentiable cores on global arrays in rows over the
+    solve axes (b replicated), by the request the public functions make."""
+
+    @staticmethod
+    def _core(row, arrays, mesh, axes, T_A, pad, dispatch, **opts):
+        op = declared(row)
+        req = request(row, *arrays, opts=op.options(**opts), T_A=T_A, mesh=mesh,
+                      specs=jax.sharding.PartitionSpec(axes, None), pad=pad, dispatch=dispatch)
+        return _mesh.run_core(req, *arrays)
+
+    @staticmethod
+    def _core_lu_solve(A, b, **kw):
+        return g._core("lu_solve", (A, b), **kw)
+
+    @staticmethod
+    def _core_least_squares(A, b, **kw):
+        return g._core("least_squares", (A, b), **kw)
+
+    @staticmethod
+    def _core_qr(A, **kw):
+        return g._core("qr", (A,), **kw)
+
+    @staticmethod
+    def _core_gesvd(A, **kw):
+        return g._core("gesvd", (A,), **kw)
+
+    @staticmethod
+    def _core_polar(A, **kw):
+        return g._core("polar", (A,), **kw)
 
 CDT = [np.float64, np.complex128]
 IDS = lambda d: np.dtype(d).name  # noqa: E731

@@ -126,20 +126,21 @@ def _refactor_form(op, m):
 
 
 def _refactor_local_form(op, m):
-    """The same per shard (ad.differentiable_local without a Factored)."""
+    """The same per shard (the rules without a Factored)."""
     logdet = op == "potrs_logdet"
-
-    def body(a, b):
-        outs = jaxmg.potrs_shardmap_ctx(a, b, None, return_logdet=logdet)
-        return (outs[0], outs[2], outs[1]) if logdet else (outs[0], outs[1], None)
+    lay = ad.Layout(("x",))
 
     def potri_body(a):
         return jaxmg.potri_shardmap_ctx(a, None)
 
     def local(a, b):
-        x, _, ld = ad.differentiable_local("potrs", body, ("x",),
-                                           potri_body if logdet else None, None)(a, b)
-        return (x, ld) if logdet else (x,)
+        if logdet:
+            x, ld, _ = ad.potrs_logdet(
+                lambda a, b: jaxmg.potrs_shardmap_ctx(a, b, None, return_logdet=True),
+                potri_body, lay)(a, b)
+            return (x, ld)
+        x, _ = ad.potrs(lambda a, b: jaxmg.potrs_shardmap_ctx(a, b, None), lay)(a, b)
+        return (x,)
 
     return _in_shard_map(local, m, op)
 

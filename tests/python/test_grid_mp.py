@@ -11,7 +11,6 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxmg.engines import grid as _grid
 from jaxmg.engines import mp as _mp
 from jaxmg.engines import mp_route as _mp_route
-from jaxmg.pipeline import routes as _routes
 
 
 def test_tags_differ_by_grid_and_devices():
@@ -59,12 +58,11 @@ def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape, spec):
 def test_full_svd_of_a_tall_matrix_is_refused(monkeypatch):
     monkeypatch.setattr(_mp_route, "call", lambda *a, **k: pytest.fail("called the engine"))
 
-    class Req:
-        op, shape, mesh, axes, dispatch, engine = "gesvd", (8, 4), None, ("x",), "mp", "mp"
+    from jaxmg.ops.gesvd import GESVD, Options
 
-        @staticmethod
-        def opt(name, default):
-            return {"full_matrices": True}.get(name, default)
+    class Req:
+        op, opts = GESVD, Options(full_matrices=True)
+        shape, mesh, axes, dispatch, engine = (8, 4), None, ("x",), "mp", "mp"
 
     with pytest.raises(ValueError, match="thin SVD only"):
-        _routes.route("gesvd", Req(), jax.ShapeDtypeStruct((8, 4), np.float32))
+        _mp_route.run(Req(), jax.ShapeDtypeStruct((8, 4), np.float32))

@@ -14,7 +14,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(_mp, "_lib", None)
     import jaxmg.engines.library as lib
 
-    monkeypatch.setattr(lib, "_library_path", lambda stem: lib._HERE / f"lib{stem}.so")
+    monkeypatch.setattr(lib, "library_path", lambda stem: lib._HERE / f"lib{stem}.so")
 
 
 def test_old_nccl_is_refused_before_cusolvermp_loads(fresh, monkeypatch):

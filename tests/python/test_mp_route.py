@@ -15,8 +15,10 @@ import jaxmg
 from jaxmg.pipeline import ffi as _calls
 from jaxmg.pipeline import decide as _decide
 from jaxmg.engines import mp_route as _mp_route
+from jaxmg.pipeline import mesh as _mesh
 from jaxmg.pipeline import request as _request
-from jaxmg.pipeline import routes as _routes
+
+from helpers import declared, request
 
 from test_mp_solve import engine, hpd, rand
 
@@ -25,8 +27,8 @@ def test_route_is_none_on_cpu(rng):
     mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
     a = np.eye(8) * 2
     A = jax.device_put(a, NamedSharding(mesh, P("x", None)))
-    req = _request.normalise("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None)
-    assert _routes.route("potrs", req, A, jnp.ones(8)) is None
+    req = request("potrs", A, jnp.ones(8), T_A=2, mesh=mesh, specs=None)
+    assert req.engine == "host" and req.engine not in _mesh.ROUTED
 
 
 # ---------------------------------------------------------------------------
@@ -47,6 +49,8 @@ def _input(op, rng, n, m, dtype):
     return rand(rng, (m, n), dtype).astype(dtype)
 
 
+TALL = ("least_squares", "qr", "gesvd", "polar")
+WITH_B = ("potrs", "lu_solve", "least_squares")
 LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",), P("x", None)),
            (("x",), P(None, "x"))]
 
@@ -57,9 +61,9 @@ LAYOUTS = [(("r", "c"), P("r", "c")), (("r", "c"), P(("r", "c"), None)), (("x",)
 def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, spec):
     devs = np.array(jax.devices()[:4])
     mesh = Mesh(devs.reshape(2, 2) if len(axes) == 2 else devs, axes)
-    n = 6 if op in _mp_route._TALL else 7  # 7 is split by no grid here: padded
+    n = 6 if op in TALL else 7  # 7 is split by no grid here: padded
     m = 10
-    if op in _mp_route._TALL and tuple(spec)[1] is not None:
+    if op in TALL and tuple(spec)[1] is not None:
         n = 8  # the engine cannot pad columns of a tall matrix
     a = _input(op, rng, n, m, dtype)
     rows = a.shape[0]
@@ -67,20 +71,19 @@ def test_routed_results_in_the_cores_convention(routed, rng, op, dtype, axes, sp
     # JAX cannot hold 7 rows in 2 shards: A comes replicated, the spec names the layout
     put = spec if _request.fits(a.shape[0], mesh, spec) and _request.fits(a.shape[1], mesh, spec) else P()
     A = jax.device_put(a, NamedSharding(mesh, put))
-    opts = {"potrs": (("logdet", True),), "syevd": (("jobz", True),),
-            "sygvd": (("jobz", True),)}.get(op, ())
-    B = jnp.asarray(b[:, 0]) if op in _mp_route._WITH_B else None  # a vector b
+    opts = declared(op).options(**({"logdet": True} if op == "potrs" else {}))
+    B = jnp.asarray(b[:, 0]) if op in WITH_B else None  # a vector b
     if op == "sygvd":  # B in another layout than A's: the route moves it
         B = jax.device_put(b, NamedSharding(mesh, P()))
-    req = _request.normalise(op, A, None if op == "sygvd" else B, T_A=2, mesh=mesh, specs=spec,
-                             square=op not in _mp_route._TALL, opts=opts)
-    out = _routes.route(op, req, *((A, B) if B is not None else (A,)))
-    out = [None if o is None else np.asarray(o) for o in out]
-    assert out[1 if op == "potrs" else -1] == 0  # potrs: (x, status, logdet)
+    req = request(op, *((A, B) if B is not None else (A,)), opts=opts, T_A=2, mesh=mesh,
+                  specs=spec)
+    out = _mesh.run_core(req, *((A, B) if B is not None else (A,)))
+    out = [np.asarray(o) for o in out]
+    assert out[-1] == 0
     tol = 1e-9 * max(1.0, np.linalg.cond(a))
     bv = b[:, 0]
     if op == "potrs":
-        x, _, ld = out
+        x, ld, _ = out
         assert x.shape == (n,)
         np.testing.assert_allclose(a @ x, bv, atol=tol)
         np.testing.assert_allclose(ld, np.linalg.slogdet(a)[1], atol=1e-9)
@@ -123,9 +126,9 @@ def test_routed_non_finite_input_gives_status_minus_one(routed, rng):
     a[3, 5] = np.nan
     A = jax.device_put(a, NamedSharding(mesh, P("r", "c")))
     b = jnp.ones((8, 2))
-    req = _request.normalise("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
-    x, status, ld = _routes.route("potrs", req, A, b)
-    assert int(status) == -1 and np.isnan(np.asarray(x)).all() and ld is None
+    req = request("potrs", A, b, T_A=2, mesh=mesh, specs=P("r", "c"))
+    x, status = _mesh.run_core(req, A, b)
+    assert int(status) == -1 and np.isnan(np.asarray(x)).all()
 
 
 def jnp_engine(op, grid, mesh, args, *, spec, tile, attrs):
@@ -169,14 +172,13 @@ def test_routed_under_jit(monkeypatch, rng, op, explicit):
     a = _input(op, rng, 6 if op == "qr" else n, m, np.float64)
     A = jax.device_put(a, NamedSharding(mesh, P()))
     b = jnp.asarray(rand(rng, (a.shape[0],), np.float64)) if op == "potrs" else None
-    req = _request.normalise(op, A, b, T_A=2, mesh=mesh, specs=P(("r", "c"), None),
-                             square=op != "qr", opts=(("jobz", True),) if op == "syevd" else ())
     args = (A, b) if b is not None else (A,)
-    out = jax.jit(lambda *xs: _routes.route(op, req, *xs))(*args)
-    out = [None if o is None else np.asarray(o) for o in out]
+    req = request(op, *args, T_A=2, mesh=mesh, specs=P(("r", "c"), None))
+    out = jax.jit(lambda *xs: _mesh.run_core(req, *xs))(*args)
+    out = [np.asarray(o) for o in out]
     if op == "potrs":
         np.testing.assert_allclose(a @ out[0], np.asarray(b), atol=1e-10)
-        assert out[2] is None  # no logdet asked
+        assert len(out) == 2  # no logdet asked
     elif op == "syevd":
         np.testing.assert_allclose(a @ out[1], out[1] * out[0], atol=1e-10)
     else:

@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sl
-from helpers import DTYPES, ROW, eps, is_complex, mesh, put, randn, rng_for, up
+from helpers import DTYPES, ROW, eps, is_complex, mesh, put, randn, request, rng_for, up
 
 import jaxmg
-from jaxmg import _ops
+from jaxmg.ops import cholesky
 from jaxmg.pipeline import request as _request
 
 N = 301
@@ -145,12 +145,12 @@ def test_chol_factor_solve_inverse(dtype, T):
     a = _matrix(f"chol{dtype}", dtype, positive=True)
     b = randn(rng_for(f"cholb{dtype}"), (N, 2), dtype)
     A = _A(a)
-    req = _request.normalise("potrs", A, jnp.asarray(b), T_A=T, mesh=_mesh(), specs=ROW)
+    req = request("potrs", A, jnp.asarray(b), T_A=T, mesh=_mesh(), specs=ROW)
 
     def core(A, b, req):
-        F, s, logdet = _ops._core_chol_factor(A, req)
-        x, _ = _ops._core_chol_solve(F, s, b, req)
-        inv, _ = _ops._core_chol_inverse(F, s, req)
+        F, s, logdet = cholesky.factor_global(req, A)
+        x, _ = cholesky.solve_global(req, F, s, b)
+        inv, _ = cholesky.inverse_global(req, F, s)
         return x, inv, logdet
 
     x, inv, logdet = _request.run(core, req, A, jnp.asarray(b))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmg import _general_ops as g
+import jaxmg as g
 from helpers import DTYPES, REP, ROW, eps, mesh, put, randn, up
 
 IDS = dict(ids=lambda d: np.dtype(d).name)

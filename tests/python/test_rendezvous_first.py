@@ -136,20 +136,22 @@ def test_factor_ops_nonfinite_in_one_shard(rng):
     logdet NaN), and a solve or inverse with that factor runs no engine and
     returns NaN with the factor's status; a good factor with a NaN in b
     gives -1 and NaN too."""
-    from jaxmg import _ops
+    from jaxmg.ops.cholesky import factor_shard, inverse_shard, solve_shard
+    from jaxmg.ops.potrs import POTRS
+    from jaxmg.pipeline.per_shard import Statics
 
     m = mesh(4)
     A = spd(rng, N, np.float64)
     b = randn(rng, (N, 2), np.float64)
     shard = (N // 4, N)
+    st_ = Statics(axis_name="x")
 
     def body(a, bb, a_ok):
-        fac, st, ld = _ops._chol_factor_local(a, None, axis_name="x")
-        x, sx = _ops._chol_solve_local(fac, st, bb, shard, None, axis_name="x")
-        inv, si = _ops._chol_inverse_local(fac, st, shard, None, axis_name="x")
-        fac2, st2, _ = _ops._chol_factor_local(a_ok, None, axis_name="x")
-        x2, sx2 = _ops._chol_solve_local(fac2, st2, jnp.full_like(bb, jnp.nan), shard, None,
-                                         axis_name="x")
+        fac, st, ld = factor_shard(POTRS, st_, a)
+        x, sx = solve_shard(POTRS, st_, shard, fac, st, bb)
+        inv, si = inverse_shard(POTRS, st_, shard, fac, st)
+        fac2, st2, _ = factor_shard(POTRS, st_, a_ok)
+        x2, sx2 = solve_shard(POTRS, st_, shard, fac2, st2, jnp.full_like(bb, jnp.nan))
         return st, ld, x, sx, inv, si, st2, x2, sx2
 
     S = P(None)

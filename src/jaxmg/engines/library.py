@@ -16,6 +16,8 @@ import threading
 
 import jax
 
+from . import cuda_libs as _cuda_libs
+
 # The built libraries sit in the package folder (jaxmg/), above this one.
 _HERE = pathlib.Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
@@ -35,7 +37,7 @@ def target_name(op: str) -> str:
     return f"jaxmg_{op}"
 
 
-def _library_path(stem: str) -> pathlib.Path:
+def library_path(stem: str) -> pathlib.Path:
     """The built library: next to this file when installed, or in the folder
     named by JAXMG_LIBRARY_DIR (a development build tree)."""
     name = f"lib{stem}.so"
@@ -53,7 +55,7 @@ def has_library(stem: str) -> bool:
     """Whether this installation has lib{stem}.so (e.g. jaxmg_mp, the
     cuSOLVERMp engine, built only where its wheels were found)."""
     try:
-        _library_path(stem)
+        library_path(stem)
     except ImportError:
         return False
     return True
@@ -70,7 +72,7 @@ def _capsule_address(capsule) -> int:
 
 
 def _load_host() -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(_library_path("jaxmg_host")))
+    lib = ctypes.CDLL(str(library_path("jaxmg_host")))
     from scipy.linalg import cython_lapack
 
     from scipy.linalg import cython_blas
@@ -135,10 +137,8 @@ def _load_cuda() -> ctypes.CDLL:
     """The cuSolverMg engine's library, after the CUDA libraries it needs
     (from JAX's nvidia wheels first; _cuda_libs.py). ImportError saying what
     is missing and the command that fixes it."""
-    from . import cuda_libs as _cuda_libs
-
     try:
-        path = _library_path("jaxmg_cuda")
+        path = library_path("jaxmg_cuda")
     except ImportError:
         override = os.environ.get("JAXMG_LIBRARY_DIR")
         raise ImportError(_cuda_libs.missing_engine(pathlib.Path(override) if override else _HERE)) from None

@@ -22,7 +22,6 @@ from jax.sharding import PartitionSpec as P
 
 from ..pipeline import ffi as _calls
 from . import library as _library
-from ..pipeline import request as _request
 from ..pipeline import shard as _shard
 
 REP = P(None, None)
@@ -86,37 +85,15 @@ def _sanitised(A, bad):
     return jnp.where(bad, eye, A)
 
 
-def qr(req, A):
-    """(Q in A's layout, R replicated, status): jnp.linalg.qr, reduced."""
-    def fn(A):
-        bad = _bad(A)
-        outs, status = _guard(bad, jnp.linalg.qr(_sanitised(A, bad), mode="reduced"))
-        return (*outs, status)
-
-    q, r, status = _replicated(fn, req, A)
-    return _request.to_a_layout(q, req), r, status
-
-
-def gesvd(req, A):
-    """(U in A's layout or (M, 0), s, Vh or (0, N), status): jnp.linalg.svd."""
-    m, n = req.shape
-    cu, cv = req.opt("compute_u", True), req.opt("compute_vh", True)
-    full = req.opt("full_matrices", False)
-
-    def fn(A):
-        bad = _bad(A)
-        a = _sanitised(A, bad)
-        if cu or cv:
-            u, s, vh = jnp.linalg.svd(a, full_matrices=full)
-        else:
-            s = jnp.linalg.svd(a, compute_uv=False)
-        u = u if cu else jnp.zeros((m, 0), A.dtype)
-        vh = vh if cv else jnp.zeros((0, n), A.dtype)
-        outs, status = _guard(bad, (u, s, vh))
-        return (*outs, status)
-
-    u, s, vh, status = _replicated(fn, req, A)
-    return (_request.to_a_layout(u, req) if cu else u), s, vh, status
+def svd(A, compute_u: bool, compute_vh: bool, full_matrices: bool):
+    """(U or (M, 0), s, Vh or (0, N)): jnp.linalg.svd."""
+    m, n = A.shape
+    if not (compute_u or compute_vh):
+        return jnp.zeros((m, 0), A.dtype), jnp.linalg.svd(A, compute_uv=False), \
+            jnp.zeros((0, n), A.dtype)
+    u, s, vh = jnp.linalg.svd(A, full_matrices=full_matrices)
+    return (u if compute_u else jnp.zeros((m, 0), A.dtype)), s, \
+        (vh if compute_vh else jnp.zeros((0, n), A.dtype))
 
 
 def _probe_orthonormal(up, tol):
@@ -146,34 +123,25 @@ def _polar_tall(A):
     return up, (h + jnp.conj(h).T) / 2
 
 
-def polar(req, A):
-    """(Up in A's layout, H replicated or (0, N), status): QDWH on the
-    gathered matrix (wide A: through A^H = W K, so Up = W^H, H = W K W^H)."""
-    m, n = req.shape
-    compute_h = req.opt("compute_h", True)
+def polar(A, compute_h: bool):
+    """(Up, H or (0, N)): QDWH (wide A: through A^H = W K, so Up = W^H,
+    H = W K W^H)."""
+    m, n = A.shape
+    if m >= n:
+        up, h = _polar_tall(A)
+    else:
+        w, k = _polar_tall(jnp.conj(A).T)
+        up, h = jnp.conj(w).T, w @ k @ jnp.conj(w).T
+        h = (h + jnp.conj(h).T) / 2
+    return up, (h if compute_h else jnp.zeros((0, n), A.dtype))
 
+
+def run(req, A, *rest):
+    """The op's outputs and status on the gathered matrix (see the module
+    docstring)."""
     def fn(A):
         bad = _bad(A)
-        a = _sanitised(A, bad)
-        if m >= n:
-            up, h = _polar_tall(a)
-        else:
-            w, k = _polar_tall(jnp.conj(a).T)
-            up, h = jnp.conj(w).T, w @ k @ jnp.conj(w).T
-            h = (h + jnp.conj(h).T) / 2
-        if not compute_h:
-            h = jnp.zeros((0, n), A.dtype)
-        outs, status = _guard(bad, (up, h))
+        outs, status = _guard(bad, req.op.one_device(req.opts, _sanitised(A, bad)))
         return (*outs, status)
 
-    up, h, status = _replicated(fn, req, A)
-    return _request.to_a_layout(up, req), h, status
-
-
-_RUN = {"qr": qr, "gesvd": gesvd, "polar": polar}
-
-
-def run(op: str, req, *arrays):
-    """The core's outputs of op (qr, gesvd or polar), by the one-device
-    algorithm."""
-    return _RUN[op](req, *arrays)
+    return _replicated(fn, req, A)

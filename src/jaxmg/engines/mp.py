@@ -32,6 +32,7 @@ import jax
 from ..pipeline import ffi as _calls
 from . import cuda_libs as _cuda_libs
 from . import grid as _grid
+from . import library as _library
 from . import nccl_bootstrap as _nccl_bootstrap
 
 NCCL_MIN = 22902
@@ -84,9 +85,7 @@ def library() -> ctypes.CDLL:
     with _lock:
         if _lib is not None:
             return _lib
-        from .library import _library_path
-
-        path = _library_path("jaxmg_mp")
+        path = _library.library_path("jaxmg_mp")
         jax.devices()  # the CUDA plugin loads its libnccl first
         _check_nccl(_cuda_libs.build_info(path.parent).get("cuda_major", "13"))
         # libnccl.so.2 then libcusolverMp.so.0 from the nvidia wheels of the

@@ -1,23 +1,14 @@
 """Running a mesh-level call on the cuSOLVERMp engine.
 
-_routes hands a mesh-level call here when _decide chose "mp" for it (a
-solve group whose devices sit on several nodes, the only engine that solves
-across nodes, or dispatch="mp" forced). run(op, req, *arrays) runs the op
-on the engine and returns the core's own outputs (same shapes, layouts and
-status convention):
-
-    potrs         (x in b's shape and layout, status, logdet or None)
-    potri         (A^-1 in A's layout, status)
-    syevd         (w, V in A's layout or None, status)
-    lu_solve, least_squares   (x in b's shape and layout, status)
-    qr            (Q in A's layout, R, status)
-    gesvd         (U in A's layout or (M, 0), s, Vh or (0, N), status)
-    polar         (U in A's layout, H or (0, N), status)
-    sygvd         (w, V in A's layout or None, status)
-
-Status is -1 (outputs NaN) for a non-finite input, as on the other engines;
-the engine itself gives > 0 and NaN outputs for a failing matrix (sygvd:
-LAPACK's info, mapped to the core's status as its per-shard path maps it).
+pipeline/mesh.py hands a mesh-level call here when the engine decision
+chose "mp" for it (a solve group whose devices sit on several nodes, the
+only engine that solves across nodes, or dispatch="mp" forced).
+run(req, A, *rest) runs the op on the engine and returns its outputs
+(op.outputs(opts), cut to A's sizes; mesh.py puts them in the caller's
+layouts) and the status. Status is -1 (outputs NaN) for a non-finite
+input, as on the other engines; the engine itself gives > 0 and NaN
+outputs for a failing matrix (mapped as the op declares: sygvd's LAPACK
+info).
 
 The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
@@ -47,16 +38,13 @@ from jax.sharding import PartitionSpec as P
 from ..pipeline import ffi as _calls
 from ..pipeline import decide as _decide
 from . import grid as _grid
-from ..pipeline import request as _request
+from . import mp as _mp
 from ..pipeline import shard as _shard
 
 REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
 OPS = tuple(sorted(_decide.ENGINE_OPS["mp"]))
 KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
-_WITH_B = ("potrs", "lu_solve", "least_squares")  # replicated right-hand sides
-_PAIRED = ("sygvd",)  # a second matrix, laid out as A
-_TALL = ("least_squares", "qr", "gesvd", "polar")
 # Tiles where the caller gave none (T_A=None): the notes' best for
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
 _TILE = {"syevd": 256, "sygvd": 256, "gesvd": 256, "polar": 256}
@@ -95,10 +83,10 @@ def _up(x: int, k: int) -> int:
 def _padded_shape(req, spec) -> tuple[int, int]:
     m, n = req.shape
     pr, pc = _splits(req, spec)
-    if req.op in _TALL:
+    if req.op.shape != "square":
         if n % pc:
             raise ValueError(
-                f"jaxmg: the cuSOLVERMp engine splits A's {n} columns over {pc} devices; {req.op} "
+                f"jaxmg: the cuSOLVERMp engine splits A's {n} columns over {pc} devices; {req.op.name} "
                 "cannot pad columns: make N a multiple of the column axis, or shard A by rows"
             )
         return _up(m, pr), n
@@ -110,7 +98,7 @@ def _pad(A, req, m1, n1, diag):
     """A padded to m1 x n1 at its end (replicated first: JAX cannot pad a
     sharded dimension to a size its axes do not divide); diag on the new
     diagonal of a square op."""
-    return _shard.pad_end(A, req.mesh, m1, n1, None if req.op in _TALL else diag)
+    return _shard.pad_end(A, req.mesh, m1, n1, None if req.op.shape != "square" else diag)
 
 
 def _rep(x, req):
@@ -131,15 +119,13 @@ def _nan(bad, x):
 
 def _attrs(req, m: int, n: int) -> dict:
     """The row's attributes for this request (A's rows m, columns n)."""
-    return {
-        "syevd": lambda: {"jobz": int(req.opt("jobz", True))},
-        "sygvd": lambda: {"jobz": int(req.opt("jobz", True)), "nvalid": n},
-        "least_squares": lambda: {"mrows": m},
-        "qr": lambda: {"mrows": m},
-        "gesvd": lambda: {"ucols": n if req.opt("compute_u", True) else 0,
-                          "vrows": n if req.opt("compute_vh", True) else 0, "mrows": m},
-        "polar": lambda: {"hrows": n if req.opt("compute_h", True) else 0, "mrows": m},
-    }.get(req.op, dict)()
+    attrs = dict(req.op.attrs(req.opts, m, n))
+    row = _calls.table()[req.op.row]
+    if "mrows" in row.attrs:
+        attrs["mrows"] = m
+    if "nvalid" in row.attrs:
+        attrs["nvalid"] = n
+    return attrs
 
 
 def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
@@ -147,8 +133,6 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
     `where` left out, A in `spec` over the solve axes); returns its results
     in the row's order, global: those sharded like A in spec, the status one
     per device, the rest replicated."""
-    from . import mp as _mp
-
     row = _calls.table()[op]
     axes = grid.axes
     sizes = [mesh.shape[ax] if ax is not None else 1 for ax in spec]
@@ -175,79 +159,62 @@ def _run(req, A, b=None) -> dict:
     (and b) padded and placed, the view of A undone, the status the largest
     over the devices (-1 for a non-finite input), outputs NaN then."""
     m, n = req.shape
+    op = req.op.row
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
-    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if req.op == "syevd" else 1), req.mesh, spec)]
-    if b is not None and req.op in _PAIRED:
+    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if op == "syevd" else 1), req.mesh, spec)]
+    if b is not None and req.op.operands == "AB":
         args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
     elif b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
-    tile = req.tile or _TILE.get(req.op, _DEFAULT_TILE)
-    grid = _grid.grid_from_mesh(req.mesh, req.axes, op=req.op)
+    tile = req.tile or _TILE.get(op, _DEFAULT_TILE)
+    grid = _grid.grid_from_mesh(req.mesh, req.axes, op=op)
     attrs = _attrs(req, m, n)
-    if req.op == "syevd" and n1 != n:
+    if op == "syevd" and n1 != n:
         attrs["jobz"] = 1  # the pad eigenpairs are told apart by their eigenvectors
-    rets = call(req.op, grid, req.mesh, _calls.to_engine(req.op, KIND, args), spec=spec,
+    rets = call(op, grid, req.mesh, _calls.to_engine(op, KIND, args), spec=spec,
                 tile=tile, attrs=attrs)
-    rets = _calls.from_engine(req.op, KIND, rets)
-    out = dict(zip((r.name for r in _calls.table()[req.op].rets), rets))
-    if req.op == "syevd" and n1 != n:
+    rets = _calls.from_engine(op, KIND, rets)
+    out = dict(zip((r.name for r in _calls.table()[op].rets), rets))
+    if op == "syevd" and n1 != n:
         out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
     # The same on every rank; -1 where some rank flagged non-finite input (no
-    # engine ran: call); sygvd's is LAPACK's info, which its core maps as for
-    # every engine.
+    # engine ran: call).
     status = jnp.max(out.pop("status")).astype(jnp.int32)
     bad = status == -1
     out = {k: _nan(bad, v) for k, v in out.items()}
-    out["status"] = status
+    out["status"] = req.op.status(status, n) if req.op.status is not None else status
     return out
 
 
-# What each core returns, by the row's result names (None: not asked for).
-_OUTPUTS = {
-    "potrs": ("x", "status", "logdet"), "potri": ("a", "status"), "syevd": ("w", "a", "status"),
-    "lu_solve": ("x", "status"), "least_squares": ("x", "status"), "qr": ("a", "r", "status"),
-    "gesvd": ("u", "s", "vh", "status"), "polar": ("a", "h", "status"),
-    "sygvd": ("w", "a", "status"),
-}
-_ASKED = {("potrs", "logdet"): ("logdet", False), ("syevd", "a"): ("jobz", True),
-          ("sygvd", "a"): ("jobz", True)}
-
-
-def _outputs(req, out, b):
-    """The core's outputs: each result cut to the unpadded sizes of its
-    dimension letters; those sharded like A in A's layout, x in b's."""
+def _outputs(req, out, vector: bool):
+    """The op's outputs, each cut to the unpadded sizes of its dimension
+    letters, and the status."""
     m, n = req.shape
     d = {"L": m, "M": m, "N": n, "S": min(m, n)}
-    rules = {r.name: r for r in _calls.table()[req.op].rets}
+    rules = {r.name: r for r in _calls.table()[req.op.row].rets}
     res = []
-    for name in _OUTPUTS[req.op]:
-        opt = _ASKED.get((req.op, name))
-        x = out[name]
-        if opt is not None and not req.opt(*opt):
-            res.append(None)
-            continue
-        if rules[name].dims:
-            x = _cut(x, req, *[d.get(c, x.shape[k]) for k, c in enumerate(rules[name].dims)])
-        if name == "x":
-            x = _request.to_b_layout(x[:, 0] if b.ndim == 1 else x, req, b)
-        elif rules[name].dims[:1] == "L":
-            x = _request.to_matrix_layout(x, req)
+    for o in req.op.outputs(req.opts):
+        x = out[o.name]
+        if rules[o.name].dims:
+            x = _cut(x, req, *[d.get(c, x.shape[k]) for k, c in enumerate(rules[o.name].dims)])
+        if o.name == "x" and vector:
+            x = x[:, 0]
         res.append(x)
-    return tuple(res)
+    return (*res, out["status"])
 
 
 def _check(req):
     m, n = req.shape
-    if req.op == "gesvd" and req.opt("full_matrices", False) and m > n:
+    if req.op.row == "gesvd" and req.opts.full_matrices and m > n:
         raise ValueError("jaxmg: the cuSOLVERMp engine computes the thin SVD only "
                          "(full_matrices=False, or m == n)")
 
 
-def run(op: str, req, *arrays):
-    """The core's outputs of op (see the module docstring), computed on the
-    engine."""
+def run(req, A, *rest):
+    """The op's outputs and status (see the module docstring), computed on
+    the engine."""
     _check(req)
-    b = arrays[1] if len(arrays) > 1 else None
-    return _outputs(req, _run(req, *arrays), b)
+    b = rest[0] if rest else None
+    return _outputs(req, _run(req, A, b), b is not None and b.ndim == 1)

@@ -34,6 +34,8 @@ import threading
 import jax
 import numpy as np
 
+from . import library as _library
+
 _lock = threading.Lock()
 _job: tuple[str, tuple[str, ...]] | None = None  # (nonce, node of each process)
 
@@ -47,8 +49,6 @@ def node_id() -> str:
 
 
 def _timeout_ms() -> int:
-    from . import library as _library
-
     return max(1, int(1000 * _library.timeout_s()))
 
 

@@ -38,6 +38,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import jax
+
+from . import library as _library
+
 ID_BYTES = 128  # NCCL_UNIQUE_ID_BYTES
 
 _lock = threading.Lock()
@@ -50,8 +54,6 @@ class BootstrapError(RuntimeError):
 
 def timeout_s() -> float:
     """JAXMG_TIMEOUT_S, read where the C core reads it (_library.timeout_s)."""
-    from . import library as _library
-
     return _library.timeout_s()
 
 
@@ -99,8 +101,6 @@ def exchange_unique_id(
     naming the missing process and ranks after `timeout` seconds
     (JAXMG_TIMEOUT_S by default)."""
     if me is None:
-        import jax
-
         me = jax.process_index()
     members = list(dict.fromkeys(int(p) for p in rank_processes))
     if me not in members:

@@ -8,9 +8,11 @@ among them; every other module asks it, and a forced `dispatch=` that cannot
 run is a ValueError raised here, before anything is traced.
 
 `dispatch` is "auto" or a forced engine: "single", "multi" (cuSolverMg, the
-name the public API has always used; "mg" is accepted too), "mp", "host" or
+name the public API has always used; "mg" is accepted too), "mp", "host",
 "local" (the algorithm jnp / jax.scipy run on one device, on the gathered
-matrix: _local.py; for qr, gesvd and polar).
+matrix: engines/local.py; for qr, gesvd and polar) or "composed" (qr,
+gesvd and polar composed from jaxmg's own distributed ops, never gathering
+A: jaxmg/composed/; tall A, M and N multiples of the device count).
 On CPU devices the host engine is the only one: a forced one-node GPU engine
 there is accepted (where it has the op) and has no effect, as it always had.
 
@@ -22,7 +24,8 @@ The automatic choice, in order:
      single, resp. the multi-GPU engine that has the op.
   4. Otherwise single up to the op's measured crossover N (CROSSOVERS), then
      cuSolverMg where it has the op, else cuSOLVERMp at mesh level, else
-     single.
+     (a matrix too large for one GPU) the composed route where the op has
+     one, else single.
   5. Where that gives the one-device engine (single, host) at mesh level and
      the one-device JAX algorithm measured faster (LOCAL), local.
 """
@@ -38,7 +41,7 @@ import numpy as np
 from ..engines import library as _library
 from ..engines import multiproc as _multiproc
 
-ENGINES = ("host", "single", "mg", "mp", "local")
+ENGINES = ("host", "single", "mg", "mp", "local", "composed")
 
 # The public ops; the factor ops of potrs's derivative (chol_*) decide as potrs.
 OPS = ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar", "sygvd")
@@ -50,11 +53,12 @@ ENGINE_OPS = {
     "mg": frozenset({"potrs", "potri", "syevd", "lu_solve"}),
     "mp": frozenset(OPS),
     "local": frozenset({"qr", "gesvd", "polar"}),
+    "composed": frozenset({"qr", "gesvd", "polar"}),
 }
 
 # What callers may pass as dispatch=, and the engine each forces.
 FORCED = {"single": "single", "multi": "mg", "mg": "mg", "mp": "mp", "host": "host",
-          "local": "local"}
+          "local": "local", "composed": "composed"}
 ACCEPTED = ("auto",) + tuple(FORCED)
 
 
@@ -150,11 +154,11 @@ def _forced(p: Problem, engine: str) -> str:
     if p.op not in ENGINE_OPS[engine]:
         name = {"mg": "the multi-GPU engine (cuSolverMg)"}.get(engine, f"the {engine} engine")
         refuse(f"{name} has no {p.op}; use dispatch='auto'")
-    if engine == "local":
+    if engine in ("local", "composed"):
         if not p.mesh_level:
-            refuse("the one-device route runs mesh-level calls, not inside the caller's "
+            refuse(f"the {engine} route runs mesh-level calls, not inside the caller's "
                    "shard_map")
-        return "local"
+        return engine
     if engine == "mp":
         if p.platform != "gpu":
             refuse(f"the cuSOLVERMp engine runs on GPUs only; this mesh is on {p.platform!r} "
@@ -229,6 +233,8 @@ def _engine(p: Problem) -> str:
         return "mg"
     if p.mesh_level and p.mp_available and p.op in ENGINE_OPS["mp"]:
         return "mp"
+    if not fits and p.mesh_level and p.op in ENGINE_OPS["composed"]:
+        return "composed"
     return "single"
 
 

@@ -20,19 +20,12 @@ Accepted:
     over the spec's axes in order (r then c); A is moved there (one copy)
     and matrix results are moved back to A's spec.
 
-How an op uses it (the new ops of issue 15 go the same way):
-
-    req = _request.normalise("lu_solve", A, b, T_A=T_A, mesh=mesh,
-                             specs=in_specs, matrix_specs=matrix_specs,
-                             pad=pad, dispatch=dispatch, donate=donate,
-                             square=True)        # square=False: M x N A
-    outs = _request.run(_core_lu_solve, req, A, b)   # eager: cached jit
-                                                     # (donating if asked);
-                                                     # under a trace: inline
-  and inside `_core_lu_solve(A, b, req)` (traced): `_request.to_rows(A, req)`
-  puts A in the engines' layout (req.row_spec, over req.axes), a shard_map
-  over req.mesh runs the per-shard body, `_request.to_matrix_layout(M, req)`
-  and `_request.to_b_layout(x, req, b)` move results back.
+The request is the first step of pipeline/forms.py's mesh_call:
+`normalise(op, opts, A, *rest, ...)` checks the call and makes the engine
+decision (pipeline/decide.py) once; `run(core, req, *args)` runs a core
+(eagerly through a jit cached per request, donating if asked; under a
+trace inline); to_rows / to_matrix_layout / to_a_layout / to_b_layout move
+arrays between the caller's layouts and the engines' rows (pipeline/mesh.py).
 """
 
 from __future__ import annotations
@@ -53,8 +46,12 @@ from . import decide as _decide
 from ..engines import library as _library
 from . import shard as _shard
 from . import validate as v
+from .declare import WITH_RHS, WITH_TWIN
 
-try:  # the concrete mesh of jax.set_mesh (absent under use_abstract_mesh)
+# The concrete mesh of jax.set_mesh (absent under use_abstract_mesh). The
+# public jax.sharding.get_mesh refuses to answer under jax.jit, where this
+# is needed too.
+try:
     from jax._src.mesh import get_concrete_mesh as _get_concrete_mesh
 except ImportError:  # pragma: no cover - older/newer JAX
     _get_concrete_mesh = None
@@ -66,7 +63,7 @@ _MESH_TYPES = (jax.sharding.Mesh, jax.sharding.AbstractMesh)
 class Request:
     """A normalised call: static, hashable (a jit cache key)."""
 
-    op: str
+    op: object                # the op's declaration (pipeline/declare.py)
     mesh: object              # jax.sharding.Mesh, or AbstractMesh under jit
     axes: tuple[str, ...]     # the solve axes, in rank order
     a_spec: P                 # A's layout as given (2 entries): results go back to it
@@ -80,7 +77,7 @@ class Request:
     b_spec: P | None = None   # b's layout (b's rank), x goes back to it
     b_vector: bool = False
     b_alike: bool = False     # b's layout is not visible while tracing: x takes b's own (to_b_layout)
-    opts: tuple = ()          # op-specific static options, as (name, value) pairs
+    opts: object = None       # the op's options (its declaration's options dataclass)
 
     @property
     def n(self) -> int:
@@ -93,9 +90,6 @@ class Request:
     @property
     def row_spec(self) -> P:
         return P(self.axes if len(self.axes) > 1 else self.axes[0], None)
-
-    def opt(self, name, default=None):
-        return dict(self.opts).get(name, default)
 
 
 # ---------------------------------------------------------------------------
@@ -282,18 +276,25 @@ def _b_spec(b, given, m, ndim: int) -> tuple[P, bool]:
 # the one entry
 
 
-def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=True,
-              dispatch="auto", donate=False, square=True, opts=()) -> Request:
-    """Checks a mesh-level call and returns its Request (see the module
-    docstring); every failure is a ValueError/TypeError naming the accepted
-    forms."""
-    with_b = b is not None
-    a_given, b_given = _one_spec(specs, matrix_specs, with_b)
-    if square:
+def normalise(op, opts, A, *rest, T_A, mesh, specs, matrix_specs=None, pad=True,
+              dispatch="auto", donate=False) -> Request:
+    """Checks a mesh-level call of op (a declaration, pipeline/declare.py)
+    with options opts and returns its Request (see the module docstring);
+    every failure is a ValueError/TypeError naming the accepted forms."""
+    b = rest[0] if op.operands == WITH_RHS else None
+    a_given, b_given = _one_spec(specs, matrix_specs, b is not None)
+    if op.shape == "square":
         n, dt = v.square(A)
         shape = (n, n)
     else:
         shape, dt = v.matrix(A)
+    if 0 in shape and not (op.empty_ok and shape == (0, 0)):
+        raise ValueError(f"jaxmg: A is empty (shape {shape})")
+    if op.shape == "tall" and shape[0] < shape[1]:
+        raise ValueError(f"jaxmg: {op.name} needs at least as many rows as columns (M >= N), "
+                         f"got A of shape {shape}")
+    if op.operands == WITH_TWIN:
+        v.same_matrix(rest[0], A)
     tile = v.tile(T_A)
     pad = v.flag(pad, "pad")
     donate = v.flag(donate, "donate")
@@ -302,14 +303,14 @@ def normalise(op: str, A, b=None, *, T_A, mesh, specs, matrix_specs=None, pad=Tr
     spec = _pad_spec(a_given, 2, "A's spec") if a_given is not None else _infer_spec(A, m)
     axes = _layout(spec, m)
     b_spec, b_vector, b_alike = None, False, False
-    if with_b:
+    if b is not None:
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec, b_alike = _b_spec(b, b_given, m, 1 if b_vector else 2)
     _library.ensure_registered(_library.mesh_platform(m))
-    engine = _decide.for_mesh(op, m, axes, dispatch, max(shape), dt)
+    engine = _decide.for_mesh(op.decides_as, m, axes, dispatch, max(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
                    tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
-                   b_spec=b_spec, b_vector=b_vector, b_alike=b_alike, opts=tuple(opts))
+                   b_spec=b_spec, b_vector=b_vector, b_alike=b_alike, opts=opts)
 
 
 # ---------------------------------------------------------------------------
@@ -326,7 +327,7 @@ def _scoped(core, args, req):
     """core under _shard.program_scope: every FFI call it traces is named
     within the program being traced (see _shard.new_site)."""
     with _shard.program_scope():
-        return core(*args, req)
+        return core(*args, req=req)
 
 
 def _trace_state_clean() -> bool:
@@ -343,7 +344,7 @@ def traced(*args) -> bool:
 
 
 def run(core, req: Request, *args):
-    """core(*args, req): eagerly through a jit cached per (core, req), which
+    """core(*args, req=req): eagerly through a jit cached per (core, req), which
     donates the arguments when req.donate; under an outer trace inlined, so
     that every trace gives each FFI call its own call-site key."""
     if traced(*args) or not _trace_state_clean():
@@ -363,6 +364,12 @@ def fits(n: int, m, spec: P) -> bool:
     """Whether an array of n rows/cols can be held in `spec` on m (JAX needs
     every sharded dimension divisible by its axes' size)."""
     return all(n % v.solve_size(m, _names(part)) == 0 for part in spec)
+
+
+def a_work(A, req: Request):
+    """JAXMg 1.4's a_work: A in the engines' row layout (its values;
+    replicated where that layout cannot hold N)."""
+    return to_rows(A, req) if fits(A.shape[0], req.mesh, req.row_spec) else A
 
 
 def to_rows(A, req: Request):

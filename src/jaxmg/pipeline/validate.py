@@ -56,6 +56,16 @@ def square(A, what: str = "A") -> tuple[int, np.dtype]:
     return shape[0], dt
 
 
+def same_matrix(B, A, what: str = "B") -> None:
+    """B a matrix of A's shape and dtype (a second operand laid out as A)."""
+    (sb, dtb), (sa, dta) = matrix(B, what), matrix(A, "A")
+    if (sb, dtb) != (sa, dta):
+        raise ValueError(
+            f"jaxmg: {what} must have A's shape and dtype (one shape and dtype for both); got "
+            f"{sb} {dtb} and A {sa} {dta}"
+        )
+
+
 def dtype(dt, what: str) -> np.dtype:
     dt = np.dtype(dt)
     if dt not in SUPPORTED:

@@ -1,5 +1,5 @@
 """Derivative rules for the general operations of issue 15 (qr, gesvd,
-polar, least_squares; lu_solve's rule is _autodiff.linear_solve).
+polar, least_squares; lu_solve's rule is rules/hermitian.linear_solve).
 
 As in _autodiff, each rule takes the op's non-differentiable core as a
 callable (statics closed over) and a Layout, and returns a differentiable,
@@ -35,13 +35,13 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import batching as _batching
-from .hermitian import Layout, _conj, _explicit, _float0_zeros, _is_complex, _my_rows, keep
+from .products import Layout, conj, explicit, float0_zeros, is_complex, keep, my_rows
 
 _REP = P(None, None)
 
 
 def _H(x):
-    return _conj(x).T
+    return conj(x).T
 
 
 def global_rows(X, lay: Layout) -> int:
@@ -63,8 +63,8 @@ def gram(X, Y, lay: Layout):
     all-reduce of the (N, K) result, replicated."""
     if lay.per_shard:
         return jax.lax.psum(_H(X) @ Y, lay.axes)
-    X, Y = _conj(keep(X, lay, lay.row_spec)), keep(Y, lay, lay.row_spec)
-    if _explicit(lay):  # the all-reduced result, replicated, stated for the typed shardings
+    X, Y = conj(keep(X, lay, lay.row_spec)), keep(Y, lay, lay.row_spec)
+    if explicit(lay):  # the all-reduced result, replicated, stated for the typed shardings
         return jnp.einsum("ij,ik->jk", X, Y,
                           out_sharding=jax.sharding.NamedSharding(lay.mesh, _REP))
     return jnp.einsum("ij,ik->jk", X, Y)
@@ -102,11 +102,11 @@ def qr(core, lay: Layout):
         qt = gram(Q, dx_rinv, lay)
         low = jnp.tril(qt, -1)
         do = low - _H(low)
-        if _is_complex(qt):  # the diagonal's imaginary part (jnp's correction)
+        if is_complex(qt):  # the diagonal's imaginary part (jnp's correction)
             do = do + jnp.eye(qt.shape[0], dtype=qt.dtype) * (qt - jnp.real(qt).astype(qt.dtype))
         dQ = rows_times(Q, do - qt, lay) + dx_rinv
         dR = (qt - do) @ R
-        return (Q, R, status), (keep(dQ, lay), dR, _float0_zeros(status))
+        return (Q, R, status), (keep(dQ, lay), dR, float0_zeros(status))
 
     return f
 
@@ -150,7 +150,7 @@ def gesvd(core, lay: Layout):
         (A,), (dA,) = primals, tangents
         U, s, Vh, status = f(A)
         ds, dU, dVh = _svd_tangents(A, keep(dA, lay), U, s, Vh, lay)
-        return (U, s, Vh, status), (dU, ds, dVh, _float0_zeros(status))
+        return (U, s, Vh, status), (dU, ds, dVh, float0_zeros(status))
 
     return f
 
@@ -197,7 +197,7 @@ def svd_parts(core, core_usv, lay: Layout, compute_u: bool, compute_vh: bool,
             U = dU = jnp.zeros((A.shape[0], 0), A.dtype)
         if not compute_vh:
             Vh = dVh = jnp.zeros((0, A.shape[1]), A.dtype)
-        return (U, s, Vh, status), (dU, ds, dVh, _float0_zeros(status))
+        return (U, s, Vh, status), (dU, ds, dVh, float0_zeros(status))
 
     return f
 
@@ -218,7 +218,7 @@ def singular_values(core_s, core_usv, lay: Layout):
         (A,), (dA,) = primals, tangents
         U, s, Vh, status = full(A)
         dS = gram(U, rows_times(keep(dA, lay), _H(Vh), lay), lay)
-        return (s, status), (jnp.real(jnp.diagonal(dS)).astype(s.dtype), _float0_zeros(status))
+        return (s, status), (jnp.real(jnp.diagonal(dS)).astype(s.dtype), float0_zeros(status))
 
     return f
 
@@ -285,7 +285,7 @@ def polar(core, lay: Layout, svd_core):
         dH = (dH + _H(dH)) / 2
         if H.shape[0] == 0:  # compute_h=False: H is (0, N)
             dH = jnp.zeros_like(H)
-        return (Up, H, status), (keep(dUp, lay), dH, _float0_zeros(status))
+        return (Up, H, status), (keep(dUp, lay), dH, float0_zeros(status))
 
     return f
 
@@ -320,7 +320,7 @@ def least_squares(core, lay: Layout, hpd_solve=None):
         b, db, x = (b[:, None], db[:, None], x0[:, None]) if vector else (b, db, x0)
         dA = keep(dA, lay)
         if lay.per_shard:  # b is replicated; A's rows are this device's
-            b, db = _my_rows(b, lay), _my_rows(db, lay)
+            b, db = my_rows(b, lay), my_rows(db, lay)
         r = b - rows_times(A, x, lay)
         G = gram(A, A, lay)
         rhs = gram(A, db - rows_times(dA, x, lay), lay) + gram(dA, r, lay)
@@ -329,20 +329,12 @@ def least_squares(core, lay: Layout, hpd_solve=None):
             return hpd_solve(G, w)
 
         def tsolve(_, w):
-            return _conj(hpd_solve(G, _conj(w)))
+            return conj(hpd_solve(G, conj(w)))
 
         dx = jax.lax.custom_linear_solve(
             lambda v: gram(A, rows_times(A, v, lay), lay), rhs, solve, tsolve)
-        return (x0, status), (dx[:, 0] if vector else dx, _float0_zeros(status))
+        return (x0, status), (dx[:, 0] if vector else dx, float0_zeros(status))
 
     return f
-
-
-def lu_solve(core, lay: Layout, transpose_core=None):
-    """lu_solve's rule: _autodiff.linear_solve (kept here beside the other
-    general ops)."""
-    from .hermitian import linear_solve
-
-    return linear_solve(core, lay, transpose_core)
 
 

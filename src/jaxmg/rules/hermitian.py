@@ -1,4 +1,5 @@
-"""Derivative rules for jaxmg's operations, written with jaxmg's own solves
+"""Derivative rules for the Hermitian ops (potrs, potri, syevd, the
+generalized eigenproblem) and the general linear solve, written with jaxmg's own solves
 and sharded products so that derivatives stay distributed.
 
 Every rule takes the op's non-differentiable core as a callable (statics
@@ -30,212 +31,22 @@ jnp.linalg.eigh do (symmetrize_input=True): a tangent dA acts as
 sym(dA), and a cotangent comes back Hermitian. Along Hermitian directions
 this is the derivative of the op itself.
 
-Batching (vmap) is in _batching.py: every rule wraps its core there first.
-`differentiable` / `differentiable_local` (at the end) put the rules in
-_ops's core convention; the general ops' rules are in _autodiff_general.py.
+Batching (vmap) is in rules/batching.py: every rule wraps its core there
+first. The sharded products are rules/products.py; the general ops' rules
+are rules/general.py; each op module (jaxmg/ops/) picks its rule.
 docs/derivatives.md has the conventions and the cost of each derivative.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from . import batching as _batching
-from ..pipeline import shard as _shard
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Where A lives.
-
-    axes: the mesh axes A's rows are split over (the solve axes, in rank
-    order). mesh: the mesh of a mesh-level call (A global, N x N), or None
-    inside the caller's shard_map (A is this device's (N/P, N) row block).
-    spec: A's own layout at mesh level, which tangents and cotangents of A
-    are kept in (default: rows over `axes`)."""
-
-    axes: tuple[str, ...]
-    mesh: object = None
-    spec: P | None = None
-
-    @property
-    def per_shard(self) -> bool:
-        return self.mesh is None
-
-    @property
-    def row_spec(self) -> P:
-        return P(self.axes if len(self.axes) > 1 else self.axes[0], None)
-
-    @property
-    def a_spec(self) -> P:
-        return self.spec if self.spec is not None else self.row_spec
-
-    @property
-    def nparties(self) -> int:
-        if self.per_shard:
-            sizes = _shard.axis_sizes()
-        else:
-            sizes = dict(zip(self.mesh.axis_names, self.mesh.axis_sizes))
-        return int(np.prod([sizes[ax] for ax in self.axes]))
-
-
-def layout_of(req, per_shard: bool = False) -> Layout:
-    """The Layout of a normalised request (anything with mesh, axes and
-    a_spec attributes, as _request.Request)."""
-    if per_shard:
-        return Layout(tuple(req.axes))
-    return Layout(tuple(req.axes), req.mesh, getattr(req, "a_spec", None))
-
-
-# ---------------------------------------------------------------------------
-# sharded products. Mesh level: A global with a sharding constraint (XLA's
-# partitioner keeps matrix-vector products on the row shards); per shard:
-# explicit collectives over the solve axes.
-
-
-def _is_complex(x) -> bool:
-    return jnp.issubdtype(x.dtype, jnp.complexfloating)
-
-
-def _conj(x):
-    return jnp.conj(x) if _is_complex(x) else x
-
-
-def _fits(shape, lay: Layout, spec: P) -> bool:
-    """Whether JAX can hold an array of `shape` in `spec` (every sharded
-    dimension divisible by its axes' size)."""
-    sizes = dict(zip(lay.mesh.axis_names, lay.mesh.axis_sizes))
-    for dim, part in zip(shape, spec):
-        names = () if part is None else (part if isinstance(part, tuple) else (part,))
-        if dim % int(np.prod([sizes[a] for a in names] or [1])):
-            return False
-    return True
-
-
-def keep(M, lay: Layout, spec: P | None = None):
-    """M (a matrix, mesh level) constrained to `spec` (default A's layout),
-    where JAX can hold it so; per shard, M unchanged. Under differentiation
-    the constraint transposes to itself, so cotangents keep the layout."""
-    if lay.per_shard:
-        return M
-    spec = lay.a_spec if spec is None else spec
-    return _shard.constrain(M, lay.mesh, spec) if _fits(M.shape, lay, spec) else M
-
-
-def _explicit(lay: Layout) -> bool:
-    types = getattr(lay.mesh, "axis_types", ()) or ()
-    explicit = getattr(jax.sharding.AxisType, "Explicit", None)
-    return explicit is not None and any(t == explicit for t in types)
-
-
-def like(out, v, lay: Layout):
-    """out in v's sharding at mesh level on Explicit axes, where types
-    carry shardings and a solve's tangent must have its right-hand side's
-    (a no-op on Auto axes, where XLA propagates)."""
-    if lay.per_shard or not _explicit(lay):
-        return out
-    return _shard.constrain(out, lay.mesh, jax.typeof(v).sharding.spec)
-
-
-def _replicated(v, lay: Layout):
-    """v replicated, on Explicit axes (Auto: left to XLA)."""
-    if lay.per_shard or not _explicit(lay):
-        return v
-    return _shard.constrain(v, lay.mesh, P(*((None,) * v.ndim)))
-
-
-def _my_rows(v, lay: Layout):
-    """Per shard: this device's rows of a replicated (N, ...) array."""
-    nloc = v.shape[0] // lay.nparties
-    start = jax.lax.axis_index(lay.axes) * nloc
-    return jax.lax.dynamic_slice_in_dim(v, start, nloc, axis=0)
-
-
-def matvec(M, v, lay: Layout):
-    """M v for M (N x N, or a row block per shard) and v (N,) or (N, K)
-    replicated; the result replicated."""
-    if not lay.per_shard:
-        return like(keep(M, lay, lay.row_spec) @ _replicated(v, lay), v, lay)
-    return jax.lax.all_gather(M @ v, lay.axes, axis=0, tiled=True)
-
-
-def rmatvec(M, v, lay: Layout):
-    """M^H v, a contraction over the sharded rows: per-device partial sums
-    and one all-reduce of the (N, K) result; M is never transposed."""
-    if not lay.per_shard:
-        out = jnp.einsum("ij,i...->j...", _conj(keep(M, lay, lay.row_spec)), _replicated(v, lay))
-        return like(out, v, lay)
-    return jax.lax.psum(jnp.einsum("ij,i...->j...", _conj(M), _my_rows(v, lay)), lay.axes)
-
-
-def symmul(M, v, lay: Layout):
-    """sym(M) v = (M v + M^H v) / 2: the operator the engines invert. M
-    is first kept in A's layout, so that its cotangent comes back there."""
-    M = keep(M, lay)
-    return (matvec(M, v, lay) + rmatvec(M, v, lay)) / 2
-
-
-def mean_over_parties(r, lay: Layout):
-    """Per shard, the mean of a replicated value over the solve axes. With
-    shard_map(check_vma=False) each device's copy of a replicated cotangent
-    is its own term of a sum; averaging them before one collective solve
-    keeps the transposed solve linear per device (no-op at mesh level)."""
-    return jax.lax.pmean(r, lay.axes) if lay.per_shard else r
-
-
-def _ring_matmul_shard(x, y, axes, nparties):
-    """Per shard: rows of X @ Y from row blocks x (M/P, K) and y (K/P, N).
-    The row blocks of Y travel round the ring (ppermute), so each device
-    holds at most two blocks at any time and never Y whole."""
-    nloc = y.shape[0]  # rows of Y per device = the width of X's column blocks
-    me = jax.lax.axis_index(axes)
-    perm = [(j, (j - 1) % nparties) for j in range(nparties)]
-    blk, acc = y, None
-    for s in range(nparties):
-        k = (me + s) % nparties  # blk holds Y's rows of device k
-        part = jax.lax.dynamic_slice_in_dim(x, k * nloc, nloc, axis=1) @ blk
-        acc = part if acc is None else acc + part
-        if s + 1 < nparties:
-            blk = jax.lax.ppermute(blk, axes, perm)
-    return acc
-
-
-def matmul(X, Y, lay: Layout):
-    """X @ Y for X (M, K) and Y (K, N) in rows over the solve axes, the
-    result in rows too. Mesh level through a shard_map of the ring product;
-    where the device count does not divide M and K (jaxmg's results are
-    then replicated anyway) a plain product."""
-    if lay.per_shard:
-        return _ring_matmul_shard(X, Y, lay.axes, lay.nparties)
-    if X.shape[0] % lay.nparties or Y.shape[0] % lay.nparties:
-        return X @ Y
-    rows = lay.row_spec
-    body = functools.partial(_ring_matmul_shard, axes=lay.axes, nparties=lay.nparties)
-    return jax.shard_map(body, mesh=lay.mesh, in_specs=(rows, rows), out_specs=rows,
-                         check_vma=False)(keep(X, lay, rows), keep(Y, lay, rows))
-
-
-def ctranspose(M, lay: Layout):
-    """M^H, in rows as M: per shard an all_to_all of (nloc x nloc) blocks."""
-    if not lay.per_shard:
-        return keep(_conj(M).T, lay, lay.row_spec)
-    cols = jax.lax.all_to_all(M, lay.axes, split_axis=1, concat_axis=0, tiled=True)
-    return _conj(cols.T)
-
-
-def hermitian_part(M, lay: Layout):
-    return (M + ctranspose(M, lay)) / 2
-
-
-def _float0_zeros(x):
-    return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+from .products import (Layout, conj, ctranspose, float0_zeros, hermitian_part, is_complex, keep,
+                       matmul, matvec, mean_over_parties, my_rows, symmul)
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +65,7 @@ def _solve_fns(core, A, lay: Layout, transpose_core=None):
         r = mean_over_parties(r, lay)
         if transpose_core is not None:
             return transpose_core(A, r)
-        if not _is_complex(r):
+        if not is_complex(r):
             return core(A, r)
         x, *aux = core(A, jnp.conj(r))
         return (jnp.conj(x), *aux)
@@ -317,7 +128,7 @@ def potri(core, lay: Layout):
         inv, status = f(A)
         s = hermitian_part(keep(dA, lay), lay)
         d_inv = -matmul(inv, matmul(s, inv, lay), lay)
-        return (inv, status), (keep(d_inv, lay), _float0_zeros(status))
+        return (inv, status), (keep(d_inv, lay), float0_zeros(status))
 
     return f
 
@@ -386,7 +197,7 @@ def _potrs_factored(core, lay: Layout, fac: Factored):
         (A, b), (dA, db) = primals, tangents
         F, fstatus, _ = _factor_of(fac, A)
         x, status, dx = _factored_jvp(fac, F, fstatus, A, b, keep(dA, lay), db, lay)
-        return (x, status), (dx, _float0_zeros(status))
+        return (x, status), (dx, float0_zeros(status))
 
     return f
 
@@ -413,7 +224,7 @@ def _inverse_from(fac: Factored, lay: Layout):
 def _tr_inv(inv, dA, lay: Layout, like_logdet):
     """d logdet = Re tr(A^-1 dA) = Re sum(conj(A^-1) * dA) (A^-1 Hermitian):
     an elementwise product of row-sharded matrices, one scalar all-reduce."""
-    d = jnp.real(jnp.sum(_conj(inv) * dA))
+    d = jnp.real(jnp.sum(conj(inv) * dA))
     if lay.per_shard:
         d = jax.lax.psum(d, lay.axes)
     return jnp.reshape(d, jnp.shape(like_logdet)).astype(like_logdet.dtype)
@@ -448,7 +259,7 @@ def _logdet_factored(core, lay: Layout, fac: Factored):
         # logdet as a function of A (for higher orders); its tangent from the inverse
         logdet = logdet_of(A, F, fstatus, logdet)
         d_logdet = _tr_inv(inverse(A, F, fstatus), dA, lay, logdet)
-        return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
+        return (x, logdet, status), (dx, d_logdet, float0_zeros(status))
 
     return f
 
@@ -477,7 +288,7 @@ def potrs_logdet(core, potri_core, lay: Layout, factored=None):
         rhs = db - symmul(dA, x, lay)
         dx, _ = _hpd_solve(core, A, rhs, lay)
         d_logdet = _tr_inv(inverse(A)[0], dA, lay, logdet)
-        return (x, logdet, status), (dx, d_logdet, _float0_zeros(status))
+        return (x, logdet, status), (dx, d_logdet, float0_zeros(status))
 
     return f
 
@@ -494,7 +305,7 @@ def linear_solve(core, lay: Layout, transpose_core=None):
         if transpose_core is not None:
             return transpose_core(A, r)
         At = ctranspose(A, lay)
-        return core(_conj(At), r)
+        return core(conj(At), r)
 
     def f(A, b):
         solve, tsolve = _solve_fns(_with_aux(core), A, lay,
@@ -515,7 +326,7 @@ def _eig_gaps(w, lay: Layout, dtype):
     """F[i, j] = 1 / (w[j] - w[i]) off the diagonal, 0 on it (infinite for
     equal eigenvalues, as jnp.linalg.eigh), in rows like V."""
     n = w.shape[0]
-    rows = _my_rows(w, lay) if lay.per_shard else w
+    rows = my_rows(w, lay) if lay.per_shard else w
     first = jax.lax.axis_index(lay.axes) * rows.shape[0] if lay.per_shard else 0
     diff = w[None, :] - rows[:, None]
     eye = (jnp.arange(rows.shape[0])[:, None] + first) == jnp.arange(n)[None, :]
@@ -562,10 +373,10 @@ def syevd(core, lay: Layout, v_cols: bool = False):
         s = hermitian_part(keep(dA, lay), lay)
         sv = matmul(s, Vr, lay)
         g = matmul(ctranspose(Vr, lay), sv, lay)
-        dw = jnp.real(_col_sums(_conj(Vr) * sv, lay)).astype(w.dtype)
+        dw = jnp.real(_col_sums(conj(Vr) * sv, lay)).astype(w.dtype)
         dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay)
         dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
-        return (w, V, status), (dw, dV, _float0_zeros(status))
+        return (w, V, status), (dw, dV, float0_zeros(status))
 
     return f
 
@@ -588,8 +399,8 @@ def eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
         w, V, status = full(A)
         V = _cols_to_rows(V, lay) if v_cols else V
         # Re diag(V^H dA^H V) = Re diag(V^H dA V): no transpose of dA needed.
-        dw = jnp.real(_col_sums(_conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
-        return (w, status), (dw, _float0_zeros(status))
+        dw = jnp.real(_col_sums(conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
+        return (w, status), (dw, float0_zeros(status))
 
     return f
 
@@ -599,8 +410,8 @@ def _pencil_products(V, dA, dB, lay: Layout, sym: bool):
     diagonals of V^H dA V and V^H dB V, for the generalized rules."""
     keep_or_sym = (lambda M: hermitian_part(keep(M, lay), lay)) if sym else (lambda M: keep(M, lay))
     sa, sb = matmul(keep_or_sym(dA), V, lay), matmul(keep_or_sym(dB), V, lay)
-    da = jnp.real(_col_sums(_conj(V) * sa, lay))
-    db = jnp.real(_col_sums(_conj(V) * sb, lay))
+    da = jnp.real(_col_sums(conj(V) * sa, lay))
+    db = jnp.real(_col_sums(conj(V) * sb, lay))
     return sa, sb, da, db
 
 
@@ -633,7 +444,7 @@ def generalized_eigh(core, lay: Layout, v_cols: bool = False):
         g = matmul(ctranspose(Vr, lay), sa - sb * w.astype(Vr.dtype)[None, :], lay)
         dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay) - Vr * (db / 2).astype(Vr.dtype)
         dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
-        return (w, V, status), ((da - w * db).astype(w.dtype), dV, _float0_zeros(status))
+        return (w, V, status), ((da - w * db).astype(w.dtype), dV, float0_zeros(status))
 
     f = _pencil_rule(_batching.matrix_op(core), jvp)
     return f
@@ -649,101 +460,6 @@ def generalized_eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
     def jvp(A, B, dA, dB):
         w, V, status = full(A, B)
         _, _, da, db = _pencil_products(_rows_of(V, lay, v_cols), dA, dB, lay, sym=False)
-        return (w, status), ((da - w * db).astype(w.dtype), _float0_zeros(status))
+        return (w, status), ((da - w * db).astype(w.dtype), float0_zeros(status))
 
     return _pencil_rule(_batching.matrix_op(core_w), jvp)
-
-
-def syevd_local(body, axes, v_layout="rows", values_body=None):
-    """The per-shard syevd forms (syevd_shardmap_ctx inside the caller's
-    shard_map): body(a) -> (w, V block, status) with V in `v_layout`
-    ("rows": (N/P, N); "cols": (N, N/P)); with values_body(a) -> (w,
-    status) (return_eigenvectors=False) the eigenvalues alone, whose
-    derivative runs body once."""
-    lay = Layout(tuple(axes))
-    cols = v_layout == "cols"
-    if values_body is not None:
-        return eigvalsh(values_body, body, lay, cols)
-    return syevd(body, lay, cols)
-
-
-# ---------------------------------------------------------------------------
-# wiring into _ops: the cores there take a static request last and return
-# (x, status, logdet or None), (inv, status), (w, V or None, status).
-
-
-def _replace(req, **fields):
-    return dataclasses.replace(req, **{k: v for k, v in fields.items() if hasattr(req, k)})
-
-
-def _with_opt(req, name, value):
-    opts = tuple((k, v) for k, v in req.opts if k != name) + ((name, value),)
-    return _replace(req, opts=opts)
-
-
-def differentiable(op: str, core, potri_core=None, factored=None):
-    """A core of _ops (`core(*arrays, req)`) with the same signature and
-    outputs, differentiable and batchable. potrs with the request option
-    logdet needs potri_core (the potri core, same convention) for logdet's
-    derivative. factored(req) -> Factored or None: potrs's factor ops for
-    the request (None: the rules that refactor)."""
-    if op == "potrs":
-        def f(A, b, req):
-            lay = layout_of(req)
-            fac = factored(req) if factored is not None else None
-            if not req.opt("logdet", False):
-                x, status = potrs(lambda A, b: core(A, b, req)[:2], lay, fac)(A, b)
-                return x, status, None
-            inv_req = _replace(req, op="potri", b_spec=None, b_vector=False, opts=())
-
-            def reordered(A, b):
-                x, status, logdet = core(A, b, req)
-                return x, logdet, status
-
-            x, logdet, status = potrs_logdet(
-                reordered, lambda A: potri_core(A, inv_req), lay, fac)(A, b)
-            return x, status, logdet
-    elif op == "potri":
-        def f(A, req):
-            return potri(lambda A: core(A, req), layout_of(req))(A)
-    elif op == "syevd":
-        def f(A, req):
-            lay = layout_of(req)
-            if req.opt("jobz", True):
-                return syevd(lambda A: core(A, req), lay)(A)
-            full = _with_opt(req, "jobz", True)
-            w, status = eigvalsh(lambda A: core(A, req)[::2], lambda A: core(A, full), lay)(A)
-            return w, None, status
-    else:
-        raise ValueError(f"jaxmg: no derivative rule for {op!r}")
-    f.__name__ = f"differentiable_{op}"
-    return f
-
-
-def differentiable_local(op: str, body, axes, potri_body=None, factored=None):
-    """The per-shard form (inside the caller's shard_map), for the bodies of
-    the *_shardmap_ctx functions with their statics closed over:
-    potrs: body(a, b) -> (x, status, logdet or None) [potri_body(a) ->
-    (inv, status), given exactly when logdet is wanted; factored: the
-    per-shard Factored, or None to refactor]; potri: body(a)
-    -> (inv, status), this device's rows; syevd: body(a) -> (w, V,
-    status) with V in rows (N/P, N). axes: the resolved solve axes."""
-    lay = Layout(tuple(axes))
-    if op == "potrs":
-        if potri_body is None:
-            def f(a, b):
-                x, status = potrs(lambda a, b: body(a, b)[:2], lay, factored)(a, b)
-                return x, status, None
-            return f
-
-        def reordered(a, b):
-            x, status, logdet = body(a, b)
-            return x, logdet, status
-
-        g = potrs_logdet(reordered, potri_body, lay, factored)
-        return lambda a, b: (lambda x, ld, st: (x, st, ld))(*g(a, b))
-    if op == "potri":
-        return potri(body, lay)
-    if op == "syevd":  # body(a) -> (w, V rows (N/P, N), status): the "rows" layout of V
-        return syevd(body, lay)
-    raise ValueError(f"jaxmg: no per-shard derivative rule for {op!r}")
