@@ -66,7 +66,8 @@ DTYPES = {k: bench.DTYPES[k] for k in ("f32", "f64", "c64", "c128")}
 # dispatch= names of the engines _decide knows (its "mg" is the public "multi").
 # _decide's name of an op where the public one differs.
 DECIDE_OP = {"eigh_generalized": "sygvd"}
-DISPATCH_OF = {"host": "host", "single": "single", "mg": "multi", "mp": "mp", "local": "local"}
+DISPATCH_OF = {"host": "host", "single": "single", "mg": "multi", "mp": "mp", "local": "local",
+               "composed": "composed"}
 # JAXMg 1.4.1's ops (all on cuSOLVERMp; no potri, no generalized eigenproblem),
 # its tile per op (JAXMg's own finding: 256 for the eigensolvers, whose gesvd
 # runs one; 1024 for the factorisations), and the target auto / 1.4.1.
