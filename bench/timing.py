@@ -31,10 +31,11 @@ def first_or_median(fn, *args, reps, slow_s=math.inf):
     the median of `reps` calls after it (the first is then the warm-up).
     A fn that cannot be compiled ahead (no `lower`) compiles in its first
     call, which is then never the measurement."""
-    if not hasattr(fn, "lower"):
+    if hasattr(fn, "lower"):
+        call = fn.lower(*args).compile()
+    else:
         jax.block_until_ready(fn(*args))
-        slow_s = math.inf
-    call = fn.lower(*args).compile() if hasattr(fn, "lower") else fn
+        call, slow_s = fn, math.inf
     t0 = time.perf_counter()
     out = jax.block_until_ready(call(*args))
     first = time.perf_counter() - t0
