@@ -230,6 +230,8 @@ def test_public_ops_take_the_composed_route(op):
     Ar = jax.device_put(A, NamedSharding(m, P("x", None)))
     out = getattr(jaxmg, op)(Ar, None, m, P("x", None), dispatch="composed", return_status=True)
     assert int(out[-1]) == 0
+    # R, s, Vh and H come back replicated, as on every other engine
+    assert all(x.sharding.is_fully_replicated for x in out[1:-1])
     out = [np.asarray(x) for x in out[:-1]]
     if op == "qr":
         np.testing.assert_allclose(out[0] @ out[1], A, atol=1e-12)

@@ -116,13 +116,15 @@ def cut(x, req, rows: int, cols: int | None = None):
 
 def place(out: Out, x, req, b):
     """An output, cut to A's sizes, in the layout it declares: the solution
-    in b's, matrices in A's; the rest as it is (replicated)."""
+    in b's, matrices in A's, the rest replicated."""
     if out.layout == SOLUTION:
         return request.to_b_layout(x, req, b)
     if out.layout in (MATRIX, EIGVECS):
         return request.to_matrix_layout(x, req)
     if out.layout == ROWS:
         return request.to_a_layout(x, req)
+    if out.layout == REPLICATED:  # a routed engine may hand it back sharded
+        return shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
     return x
 
 
