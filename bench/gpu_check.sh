@@ -4,6 +4,7 @@
 #   bash bench/gpu_check.sh STEP...    (default: build test core)
 # Steps:
 #   build    pip install from source          test     tests/gpu (not large)
+#   suite    tests/gpu (not large), every test (no -x), one line per test
 #   large    tests/gpu -m large (N = 65536)   core     3 ops, f64, 4096/16384 (+ potrs/potri 32768)
 #   eig32k   syevd f64 32768                  big      potrs f64/f32 65536
 #   largest  potrs f64 131072, f32 196608     tiles    T_A sweep, potrs/potri f64 32768
@@ -205,6 +206,8 @@ for s in $steps; do
   case $s in
     build) run build "$PY" -m pip install --no-build-isolation --no-deps -v . ;;
     test) run test "$PY" -m pytest -q -x tests/gpu -m "not large" -p no:cacheprovider \
+        --ignore=tests/gpu/test_multiprocess_gpu.py ;;
+    suite) run suite "$PY" -m pytest -v tests/gpu -m "not large" -p no:cacheprovider \
         --ignore=tests/gpu/test_multiprocess_gpu.py ;;
     large) run large "$PY" -m pytest -q tests/gpu -m large -p no:cacheprovider \
         --ignore=tests/gpu/test_multiprocess_gpu.py ;;
