@@ -4,7 +4,8 @@
 
 for a normalised request (pipeline/request.py, which also made the engine
 decision): the routed engines (cuSOLVERMp, where every rank calls the
-library on its grid; the one-device JAX algorithm) take the whole call;
+library on its grid; the one-device JAX algorithm; the routes composed from
+jaxmg's distributed ops) take the whole call;
 every other engine runs per shard:
   1. N (square ops) or M (tall ones) rounded up to a multiple of the device
      count at A's end: zero rows after A, or an identity block where the
@@ -38,6 +39,7 @@ from .declare import (EIGVECS, ENGINE, MATRIX, REPLICATED, ROWS, SOLUTION, WITH_
 from .per_shard import Statics, call
 
 REP = P(None, None)
+
 
 def _composed(req, A, *rest):
     """The op's route composed from jaxmg's distributed ops (jaxmg/composed/):
