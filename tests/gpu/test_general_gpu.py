@@ -16,7 +16,7 @@ from jaxmg.pipeline import ffi as _calls
 from jaxmg.pipeline import decide as _decide
 from jaxmg.engines import library as _library
 from jaxmg.pipeline import shard as _shard
-from jaxmg import _general_ops as g
+import jaxmg as g
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 EPS = {np.float32: 1.2e-7, np.float64: 2.2e-16, np.complex64: 1.2e-7, np.complex128: 2.2e-16}

@@ -54,8 +54,18 @@ def test_local_where_measured():
     assert gpu("potrs", 8192) == "single"  # no one-device win measured for potrs
     with pytest.raises(ValueError, match="local engine has no potrs"):
         gpu("potrs", 8192, dispatch="local")
-    for (platform, op), win in _decide.LOCAL.items():
-        assert op in _decide.ENGINE_OPS["local"] and win.measured
+    for (platform, op), wins in _decide.WINS.items():
+        assert all(op in _decide.ENGINE_OPS[w.engine] and w.measured for w in wins)
+
+
+def test_cusolvermp_wins_gesvd_on_one_gpu_where_installed():
+    """cuSOLVERMp's gesvd on a 1 x 1 grid beat cuSOLVER and jnp on one GPU:
+    taken where it is installed and the group is one GPU (as measured);
+    otherwise the next win, jnp's SVD."""
+    assert gpu("gesvd", 8192, nparties=1, mp_available=True) == "mp"
+    assert gpu("gesvd", 8192, nparties=1, mp_available=False) == "local"
+    assert gpu("gesvd", 8192, nparties=4, mp_available=True) == "local"
+    assert gpu("polar", 8192, nparties=1, mp_available=True) == "local"
 
 
 def test_auto_when_one_gpu_cannot_hold_the_gather():

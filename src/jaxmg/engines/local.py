@@ -1,6 +1,6 @@
 """The one-device route: the algorithm jnp / jax.scipy run on one device,
 on the gathered matrix, where it beats jaxmg's own engines (_decide's
-LOCAL table says where, with the measurement).
+WINS table says where, with the measurement).
 
 A mesh-level core whose request has engine "local" returns the same
 outputs, shapes, layouts and status convention as the FFI engines (see

@@ -27,7 +27,8 @@ The automatic choice, in order:
      (a matrix too large for one GPU) the composed route where the op has
      one, else single.
   5. Where that gives the one-device engine (single, host) at mesh level and
-     the one-device JAX algorithm measured faster (LOCAL), local.
+     another route measured faster (WINS: the one-device JAX algorithm, or
+     cuSOLVERMp on a 1 x 1 grid), that route.
 """
 
 from __future__ import annotations
@@ -84,25 +85,36 @@ CROSSOVERS = {
 }
 
 @dataclasses.dataclass(frozen=True)
-class LocalWin:
-    """Where the one-device JAX algorithm (jnp / jax.scipy on the gathered
-    matrix, _local.py) beats the engine the rules above would pick on one
-    device (single on GPUs, host on CPUs): N in [min_n, max_n] (None: no
-    bound), as `measured` found."""
+class Win:
+    """Where another route beat the engine the rules above pick on one
+    device (single on GPUs, host on CPUs): `engine` ("local": the
+    algorithm jnp / jax.scipy run on the gathered matrix, engines/local.py;
+    "mp": cuSOLVERMp on a 1 x 1 grid, so for one-device groups only, where
+    it is installed), for N in [min_n, max_n] (None: no bound), as
+    `measured` found."""
 
+    engine: str
     min_n: int | None
     max_n: int | None
     measured: str
 
 
-LOCAL = {
-    ("gpu", "polar"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
-                                           "QDWH 0.80 s vs cuSOLVER gesvd-based 13.5 s"),
-    ("gpu", "gesvd"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
-                                           "jnp.linalg.svd 9.7 s vs cuSOLVER gesvd 13.4 s"),
-    ("gpu", "qr"): LocalWin(None, None, "1 H200, f64, N = 8192 (bench/results/one_gpu.md): "
-                                        "jnp.linalg.qr 0.098 s vs cuSOLVER 0.134 s"),
+# Per (platform, op), the wins in order of preference: the first whose
+# engine can run the call is taken.
+WINS = {
+    ("gpu", "polar"): (Win("local", None, None, "1 H100, f64, N = 8192 (bench/results/"
+                           "one_gpu_sweep.md): QDWH 0.83 s vs cuSOLVERMp 2.77 s, cuSOLVER's "
+                           "gesvd-based 14.7 s"),),
+    ("gpu", "gesvd"): (Win("mp", None, None, "1 H100, f64, N = 8192 (bench/results/"
+                           "one_gpu_sweep.md): cuSOLVERMp 1 x 1 3.45 s vs jnp.linalg.svd 14.7 s, "
+                           "cuSOLVER 14.7 s"),
+                       Win("local", None, None, "1 H200, f64, N = 8192 (bench/results/"
+                           "one_gpu.md): jnp.linalg.svd 9.7 s vs cuSOLVER gesvd 13.4 s")),
+    ("gpu", "qr"): (Win("local", None, None, "1 H100, f64, N = 8192 (bench/results/"
+                        "one_gpu_sweep.md): jnp.linalg.qr 0.103 s vs cuSOLVERMp 0.111 s, "
+                        "cuSOLVER 0.134 s"),),
 }
+
 
 # One GPU must hold the gathered matrix (and the op's outputs) next to
 # everything else the program keeps: at most this share of its memory.
@@ -197,11 +209,18 @@ def decide(p: Problem) -> str:
     "local"."""
     engine = _engine(p)
     if p.dispatch == "auto" and p.mesh_level and engine in ("host", "single"):
-        win = LOCAL.get((p.platform, p.op))
-        if win is not None and (win.min_n is None or p.n >= win.min_n) and \
-                (win.max_n is None or p.n <= win.max_n):
-            return "local"
+        for win in WINS.get((p.platform, p.op), ()):
+            if (win.min_n is None or p.n >= win.min_n) and \
+                    (win.max_n is None or p.n <= win.max_n) and _can_win(p, win.engine):
+                return win.engine
     return engine
+
+
+def _can_win(p: Problem, engine: str) -> bool:
+    """Whether a WINS engine can run p as it was measured."""
+    if engine == "mp":
+        return p.mp_available and p.nparties == 1
+    return p.op in ENGINE_OPS[engine]
 
 
 def _engine(p: Problem) -> str:
