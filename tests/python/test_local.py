@@ -80,6 +80,26 @@ def test_qr(rng, dtype):
     assert np.linalg.norm(q @ r - a) <= tol(dtype, 32) * np.linalg.norm(a)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("vector", [True, False])
+def test_lu_solve(rng, dtype, vector):
+    """jax.scipy's LU on the gathered matrix: x in b's shape and layout, the
+    engines' status for an exactly singular A (the first zero pivot)."""
+    n = 12
+    a = randn(rng, (n, n), dtype) + 4 * np.eye(n, dtype=dtype)
+    b = randn(rng, (n,) if vector else (n, 3), dtype)
+    m = mesh(4)
+    x, status = jaxmg.lu_solve(put(a, m, ROW), b, None, return_status=True, dispatch="local")
+    assert int(status) == 0 and x.shape == b.shape
+    res = np.linalg.norm(a @ np.asarray(x) - b) / (np.linalg.norm(a) * np.linalg.norm(x))
+    assert res <= tol(dtype, n)
+    s = a.copy()
+    s[:, 5] = 0
+    x, st_local = jaxmg.lu_solve(put(s, m, ROW), b, None, return_status=True, dispatch="local")
+    _, st_host = jaxmg.lu_solve(put(s, m, ROW), b, None, return_status=True, dispatch="host")
+    assert int(st_local) == int(st_host) > 0 and np.isnan(np.asarray(x)).all()
+
+
 @pytest.mark.parametrize("op", ["qr", "gesvd", "polar"])
 def test_non_finite_input(rng, op):
     a = randn(rng, (16, 8), np.float64)

@@ -24,7 +24,6 @@ from ..pipeline import ffi as _calls
 from . import library as _library
 from ..pipeline import shard as _shard
 
-REP = P(None, None)
 STATUS_FAILED = 1
 
 
@@ -36,47 +35,55 @@ def _compute_once(mesh) -> bool:
     return _library.mesh_platform(mesh) != "gpu"
 
 
-def _replicated(fn, req, A):
-    """fn(A) -> tuple of arrays, run on the gathered A inside a shard_map
+def _replicated(fn, req, *arrays):
+    """fn(*arrays) -> tuple of arrays, run on the gathered arrays inside a shard_map
     (so that jnp's algorithms see plain local arrays whatever the mesh's
     axis types), the results replicated: computed by the mesh's first
     device and summed over the mesh from zeros elsewhere (_compute_once),
     or by every device alike."""
-    A = _shard.constrain(A, req.mesh, REP)
-    probe = jax.eval_shape(fn, jax.ShapeDtypeStruct(A.shape, A.dtype))
-    outs = tuple(P(*((None,) * len(x.shape))) for x in probe)
+    arrays = tuple(_shard.constrain(x, req.mesh, _rep(x.ndim)) for x in arrays)
+    probe = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays))
+    outs = tuple(_rep(x.ndim) for x in probe)
     body = _once(fn, probe, tuple(req.mesh.axis_names)) if _compute_once(req.mesh) else fn
     # Full-precision products: JAX's default for float32 on GPUs is TF32
     # (about 1e-3), which QDWH's iterations and the checks compound.
     with jax.default_matmul_precision("highest"):
-        return jax.shard_map(body, mesh=req.mesh, in_specs=(REP,), out_specs=outs,
-                             check_vma=False)(A)
+        return jax.shard_map(body, mesh=req.mesh, in_specs=tuple(_rep(x.ndim) for x in arrays),
+                             out_specs=outs, check_vma=False)(*arrays)
+
+
+def _rep(ndim: int) -> P:
+    return P(*((None,) * ndim))
 
 
 def _once(fn, probe, axes):
     """fn on the device of linear index 0 over `axes` only (the other
     devices skip it under lax.cond), its outputs broadcast by a psum."""
-    def zeros(A):
+    def zeros(*arrays):
         return tuple(jnp.zeros(x.shape, x.dtype) for x in probe)
 
-    def body(A):
+    def body(*arrays):
         first = jax.lax.axis_index(axes) == 0
-        return tuple(jax.lax.psum(x, axes) for x in jax.lax.cond(first, fn, zeros, A))
+        return tuple(jax.lax.psum(x, axes) for x in jax.lax.cond(first, fn, zeros, *arrays))
 
     return body
 
 
-def _guard(bad_input, outs):
-    """(outs with NaN where the call failed, status)."""
+def _guard(bad_input, outs, failure):
+    """(outs with NaN where the call failed, status): -1 for non-finite
+    input, else the algorithm's own failure (as the engines report it),
+    else STATUS_FAILED where it gave a non-finite result."""
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in outs]))
+    failure = jnp.asarray(failure, jnp.int32)
     status = jnp.where(bad_input, _calls.STATUS_NONFINITE,
-                       jnp.where(finite, 0, STATUS_FAILED)).astype(jnp.int32)
+                       jnp.where(failure != 0, failure,
+                                 jnp.where(finite, 0, STATUS_FAILED))).astype(jnp.int32)
     fail = status != 0
     return tuple(jnp.where(fail, jnp.asarray(jnp.nan, x.dtype), x) for x in outs), status
 
 
-def _bad(A):
-    return ~jnp.all(jnp.isfinite(A))
+def _bad(*arrays):
+    return ~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in arrays]))
 
 
 def _sanitised(A, bad):
@@ -139,9 +146,11 @@ def polar(A, compute_h: bool):
 def run(req, A, *rest):
     """The op's outputs and status on the gathered matrix (see the module
     docstring)."""
-    def fn(A):
-        bad = _bad(A)
-        outs, status = _guard(bad, req.op.one_device(req.opts, _sanitised(A, bad)))
+    def fn(A, *rest):
+        bad = _bad(A, *rest)
+        rest = tuple(jnp.where(bad, jnp.zeros_like(x), x) for x in rest)
+        outs, failure = req.op.one_device(req.opts, _sanitised(A, bad), *rest)
+        outs, status = _guard(bad, outs, failure)
         return (*outs, status)
 
-    return _replicated(fn, req, A)
+    return _replicated(fn, req, A, *rest)

@@ -73,8 +73,8 @@ def _composed(opts, A, mesh, axes):
 GESVD = Op(name="gesvd", row="gesvd", shape="any", operands="A", options=Options,
            outputs=lambda opts: outputs(("u", ROWS), ("s", REPLICATED), ("vh", REPLICATED)),
            rule=_rule, attrs=_attrs,
-           one_device=lambda opts, A: local.svd(A, opts.compute_u, opts.compute_vh,
-                                                opts.full_matrices),
+           one_device=lambda opts, A: (local.svd(A, opts.compute_u, opts.compute_vh,
+                                                 opts.full_matrices), 0),
            composed=_composed)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 from ..pipeline import forms
 from ..pipeline import validate as v
 from ..pipeline.declare import SOLUTION, NoOptions, Op, outputs
@@ -19,11 +22,20 @@ def _rule(op, opts, cores):
     return hermitian.linear_solve(cores(op, opts), cores.lay)
 
 
+def _one_device(opts, A, b):
+    """jax.scipy's LU on one device (getrf, getrs); the status as the
+    engines': k where U(k, k) is exactly zero."""
+    lu, piv = jax.scipy.linalg.lu_factor(A)
+    zero = jnp.diagonal(lu) == 0
+    k = jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, 0)
+    return (jax.scipy.linalg.lu_solve((lu, piv), b),), k
+
+
 # Every engine reads A^T and transposes it after the meeting, except
 # cuSolverMg, whose getrs has no transpose: it is handed A^T's rows.
 LU_SOLVE = Op(name="lu_solve", row="lu_solve", shape="square", operands="Ab",
               outputs=lambda opts: outputs(("x", SOLUTION)), rule=_rule, max_tile=MAX_TILE,
-              transposed_for=("mg",))
+              transposed_for=("mg",), one_device=_one_device)
 
 
 def lu_solve(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True, dispatch="auto",

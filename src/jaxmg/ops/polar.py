@@ -28,7 +28,7 @@ def _rule(op, opts, cores):
 POLAR = Op(name="polar", row="polar", shape="any", operands="A", options=Options,
            outputs=lambda opts: outputs(("a", ROWS), ("h", REPLICATED)), rule=_rule,
            attrs=lambda opts, m, n: {"hrows": n if opts.compute_h else 0},
-           one_device=lambda opts, A: local.polar(A, opts.compute_h),
+           one_device=lambda opts, A: (local.polar(A, opts.compute_h), 0),
            composed=lambda opts, A, mesh, axes: qdwh.polar_qdwh(A, mesh, axes,
                                                                 compute_h=opts.compute_h))
 

@@ -53,7 +53,7 @@ ENGINE_OPS = {
     "single": frozenset(OPS),
     "mg": frozenset({"potrs", "potri", "syevd", "lu_solve"}),
     "mp": frozenset(OPS),
-    "local": frozenset({"qr", "gesvd", "polar"}),
+    "local": frozenset({"qr", "gesvd", "polar", "lu_solve"}),
     "composed": frozenset({"qr", "gesvd", "polar"}),
 }
 

@@ -86,7 +86,8 @@ class Op:
     end_pad: str = "rows"       # N up to a multiple of the devices: "rows" zero rows after A;
                                 # "identity" an identity block, the engine told N (nvalid)
     status: Callable | None = None  # status(engine status, order) -> jaxmg's status
-    one_device: Callable | None = None  # one_device(opts, A) -> outputs (engines/local.py)
+    one_device: Callable | None = None  # one_device(opts, A, *rest) -> (outputs, failure:
+                                        # 0 or the op's status) (engines/local.py)
     composed: Callable | None = None  # composed(opts, A, mesh, axes) -> (outputs..., status):
                                       # the route from jaxmg's own distributed ops (composed/)
     empty_ok: bool = False      # N = 0 gives empty outputs (else a ValueError)
