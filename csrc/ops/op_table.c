@@ -53,7 +53,7 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
      * transpose the A^T they see after the meeting (getrf's info is then
      * LAPACK's on A), the collective one moves A itself. (cuSolverMg's
      * getrs has no transpose and its layout move no transpose either: the
-     * Python layer hands that one solver A^T's rows, _general_ops.) */
+     * Python layer hands that one solver A^T's rows, ops/lu_solve.py.) */
     [JMG_LU_SOLVE] = {"lu_solve", SQ, 3, 3,
                       {A_ARG, {"b", "NK", 'A', 1, -1, OWN | COL}, WHERE},
                       {A_WORK, {"x", "NK", 'A', 1, 1, OUT | COL}, STATUS},

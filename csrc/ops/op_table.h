@@ -5,7 +5,7 @@
  * integer attributes it takes, and its shape rule. The decoder
  * (ops/decode.c) checks each call frame against its row and fills the
  * party's buffer slots from it; the Python layer builds its ffi_call from
- * the same rows (jaxmg_op_table, read by src/jaxmg/_calls.py); each engine
+ * the same rows (jaxmg_op_table, read by src/jaxmg/pipeline/ffi.py); each engine
  * has one function per row (engine.h, jmg_engine.ops). Adding an op is a
  * row here, a name in JMG_OP_LIST and an engine function.
  *

@@ -66,7 +66,7 @@ def missing_engine(folder: pathlib.Path) -> str:
             f"this change). Fix: pip install \".[cuda{major}]\" from the source, then {rebuild}")
 
 
-def _candidates(soname: str, subdirs: tuple[str, ...]):
+def candidates(soname: str, subdirs: tuple[str, ...]):
     try:
         import nvidia  # JAX's CUDA wheels (a namespace package)
     except ImportError:
@@ -89,7 +89,7 @@ def preload(folder: pathlib.Path, engine: str = "mg") -> None:
         raise ImportError(f"jaxmg: built for CUDA {major}, which this jaxmg does not know")
     for soname, subdirs, package in LIBRARIES[major][engine]:
         errors = []
-        for path in list(_candidates(soname, subdirs)) + [soname]:
+        for path in list(candidates(soname, subdirs)) + [soname]:
             try:
                 _open(path)
                 break

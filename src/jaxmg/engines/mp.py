@@ -52,7 +52,7 @@ def _nccl_version() -> tuple[int, str] | None:
     nvidia-nccl wheel's (as _cuda_libs loads it), else the loader's; None
     if there is none (_cuda_libs.preload then names the package)."""
     soname = "libnccl.so.2"
-    for cand in list(_cuda_libs._candidates(soname, ("nccl/lib",))) + [soname]:
+    for cand in list(_cuda_libs.candidates(soname, ("nccl/lib",))) + [soname]:
         try:
             lib = ctypes.CDLL(cand, mode=ctypes.RTLD_GLOBAL)
         except OSError:

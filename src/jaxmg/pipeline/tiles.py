@@ -1,6 +1,6 @@
 """The automatic tile size (T_A=None).
 
-Which engine runs a call is decided elsewhere, in one place (_decide.py).
+Which engine runs a call is decided elsewhere, in one place (pipeline/decide.py).
 """
 
 from __future__ import annotations

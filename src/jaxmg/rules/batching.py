@@ -1,6 +1,6 @@
 """vmap for jaxmg's cores: a batch of systems runs as a batch.
 
-Every FFI call (_calls.py) declares vmap_method="broadcast_all": under
+Every FFI call (pipeline/ffi.py) declares vmap_method="broadcast_all": under
 jax.vmap it becomes one call whose buffers carry the batch as leading
 dimensions, and the C core runs the engine on each element after one
 rendezvous (csrc/ops/handle.c). These rules (jax.custom_batching.custom_vmap
@@ -16,7 +16,7 @@ over each core) choose how a batch reaches that call:
   device for the whole batch. Nothing is gathered and nothing loops in the
   program; the engine sees one element at a time, so the flops are those of
   B calls and the saving is B-1 rendezvous, launches and dispatches.
-  (A multi-process GPU program loops instead: _calls._sequential.)
+  (A multi-process GPU program loops instead: pipeline/ffi.py's _sequential.)
 
 Nested vmaps work: each rule calls the batched core again, so an outer
 vmap meets the same rule. At the FFI call (`folded`) the batch dimensions
@@ -81,7 +81,7 @@ def matrix_op(core):
 
 def factored_solve(solve):
     """solve(F, fstatus, b) -> (x, status) with a kept Cholesky factor F
-    (_autodiff.Factored): a batch over b alone folds into b's columns (one
+    (rules/hermitian.Factored): a batch over b alone folds into b's columns (one
     solve with the one factor, never copied per element); a batch of
     factors is jax.vmap of the solve (one batched FFI call)."""
 

@@ -1,7 +1,7 @@
 """Derivative rules for the general operations of issue 15 (qr, gesvd,
 polar, least_squares; lu_solve's rule is rules/hermitian.linear_solve).
 
-As in _autodiff, each rule takes the op's non-differentiable core as a
+As in rules/hermitian.py, each rule takes the op's non-differentiable core as a
 callable (statics closed over) and a Layout, and returns a differentiable,
 vmappable function with the core's arguments and outputs:
 
