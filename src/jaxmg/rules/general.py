@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from . import batching as _batching
-from .products import Layout, conj, explicit, float0_zeros, is_complex, keep, my_rows
+from .products import Layout, conj, explicit, is_complex, keep, my_rows, rule
 
 _REP = P(None, None)
 
@@ -90,13 +90,7 @@ def qr(core, lay: Layout):
     rows (N x N all-reduces), one row-times-replicated product."""
     core = _batching.matrix_op(core)
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         Q, R, status = f(A)
         dx_rinv = _right_solve_upper(keep(dA, lay), R, lay)
         qt = gram(Q, dx_rinv, lay)
@@ -106,8 +100,9 @@ def qr(core, lay: Layout):
             do = do + jnp.eye(qt.shape[0], dtype=qt.dtype) * (qt - jnp.real(qt).astype(qt.dtype))
         dQ = rows_times(Q, do - qt, lay) + dx_rinv
         dR = (qt - do) @ R
-        return (Q, R, status), (keep(dQ, lay), dR, float0_zeros(status))
+        return (Q, R, status), (keep(dQ, lay), dR)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -141,17 +136,12 @@ def gesvd(core, lay: Layout):
     contractions over the rows; U's tangent in rows like U."""
     core = _batching.matrix_op(core)
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         U, s, Vh, status = f(A)
         ds, dU, dVh = _svd_tangents(A, keep(dA, lay), U, s, Vh, lay)
-        return (U, s, Vh, status), (dU, ds, dVh, float0_zeros(status))
+        return (U, s, Vh, status), (dU, ds, dVh)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -183,13 +173,7 @@ def svd_parts(core, core_usv, lay: Layout, compute_u: bool, compute_vh: bool,
     core = _batching.matrix_op(core)
     full = gesvd(core_usv, lay)
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         check_full_matrices(global_rows(A, lay), A.shape[1], compute_u, compute_vh,
                             full_matrices)
         (U, s, Vh, status), (dU, ds, dVh, _) = jax.jvp(full, (A,), (dA,))
@@ -197,8 +181,9 @@ def svd_parts(core, core_usv, lay: Layout, compute_u: bool, compute_vh: bool,
             U = dU = jnp.zeros((A.shape[0], 0), A.dtype)
         if not compute_vh:
             Vh = dVh = jnp.zeros((0, A.shape[1]), A.dtype)
-        return (U, s, Vh, status), (dU, ds, dVh, float0_zeros(status))
+        return (U, s, Vh, status), (dU, ds, dVh)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -209,17 +194,12 @@ def singular_values(core_s, core_usv, lay: Layout):
     core_s = _batching.matrix_op(core_s)
     full = gesvd(core_usv, lay)
 
-    @jax.custom_jvp
-    def f(A):
-        return core_s(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         U, s, Vh, status = full(A)
         dS = gram(U, rows_times(keep(dA, lay), _H(Vh), lay), lay)
-        return (s, status), (jnp.real(jnp.diagonal(dS)).astype(s.dtype), float0_zeros(status))
+        return (s, status), (jnp.real(jnp.diagonal(dS)).astype(s.dtype),)
 
+    f = rule(core_s, tangents)
     return f
 
 
@@ -268,13 +248,7 @@ def polar(core, lay: Layout, svd_core):
     # (they then need distinct singular values, as the SVD's do)
     svd_core = gesvd(svd_core, lay)
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         Up, H, status = f(A)
         U, s, Vh, _ = svd_core(A)
         dA = keep(dA, lay)
@@ -285,8 +259,9 @@ def polar(core, lay: Layout, svd_core):
         dH = (dH + _H(dH)) / 2
         if H.shape[0] == 0:  # compute_h=False: H is (0, N)
             dH = jnp.zeros_like(H)
-        return (Up, H, status), (keep(dUp, lay), dH, float0_zeros(status))
+        return (Up, H, status), (keep(dUp, lay), dH)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -307,13 +282,7 @@ def least_squares(core, lay: Layout, hpd_solve=None):
     core = _batching.potrs(core)
     hpd_solve = _local_hpd_solve if hpd_solve is None else hpd_solve
 
-    @jax.custom_jvp
-    def f(A, b):
-        return core(A, b)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, b), (dA, db) = primals, tangents
+    def tangents(A, b, dA, db):
         x0, status = f(A, b)
         # the products below are of matrices: a vector b is one column
         vector = b.ndim == 1
@@ -333,8 +302,9 @@ def least_squares(core, lay: Layout, hpd_solve=None):
 
         dx = jax.lax.custom_linear_solve(
             lambda v: gram(A, rows_times(A, v, lay), lay), rhs, solve, tsolve)
-        return (x0, status), (dx[:, 0] if vector else dx, float0_zeros(status))
+        return (x0, status), (dx[:, 0] if vector else dx,)
 
+    f = rule(core, tangents)
     return f
 
 

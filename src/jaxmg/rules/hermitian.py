@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 
 from . import batching as _batching
-from .products import (Layout, conj, ctranspose, float0_zeros, hermitian_part, is_complex, keep,
-                       matmul, matvec, mean_over_parties, my_rows, symmul)
+from .products import (Layout, conj, ctranspose, hermitian_part, is_complex, keep, matmul,
+                       matvec, mean_over_parties, my_rows, rule, symmul)
 
 
 # ---------------------------------------------------------------------------
@@ -118,18 +118,13 @@ def potri(core, lay: Layout):
     mode alike); no factorization beyond the primal's."""
     core = _batching.matrix_op(core)
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         inv, status = f(A)
         s = hermitian_part(keep(dA, lay), lay)
         d_inv = -matmul(inv, matmul(s, inv, lay), lay)
-        return (inv, status), (keep(d_inv, lay), float0_zeros(status))
+        return (inv, status), (keep(d_inv, lay),)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -188,17 +183,12 @@ def _potrs_factored(core, lay: Layout, fac: Factored):
     one more solve with it. grad costs N^3/3 + O(N^2 K) instead of twice
     N^3/3. Higher orders differentiate the solves through sym(A)."""
 
-    @jax.custom_jvp
-    def f(A, b):
-        return core(A, b)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, b), (dA, db) = primals, tangents
+    def tangents(A, b, dA, db):
         F, fstatus, _ = _factor_of(fac, A)
         x, status, dx = _factored_jvp(fac, F, fstatus, A, b, keep(dA, lay), db, lay)
-        return (x, status), (dx, float0_zeros(status))
+        return (x, status), (dx,)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -246,21 +236,16 @@ def _logdet_factored(core, lay: Layout, fac: Factored):
         A, F, fstatus, logdet = primals
         return logdet, _tr_inv(inverse(A, F, fstatus), keep(tangents[0], lay), lay, logdet)
 
-    @jax.custom_jvp
-    def f(A, b):
-        return core(A, b)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, b), (dA, db) = primals, tangents
+    def tangents(A, b, dA, db):
         F, fstatus, logdet = _factor_of(fac, A)
         dA = keep(dA, lay)
         x, status, dx = _factored_jvp(fac, F, fstatus, A, b, dA, db, lay)
         # logdet as a function of A (for higher orders); its tangent from the inverse
         logdet = logdet_of(A, F, fstatus, logdet)
         d_logdet = _tr_inv(inverse(A, F, fstatus), dA, lay, logdet)
-        return (x, logdet, status), (dx, d_logdet, float0_zeros(status))
+        return (x, logdet, status), (dx, d_logdet)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -276,20 +261,15 @@ def potrs_logdet(core, potri_core, lay: Layout, factored=None):
         return _logdet_factored(core, lay, factored)
     inverse = potri(potri_core, lay)
 
-    @jax.custom_jvp
-    def f(A, b):
-        return core(A, b)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A, b), (dA, db) = primals, tangents
+    def tangents(A, b, dA, db):
         x, logdet, status = f(A, b)
         dA = keep(dA, lay)
         rhs = db - symmul(dA, x, lay)
         dx, _ = _hpd_solve(core, A, rhs, lay)
         d_logdet = _tr_inv(inverse(A)[0], dA, lay, logdet)
-        return (x, logdet, status), (dx, d_logdet, float0_zeros(status))
+        return (x, logdet, status), (dx, d_logdet)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -361,13 +341,7 @@ def syevd(core, lay: Layout, v_cols: bool = False):
     if v_cols and not lay.per_shard:
         raise ValueError("jaxmg: syevd's v_cols layout exists only per shard")
 
-    @jax.custom_jvp
-    def f(A):
-        return core(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         w, V, status = f(A)
         Vr = _cols_to_rows(V, lay) if v_cols else V
         s = hermitian_part(keep(dA, lay), lay)
@@ -376,8 +350,9 @@ def syevd(core, lay: Layout, v_cols: bool = False):
         dw = jnp.real(_col_sums(conj(Vr) * sv, lay)).astype(w.dtype)
         dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay)
         dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
-        return (w, V, status), (dw, dV, float0_zeros(status))
+        return (w, V, status), (dw, dV)
 
+    f = rule(core, tangents)
     return f
 
 
@@ -389,19 +364,14 @@ def eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
     core_w = _batching.matrix_op(core_w)
     full = syevd(core_wv, lay, v_cols)
 
-    @jax.custom_jvp
-    def f(A):
-        return core_w(A)
-
-    @f.defjvp
-    def f_jvp(primals, tangents):
-        (A,), (dA,) = primals, tangents
+    def tangents(A, dA):
         w, V, status = full(A)
         V = _cols_to_rows(V, lay) if v_cols else V
         # Re diag(V^H dA^H V) = Re diag(V^H dA V): no transpose of dA needed.
         dw = jnp.real(_col_sums(conj(V) * matmul(keep(dA, lay), V, lay), lay)).astype(w.dtype)
-        return (w, status), (dw, float0_zeros(status))
+        return (w, status), (dw,)
 
+    f = rule(core_w, tangents)
     return f
 
 
@@ -413,13 +383,6 @@ def _pencil_products(V, dA, dB, lay: Layout, sym: bool):
     da = jnp.real(_col_sums(conj(V) * sa, lay))
     db = jnp.real(_col_sums(conj(V) * sb, lay))
     return sa, sb, da, db
-
-
-def _pencil_rule(primal, jvp):
-    """primal(A, B) with jvp(A, B, dA, dB) -> (outputs, tangents) as its JVP."""
-    f = jax.custom_jvp(primal)
-    f.defjvp(lambda primals, tangents: jvp(*primals, *tangents))
-    return f
 
 
 def _rows_of(V, lay: Layout, v_cols: bool):
@@ -437,16 +400,16 @@ def generalized_eigh(core, lay: Layout, v_cols: bool = False):
     if v_cols and not lay.per_shard:
         raise ValueError("jaxmg: the v_cols layout exists only per shard")
 
-    def jvp(A, B, dA, dB):
+    def tangents(A, B, dA, dB):
         w, V, status = f(A, B)
         Vr = _rows_of(V, lay, v_cols)
         sa, sb, da, db = _pencil_products(Vr, dA, dB, lay, sym=True)
         g = matmul(ctranspose(Vr, lay), sa - sb * w.astype(Vr.dtype)[None, :], lay)
         dV = matmul(Vr, _eig_gaps(w, lay, Vr.dtype) * g, lay) - Vr * (db / 2).astype(Vr.dtype)
         dV = _rows_to_cols(dV, lay) if v_cols else keep(dV, lay)
-        return (w, V, status), ((da - w * db).astype(w.dtype), dV, float0_zeros(status))
+        return (w, V, status), ((da - w * db).astype(w.dtype), dV)
 
-    f = _pencil_rule(_batching.matrix_op(core), jvp)
+    f = rule(_batching.matrix_op(core), tangents)
     return f
 
 
@@ -457,9 +420,9 @@ def generalized_eigvalsh(core_w, core_wv, lay: Layout, v_cols: bool = False):
     products per tangent."""
     full = generalized_eigh(core_wv, lay, v_cols)
 
-    def jvp(A, B, dA, dB):
+    def tangents(A, B, dA, dB):
         w, V, status = full(A, B)
         _, _, da, db = _pencil_products(_rows_of(V, lay, v_cols), dA, dB, lay, sym=False)
-        return (w, status), ((da - w * db).astype(w.dtype), float0_zeros(status))
+        return (w, status), ((da - w * db).astype(w.dtype),)
 
-    return _pencil_rule(_batching.matrix_op(core_w), jvp)
+    return rule(_batching.matrix_op(core_w), tangents)

@@ -196,3 +196,20 @@ def hermitian_part(M, lay: Layout):
 
 def float0_zeros(x):
     return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+
+
+def rule(primal, tangents):
+    """primal(*args) -> (outputs..., status), differentiable, with
+    tangents(*args, *arg_tangents) -> (outputs, the tangents of all but the
+    status) as its JVP: the one custom_jvp that every derivative rule is
+    written with (the status, an int32, has a float0 tangent). tangents may
+    call the returned function itself, so that higher orders go through
+    the rule again."""
+    f = jax.custom_jvp(primal)
+
+    def jvp(primals, arg_tangents):
+        outs, touts = tangents(*primals, *arg_tangents)
+        return outs, (*touts, float0_zeros(outs[-1]))
+
+    f.defjvp(jvp)
+    return f
