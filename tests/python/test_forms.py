@@ -257,6 +257,22 @@ def test_donate(rng, op):
     out = run(given, donate=True)
     assert given.is_deleted()
     check_solve(A, out, b, np.float64) if op == "potrs" else None
+    out = run(put(A, m, P("x", None)), donate=True, return_status=True)
+    assert out[-1].shape == () and int(out[-1]) == 0  # the status, not a buffer
+
+
+def test_donate_in_the_global_ctx_form(rng):
+    """1.4's global potrs_shardmap_ctx with donate=True: a_work is A in the
+    engines' rows (its values), x solves, and the caller's A is deleted."""
+    m = line(AxisType.Auto)
+    A = spd(rng, N, np.float64)
+    b = randn(rng, (N, 1), np.float64)
+    given = put(A, m, P("x", None))
+    a_work, x, status = jaxmg.potrs_shardmap_ctx(given, put(b, m, REP), 4, m, P("x", None),
+                                                 donate=True)
+    assert given.is_deleted() and int(status) == 0
+    np.testing.assert_array_equal(np.asarray(a_work), A)
+    check_solve(A, x, b, np.float64)
 
 
 # ---------------------------------------------------------------------------

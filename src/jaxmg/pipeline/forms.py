@@ -25,34 +25,30 @@ import jax
 import jax.numpy as jnp
 
 from ..rules.products import Layout
-from . import ffi, mesh, request, shard
+from . import ffi, request, shard
 from . import validate as v
 from .declare import EIGVECS, MATRIX, ROWS, SOLUTION, WITH_RHS
+from .mesh import differentiable, run_core  # (mesh_call's `mesh` is the caller's Mesh)
 from .per_shard import Statics, call, prologue, status_out
 
 
 # ---- mesh level -------------------------------------------------------------------
 
 
-def _entry(*args, req):
-    return mesh.differentiable(req)(*args)
+def _entry(*args, req, works: int, donating: bool):
+    """The first `works` operands in the engines' rows, then the op's
+    outputs and status. donating (eager calls that donate: no derivative
+    can follow): without the rule, and with the engine's buffer of A last
+    (dropped after), for A to alias."""
+    rows = tuple(request.a_work(x, req) for x in args[:works])
+    if donating:
+        return rows + run_core(req, *args, keep_engine=True)
+    return rows + differentiable(req)(*args)
 
 
-def _entry_work1(*args, req):
-    return (request.a_work(args[0], req),) + _entry(*args, req=req)
-
-
-def _entry_work2(*args, req):
-    return (request.a_work(args[0], req), request.a_work(args[1], req)) + _entry(*args, req=req)
-
-
-def _entry_donating(*args, req):
-    """The eager call that donates: no derivative can follow, and the
-    engine's buffer of A comes back too (dropped after), for A to alias."""
-    return mesh.run_core(req, *args, keep_engine=True)
-
-
-_ENTRIES = {0: _entry, 1: _entry_work1, 2: _entry_work2}
+# One function object per form, so that request.run's jit cache keys on it.
+_ENTRIES = {(k, d): functools.partial(_entry, works=k, donating=d)
+            for k in range(3) for d in (False, True)}
 
 
 def _empty(req, rest):
@@ -82,9 +78,9 @@ def mesh_call(op, opts, A, *rest, T_A, mesh=None, in_specs=None, matrix_specs=No
     if req.n == 0:
         return tuple(jnp.asarray(x) for x in (A, *rest)[:works]) + _empty(req, rest)
     if req.donate and not request.traced(A, *rest):
-        outs = request.run(_entry_donating, req, A, *rest)[: len(op.outputs(opts)) + 1]
-        return tuple(request.a_work(x, req) for x in (A, *rest)[:works]) + outs
-    return request.run(_ENTRIES[works], req, A, *rest)
+        outs = request.run(_ENTRIES[works, True], req, A, *rest)
+        return outs[: works + len(op.outputs(opts)) + 1]
+    return request.run(_ENTRIES[works, False], req, A, *rest)
 
 
 def pick(outs: tuple, status, want_status: bool):

@@ -150,7 +150,8 @@ def _back(out: Out, buf, x, req, b):
 def run_core(req, A, *rest, keep_engine: bool = False):
     """The op's outputs (op.outputs(opts), in the layouts they declare) and
     the status, for global A (and b or B); see the module docstring.
-    keep_engine: also the engine's buffer of A, last, for a donated A."""
+    keep_engine: also the engine's buffer of A, after the status, for a
+    donated A to alias (where no output is that buffer already)."""
     op = req.op
     b = rest[0] if op.operands == WITH_RHS else None
     routed = ROUTED.get(req.engine)
@@ -177,7 +178,8 @@ def run_core(req, A, *rest, keep_engine: bool = False):
     res = jax.shard_map(functools.partial(call, view, req.opts, st), mesh=req.mesh,
                         in_specs=tuple(in_specs), out_specs=out_specs, check_vma=False)(*args)
     back = tuple(_back(o, bufs[o.name], x, req, b) for o, x in zip(outs, res[:-1]))
-    return (*back, res[-1][0])
+    n = len(op.outputs(req.opts))
+    return (*back[:n], res[-1][0], *back[n:])
 
 
 # ---- derivatives ------------------------------------------------------------------
