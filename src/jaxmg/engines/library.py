@@ -135,7 +135,7 @@ def op_names(lib: ctypes.CDLL) -> list[str]:
 
 def _load_cuda() -> ctypes.CDLL:
     """The cuSolverMg engine's library, after the CUDA libraries it needs
-    (from JAX's nvidia wheels first; _cuda_libs.py). ImportError saying what
+    (from JAX's nvidia wheels first; engines/cuda_libs.py). ImportError saying what
     is missing and the command that fixes it."""
     try:
         path = library_path("jaxmg_cuda")

@@ -1,17 +1,19 @@
 """The one-device route: the algorithm jnp / jax.scipy run on one device,
-on the gathered matrix, where it beats jaxmg's own engines (_decide's
-WINS table says where, with the measurement).
+on the gathered matrix, where it beats jaxmg's own engines (pipeline/
+decide.py's WINS table says where, with the measurement). An op that has
+one declares it (its `one_device`, pipeline/declare.py); the algorithms
+that are more than a jnp call or two are here (svd, polar).
 
-A mesh-level core whose request has engine "local" returns the same
-outputs, shapes, layouts and status convention as the FFI engines (see
-_mp_route's module docstring for the list): A is replicated, the jnp
-function runs (on CPU devices, which share the host's cores, on one
-device, its result broadcast; on GPUs on every device alike, as jnp does
-on replicated input: one device's time and memory), and the results are
-put in the caller's layouts. There is no FFI call and so no
-rendezvous. Status: -1 where the input is not finite (outputs NaN), else 0,
-or 1 where the algorithm did not converge or gave a non-finite result
-(outputs NaN), as the engines report non-convergence.
+run(req, A, *rest) returns what pipeline/mesh.py's core returns for the FFI
+engines, the op's outputs and the status (mesh.py puts them in the
+caller's layouts): the arrays are replicated and the algorithm runs (on
+CPU devices, which share the host's cores, on one device, its result
+broadcast; on GPUs on every device alike, as jnp does on replicated input:
+one device's time and memory). There is no FFI call and so no rendezvous.
+Status: -1 where the input is not finite (outputs NaN); else the
+algorithm's own failure (lu_solve's zero pivot, as the engines number it);
+else 1 where it did not converge or gave a non-finite result (outputs
+NaN), as the engines report non-convergence; else 0.
 """
 
 from __future__ import annotations

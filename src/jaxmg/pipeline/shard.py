@@ -70,7 +70,7 @@ _program: contextvars.ContextVar = contextvars.ContextVar("jaxmg_program", defau
 
 @contextlib.contextmanager
 def program_scope():
-    """Entered by every public jaxmg call (_request.run, the ctx forms):
+    """Entered by every public jaxmg call (request.run, the ctx forms):
     new_site counts within the trace this call is made under. Nested
     entries keep the outermost."""
     if _program.get() is not None:
@@ -184,7 +184,7 @@ class PadPlan:
 
 
 def pads_inside(op: str, engine: str) -> bool:
-    """Whether the engine (_decide's name) takes op's A padded inside
+    """Whether the engine (pipeline/decide.py's name) takes op's A padded inside
     (cuSolverMg's Cholesky and LU; see PadPlan)."""
     return engine == "mg" and op != "syevd"
 
