@@ -376,8 +376,25 @@ seen["_pid"] = os.getpid()  # 1 in a PID namespace of its own (test_mp_shm.py)
 with open(os.path.join(cfg["out"], f"{ME}.pkl"), "wb") as f:
     pickle.dump(seen, f)
 sys.stdout.flush()
+def remove_own_life_file():
+    """os._exit skips the C core's exit hook that removes this process's
+    life file (/dev/shm/jaxmg-life.<token>, "pid <pid> ..."); a process
+    that really dies leaves it for the next call to sweep. The harness
+    removes its own, so that the suite leaves /dev/shm as it found it."""
+    for name in os.listdir("/dev/shm"):
+        path = os.path.join("/dev/shm", name)
+        try:
+            with open(path) as f:
+                owner = f.read().split()
+            if name.startswith("jaxmg-life.") and owner[:2] == ["pid", str(os.getpid())]:
+                os.unlink(path)
+        except (OSError, UnicodeDecodeError):
+            continue
+
+
 if cfg["scenario"] in ("killed", "vanished", "skip", "mismatch") or cfg.get("hard_exit"):
     # A peer is dead or failed: the distributed runtime's shutdown would wait for it.
+    remove_own_life_file()
     os._exit(0)
 # Together, so that process 0 (which hosts the coordination service) does not
 # leave while the others still talk to it.
