@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from ..pipeline import ffi as _calls
+from ..pipeline.per_shard import row_attrs
 from ..pipeline import decide as _decide
 from . import grid as _grid
 from . import mp as _mp
@@ -105,27 +106,8 @@ def _rep(x, req):
     return _shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
 
 
-def _cut(x, req, rows, cols=None):
-    """x[:rows, :cols], replicated first where a cut is needed."""
-    if x.shape[0] == rows and (cols is None or x.shape[1] == cols):
-        return x
-    x = _rep(x, req)
-    return x[:rows] if cols is None else x[:rows, :cols]
-
-
 def _nan(bad, x):
     return None if x is None else jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
-
-
-def _attrs(req, m: int, n: int) -> dict:
-    """The row's attributes for this request (A's rows m, columns n)."""
-    attrs = dict(req.op.attrs(req.opts, m, n))
-    row = _calls.table()[req.op.row]
-    if "mrows" in row.attrs:
-        attrs["mrows"] = m
-    if "nvalid" in row.attrs:
-        attrs["nvalid"] = n
-    return attrs
 
 
 def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
@@ -170,7 +152,7 @@ def _run(req, A, b=None) -> dict:
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(op, _DEFAULT_TILE)
     grid = _grid.grid_from_mesh(req.mesh, req.axes, op=op)
-    attrs = _attrs(req, m, n)
+    attrs = row_attrs(req.op, req.opts, m, n, n)
     if op == "syevd" and n1 != n:
         attrs["jobz"] = 1  # the pad eigenpairs are told apart by their eigenvectors
     rets = call(op, grid, req.mesh, _calls.to_engine(op, KIND, args), spec=spec,
@@ -198,7 +180,8 @@ def _outputs(req, out, vector: bool):
     for o in req.op.outputs(req.opts):
         x = out[o.name]
         if rules[o.name].dims:
-            x = _cut(x, req, *[d.get(c, x.shape[k]) for k, c in enumerate(rules[o.name].dims)])
+            x = _shard.cut_end(x, req.mesh,
+                               *[d.get(c, x.shape[k]) for k, c in enumerate(rules[o.name].dims)])
         if o.name == "x" and vector:
             x = x[:, 0]
         res.append(x)

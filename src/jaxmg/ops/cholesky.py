@@ -27,7 +27,7 @@ from ..engines import library, multiproc
 from ..pipeline import decide, ffi, mesh, request, shard
 from ..pipeline import validate as v
 from ..pipeline.per_shard import (Statics, nan_where, pad_matrix, pad_rhs, prologue, status_out,
-                                  unpad_matrix, unpad_rhs, view_in)
+                                  unpad_matrix, unpad_rhs, view_back, view_in)
 from ..rules.hermitian import Factored
 
 REP = P(None, None)
@@ -77,8 +77,8 @@ def solve_shard(op, st: Statics, shape, factor, fstatus, b):
     fst, failed = _failed(fstatus)
     x, status = _call("chol_solve", s, factor, pad_rhs(b2, s),
                       nonfinite=ffi.nonfinite(b2) | failed)
-    x = unpad_rhs(x, s)
-    x = jnp.conj(x) if shard.is_complex(x.dtype) else x  # the row's 'c' view, as potrs's
+    row = ffi.table()["chol_solve"]
+    x = view_back(row.rets[0], unpad_rhs(x, s), s, st, row)
     x = nan_where(ffi.agreed_nonfinite(status), x)
     return (x[:, 0] if b.ndim == 1 else x), status_out(jnp.where(failed, fst, status))
 
@@ -133,7 +133,7 @@ def inverse_global(req, F, fstatus):
     """(A^-1 in A's layout, status) from the factor."""
     body = functools.partial(inverse_shard, req.op, _statics(req), _shard_shape(req))
     inv, status = _shard_map(body, req, (req.row_spec, P()), (req.row_spec, P(None)))(F, fstatus)
-    return request.to_matrix_layout(mesh.cut(inv, req, req.n, req.n), req), status[0]
+    return request.to_matrix_layout(shard.cut_end(inv, req.mesh, req.n, req.n), req), status[0]
 
 
 # ---- the Factored a rule gets -------------------------------------------------------------

@@ -107,15 +107,6 @@ def _engine_out(req, pd: Padding, outs):
     return (Out(aliased, ENGINE),)
 
 
-def cut(x, req, rows: int, cols: int | None = None):
-    """x[:rows, :cols], replicated first where a cut is needed (JAX cannot
-    shard the padded rows and then fewer of them evenly)."""
-    if x.shape[0] == rows and (cols is None or x.shape[1] == cols):
-        return x
-    x = shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
-    return x[:rows] if cols is None else x[:rows, :cols]
-
-
 def place(out: Out, x, req, b):
     """An output, cut to A's sizes, in the layout it declares: the solution
     in b's, matrices in A's, the rest replicated."""
@@ -137,9 +128,9 @@ def _back(out: Out, buf, x, req, b):
         x = x[:n]
         x = x[:, 0] if b.ndim == 1 else x
     elif out.layout in (MATRIX, EIGVECS):
-        x = cut(x, req, n, n)
+        x = shard.cut_end(x, req.mesh, n, n)
     elif out.layout == ROWS:
-        x = cut(x, req, m)
+        x = shard.cut_end(x, req.mesh, m)
     elif out.layout == REPLICATED and not buf.dims:
         x = x[0]
     elif out.layout == REPLICATED and buf.dims[:1] == "N":
@@ -173,9 +164,8 @@ def run_core(req, A, *rest, keep_engine: bool = False):
                  mrows=req.shape[0] if op.shape != "square" else None,
                  nvalid=req.n if op.end_pad == "identity" else None)
     bufs = {b.name: b for b in ffi.table()[op.row].rets}
-    view = dataclasses.replace(op, outputs=lambda opts: outs)
     out_specs = tuple(_out_spec(o, bufs[o.name], req) for o in outs) + (P(None),)
-    res = jax.shard_map(functools.partial(call, view, req.opts, st), mesh=req.mesh,
+    res = jax.shard_map(functools.partial(call, op, req.opts, st, outputs=outs), mesh=req.mesh,
                         in_specs=tuple(in_specs), out_specs=out_specs, check_vma=False)(*args)
     back = tuple(_back(o, bufs[o.name], x, req, b) for o, x in zip(outs, res[:-1]))
     n = len(op.outputs(req.opts))

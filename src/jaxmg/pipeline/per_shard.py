@@ -171,27 +171,47 @@ def _back(out, buf, x, s: Shard, st: Statics, bad, row):
         return x
     if not buf.dims:  # a scalar: (1,) per shard, as the status
         x = x.reshape(1)
-    sees_at = KIND in row.sees_at
     if buf.dims[:1] == "L":
         x = unpad_matrix(x, s)
     elif out.layout == SOLUTION:
         x = unpad_rhs(x, s)
-    if sees_at and buf.view == "h":
-        x = eigvecs(x, s, st.v_layout)
-    elif sees_at and buf.view == "c":
-        x = _conj(x)
-    return nan_where(bad, x)
+    return nan_where(bad, view_back(buf, x, s, st, row))
+
+
+def view_back(buf, x, s: Shard, st: Statics, row):
+    """A result as the caller wants it where the engine (KIND) sees A^T:
+    the row's 'c' buffers conjugated, its 'h' ones (eigenvectors as rows)
+    turned into A's eigenvector block."""
+    if KIND not in row.sees_at:
+        return x
+    if buf.view == "h":
+        return eigvecs(x, s, st.v_layout)
+    return _conj(x) if buf.view == "c" else x
+
+
+def row_attrs(op, opts, m: int, n: int, nvalid: int) -> dict:
+    """The attributes of op's row for A's rows m and columns n: the op's
+    own (from its options), and `mrows` / `nvalid` where the row takes
+    them (A's true rows; the order of a problem that ends in padding)."""
+    attrs = dict(op.attrs(opts, m, n))
+    row = ffi.table()[op.row]
+    if "mrows" in row.attrs:
+        attrs["mrows"] = m
+    if "nvalid" in row.attrs:
+        attrs["nvalid"] = nvalid
+    return attrs
 
 
 # ---- the call -------------------------------------------------------------------
 
 
-def call(op, opts, st: Statics, a, *rest):
+def call(op, opts, st: Statics, a, *rest, outputs=None):
     """Steps 1-4 for this device's shard a of A (and b, replicated, or B's
-    shard): the op's outputs (op.outputs(opts), each as its layout says
-    per shard) and the status (1,): 0, the engine's failure (a failing
-    minor in A's order, non-convergence), or ffi.STATUS_NONFINITE when
-    any party's input was not finite (outputs NaN then)."""
+    shard): the op's outputs (op.outputs(opts), or `outputs` where the
+    caller wants others of the row, each as its layout says per shard) and
+    the status (1,): 0, the engine's failure (a failing minor in A's
+    order, non-convergence), or ffi.STATUS_NONFINITE when any party's
+    input was not finite (outputs NaN then)."""
     s = prologue(op, a, st)
     row = ffi.table()[op.row]
     vector = op.operands == WITH_RHS and rest[0].ndim == 1
@@ -207,11 +227,7 @@ def call(op, opts, st: Statics, a, *rest):
         others, args = [], [pad_matrix(a, s)]
     if s.engine in op.transposed_for:
         args[0] = transposed(args[0], s)
-    attrs = dict(op.attrs(opts, s.m, s.n))
-    if "mrows" in row.attrs:
-        attrs["mrows"] = s.m
-    if "nvalid" in row.attrs:
-        attrs["nvalid"] = st.nvalid or s.n
+    attrs = row_attrs(op, opts, s.m, s.n, st.nvalid or s.n)
     rets = ffi.ffi(op.row, *view_in(row, args), s.where, site=shard.new_site(),
                    tile=s.plan.tile, nparties=s.nparties, dispatch=decide.c_code(s.engine),
                    nonfinite=ffi.nonfinite(a, *others), **attrs)
@@ -219,7 +235,7 @@ def call(op, opts, st: Statics, a, *rest):
     status = by_name["status"][1]
     bad = ffi.agreed_nonfinite(status)
     res = []
-    for out in op.outputs(opts):
+    for out in op.outputs(opts) if outputs is None else outputs:
         buf, x = by_name[out.name]
         x = _back(out, buf, x, s, st, bad, row)
         res.append(x[:, 0] if vector and out.layout == SOLUTION else x)

@@ -233,6 +233,16 @@ def pad_end(x: jax.Array, mesh, rows: int, cols: int | None = None, diag=None) -
     return jnp.where((i == j) & (i >= m), jnp.asarray(diag, x.dtype), x)
 
 
+def cut_end(x: jax.Array, mesh, rows: int, cols: int | None = None) -> jax.Array:
+    """x[:rows, :cols], pad_end's inverse: replicated first where a cut is
+    needed (JAX cannot shard the padded rows and then fewer of them
+    evenly)."""
+    if x.shape[0] == rows and (cols is None or x.shape[1] == cols):
+        return x
+    x = constrain(x, mesh, jax.sharding.PartitionSpec(*((None,) * x.ndim)))
+    return x[:rows] if cols is None else x[:rows, :cols]
+
+
 def buffer_rows(a: jax.Array, rows: int) -> jax.Array:
     """A shard with room for `rows` rows: zero rows after A's (cuSolverMg's
     eigensolver moves A's rows into its tiles within them)."""
