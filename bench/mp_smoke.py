@@ -1,10 +1,9 @@
 """Smoke check of the cuSOLVERMp engine on the GPUs of this one process:
 every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
 GPU), through jaxmg.engines.mp_route._run (the row-built call, the view undone),
-each result checked against its defining equation; and sygvd once more
-with padding past its `nvalid` (the row called directly: the leading
-pencil solved, the padding left zero), which _run never needs on a P x 1
-grid whose N the GPUs divide. Prints one line per case and exits non-zero
+each result checked against its defining equation; then syevd and sygvd
+with one padding row forced (a P x 1 grid whose N the GPUs divide never
+pads), and the library's sygvd on a leading sub-pencil (printed only). Prints one line per case and exits non-zero
 if any case fails.
 For the device machine when fewer GPUs are lent than the GPU suite's
 multi-process cases need (tests/gpu/test_mp_engine.py)."""
@@ -63,17 +62,19 @@ def residual(op, a, b, out):
     raise ValueError(op)
 
 
-def padded_pencil(mesh, rows, rng, n, tile, dtype):
-    """sygvd's row on an (n + pad) pencil with nvalid = n: the leading
-    pencil's result, zero in the padding of w and Z. True if it holds."""
+def sub_pencil(mesh, rows, rng, n, dtype):
+    """The library's sygvd on a leading sub-pencil: the row called directly
+    on an (n + pad) pencil with nvalid = n (identity in the padding). The
+    route never asks for this (cuSOLVERMp gets it wrong: f64 vectors off by
+    ~1e-3, c64 CUSOLVER_STATUS_INTERNAL_ERROR on one H100, 0.9.1); printed
+    to see whether a later cuSOLVERMp fixes it, not counted as a failure."""
     k = mesh.shape["x"]
     n1 = -(-(n + 1) // k) * k  # at least one padding row and column
     a, b = matrix(rng, n, n, dtype, True), matrix(rng, n, n, dtype, True)
 
-    def pad(x):  # identity in the padding: the engine must leave it out
+    def pad(x):
         return np.pad(x, ((0, n1 - n), (0, n1 - n))) + np.diag(np.arange(n1) >= n)
 
-    t0 = time.perf_counter()
     try:
         args = [jax.device_put(pad(x).astype(dtype), rows) for x in (a, b)]
         grid = _grid.grid_from_mesh(mesh, ("x",), op="sygvd")
@@ -81,16 +82,39 @@ def padded_pencil(mesh, rows, rng, n, tile, dtype):
                               spec=P("x", None), tile=n1 // k, attrs={"jobz": 1, "nvalid": n})
         v, w, status = (np.asarray(r) for r in _calls.from_engine("sygvd", "collective", rets))
         res = residual("sygvd", a, b, {"a": v[:n, :n], "w": w[:n]})
-        zero = not (np.any(w[n:]) or np.any(v[n:]) or np.any(v[:, n:]))
+        print(f"{'sygvd nvalid<n':14s} {np.dtype(dtype).name:10s} status {int(status.max())} "
+              f"residual {res:.2e} (the library's sub-pencil; not used by jaxmg)")
+    except Exception as e:
+        print(f"{'sygvd nvalid<n':14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: "
+              f"{e}"[:300] + " (the library's sub-pencil; not used by jaxmg)")
+
+
+def padded_route(mesh, rows, rng, n, tile, dtype, op):
+    """op through the route with one padding row and column forced (as on a
+    P x Q grid that does not divide N; one GPU never pads): the eigenproblems'
+    zero-block padding and the drop of the pad eigenpairs. True if valid."""
+    a = matrix(rng, n, n, dtype, True)
+    b = matrix(rng, n, n, dtype, True) if op == "sygvd" else None
+    shape = _mp_route._padded_shape
+    _mp_route._padded_shape = lambda req, spec: (n + 1, n + 1)
+    t0 = time.perf_counter()
+    try:
+        aj = jax.device_put(a, rows)
+        bj = None if b is None else jax.device_put(b, rows)
+        decl = ops.by_row(op)
+        req = _request.normalise(decl, decl.options(), aj, *([] if bj is None else [bj]),
+                                 T_A=tile, mesh=mesh, specs=P("x", None))
+        out = jax.tree.map(np.asarray, _mp_route._run(req, aj, bj))
+        res, status = residual(op, a, b, out), int(out["status"])
     except Exception as e:  # report and go on: this is a smoke check
-        print(f"{'sygvd padded':14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: "
-              f"{e}"[:400])
+        print(f"{op + ' padded':14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: {e}"[:400])
         return False
+    finally:
+        _mp_route._padded_shape = shape
     limit = 1e-3 if dtype == np.complex64 else 1e-10
-    ok = int(status.max()) == 0 and np.isfinite(res) and res < limit and zero
-    print(f"{'sygvd padded':14s} {np.dtype(dtype).name:10s} status {int(status.max())} residual "
-          f"{res:.2e} padding {'zero' if zero else 'NOT zero'} {'ok' if ok else 'FAIL'} "
-          f"({time.perf_counter() - t0:.2f} s)")
+    ok = status == 0 and np.isfinite(res) and res < limit
+    print(f"{op + ' padded':14s} {np.dtype(dtype).name:10s} status {status} residual {res:.2e} "
+          f"{'ok' if ok else 'FAIL'} ({time.perf_counter() - t0:.2f} s)")
     return ok
 
 
@@ -128,7 +152,9 @@ def main():
             print(f"{op:14s} {np.dtype(dtype).name:10s} status {status} residual {res:.2e} "
                   f"{'ok' if ok else 'FAIL'} ({time.perf_counter() - t0:.2f} s)")
     for dtype in (np.float64, np.complex64):
-        failed += not padded_pencil(mesh, rows, rng, n, tile, dtype)
+        for op in ("syevd", "sygvd"):
+            failed += not padded_route(mesh, rows, rng, n, tile, dtype, op)
+        sub_pencil(mesh, rows, rng, n, dtype)
     print(f"mp_smoke: {ndev} GPU(s), {failed} failed")
     sys.exit(1 if failed else 0)
 

@@ -244,3 +244,33 @@ def test_public_general_ops_route(monkeypatch, rng, op):
         Q, R, st = jaxmg.qr(A, 2, mesh, P("r", "c"), return_status=True, dispatch="mp")
         np.testing.assert_allclose(np.asarray(Q) @ np.asarray(R), a, atol=1e-10)
     assert int(st) == 0 and seen and set(seen) == {op}  # lu_solve's rule traces its solve twice
+
+
+def test_sygvd_asks_the_engine_for_the_whole_padded_pencil(monkeypatch, rng):
+    """cuSOLVERMp's sygvd is wrong on a leading sub-pencil (nvalid below the
+    order; bench/mp_smoke.py): the route pads A with a zero block and B with
+    identity, asks for the whole pencil with vectors, and drops the pad
+    eigenpairs after the call."""
+    seen = []
+
+    def spy(op, grid, mesh, args, **kw):
+        seen.append((np.asarray(args[0]), np.asarray(args[1]), kw["attrs"]))
+        return engine(op, grid, mesh, args, **kw)
+
+    monkeypatch.setattr(_mp_route, "call", spy)
+    monkeypatch.setattr(_decide, "for_mesh", lambda *a, **k: "mp")
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    n = 7
+    a, b = hpd(rng, n, np.float64), hpd(rng, n, np.float64)
+    A = jax.device_put(a, NamedSharding(mesh, P()))
+    opts = declared("sygvd").options(jobz=False)
+    req = request("sygvd", A, jnp.asarray(b), opts=opts, T_A=2, mesh=mesh, specs=P("r", "c"))
+    w, st = (np.asarray(o) for o in _mesh.run_core(req, A, jnp.asarray(b)))
+    (pa, pb, attrs), = seen
+    assert pa.shape == (8, 8) and attrs == {"jobz": 1, "nvalid": 8}
+    assert not pa[n:].any() and not pa[:, n:].any()  # a zero block: A's pad eigenvalue is 0
+    np.testing.assert_array_equal(pb[n:, n:], np.eye(1))
+    L = np.linalg.cholesky(b)
+    ref = np.linalg.eigvalsh(np.linalg.solve(L, np.linalg.solve(L, a).conj().T))
+    assert int(st) == 0
+    np.testing.assert_allclose(w, ref, atol=1e-9 * np.linalg.cond(b) * np.linalg.cond(a))

@@ -14,11 +14,14 @@ The engine's grid comes from the solve axes: two axes are the P x Q grid
 (A moved to P(r, c)), one axis a 1 x n or n x 1 grid (A by rows, or by
 columns as given). A matrix that does not split evenly over the grid is
 padded at its end (identity for the factorisations, zero rows for the
-tall ops, zero for syevd, whose pad eigenpairs are then told apart by
-their eigenvectors after the call: _shard.drop_pad_eigenpairs). No pad
-value depends on A, so nothing reduces over A before the engine; sygvd's
-B, sharded like A, is padded and placed as A is, and the engine solves the
-leading N x N pencil only (its `nvalid`).
+tall ops, a zero block for the eigenproblems, whose pad eigenpairs are
+then told apart by their eigenvectors after the call:
+_shard.drop_pad_eigenpairs). No pad value depends on A, so nothing
+reduces over A before the engine. sygvd's B, sharded like A, is padded
+with identity and placed as A is, and the engine solves the whole padded
+pencil: cuSOLVERMp's sygvd on a leading sub-pencil (its `nvalid` below
+the matrix's order) gives wrong vectors in f64 and fails in c64
+(measured on one H100; bench/mp_smoke.py shows it).
 
 The call itself is the op's row of the C op table (_calls): its buffers,
 their shapes and layouts, and the engine's view of A, undone by
@@ -50,6 +53,8 @@ KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
 # potrf/getrf (1024) and for the eigen/SVD reductions (256).
 _TILE = {"syevd": 256, "sygvd": 256, "gesvd": 256, "polar": 256}
 _DEFAULT_TILE = 1024
+# The eigenproblems: padded with a zero block of A (B's is identity).
+_EIGEN = ("syevd", "sygvd")
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +149,8 @@ def _run(req, A, b=None) -> dict:
     op = req.op.row
     spec = _engine_spec(req)
     m1, n1 = _padded_shape(req, spec)
-    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if op == "syevd" else 1), req.mesh, spec)]
+    pad_pairs = op in _EIGEN and n1 != n  # told apart by their eigenvectors after the call
+    args = [_shard.constrain(_pad(A, req, m1, n1, 0 if op in _EIGEN else 1), req.mesh, spec)]
     if b is not None and req.op.operands == "AB":
         args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
     elif b is not None:
@@ -152,14 +158,14 @@ def _run(req, A, b=None) -> dict:
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
     tile = req.tile or _TILE.get(op, _DEFAULT_TILE)
     grid = _grid.grid_from_mesh(req.mesh, req.axes, op=op)
-    attrs = row_attrs(req.op, req.opts, m, n, n)
-    if op == "syevd" and n1 != n:
-        attrs["jobz"] = 1  # the pad eigenpairs are told apart by their eigenvectors
+    attrs = row_attrs(req.op, req.opts, m, n, n1)
+    if pad_pairs:
+        attrs["jobz"] = 1
     rets = call(op, grid, req.mesh, _calls.to_engine(op, KIND, args), spec=spec,
                 tile=tile, attrs=attrs)
     rets = _calls.from_engine(op, KIND, rets)
     out = dict(zip((r.name for r in _calls.table()[op].rets), rets))
-    if op == "syevd" and n1 != n:
+    if pad_pairs:
         out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
     # The same on every rank; -1 where some rank flagged non-finite input (no
     # engine ran: call).
