@@ -1,7 +1,8 @@
 /* host_general.c - lu_solve, least_squares, qr, gesvd and polar on the
  * host: the leader gathers E = A^T (n x m column-major: the shards side
  * by side, no layout move) and calls LAPACK on E itself, so that no
- * transpose is ever copied (but lu_solve's, below):
+ * transpose is copied where LAPACK has a routine for E (but lu_solve's
+ * and qr's, below):
  *
  *   lu_solve       E's leading n x n block transposed in place (E = A^T
  *                  exactly, no conjugation, complex too), so that getrf
@@ -13,9 +14,11 @@
  *   least_squares  gels on E with 'T' (real) or 'C' (complex, on conj(b),
  *                  then x = conj of the result): the overdetermined
  *                  min || E^T x - b || through E's LQ factorization.
- *   qr             gelqf(E) = L Q': A = Q R with R = L^T and Q = Q'^T, so
- *                  L read row-major is R, and Q' (orglq/unglq) written
- *                  back column by column is Q's row shards.
+ *   qr             E transposed into a copy of A (column-major), then
+ *                  geqrf and orgqr / ungqr on it, Q transposed back into E
+ *                  for the scatter: two O(m n) copies, where an LQ of E
+ *                  itself (gelqf, row-wise Householder panels) measured
+ *                  5-25 % slower than the QR at N = 256-2048 (OpenBLAS).
  *   gesvd          gesdd(E) = U_E S VT_E: A = U S Vh with U^T = VT_E and
  *                  Vh^T = U_E, so VT_E's columns are U's row shards and
  *                  U_E read row-major is Vh. gesdd (divide and conquer)
@@ -244,47 +247,77 @@ int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
 
 /* ---- qr ---- */
 
-/* R (n x n, read row-major) from L, the lower triangle of E's first n
- * columns, read column-major: the strict upper part of that is zero. */
-static void lower_of(jmg_dtype t, const char* e, int64_t n, char* r) {
+/* dst (cols x rows, column-major) = src (rows x cols, column-major)
+ * transposed, in square blocks so that both sides stay in cache; the inner
+ * loop writes dst contiguously (2-4 x faster than writing it strided,
+ * measured at N = 1024). */
+static inline void transpose_copy_es(const char* src, int64_t rows, int64_t cols, char* dst,
+                                     size_t es) {
+  enum { B = 32 };
+  for (int64_t i0 = 0; i0 < rows; i0 += B)
+    for (int64_t j0 = 0; j0 < cols; j0 += B)
+      for (int64_t i = i0; i < min64(i0 + B, rows); i++)
+        for (int64_t j = j0; j < min64(j0 + B, cols); j++)
+          memcpy(dst + (size_t)(j + i * cols) * es, src + (size_t)(i + j * rows) * es, es);
+}
+
+/* transpose_copy_es for each element size, each copy of a fixed size. */
+static void transpose_copy(const char* src, int64_t rows, int64_t cols, char* dst, size_t es) {
+  switch (es) {
+    case 4: transpose_copy_es(src, rows, cols, dst, 4); break;
+    case 8: transpose_copy_es(src, rows, cols, dst, 8); break;
+    default: transpose_copy_es(src, rows, cols, dst, 16); break;
+  }
+}
+
+/* R (n x n, read row-major: R^T column-major) from the upper triangle of
+ * geqrf's a (m x n, column-major). */
+static void upper_of(jmg_dtype t, const char* a, int64_t m, int64_t n, char* r) {
   size_t es = jmg_dtype_size(t);
   memset(r, 0, (size_t)(n * n) * es);
   for (int64_t j = 0; j < n; j++)
-    memcpy(r + (size_t)(j + j * n) * es, e + (size_t)(j + j * n) * es, (size_t)(n - j) * es);
+    for (int64_t i = 0; i <= j; i++)
+      memcpy(r + (size_t)(j + i * n) * es, a + (size_t)(i + j * m) * es, es);
 }
 
 int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
-  la_gelqf* gelqf = (la_gelqf*)jmg_la_get(JMG_LA_GELQF, job->dtype, err);
-  la_orglq* orglq = (la_orglq*)jmg_la_get(JMG_LA_ORGLQ, job->dtype, err);
-  if (!gelqf || !orglq) return -1;
+  la_geqrf* geqrf = (la_geqrf*)jmg_la_get(JMG_LA_GEQRF, job->dtype, err);
+  la_orgqr* orgqr = (la_orgqr*)jmg_la_get(JMG_LA_ORGQR, job->dtype, err);
+  if (!geqrf || !orgqr) return -1;
   jmg_dtype t = job->dtype;
   size_t es = jmg_dtype_size(t);
   int m = (int)job->m, n = (int)job->n, info = 0, lwork = -1;
   char* e = jmg_host_gather(job, err);
+  char* a = jmg_host_alloc(job->m * job->n, es);
   char* tau = jmg_host_alloc(job->n, es);
-  if (!e || !tau) {
+  if (!e || !a || !tau) {
     free(e);
+    free(a);
     free(tau);
     return e ? no_memory(err) : -1;
   }
   scalar q1, q2;
-  gelqf(&n, &m, e, &n, tau, &q1, &lwork, &info);
-  orglq(&n, &m, &n, e, &n, tau, &q2, &lwork, &info);
+  geqrf(&m, &n, a, &m, tau, &q1, &lwork, &info);
+  orgqr(&m, &n, &n, a, &m, tau, &q2, &lwork, &info);
   int64_t lw = max64(max64(queried(t, &q1), queried(t, &q2)), job->n);
   void* work = lw <= 2147483647 ? jmg_host_alloc(lw, es) : NULL;
   if (!work) {
     free(e);
+    free(a);
     free(tau);
     return no_memory(err);
   }
   lwork = (int)lw;
-  gelqf(&n, &m, e, &n, tau, work, &lwork, &info);
+  transpose_copy(e, job->n, job->m, a, es); /* E = A^T: a is A, column-major */
+  geqrf(&m, &n, a, &m, tau, work, &lwork, &info);
   char* r = job->parties[0].b;
   if (info == 0) {
-    lower_of(t, e, job->n, r);
-    orglq(&n, &m, &n, e, &n, tau, work, &lwork, &info);
+    upper_of(t, a, job->m, job->n, r);
+    orgqr(&m, &n, &n, a, &m, tau, work, &lwork, &info);
   }
-  if (info != 0) {
+  if (info == 0) {
+    transpose_copy(a, job->m, job->n, e, es); /* Q^T column-major: Q's rows side by side */
+  } else {
     jmg_host_fill_nan(t, r, job->n * job->n);
     jmg_host_fill_nan(t, e, job->n * job->m);
   }
@@ -292,6 +325,7 @@ int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
   jmg_host_broadcast(job, 1, r, (size_t)(job->n * job->n) * es);
   free(work);
   free(e);
+  free(a);
   free(tau);
   res->info = info;
   return 0;

@@ -12,8 +12,8 @@ static const char* const names[JMG_LA_COUNT][2] = {
     [JMG_LA_POTRF] = {"potrf", "potrf"}, [JMG_LA_POTRS] = {"potrs", "potrs"},
     [JMG_LA_POTRI] = {"potri", "potri"}, [JMG_LA_EVD] = {"syevd", "heevd"},
     [JMG_LA_GETRF] = {"getrf", "getrf"}, [JMG_LA_GETRS] = {"getrs", "getrs"},
-    [JMG_LA_GELS] = {"gels", "gels"},    [JMG_LA_GELQF] = {"gelqf", "gelqf"},
-    [JMG_LA_ORGLQ] = {"orglq", "unglq"}, [JMG_LA_GESDD] = {"gesdd", "gesdd"},
+    [JMG_LA_GELS] = {"gels", "gels"},    [JMG_LA_GEQRF] = {"geqrf", "geqrf"},
+    [JMG_LA_ORGQR] = {"orgqr", "ungqr"}, [JMG_LA_GESDD] = {"gesdd", "gesdd"},
     [JMG_LA_GEMM] = {"gemm", "gemm"},   [JMG_LA_GVD] = {"sygvd", "hegvd"},
 };
 

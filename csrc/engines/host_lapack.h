@@ -11,8 +11,8 @@
 typedef enum {
   JMG_LA_POTRF, JMG_LA_POTRS, JMG_LA_POTRI,
   JMG_LA_EVD,   /* syevd / heevd */
-  JMG_LA_GETRF, JMG_LA_GETRS, JMG_LA_GELS, JMG_LA_GELQF,
-  JMG_LA_ORGLQ, /* orglq / unglq */
+  JMG_LA_GETRF, JMG_LA_GETRS, JMG_LA_GELS, JMG_LA_GEQRF,
+  JMG_LA_ORGQR, /* orgqr / ungqr */
   JMG_LA_GESDD, JMG_LA_GEMM,
   JMG_LA_GVD,   /* sygvd / hegvd */
   JMG_LA_COUNT
@@ -44,9 +44,9 @@ typedef void la_getrs(char* trans, int* n, int* nrhs, void* a, int* lda, int* ip
                       int* ldb, int* info);
 typedef void la_gels(char* trans, int* m, int* n, int* nrhs, void* a, int* lda, void* b, int* ldb,
                      void* work, int* lwork, int* info);
-typedef void la_gelqf(int* m, int* n, void* a, int* lda, void* tau, void* work, int* lwork,
+typedef void la_geqrf(int* m, int* n, void* a, int* lda, void* tau, void* work, int* lwork,
                       int* info);
-typedef void la_orglq(int* m, int* n, int* k, void* a, int* lda, void* tau, void* work, int* lwork,
+typedef void la_orgqr(int* m, int* n, int* k, void* a, int* lda, void* tau, void* work, int* lwork,
                       int* info);
 typedef void la_gesdd_r(char* jobz, int* m, int* n, void* a, int* lda, void* s, void* u, int* ldu,
                         void* vt, int* ldvt, void* work, int* lwork, int* iwork, int* info);

@@ -27,8 +27,8 @@ _libs: dict[str, ctypes.CDLL] = {}
 # LAPACK (and BLAS) routines the host engine takes from scipy, by function
 # pointer (csrc/engines/host_lapack.h).
 _LAPACK = [
-    p + r for p in "sdcz" for r in ("potrf", "potrs", "potri", "getrf", "getrs", "gels", "gelqf", "gesdd")
-] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorglq", "dorglq", "cunglq", "zunglq",
+    p + r for p in "sdcz" for r in ("potrf", "potrs", "potri", "getrf", "getrs", "gels", "geqrf", "gesdd")
+] + ["ssyevd", "dsyevd", "cheevd", "zheevd", "sorgqr", "dorgqr", "cungqr", "zungqr",
      "ssygvd", "dsygvd", "chegvd", "zhegvd"]
 _BLAS = [p + "gemm" for p in "sdcz"]
 
