@@ -27,7 +27,8 @@
 #   gpusweep every op on GPU 0 (bench/sweep.py): auto, single, mp (1 x 1), local, jnp and JAXMg
 #            1.4.1, f64 8192/16384 (SWEEP_OPS, SWEEP_SIZES); after mpwheels. SWEEP_END (epoch s)
 #            bounds it: its time budget ends 30 s before (else SWEEP_BUDGET_S, default none);
-#            SWEEP_PEER_S of it for 1.4.1 (150); a first call >= SWEEP_SLOW_S (2) is timed alone
+#            SWEEP_PEER_S of it for 1.4.1 (150); a first call >= SWEEP_SLOW_S (2) is timed alone;
+#            SWEEP_SKIP: op:route pairs left out (route: single, mp, local or one-dev)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg
@@ -195,7 +196,7 @@ gpusweep_step() {
     "$PY" bench/sweep.py --dtypes f64 --ndev 1 --tiles auto \
     --ops "${SWEEP_OPS:-potrs,lu_solve,potri,qr,least_squares,syevd,polar,eigh_generalized,gesvd}" \
     --sizes "${SWEEP_SIZES:-8192,16384}" --engines single,mp,local --reps "$REPS" \
-    --slow-s "${SWEEP_SLOW_S:-2}" --target 1.0 "${extra[@]}" \
+    --slow-s "${SWEEP_SLOW_S:-2}" --target 1.0 --skip "${SWEEP_SKIP:-}" "${extra[@]}" \
     --json "$OUT/one_gpu_sweep.json" --md "$OUT/one_gpu_sweep.md"
 }
 # ---- end of step "gpusweep" ----------------------------------------------------

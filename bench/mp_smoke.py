@@ -90,13 +90,13 @@ def sub_pencil(mesh, rows, rng, n, dtype):
 
 
 def padded_route(mesh, rows, rng, n, tile, dtype, op):
-    """op through the route with one padding row and column forced (as on a
-    P x Q grid that does not divide N; one GPU never pads): the eigenproblems'
+    """op through the route with one tile of padding forced (as on a P x Q
+    grid that does not divide N; one GPU never pads): the eigenproblems'
     zero-block padding and the drop of the pad eigenpairs. True if valid."""
     a = matrix(rng, n, n, dtype, True)
     b = matrix(rng, n, n, dtype, True) if op == "sygvd" else None
-    shape = _mp_route._padded_shape
-    _mp_route._padded_shape = lambda req, spec: (n + 1, n + 1)
+    layout = _mp_route._padded_layout
+    _mp_route._padded_layout = lambda req, spec: (n + tile, n + tile, tile)
     t0 = time.perf_counter()
     try:
         aj = jax.device_put(a, rows)
@@ -110,7 +110,7 @@ def padded_route(mesh, rows, rng, n, tile, dtype, op):
         print(f"{op + ' padded':14s} {np.dtype(dtype).name:10s} ERROR {type(e).__name__}: {e}"[:400])
         return False
     finally:
-        _mp_route._padded_shape = shape
+        _mp_route._padded_layout = layout
     limit = 1e-3 if dtype == np.complex64 else 1e-10
     ok = status == 0 and np.isfinite(res) and res < limit
     print(f"{op + ' padded':14s} {np.dtype(dtype).name:10s} status {status} residual {res:.2e} "

@@ -7,7 +7,7 @@ against JAXMg 1.4.1 itself.
         [--sizes 256,512,1024,2048] [--ndev 1,2,4,8] [--tiles auto,96]
         [--reps 3] [--md OUT.md] [--json OUT.json] [--child-timeout S]
         [--engines single,mp,local] [--slow-s S] [--time-budget S]
-        [--target 1.0] [--peer-site DIR --mp-site DIR --peer-budget S]
+        [--target 1.0] [--skip op:route,...] [--peer-site DIR --mp-site DIR --peer-budget S]
 
 Each device count runs in its own subprocess (on CPU the host device count
 is fixed when JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count;
@@ -104,6 +104,8 @@ def parse_args(argv=None):
                    help="seconds for the whole sweep: routes that would overrun are skipped")
     p.add_argument("--target", type=float, default=1.05,
                    help="auto / one-dev above this is bold")
+    p.add_argument("--skip", type=lambda t: {tuple(x.split(":", 1)) for x in t.split(",") if x},
+                   default=set(), help="op:route pairs left out (route: an engine or one-dev)")
     p.add_argument("--peer-site", default=None, help="a --target folder holding JAXMg 1.4.1")
     p.add_argument("--mp-site", default=None, help="a --target folder of the cuSOLVERMp wheels")
     p.add_argument("--peer-budget", type=float, default=None,
@@ -252,10 +254,13 @@ class Budget:
 
     def __init__(self, args):
         self.deadline, self.reps, self.slow_s = args.deadline, args.reps, args.slow_s
+        self.left_out = args.skip
         self.seen = {}
 
     def skip(self, key, n):
         """None, or the record of a skipped route."""
+        if (key[0], key[2]) in self.left_out:
+            return {"s": None, "valid": f"{SKIPPED}: --skip"}
         if self.deadline is None:
             return None
         left = self.deadline - time.time()
@@ -292,18 +297,25 @@ def _err(e):
     return {"s": None, "valid": bench._short(e)}
 
 
+def _engine(op, mesh, dispatch, n, dtype):
+    """The engine decision for op (its default options) on an N x N A."""
+    from jaxmg import ops
+    from jaxmg.pipeline import request
+
+    decl = ops.by_row(DECIDE_OP.get(op, op))
+    return request.engine_for(decl, decl.options(), mesh, ("x",), dispatch, (n, n), dtype)
+
+
 def engines_to_force(op, mesh, n, dtype, auto, allowed):
     """{engine: dispatch name} of the engines of `allowed` the decision
     accepts forced here, other than auto's own choice (its time stands for
     them)."""
-    from jaxmg.pipeline import decide as _decide
-
     out = {}
     for engine, name in DISPATCH_OF.items():
         if engine not in allowed:
             continue
         try:
-            got = _decide.for_mesh(DECIDE_OP.get(op, op), mesh, ("x",), name, n, dtype)
+            got = _engine(op, mesh, name, n, dtype)
         except ValueError:
             continue  # cannot run here
         if got == engine and engine != auto and engine not in out:
@@ -418,14 +430,11 @@ class Child:
         print("ROW " + json.dumps(row), flush=True)
 
     def run(self):
-        from jaxmg.pipeline import decide as _decide
-
         for n, cases in _cases(self.args, self.nd):
             for step in (self.first_pass, self.forced_pass):
                 for op, dt in cases:
                     ins = jax.block_until_ready(inputs(op, self.mesh, n, DTYPES[dt], self.args))
-                    auto = _decide.for_mesh(DECIDE_OP.get(op, op), self.mesh, ("x",), "auto", n,
-                                            DTYPES[dt])
+                    auto = _engine(op, self.mesh, "auto", n, DTYPES[dt])
                     step(op, dt, n, ins, auto)
                     del ins
 

@@ -258,7 +258,7 @@ def test_decision_takes_the_composed_route_when_one_gpu_is_too_small():
     from jaxmg.pipeline import decide
 
     big = decide.Problem(op="polar", dtype=np.float64, n=65536, nparties=4, platform="gpu",
-                         device_bytes=16 << 30)
+                         device_bytes=16 << 30, routes=helpers.declared("polar").routes)
     assert decide.decide(big) == "composed"
     assert decide.decide(dataclasses.replace(big, mp_available=True)) == "mp"
     assert decide.decide(dataclasses.replace(big, n=1024)) != "composed"

@@ -14,6 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import jaxmg
+from jaxmg import ops
 from jaxmg.pipeline import decide as _decide
 from jaxmg.engines import library as _library
 from jaxmg.engines import multiproc as _multiproc
@@ -25,6 +26,7 @@ GIB = 2**30
 def gpu(op, n, nparties=4, dispatch="auto", dtype=F64, **kw):
     kw.setdefault("device_bytes", 140 * GIB)
     kw.setdefault("mp_available", True)
+    kw.setdefault("routes", ops.by_row(op).routes)  # as request.normalise passes them
     return _decide.decide(_decide.Problem(op=op, dtype=dtype, n=n, nparties=nparties,
                                           platform="gpu", dispatch=dispatch, **kw))
 
@@ -55,7 +57,38 @@ def test_local_where_measured():
     with pytest.raises(ValueError, match="local engine has no potrs"):
         gpu("potrs", 8192, dispatch="local")
     for (platform, op), wins in _decide.WINS.items():
-        assert all(op in _decide.ENGINE_OPS[w.engine] and w.measured for w in wins)
+        assert all((op in _decide.ENGINE_OPS.get(w.engine, ()) or w.engine in
+                    ops.by_row(op).routes) and w.measured for w in wins)
+
+
+def test_routes_are_the_declarations():
+    """local and composed are where an op declares them, nowhere else."""
+    assert {op for op in _decide.OPS if "local" in ops.by_row(op).routes} == \
+        {"qr", "gesvd", "polar", "lu_solve"}
+    assert {op for op in _decide.OPS if "composed" in ops.by_row(op).routes} == \
+        {"qr", "gesvd", "polar"}
+    assert gpu("qr", 8192, routes=frozenset()) == "single"  # no route declared: no win
+
+
+def test_an_engine_the_call_rules_out():
+    """The full SVD of a non-square matrix: cuSOLVERMp and the composed
+    route compute the thin one only; auto goes on to the next route, a
+    forced one is refused with the declaration's reason, before anything
+    runs."""
+    unable = tuple(ops.by_row("gesvd").unable(ops.by_row("gesvd").options(full_matrices=True),
+                                              8192, 4096).items())
+    assert {e for e, _ in unable} == {"mp", "composed"}
+    assert gpu("gesvd", 8192, nparties=1, unable=unable) == "local"
+    assert gpu("gesvd", 40000, device_bytes=8 * GIB, unable=unable) == "local"  # gathers: last resort
+    with pytest.raises(ValueError, match="thin SVD only"):
+        gpu("gesvd", 8192, nparties=1, unable=unable, dispatch="mp")
+    mesh = Mesh(np.array(jax.devices()[:2]), ("x",))
+    A = jax.device_put(np.ones((8, 4)), NamedSharding(mesh, P("x", None)))
+    with pytest.raises(ValueError, match="thin SVD only"):
+        jaxmg.gesvd(A, None, mesh, P("x", None), full_matrices=True, dispatch="mp")
+    assert not ops.by_row("gesvd").unable(ops.by_row("gesvd").options(full_matrices=True), 8, 8)
+    wide = ops.by_row("gesvd").unable(ops.by_row("gesvd").options(), 300, 700)  # M < N
+    assert set(wide) == {"mp", "composed"} and "at least as many rows" in wide["mp"]
 
 
 def test_cusolvermp_wins_gesvd_on_one_gpu_where_installed():

@@ -53,16 +53,3 @@ def test_call_traces_to_the_right_shapes(monkeypatch, op, mesh_shape, spec):
             "gesvd": [(m, n), (m, n), (n,), (n, n), (4,)], "polar": [(m, n), (n, n), (4,)],
             "sygvd": [(n, n), (n,), (4,)]}[op]
     assert [o.shape for o in out] == want
-
-
-def test_full_svd_of_a_tall_matrix_is_refused(monkeypatch):
-    monkeypatch.setattr(_mp_route, "call", lambda *a, **k: pytest.fail("called the engine"))
-
-    from jaxmg.ops.gesvd import GESVD, Options
-
-    class Req:
-        op, opts = GESVD, Options(full_matrices=True)
-        shape, mesh, axes, dispatch, engine = (8, 4), None, ("x",), "mp", "mp"
-
-    with pytest.raises(ValueError, match="thin SVD only"):
-        _mp_route.run(Req(), jax.ShapeDtypeStruct((8, 4), np.float32))

@@ -9,6 +9,8 @@ included."""
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +47,10 @@ def engine(op, grid, mesh, args, *, spec, tile, attrs):
     its results in the row's order, global, the status one per device."""
     row = _calls.table()[op]
     assert len(args) == len(row.args) - 1 and tile >= 1  # `where` is made per device
+    # the C core's decode: every shard's height a multiple of the tile
+    rows = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+    shards = math.prod(mesh.shape[ax] for ax in rows if ax is not None)
+    assert args[0].shape[0] % (shards * tile) == 0, (args[0].shape, shards, tile)
     # the C core's non-finite flags (ops/handle.c): no engine runs, status -1 everywhere
     bad = not all(np.isfinite(np.asarray(x)).all() for x in args)
     args = [np.nan_to_num(np.asarray(x), nan=0.0, posinf=0.0, neginf=0.0) for x in args]

@@ -86,18 +86,26 @@ def _up(x: int, k: int) -> int:
     return -(-x // k) * k
 
 
-def _padded_shape(req, spec) -> tuple[int, int]:
+def _padded_layout(req, spec) -> tuple[int, int, int]:
+    """A's shape on the engine and its tile: every shard's height a
+    multiple of the tile (the C core's rule for every engine:
+    ops/decode.c), a square A's columns too. The tile is the caller's
+    T_A; else the fewest tiles of at most the op's best (_TILE) that cover
+    one shard's share of A, made as equal as they can be, so that padding
+    adds fewer rows to a shard than it has tiles."""
     m, n = req.shape
     pr, pc = _splits(req, spec)
-    if req.op.shape != "square":
-        if n % pc:
-            raise ValueError(
-                f"jaxmg: the cuSOLVERMp engine splits A's {n} columns over {pc} devices; {req.op.name} "
-                "cannot pad columns: make N a multiple of the column axis, or shard A by rows"
-            )
-        return _up(m, pr), n
-    n1 = _up(n, math.lcm(pr, pc))
-    return n1, n1
+    square = req.op.shape == "square"
+    if not square and n % pc:
+        raise ValueError(
+            f"jaxmg: the cuSOLVERMp engine splits A's {n} columns over {pc} devices; {req.op.name} "
+            "cannot pad columns: make N a multiple of the column axis, or shard A by rows"
+        )
+    k = math.lcm(pr, pc) if square else pr
+    share = -(-m // k)
+    tile = req.tile or -(-share // -(-share // _TILE.get(req.op.row, _DEFAULT_TILE)))
+    m1 = _up(m, k * tile)
+    return m1, m1 if square else n, tile
 
 
 def _pad(A, req, m1, n1, diag):
@@ -148,7 +156,7 @@ def _run(req, A, b=None) -> dict:
     m, n = req.shape
     op = req.op.row
     spec = _engine_spec(req)
-    m1, n1 = _padded_shape(req, spec)
+    m1, n1, tile = _padded_layout(req, spec)
     pad_pairs = op in _EIGEN and n1 != n  # told apart by their eigenvectors after the call
     args = [_shard.constrain(_pad(A, req, m1, n1, 0 if op in _EIGEN else 1), req.mesh, spec)]
     if b is not None and req.op.operands == "AB":
@@ -156,7 +164,6 @@ def _run(req, A, b=None) -> dict:
     elif b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
         args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
-    tile = req.tile or _TILE.get(op, _DEFAULT_TILE)
     grid = _grid.grid_from_mesh(req.mesh, req.axes, op=op)
     attrs = row_attrs(req.op, req.opts, m, n, n1)
     if pad_pairs:
@@ -194,16 +201,8 @@ def _outputs(req, out, vector: bool):
     return (*res, out["status"])
 
 
-def _check(req):
-    m, n = req.shape
-    if req.op.row == "gesvd" and req.opts.full_matrices and m > n:
-        raise ValueError("jaxmg: the cuSOLVERMp engine computes the thin SVD only "
-                         "(full_matrices=False, or m == n)")
-
-
 def run(req, A, *rest):
     """The op's outputs and status (see the module docstring), computed on
     the engine."""
-    _check(req)
     b = rest[0] if rest else None
     return _outputs(req, _run(req, A, b), b is not None and b.ndim == 1)

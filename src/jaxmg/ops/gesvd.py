@@ -58,13 +58,20 @@ def _rule(op, opts, cores):
     return f
 
 
+def _unable(opts, m, n):
+    """cuSOLVERMp's gesvd and the composed route: the thin SVD of a tall or
+    square A only."""
+    why = None
+    if m < n:
+        why = f"it takes A with at least as many rows as columns (A is {m} x {n}: pass A^H)"
+    elif opts.full_matrices and m != n:
+        why = "it computes the thin SVD only (full_matrices=False, or m == n)"
+    return {"mp": why, "composed": why} if why else {}
+
+
 def _composed(opts, A, mesh, axes):
-    """The reduced SVD from the composed polar decomposition (the thin SVD
-    only: full_matrices where M > N is refused)."""
+    """The reduced SVD from the composed polar decomposition."""
     m, n = A.shape
-    if opts.full_matrices and m != n:
-        raise ValueError("jaxmg: the composed route computes the thin SVD only "
-                         "(full_matrices=False, or m == n)")
     u, s, vh, status = svd_polar(A, mesh, axes)
     return ((u if opts.compute_u else jnp.zeros((m, 0), A.dtype)), s,
             (vh if opts.compute_vh else jnp.zeros((0, n), A.dtype)), status)
@@ -75,7 +82,7 @@ GESVD = Op(name="gesvd", row="gesvd", shape="any", operands="A", options=Options
            rule=_rule, attrs=_attrs,
            one_device=lambda opts, A: (local.svd(A, opts.compute_u, opts.compute_vh,
                                                  opts.full_matrices), 0),
-           composed=_composed)
+           composed=_composed, unable=_unable)
 
 
 def _returned(u, s, vh, opts):

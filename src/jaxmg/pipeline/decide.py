@@ -10,9 +10,11 @@ run is a ValueError raised here, before anything is traced.
 `dispatch` is "auto" or a forced engine: "single", "multi" (cuSolverMg, the
 name the public API has always used; "mg" is accepted too), "mp", "host",
 "local" (the algorithm jnp / jax.scipy run on one device, on the gathered
-matrix: engines/local.py; for qr, gesvd and polar) or "composed" (qr,
-gesvd and polar composed from jaxmg's own distributed ops, never gathering
-A: jaxmg/composed/; tall A, M and N multiples of the device count).
+matrix: engines/local.py) or "composed" (composed from jaxmg's own
+distributed ops, never gathering A: jaxmg/composed/; tall A, M and N
+multiples of the device count), for the ops whose declaration has that
+route (Problem.routes). A declaration also names the engines that cannot
+run a given call (Problem.unable: cuSOLVERMp's thin-only SVD).
 On CPU devices the host engine is the only one: a forced one-node GPU engine
 there is accepted (where it has the op) and has no effect, as it always had.
 
@@ -47,14 +49,13 @@ ENGINES = ("host", "single", "mg", "mp", "local", "composed")
 # The public ops; the factor ops of potrs's derivative (chol_*) decide as potrs.
 OPS = ("potrs", "potri", "syevd", "lu_solve", "least_squares", "qr", "gesvd", "polar", "sygvd")
 
-# Which engine has which op. cuSolverMg has no sygvd.
+# Which C engine has which op (cuSolverMg has no sygvd). The Python
+# routes, "local" and "composed", are the op declaration's (Problem.routes).
 ENGINE_OPS = {
     "host": frozenset(OPS),
     "single": frozenset(OPS),
     "mg": frozenset({"potrs", "potri", "syevd", "lu_solve"}),
     "mp": frozenset(OPS),
-    "local": frozenset({"qr", "gesvd", "polar", "lu_solve"}),
-    "composed": frozenset({"qr", "gesvd", "polar"}),
 }
 
 # What callers may pass as dispatch=, and the engine each forces.
@@ -139,6 +140,14 @@ class Problem:
     mesh_level: bool = True         # False inside the caller's shard_map
     mp_available: bool = False      # libjaxmg_mp.so is installed
     device_bytes: int | None = None  # one device's memory (None: unknown)
+    routes: frozenset = frozenset()  # the op's own routes: "local", "composed"
+    unable: tuple = ()              # (engine, why) pairs: engines that cannot run this call
+
+
+def has(p: Problem, engine: str) -> bool:
+    """Whether engine has p's op and can run this call of it."""
+    return (p.op in ENGINE_OPS.get(engine, ()) or engine in p.routes) and \
+        engine not in dict(p.unable)
 
 
 def check(dispatch) -> str:
@@ -163,13 +172,14 @@ def _forced(p: Problem, engine: str) -> str:
     def refuse(why):
         raise ValueError(f"jaxmg: dispatch={p.dispatch!r} cannot run this {p.op}: {why}")
 
-    if p.op not in ENGINE_OPS[engine]:
+    if engine in ("local", "composed") and not p.mesh_level:  # its routes are unknown there
+        refuse(f"the {engine} route runs mesh-level calls, not inside the caller's shard_map")
+    if engine in dict(p.unable):
+        refuse(dict(p.unable)[engine])
+    if not has(p, engine):
         name = {"mg": "the multi-GPU engine (cuSolverMg)"}.get(engine, f"the {engine} engine")
         refuse(f"{name} has no {p.op}; use dispatch='auto'")
     if engine in ("local", "composed"):
-        if not p.mesh_level:
-            refuse(f"the {engine} route runs mesh-level calls, not inside the caller's "
-                   "shard_map")
         return engine
     if engine == "mp":
         if p.platform != "gpu":
@@ -219,8 +229,8 @@ def decide(p: Problem) -> str:
 def _can_win(p: Problem, engine: str) -> bool:
     """Whether a WINS engine can run p as it was measured."""
     if engine == "mp":
-        return p.mp_available and p.nparties == 1
-    return p.op in ENGINE_OPS[engine]
+        return p.mp_available and p.nparties == 1 and has(p, "mp")
+    return has(p, engine)
 
 
 def _engine(p: Problem) -> str:
@@ -232,10 +242,11 @@ def _engine(p: Problem) -> str:
     if p.platform != "gpu":
         return _host(p)
     if p.across_nodes:
-        if p.op not in ENGINE_OPS["mp"]:
+        if not has(p, "mp"):
+            why = dict(p.unable).get("mp", f"it has no {p.op} yet")
             raise ValueError(
                 f"jaxmg: this {p.op}'s solve group spans several nodes, which only the "
-                f"cuSOLVERMp engine solves across, and it has no {p.op} yet")
+                f"cuSOLVERMp engine solves across: {why}")
         if not (p.mp_available and p.mesh_level):
             raise ValueError(
                 f"jaxmg: this {p.op}'s solve group spans several nodes, which needs the "
@@ -248,11 +259,11 @@ def _engine(p: Problem) -> str:
     limit = CROSSOVERS.get(p.op, Crossover(None, "")).single_max_n
     if fits and (limit is None or p.n <= limit):
         return "single"
-    if p.op in ENGINE_OPS["mg"]:
+    if has(p, "mg"):
         return "mg"
-    if p.mesh_level and p.mp_available and p.op in ENGINE_OPS["mp"]:
+    if p.mesh_level and p.mp_available and has(p, "mp"):
         return "mp"
-    if not fits and p.mesh_level and p.op in ENGINE_OPS["composed"]:
+    if not fits and p.mesh_level and has(p, "composed"):
         return "composed"
     return "single"
 
@@ -271,10 +282,11 @@ def _device_bytes() -> int | None:
     return stats.get("bytes_limit")
 
 
-def for_mesh(op: str, mesh, axes, dispatch: str, n: int, dtype) -> str:
+def for_mesh(op: str, mesh, axes, dispatch: str, n: int, dtype, routes=frozenset(),
+             unable=()) -> str:
     """The engine of a mesh-level call: A's larger dimension n, solved over
     `axes` of `mesh` (a Mesh, an AbstractMesh, or anything with axis_names,
-    shape and a devices array)."""
+    shape and a devices array); routes and unable: Problem's."""
     axes = tuple(axes)
     platform = _library.mesh_platform(mesh)
     concrete = getattr(mesh, "devices", None) is not None
@@ -285,7 +297,8 @@ def for_mesh(op: str, mesh, axes, dispatch: str, n: int, dtype) -> str:
         dispatch=check(dispatch), axes=axes,
         across_nodes=_multiproc.group_nodes(mesh, axes) if concrete else (),
         mesh_level=True, mp_available=gpu and _library.has_library("jaxmg_mp"),
-        device_bytes=_device_bytes() if gpu else None))
+        device_bytes=_device_bytes() if gpu else None, routes=frozenset(routes),
+        unable=tuple(sorted(dict(unable).items()))))
     if engine == "mp" and not concrete:
         raise ValueError(
             "jaxmg: the cuSOLVERMp engine needs a concrete Mesh (pass mesh=..., or call inside "

@@ -69,6 +69,10 @@ def no_attrs(opts, m: int, n: int) -> dict:
     return {}
 
 
+def no_limits(opts, m: int, n: int) -> dict:
+    return {}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Op:
     """One op, declared (see the module docstring). Identity is the
@@ -93,9 +97,18 @@ class Op:
     empty_ok: bool = False      # N = 0 gives empty outputs (else a ValueError)
     transposed_for: tuple = ()  # engines that must see A itself, not the A^T every engine
                                 # reads (cuSolverMg's getrs has no transpose): they get A^T
+    unable: Callable = no_limits  # unable(opts, m, n) -> {engine: why} for the engines
+                                  # that cannot run this call (the decision skips them)
 
     def __hash__(self):
         return id(self)
+
+    @property
+    def routes(self) -> frozenset:
+        """The routes of the Python layer this op has: "local" (a one-device
+        algorithm), "composed" (a route from jaxmg's own ops)."""
+        return frozenset(name for name, fn in (("local", self.one_device),
+                                               ("composed", self.composed)) if fn is not None)
 
     @property
     def decides_as(self) -> str:

@@ -193,8 +193,8 @@ class MeshCores:
     def __call__(self, op, opts):
         req = self.req
         if op is not req.op:
-            engine = decide.for_mesh(op.decides_as, req.mesh, req.axes, req.dispatch,
-                                     max(req.shape), req.dtype)
+            engine = request.engine_for(op, opts, req.mesh, req.axes, req.dispatch, req.shape,
+                                        req.dtype)
             b_spec = req.b_spec if op.operands == WITH_RHS else None
             req = dataclasses.replace(req, op=op, engine=engine, b_spec=b_spec)
         req = dataclasses.replace(req, opts=opts)

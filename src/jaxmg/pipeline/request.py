@@ -276,6 +276,14 @@ def _b_spec(b, given, m, ndim: int) -> tuple[P, bool]:
 # the one entry
 
 
+def engine_for(op, opts, mesh, axes, dispatch: str, shape: tuple, dtype) -> str:
+    """The engine decision (decide.for_mesh) for a mesh-level call of the
+    declared op on A of this shape: with the routes the op declares and the
+    engines it says cannot run this call."""
+    return _decide.for_mesh(op.decides_as, mesh, axes, dispatch, max(shape), dtype, op.routes,
+                            op.unable(opts, *shape))
+
+
 def normalise(op, opts, A, *rest, T_A, mesh, specs, matrix_specs=None, pad=True,
               dispatch="auto", donate=False) -> Request:
     """Checks a mesh-level call of op (a declaration, pipeline/declare.py)
@@ -307,7 +315,7 @@ def normalise(op, opts, A, *rest, T_A, mesh, specs, matrix_specs=None, pad=True,
         _, b_vector = v.rhs(b, shape[0], dt)
         b_spec, b_alike = _b_spec(b, b_given, m, 1 if b_vector else 2)
     _library.ensure_registered(_library.mesh_platform(m))
-    engine = _decide.for_mesh(op.decides_as, m, axes, dispatch, max(shape), dt)
+    engine = engine_for(op, opts, m, axes, dispatch, tuple(shape), dt)
     return Request(op=op, mesh=m, axes=axes, a_spec=spec, shape=tuple(shape), dtype=str(dt),
                    tile=tile, pad=pad, dispatch=dispatch, engine=engine, donate=donate,
                    b_spec=b_spec, b_vector=b_vector, b_alike=b_alike, opts=opts)
