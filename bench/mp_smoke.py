@@ -2,9 +2,9 @@
 every op, f64 and c64, on a P x 1 grid over all local GPUs (1 x 1 on one
 GPU), through jaxmg.engines.mp_route._run (the row-built call, the view undone),
 each result checked against its defining equation; then syevd and sygvd
-with one padding row forced (a P x 1 grid whose N the GPUs divide never
-pads), and sygvd's row on a leading sub-pencil, which the engine refuses. Prints one line per case and exits non-zero
-if any case fails.
+with one tile of padding forced (a P x 1 grid whose N the GPUs divide
+never pads), and sygvd's row on a leading sub-pencil, which the engine
+refuses. Prints one line per case and exits non-zero if any case fails.
 For the device machine when fewer GPUs are lent than the GPU suite's
 multi-process cases need (tests/gpu/test_mp_engine.py)."""
 
