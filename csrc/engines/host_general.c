@@ -14,11 +14,11 @@
  *   least_squares  gels on E with 'T' (real) or 'C' (complex, on conj(b),
  *                  then x = conj of the result): the overdetermined
  *                  min || E^T x - b || through E's LQ factorization.
- *   qr             E transposed into a copy of A (column-major), then
- *                  geqrf and orgqr / ungqr on it, Q transposed back into E
- *                  for the scatter: two O(m n) copies, where an LQ of E
- *                  itself (gelqf, row-wise Householder panels) measured
- *                  5-25 % slower than the QR at N = 256-2048 (OpenBLAS).
+ *   qr             the shards transposed straight into A (column-major),
+ *                  geqrf and orgqr / ungqr on it, Q's rows transposed
+ *                  straight back into the shards: an LQ of E itself
+ *                  (gelqf, row-wise Householder panels) measured 5-25 %
+ *                  slower than the QR at N = 256-2048 (OpenBLAS).
  *   gesvd          gesdd(E) = U_E S VT_E: A = U S Vh with U^T = VT_E and
  *                  Vh^T = U_E, so VT_E's columns are U's row shards and
  *                  U_E read row-major is Vh. gesdd (divide and conquer)
@@ -254,32 +254,59 @@ int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
 
 /* ---- qr ---- */
 
-/* dst (cols x rows, column-major) = src (rows x cols, column-major)
- * transposed, a B x B block at a time through a small buffer, so that
- * every read of src and write of dst is a contiguous run of a column
- * (as transpose_es). */
-static inline void transpose_copy_es(const char* src, int64_t rows, int64_t cols, char* dst,
-                                     size_t es) {
+/* dst = src^T: src rows x cols and dst cols x rows, column-major with
+ * leading dimensions lds and ldd (submatrices of larger ones), a B x B
+ * block at a time through a small buffer, so that every read of src and
+ * write of dst is a contiguous run of a column (as transpose_es). */
+static inline void transpose_copy_es(const char* src, int64_t lds, int64_t rows, int64_t cols,
+                                     char* dst, int64_t ldd, size_t es) {
   enum { B = 32 };
   char x[B * B * 16];
   for (int64_t j0 = 0; j0 < cols; j0 += B)
     for (int64_t i0 = 0; i0 < rows; i0 += B) {
       int64_t nj = min64(B, cols - j0), ni = min64(B, rows - i0);
       for (int64_t j = 0; j < nj; j++)
-        memcpy(x + (size_t)(j * ni) * es, src + (size_t)(i0 + (j0 + j) * rows) * es,
+        memcpy(x + (size_t)(j * ni) * es, src + (size_t)(i0 + (j0 + j) * lds) * es,
                (size_t)ni * es);
       for (int64_t i = 0; i < ni; i++)
         for (int64_t j = 0; j < nj; j++)
-          memcpy(dst + (size_t)(j0 + j + (i0 + i) * cols) * es, x + (size_t)(i + j * ni) * es, es);
+          memcpy(dst + (size_t)(j0 + j + (i0 + i) * ldd) * es, x + (size_t)(i + j * ni) * es, es);
     }
 }
 
 /* transpose_copy_es for each element size, each copy of a fixed size. */
-static void transpose_copy(const char* src, int64_t rows, int64_t cols, char* dst, size_t es) {
+static void transpose_copy(const char* src, int64_t lds, int64_t rows, int64_t cols, char* dst,
+                           int64_t ldd, size_t es) {
   switch (es) {
-    case 4: transpose_copy_es(src, rows, cols, dst, 4); break;
-    case 8: transpose_copy_es(src, rows, cols, dst, 8); break;
-    default: transpose_copy_es(src, rows, cols, dst, 16); break;
+    case 4: transpose_copy_es(src, lds, rows, cols, dst, ldd, 4); break;
+    case 8: transpose_copy_es(src, lds, rows, cols, dst, ldd, 8); break;
+    default: transpose_copy_es(src, lds, rows, cols, dst, ldd, 16); break;
+  }
+}
+
+/* A's rows of party r: [r nloc, r nloc + count) with count <= nloc (the
+ * rest of its shard is padding after A). */
+static int64_t rows_of(const jmg_job* job, int r) {
+  return max64(0, min64(job->nloc, job->m - r * job->nloc));
+}
+
+/* A (m x n, column-major, leading dimension m) from the parties' row
+ * shards: each shard, read column-major, is a block of A^T, transposed
+ * straight into its rows of a (no gathered copy of A^T). */
+static void gather_transposed(const jmg_job* job, char* a, size_t es) {
+  for (int r = 0; r < job->nparties; r++)
+    transpose_copy(job->parties[r].buf[0], job->n, job->n, rows_of(job, r),
+                   a + (size_t)(r * job->nloc) * es, job->m, es);
+}
+
+/* Each party's slot 0 (its row shard, n x nloc column-major) from a's rows
+ * (m x n, column-major), zero in the padding after A's rows. */
+static void scatter_transposed(const jmg_job* job, const char* a, size_t es) {
+  for (int r = 0; r < job->nparties; r++) {
+    char* dst = job->parties[r].buf[0];
+    int64_t k = rows_of(job, r);
+    transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
+    memset(dst + (size_t)(k * job->n) * es, 0, (size_t)((job->nloc - k) * job->n) * es);
   }
 }
 
@@ -300,14 +327,12 @@ int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
   jmg_dtype t = job->dtype;
   size_t es = jmg_dtype_size(t);
   int m = (int)job->m, n = (int)job->n, info = 0, lwork = -1;
-  char* e = jmg_host_gather(job, err);
   char* a = jmg_host_alloc(job->m * job->n, es);
   char* tau = jmg_host_alloc(job->n, es);
-  if (!e || !a || !tau) {
-    free(e);
+  if (!a || !tau) {
     free(a);
     free(tau);
-    return e ? no_memory(err) : -1;
+    return no_memory(err);
   }
   scalar q1, q2;
   geqrf(&m, &n, a, &m, tau, &q1, &lwork, &info);
@@ -315,29 +340,25 @@ int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
   int64_t lw = max64(max64(queried(t, &q1), queried(t, &q2)), job->n);
   void* work = lw <= 2147483647 ? jmg_host_alloc(lw, es) : NULL;
   if (!work) {
-    free(e);
     free(a);
     free(tau);
     return no_memory(err);
   }
   lwork = (int)lw;
-  transpose_copy(e, job->n, job->m, a, es); /* E = A^T: a is A, column-major */
+  gather_transposed(job, a, es);
   geqrf(&m, &n, a, &m, tau, work, &lwork, &info);
   char* r = job->parties[0].b;
   if (info == 0) {
     upper_of(t, a, job->m, job->n, r);
     orgqr(&m, &n, &n, a, &m, tau, work, &lwork, &info);
   }
-  if (info == 0) {
-    transpose_copy(a, job->m, job->n, e, es); /* Q^T column-major: Q's rows side by side */
-  } else {
+  if (info != 0) {
     jmg_host_fill_nan(t, r, job->n * job->n);
-    jmg_host_fill_nan(t, e, job->n * job->m);
+    jmg_host_fill_nan(t, a, job->m * job->n);
   }
-  jmg_host_scatter(job, 0, e, job->n, job->n);
+  scatter_transposed(job, a, es);
   jmg_host_broadcast(job, 1, r, (size_t)(job->n * job->n) * es);
   free(work);
-  free(e);
   free(a);
   free(tau);
   res->info = info;
