@@ -1,16 +1,16 @@
 /* host_general.c - lu_solve, least_squares, qr, gesvd and polar on the
  * host: the leader gathers E = A^T (n x m column-major: the shards side
  * by side, no layout move) and calls LAPACK on E itself, so that no
- * transpose is copied where LAPACK has a routine for E (but lu_solve's
- * and qr's, below):
+ * transpose is made where LAPACK has a routine for E (lu_solve and qr
+ * transpose the shards straight into A, below):
  *
- *   lu_solve       E's leading n x n block transposed in place (E = A^T
- *                  exactly, no conjugation, complex too), so that getrf
- *                  factors A itself, as cuSolverMg does, and its info is
- *                  LAPACK's on A (a zero column k of A is status k; the
- *                  factors of A^T would find it elsewhere); then getrs 'N'.
- *                  An O(n^2) copy after the meeting, in place of a
- *                  collective before it.
+ *   lu_solve       the shards transposed straight into A (E^T exactly, no
+ *                  conjugation, complex too), so that getrf factors A
+ *                  itself, as cuSolverMg does, and its info is LAPACK's on
+ *                  A (a zero column k of A is status k; the factors of A^T
+ *                  would find it elsewhere); then getrs 'N'. An O(n^2)
+ *                  copy after the meeting, in place of a collective before
+ *                  it.
  *   least_squares  gels on E with 'T' (real) or 'C' (complex, on conj(b),
  *                  then x = conj of the result): the overdetermined
  *                  min || E^T x - b || through E's LQ factorization.
@@ -131,57 +131,82 @@ static int no_memory(char* err) {
   return -1;
 }
 
-/* ---- lu_solve ---- */
+/* ---- A between the parties' row shards and LAPACK's column-major A ---- */
 
-/* The n x n column-major matrix at e (leading dimension n) transposed in
- * place, a pair of B x B blocks, (I, J) and (J, I), at a time through two
- * small buffers, so that every read and write of e is a contiguous run of
- * a column. Swapping element by element across the diagonal strides by n
- * on one side, which measured 5-10 x slower at N = 1024-2048 (cache sets:
- * a power-of-two n maps a block's rows onto few of them). */
-static inline void transpose_es(char* e, int64_t n, size_t es) {
+/* dst = src^T: src rows x cols and dst cols x rows, column-major with
+ * leading dimensions lds and ldd (submatrices of larger ones), a B x B
+ * block at a time through a small buffer, so that every read of src and
+ * write of dst is a contiguous run of a column. Element by element, one
+ * side strides by its leading dimension, which measured 5-10 x slower at
+ * N = 1024-2048 (a power-of-two stride maps a block onto few cache sets). */
+static inline void transpose_copy_es(const char* src, int64_t lds, int64_t rows, int64_t cols,
+                                     char* dst, int64_t ldd, size_t es) {
   enum { B = 32 };
-  char x[B * B * 16], y[B * B * 16];
-  for (int64_t j0 = 0; j0 < n; j0 += B)
-    for (int64_t i0 = j0; i0 < n; i0 += B) {
-      int64_t nj = min64(B, n - j0), ni = min64(B, n - i0);
-      for (int64_t j = 0; j < nj; j++) /* x: block (I, J), column-major */
-        memcpy(x + (size_t)(j * ni) * es, e + (size_t)(i0 + (j0 + j) * n) * es, (size_t)ni * es);
-      for (int64_t i = 0; i < ni; i++) /* y: block (J, I) */
-        memcpy(y + (size_t)(i * nj) * es, e + (size_t)(j0 + (i0 + i) * n) * es, (size_t)nj * es);
-      for (int64_t i = 0; i < ni; i++) /* (J, I) = x^T */
+  char x[B * B * 16];
+  for (int64_t j0 = 0; j0 < cols; j0 += B)
+    for (int64_t i0 = 0; i0 < rows; i0 += B) {
+      int64_t nj = min64(B, cols - j0), ni = min64(B, rows - i0);
+      for (int64_t j = 0; j < nj; j++)
+        memcpy(x + (size_t)(j * ni) * es, src + (size_t)(i0 + (j0 + j) * lds) * es,
+               (size_t)ni * es);
+      for (int64_t i = 0; i < ni; i++)
         for (int64_t j = 0; j < nj; j++)
-          memcpy(e + (size_t)(j0 + j + (i0 + i) * n) * es, x + (size_t)(i + j * ni) * es, es);
-      if (i0 == j0) continue;
-      for (int64_t j = 0; j < nj; j++) /* (I, J) = y^T */
-        for (int64_t i = 0; i < ni; i++)
-          memcpy(e + (size_t)(i0 + i + (j0 + j) * n) * es, y + (size_t)(j + i * nj) * es, es);
+          memcpy(dst + (size_t)(j0 + j + (i0 + i) * ldd) * es, x + (size_t)(i + j * ni) * es, es);
     }
 }
 
-/* transpose_es for each element size, so that each copy is a fixed size. */
-static void transpose_square(char* e, int64_t n, size_t es) {
+/* transpose_copy_es for each element size, each copy of a fixed size. */
+static void transpose_copy(const char* src, int64_t lds, int64_t rows, int64_t cols, char* dst,
+                           int64_t ldd, size_t es) {
   switch (es) {
-    case 4: transpose_es(e, n, 4); break;
-    case 8: transpose_es(e, n, 8); break;
-    default: transpose_es(e, n, 16); break;
+    case 4: transpose_copy_es(src, lds, rows, cols, dst, ldd, 4); break;
+    case 8: transpose_copy_es(src, lds, rows, cols, dst, ldd, 8); break;
+    default: transpose_copy_es(src, lds, rows, cols, dst, ldd, 16); break;
   }
 }
+
+/* A's rows of party r: [r nloc, r nloc + count) with count <= nloc (the
+ * rest of its shard is padding after A). */
+static int64_t rows_of(const jmg_job* job, int r) {
+  return max64(0, min64(job->nloc, job->m - r * job->nloc));
+}
+
+/* A (m x n, column-major, leading dimension m) from the parties' row
+ * shards: each shard, read column-major, is a block of A^T, transposed
+ * straight into its rows of a (no gathered copy of A^T). */
+static void gather_transposed(const jmg_job* job, char* a, size_t es) {
+  for (int r = 0; r < job->nparties; r++)
+    transpose_copy(job->parties[r].buf[0], job->n, job->n, rows_of(job, r),
+                   a + (size_t)(r * job->nloc) * es, job->m, es);
+}
+
+/* Each party's slot 0 (its row shard, n x nloc column-major) from a's rows
+ * (m x n, column-major), zero in the padding after A's rows. */
+static void scatter_transposed(const jmg_job* job, const char* a, size_t es) {
+  for (int r = 0; r < job->nparties; r++) {
+    char* dst = job->parties[r].buf[0];
+    int64_t k = rows_of(job, r);
+    transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
+    memset(dst + (size_t)(k * job->n) * es, 0, (size_t)((job->nloc - k) * job->n) * es);
+  }
+}
+
+/* ---- lu_solve ---- */
 
 int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
   la_getrf* getrf = (la_getrf*)jmg_la_get(JMG_LA_GETRF, job->dtype, err);
   la_getrs* getrs = (la_getrs*)jmg_la_get(JMG_LA_GETRS, job->dtype, err);
   if (!getrf || !getrs) return -1;
-  char* e = jmg_host_gather(job, err);
+  char* e = jmg_host_alloc(job->n * job->n, jmg_dtype_size(job->dtype));
   int* ipiv = jmg_host_alloc(job->n, sizeof(int));
   if (!e || !ipiv) {
     free(e);
     free(ipiv);
-    return e ? no_memory(err) : -1;
+    return no_memory(err);
   }
   int n = (int)job->n, k = (int)job->nrhs, info = 0;
   void* x = job->parties[0].b; /* b in, x out, in place */
-  transpose_square(e, job->n, jmg_dtype_size(job->dtype)); /* E's first n columns: A */
+  gather_transposed(job, e, jmg_dtype_size(job->dtype)); /* A itself */
   getrf(&n, &n, e, &n, ipiv, &info);
   if (info == 0) {
     char trans = 'N';
@@ -253,62 +278,6 @@ int jmg_host_lstsq(jmg_job* job, jmg_result* res, char* err) {
 }
 
 /* ---- qr ---- */
-
-/* dst = src^T: src rows x cols and dst cols x rows, column-major with
- * leading dimensions lds and ldd (submatrices of larger ones), a B x B
- * block at a time through a small buffer, so that every read of src and
- * write of dst is a contiguous run of a column (as transpose_es). */
-static inline void transpose_copy_es(const char* src, int64_t lds, int64_t rows, int64_t cols,
-                                     char* dst, int64_t ldd, size_t es) {
-  enum { B = 32 };
-  char x[B * B * 16];
-  for (int64_t j0 = 0; j0 < cols; j0 += B)
-    for (int64_t i0 = 0; i0 < rows; i0 += B) {
-      int64_t nj = min64(B, cols - j0), ni = min64(B, rows - i0);
-      for (int64_t j = 0; j < nj; j++)
-        memcpy(x + (size_t)(j * ni) * es, src + (size_t)(i0 + (j0 + j) * lds) * es,
-               (size_t)ni * es);
-      for (int64_t i = 0; i < ni; i++)
-        for (int64_t j = 0; j < nj; j++)
-          memcpy(dst + (size_t)(j0 + j + (i0 + i) * ldd) * es, x + (size_t)(i + j * ni) * es, es);
-    }
-}
-
-/* transpose_copy_es for each element size, each copy of a fixed size. */
-static void transpose_copy(const char* src, int64_t lds, int64_t rows, int64_t cols, char* dst,
-                           int64_t ldd, size_t es) {
-  switch (es) {
-    case 4: transpose_copy_es(src, lds, rows, cols, dst, ldd, 4); break;
-    case 8: transpose_copy_es(src, lds, rows, cols, dst, ldd, 8); break;
-    default: transpose_copy_es(src, lds, rows, cols, dst, ldd, 16); break;
-  }
-}
-
-/* A's rows of party r: [r nloc, r nloc + count) with count <= nloc (the
- * rest of its shard is padding after A). */
-static int64_t rows_of(const jmg_job* job, int r) {
-  return max64(0, min64(job->nloc, job->m - r * job->nloc));
-}
-
-/* A (m x n, column-major, leading dimension m) from the parties' row
- * shards: each shard, read column-major, is a block of A^T, transposed
- * straight into its rows of a (no gathered copy of A^T). */
-static void gather_transposed(const jmg_job* job, char* a, size_t es) {
-  for (int r = 0; r < job->nparties; r++)
-    transpose_copy(job->parties[r].buf[0], job->n, job->n, rows_of(job, r),
-                   a + (size_t)(r * job->nloc) * es, job->m, es);
-}
-
-/* Each party's slot 0 (its row shard, n x nloc column-major) from a's rows
- * (m x n, column-major), zero in the padding after A's rows. */
-static void scatter_transposed(const jmg_job* job, const char* a, size_t es) {
-  for (int r = 0; r < job->nparties; r++) {
-    char* dst = job->parties[r].buf[0];
-    int64_t k = rows_of(job, r);
-    transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
-    memset(dst + (size_t)(k * job->n) * es, 0, (size_t)((job->nloc - k) * job->n) * es);
-  }
-}
 
 /* R (n x n, read row-major: R^T column-major) from the upper triangle of
  * geqrf's a (m x n, column-major). */
