@@ -463,11 +463,16 @@ def main(argv=None):
     print(f"devices: {device_desc}; jax {jax.__version__}", file=sys.stderr)
 
     rows, single = [], {}
-    from jaxmg.pipeline import decide as _decide
+    from jaxmg import ops
+    from jaxmg.pipeline import request
+
+    def decided(op, nd, how, n, dt):  # the decision for op's default options, N x N
+        decl = ops.by_row(op)
+        return request.engine_for(decl, decl.options(), make_mesh(nd), ("x",), how, (n, n),
+                                  DTYPES[dt])
 
     for op, dt, n, tile, nd, how in todo:
-        engine = _decide.for_mesh(op, make_mesh(nd), ("x",), how, n, DTYPES[dt]) \
-            if nd <= len(devices) else how
+        engine = decided(op, nd, how, n, dt) if nd <= len(devices) else how
         chosen = {"mg": "multi"}.get(engine, engine)
         row = {"op": op, "dtype": dt, "n": n, "tile": effective_tile(op, tile, n, nd), "ndev": nd,
                "dispatch": chosen if how == chosen else f"{how}:{chosen}", "nrhs": args.nrhs,

@@ -129,7 +129,7 @@ def check_polar(mesh, A, Up, H):
 
 def jaxmg_case(args, op, dtype, n, tile, mesh, how, timed):
     """(median s, min s, metrics, status) of one jaxmg call of op."""
-    from jaxmg import _general_ops as g
+    import jaxmg as g
 
     m = rows_of(op, n)
     A = jax.block_until_ready(build_general(mesh, m, n, dtype, args.seed))

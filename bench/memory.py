@@ -167,9 +167,7 @@ def geometry(op, n, nd, T_A):
     """jaxmg's own tile choice and padding: (T, n, n_p, N_p) as docs/tiles.md names them."""
     from jaxmg.pipeline import shard as _shard
 
-    from jaxmg import _dispatch
-
-    plan = _shard.pad_plan(op, n, nd, T_A, True, "gpu", _dispatch.MULTI,
+    plan = _shard.pad_plan(op, n, nd, T_A, True, "mg",
                            bench.SYEVD_MAX_TILE if op == "syevd" else None)
     # the order the solver sees: syevd's pad rows stay outside A (docs/tiles.md)
     order = nd * plan.rows if plan.inside else n

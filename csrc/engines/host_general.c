@@ -175,7 +175,7 @@ static int64_t rows_of(const jmg_job* job, int r) {
  * shards: each shard, read column-major, is a block of A^T, transposed
  * straight into its rows of a (no gathered copy of A^T). */
 static void gather_transposed(const jmg_job* job, char* a, size_t es) {
-  for (int r = 0; r < job->nparties; r++)
+  for (int r = 0; r < job->nparties && r * job->nloc < job->m; r++)
     transpose_copy(job->parties[r].buf[0], job->n, job->n, rows_of(job, r),
                    a + (size_t)(r * job->nloc) * es, job->m, es);
 }
@@ -186,7 +186,7 @@ static void scatter_transposed(const jmg_job* job, const char* a, size_t es) {
   for (int r = 0; r < job->nparties; r++) {
     char* dst = job->parties[r].buf[0];
     int64_t k = rows_of(job, r);
-    transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
+    if (k > 0) transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
     memset(dst + (size_t)(k * job->n) * es, 0, (size_t)((job->nloc - k) * job->n) * es);
   }
 }

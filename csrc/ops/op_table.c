@@ -85,10 +85,11 @@ const jmg_op_row jmg_op_rows[JMG_NOPS] = {
     /* A x = lambda B x (B Hermitian positive definite): B's shard, shaped
      * like A's, is read only (the engines factor a copy). attrs: jobz as
      * syevd's, and nvalid, the order of the pencil solved: its leading
-     * nvalid rows and columns; the rest is padding, which the engine
-     * leaves out instead of giving it eigenvalues that would have to sort
-     * apart from the pencil's (their bound needs ||B^-1||). The status is
-     * LAPACK sygvd's info for that order. Every kind sees (conj(A),
+     * nvalid rows and columns; the rest is padding, which the host and
+     * one-GPU engines leave out instead of giving it eigenvalues that would
+     * have to sort apart from the pencil's (their bound needs ||B^-1||).
+     * cuSOLVERMp takes nvalid = n only (its sub-pencil is wrong: mp_ops.c).
+     * The status is LAPACK sygvd's info for that order. Every kind sees (conj(A),
      * conj(B)), whose eigenvectors come back as the rows of A's shards. */
     [JMG_SYGVD] = {"sygvd", SQ, 3, 3,
                    {A_ARG, {"b", "LN", 'A', 3, -1, IN}, WHERE},

@@ -87,8 +87,13 @@ def test_an_engine_the_call_rules_out():
     with pytest.raises(ValueError, match="thin SVD only"):
         jaxmg.gesvd(A, None, mesh, P("x", None), full_matrices=True, dispatch="mp")
     assert not ops.by_row("gesvd").unable(ops.by_row("gesvd").options(full_matrices=True), 8, 8)
-    wide = ops.by_row("gesvd").unable(ops.by_row("gesvd").options(), 300, 700)  # M < N
-    assert set(wide) == {"mp", "composed"} and "at least as many rows" in wide["mp"]
+    for op in ("gesvd", "polar"):  # M < N: neither route takes a wide A
+        wide = ops.by_row(op).unable(ops.by_row(op).options(), 300, 700)
+        assert set(wide) == {"mp", "composed"} and "at least as many rows" in wide["mp"]
+        assert not ops.by_row(op).unable(ops.by_row(op).options(), 700, 300)
+    # without U, the full SVD's Vh is the thin one's: cuSOLVERMp can run it
+    no_u = ops.by_row("gesvd").options(full_matrices=True, compute_u=False)
+    assert not ops.by_row("gesvd").unable(no_u, 8192, 4096)
 
 
 def test_cusolvermp_wins_gesvd_on_one_gpu_where_installed():

@@ -274,3 +274,18 @@ def test_sygvd_asks_the_engine_for_the_whole_padded_pencil(monkeypatch, rng):
     ref = np.linalg.eigvalsh(np.linalg.solve(L, np.linalg.solve(L, a).conj().T))
     assert int(st) == 0
     np.testing.assert_allclose(w, ref, atol=1e-9 * np.linalg.cond(b) * np.linalg.cond(a))
+
+
+def test_padded_sygvd_status_counts_in_the_pencils_order(routed, rng):
+    """B's leading minor k not positive definite is status k whatever the
+    padding (the engine's info is for the padded order; the pencil's
+    failure sits in its leading block)."""
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("r", "c"))
+    n, k = 7, 3
+    a = hpd(rng, n, np.float64)
+    b = np.eye(n)
+    b[k - 1, k - 1] = -1.0  # minors 1 .. k-1 positive, minor k not
+    A = jax.device_put(a, NamedSharding(mesh, P()))
+    req = request("sygvd", A, jnp.asarray(b), T_A=2, mesh=mesh, specs=P("r", "c"))
+    w, V, st = (np.asarray(o) for o in _mesh.run_core(req, A, jnp.asarray(b)))
+    assert int(st) == k and np.isnan(w).all()

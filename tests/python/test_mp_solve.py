@@ -73,8 +73,9 @@ def engine(op, grid, mesh, args, *, spec, tile, attrs):
     if op == "syevd":  # Q's columns written column-major: A's buffer holds Q^T
         w, Q = np.linalg.eigh(M)
         return c(Q.T), c(w, rd), st
-    if op == "sygvd":  # the leading nvalid pencil; padding zero in Z and w, all NaN on failure
+    if op == "sygvd":  # the whole pencil (mp_ops.c refuses a sub-pencil); all NaN on failure
         nv = attrs["nvalid"]
+        assert nv == n, "the engine solves the whole pencil only"
         wv, Zv, info = pencil(M, B.T if sees_at else B, nv)
         w, Z = np.zeros(n), np.zeros((n, n), complex)
         if info:

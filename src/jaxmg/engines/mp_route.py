@@ -90,7 +90,7 @@ def _padded_layout(req, spec) -> tuple[int, int, int]:
     """A's shape on the engine and its tile: every shard's height a
     multiple of the tile (the C core's rule for every engine:
     ops/decode.c), a square A's columns too. The tile is the caller's
-    T_A; else the fewest tiles of at most the op's best (_TILE) that cover
+    T_A, at most a shard's share of A; else the fewest tiles of at most the op's best (_TILE) that cover
     one shard's share of A, made as equal as they can be, so that padding
     adds fewer rows to a shard than it has tiles."""
     m, n = req.shape
@@ -103,7 +103,8 @@ def _padded_layout(req, spec) -> tuple[int, int, int]:
         )
     k = math.lcm(pr, pc) if square else pr
     share = -(-m // k)
-    tile = req.tile or -(-share // -(-share // _TILE.get(req.op.row, _DEFAULT_TILE)))
+    tile = min(req.tile, share) if req.tile else \
+        -(-share // -(-share // _TILE.get(req.op.row, _DEFAULT_TILE)))
     m1 = _up(m, k * tile)
     return m1, m1 if square else n, tile
 
@@ -179,7 +180,8 @@ def _run(req, A, b=None) -> dict:
     status = jnp.max(out.pop("status")).astype(jnp.int32)
     bad = status == -1
     out = {k: _nan(bad, v) for k, v in out.items()}
-    out["status"] = req.op.status(status, n) if req.op.status is not None else status
+    # the engine's status is for the order it solved (sygvd's info counts B's minors in n1)
+    out["status"] = req.op.status(status, n1) if req.op.status is not None else status
     return out
 
 

@@ -7,9 +7,12 @@ triangles.
 The one-node engines gather A and B (host LAPACK sygvd/hegvd, cuSOLVER
 sygvd on the first GPU: cuSolverMg has none); cuSOLVERMp solves the pencil
 distributed. The end padding of N to a multiple of the device count is an
-identity block that the engines leave out (they are told the order): a pad
-block inside the pencil would need eigenvalues above the pencil's, whose
-bound takes ||B^-1||.
+identity block that the one-node engines leave out (they are told the
+order, `nvalid`): a pad block inside the pencil would need eigenvalues
+above the pencil's, whose bound takes ||B^-1||. cuSOLVERMp gets a leading
+sub-pencil wrong, so its route solves the whole pencil, padded with a zero
+block of A (identity of B), and drops the pad eigenpairs by their
+eigenvectors (engines/mp_route.py).
 """
 
 from __future__ import annotations

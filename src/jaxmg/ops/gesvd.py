@@ -64,7 +64,7 @@ def _unable(opts, m, n):
     why = None
     if m < n:
         why = f"it takes A with at least as many rows as columns (A is {m} x {n}: pass A^H)"
-    elif opts.full_matrices and m != n:
+    elif opts.full_matrices and opts.compute_u and m != n:
         why = "it computes the thin SVD only (full_matrices=False, or m == n)"
     return {"mp": why, "composed": why} if why else {}
 

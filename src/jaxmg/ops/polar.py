@@ -30,7 +30,10 @@ POLAR = Op(name="polar", row="polar", shape="any", operands="A", options=Options
            attrs=lambda opts, m, n: {"hrows": n if opts.compute_h else 0},
            one_device=lambda opts, A: (local.polar(A, opts.compute_h), 0),
            composed=lambda opts, A, mesh, axes: qdwh.polar_qdwh(A, mesh, axes,
-                                                                compute_h=opts.compute_h))
+                                                                compute_h=opts.compute_h),
+           unable=lambda opts, m, n: {} if m >= n else dict.fromkeys(
+               ("mp", "composed"), f"it takes A with at least as many rows as columns (A is "
+                                   f"{m} x {n}: pass A^H)"))
 
 
 def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False, pad=True,
