@@ -10,7 +10,7 @@ from ..composed import svd_polar
 from ..engines import local
 from ..pipeline import forms
 from ..pipeline import validate as v
-from ..pipeline.declare import REPLICATED, ROWS, Op, outputs
+from ..pipeline.declare import REPLICATED, ROWS, Op, outputs, tall_only
 from ..pipeline.per_shard import Statics
 from ..rules import general
 
@@ -61,12 +61,10 @@ def _rule(op, opts, cores):
 def _unable(opts, m, n):
     """cuSOLVERMp's gesvd and the composed route: the thin SVD of a tall or
     square A only."""
-    why = None
-    if m < n:
-        why = f"it takes A with at least as many rows as columns (A is {m} x {n}: pass A^H)"
-    elif opts.full_matrices and opts.compute_u and m != n:
-        why = "it computes the thin SVD only (full_matrices=False, or m == n)"
-    return {"mp": why, "composed": why} if why else {}
+    if opts.full_matrices and opts.compute_u and m > n:
+        return dict.fromkeys(("mp", "composed"),
+                             "it computes the thin SVD only (full_matrices=False, or m == n)")
+    return tall_only(m, n)
 
 
 def _composed(opts, A, mesh, axes):

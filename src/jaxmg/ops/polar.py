@@ -8,7 +8,7 @@ from ..composed import qdwh
 from ..engines import local
 from ..pipeline import forms
 from ..pipeline import validate as v
-from ..pipeline.declare import REPLICATED, ROWS, Op, outputs
+from ..pipeline.declare import REPLICATED, ROWS, Op, outputs, tall_only
 from ..pipeline.per_shard import Statics
 from ..rules import general
 from .gesvd import GESVD, REDUCED
@@ -31,9 +31,7 @@ POLAR = Op(name="polar", row="polar", shape="any", operands="A", options=Options
            one_device=lambda opts, A: (local.polar(A, opts.compute_h), 0),
            composed=lambda opts, A, mesh, axes: qdwh.polar_qdwh(A, mesh, axes,
                                                                 compute_h=opts.compute_h),
-           unable=lambda opts, m, n: {} if m >= n else dict.fromkeys(
-               ("mp", "composed"), f"it takes A with at least as many rows as columns (A is "
-                                   f"{m} x {n}: pass A^H)"))
+           unable=lambda opts, m, n: tall_only(m, n))
 
 
 def polar(A, T_A, mesh=None, in_specs=None, compute_h=True, return_status=False, pad=True,

@@ -73,6 +73,16 @@ def no_limits(opts, m: int, n: int) -> dict:
     return {}
 
 
+def tall_only(m: int, n: int) -> dict:
+    """Op.unable's entries for a wide A (M < N) on the routes that factor a
+    tall or square A only: cuSOLVERMp's gesvd and polar, and the composed
+    routes."""
+    if m >= n:
+        return {}
+    return dict.fromkeys(("mp", "composed"), f"it takes A with at least as many rows as columns "
+                                             f"(A is {m} x {n}: pass A^H)")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Op:
     """One op, declared (see the module docstring). Identity is the
