@@ -131,66 +131,6 @@ static int no_memory(char* err) {
   return -1;
 }
 
-/* ---- A between the parties' row shards and LAPACK's column-major A ---- */
-
-/* dst = src^T: src rows x cols and dst cols x rows, column-major with
- * leading dimensions lds and ldd (submatrices of larger ones), a B x B
- * block at a time through a small buffer, so that every read of src and
- * write of dst is a contiguous run of a column. Element by element, one
- * side strides by its leading dimension, which measured 5-10 x slower at
- * N = 1024-2048 (a power-of-two stride maps a block onto few cache sets). */
-static inline void transpose_copy_es(const char* src, int64_t lds, int64_t rows, int64_t cols,
-                                     char* dst, int64_t ldd, size_t es) {
-  enum { B = 32 };
-  char x[B * B * 16];
-  for (int64_t j0 = 0; j0 < cols; j0 += B)
-    for (int64_t i0 = 0; i0 < rows; i0 += B) {
-      int64_t nj = min64(B, cols - j0), ni = min64(B, rows - i0);
-      for (int64_t j = 0; j < nj; j++)
-        memcpy(x + (size_t)(j * ni) * es, src + (size_t)(i0 + (j0 + j) * lds) * es,
-               (size_t)ni * es);
-      for (int64_t i = 0; i < ni; i++)
-        for (int64_t j = 0; j < nj; j++)
-          memcpy(dst + (size_t)(j0 + j + (i0 + i) * ldd) * es, x + (size_t)(i + j * ni) * es, es);
-    }
-}
-
-/* transpose_copy_es for each element size, each copy of a fixed size. */
-static void transpose_copy(const char* src, int64_t lds, int64_t rows, int64_t cols, char* dst,
-                           int64_t ldd, size_t es) {
-  switch (es) {
-    case 4: transpose_copy_es(src, lds, rows, cols, dst, ldd, 4); break;
-    case 8: transpose_copy_es(src, lds, rows, cols, dst, ldd, 8); break;
-    default: transpose_copy_es(src, lds, rows, cols, dst, ldd, 16); break;
-  }
-}
-
-/* A's rows of party r: [r nloc, r nloc + count) with count <= nloc (the
- * rest of its shard is padding after A). */
-static int64_t rows_of(const jmg_job* job, int r) {
-  return max64(0, min64(job->nloc, job->m - r * job->nloc));
-}
-
-/* A (m x n, column-major, leading dimension m) from the parties' row
- * shards: each shard, read column-major, is a block of A^T, transposed
- * straight into its rows of a (no gathered copy of A^T). */
-static void gather_transposed(const jmg_job* job, char* a, size_t es) {
-  for (int r = 0; r < job->nparties && r * job->nloc < job->m; r++)
-    transpose_copy(job->parties[r].buf[0], job->n, job->n, rows_of(job, r),
-                   a + (size_t)(r * job->nloc) * es, job->m, es);
-}
-
-/* Each party's slot 0 (its row shard, n x nloc column-major) from a's rows
- * (m x n, column-major), zero in the padding after A's rows. */
-static void scatter_transposed(const jmg_job* job, const char* a, size_t es) {
-  for (int r = 0; r < job->nparties; r++) {
-    char* dst = job->parties[r].buf[0];
-    int64_t k = rows_of(job, r);
-    if (k > 0) transpose_copy(a + (size_t)(r * job->nloc) * es, job->m, k, job->n, dst, job->n, es);
-    memset(dst + (size_t)(k * job->n) * es, 0, (size_t)((job->nloc - k) * job->n) * es);
-  }
-}
-
 /* ---- lu_solve ---- */
 
 int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
@@ -206,7 +146,7 @@ int jmg_host_lu_solve(jmg_job* job, jmg_result* res, char* err) {
   }
   int n = (int)job->n, k = (int)job->nrhs, info = 0;
   void* x = job->parties[0].b; /* b in, x out, in place */
-  gather_transposed(job, e, jmg_dtype_size(job->dtype)); /* A itself */
+  jmg_host_gather_a(job, e); /* A itself */
   getrf(&n, &n, e, &n, ipiv, &info);
   if (info == 0) {
     char trans = 'N';
@@ -314,7 +254,7 @@ int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
     return no_memory(err);
   }
   lwork = (int)lw;
-  gather_transposed(job, a, es);
+  jmg_host_gather_a(job, a);
   geqrf(&m, &n, a, &m, tau, work, &lwork, &info);
   char* r = job->parties[0].b;
   if (info == 0) {
@@ -325,7 +265,7 @@ int jmg_host_qr(jmg_job* job, jmg_result* res, char* err) {
     jmg_host_fill_nan(t, r, job->n * job->n);
     jmg_host_fill_nan(t, a, job->m * job->n);
   }
-  scatter_transposed(job, a, es);
+  jmg_host_scatter_a(job, a);
   jmg_host_broadcast(job, 1, r, (size_t)(job->n * job->n) * es);
   free(work);
   free(a);

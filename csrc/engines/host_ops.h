@@ -51,6 +51,15 @@ char* jmg_host_gather_slot(const jmg_job* job, int slot, char* err);
  * zeros for the pad columns past m. */
 void jmg_host_scatter(const jmg_job* job, int slot, const char* src, int64_t rows, int64_t ld);
 
+/* A itself (m x n, column-major, leading dimension m) in a, from the
+ * parties' row shards in slot 0: each shard, read column-major, is a block
+ * of A^T, transposed straight into its rows of a (no gathered copy of A^T),
+ * in cache blocks. */
+void jmg_host_gather_a(const jmg_job* job, char* a);
+/* The inverse: each party's slot 0 (n x nloc, column-major) from its rows
+ * of a, zero in the padding after A's rows. */
+void jmg_host_scatter_a(const jmg_job* job, const char* a);
+
 /* 0 if v fits LAPACK's int, else -1 with a message naming `what`. */
 int jmg_host_fits_int(int64_t v, const char* what, const jmg_job* job, char* err);
 
