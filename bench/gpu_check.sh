@@ -28,7 +28,7 @@
 #            1.4.1, f64 8192/16384 (SWEEP_OPS, SWEEP_SIZES); after mpwheels. SWEEP_END (epoch s)
 #            bounds it: its time budget ends 30 s before (else SWEEP_BUDGET_S, default none);
 #            SWEEP_PEER_S of it for 1.4.1 (150); a first call >= SWEEP_SLOW_S (2) is timed alone;
-#            SWEEP_SKIP: op:route pairs left out (route: single, mp, local or one-dev)
+#            SWEEP_SKIP: op:route pairs left out (route: single, mp, local, one-dev or 1.4.1)
 # mp takes MP_MARK, MP_K (pytest -m / -k), MP_VERBOSE (JAXMG_VERBOSE for its jobs:
 # 2 traces every step of every call) and JAXMG_MP_LIMIT_S (each job's deadline); mpbench
 # takes MP_OPS and MP_SIZES. EIG_DISPATCH=multi drops eig32k's one-GPU jaxmg

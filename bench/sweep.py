@@ -105,7 +105,7 @@ def parse_args(argv=None):
     p.add_argument("--target", type=float, default=1.05,
                    help="auto / one-dev above this is bold")
     p.add_argument("--skip", type=lambda t: {tuple(x.split(":", 1)) for x in t.split(",") if x},
-                   default=set(), help="op:route pairs left out (route: an engine or one-dev)")
+                   default=set(), help="op:route pairs left out (route: an engine, one-dev or 1.4.1)")
     p.add_argument("--peer-site", default=None, help="a --target folder holding JAXMg 1.4.1")
     p.add_argument("--mp-site", default=None, help="a --target folder of the cuSOLVERMp wheels")
     p.add_argument("--peer-budget", type=float, default=None,
@@ -467,7 +467,7 @@ def peer_child(args):
                 continue
             dtype = DTYPES[dt]
             ins = jax.block_until_ready(inputs(op, mesh, n, dtype, args))
-            r = budget.run((op, dt), n, lambda: peer(op, ins, mesh, dtype, n, args))
+            r = budget.run((op, dt, "1.4.1"), n, lambda: peer(op, ins, mesh, dtype, n, args))
             print("PEER " + json.dumps({"op": op, "dtype": dt, "n": n, "peer": r}), flush=True)
             del ins
 
