@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
 from ..pipeline import ffi as _calls
 from . import library as _library
@@ -43,19 +42,16 @@ def _replicated(fn, req, *arrays):
     axis types), the results replicated: computed by the mesh's first
     device and summed over the mesh from zeros elsewhere (_compute_once),
     or by every device alike."""
-    arrays = tuple(_shard.constrain(x, req.mesh, _rep(x.ndim)) for x in arrays)
+    arrays = tuple(_shard.replicated(x, req.mesh) for x in arrays)
     probe = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays))
-    outs = tuple(_rep(x.ndim) for x in probe)
+    outs = tuple(_shard.everywhere(x.ndim) for x in probe)
     body = _once(fn, probe, tuple(req.mesh.axis_names)) if _compute_once(req.mesh) else fn
     # Full-precision products: JAX's default for float32 on GPUs is TF32
     # (about 1e-3), which QDWH's iterations and the checks compound.
     with jax.default_matmul_precision("highest"):
-        return jax.shard_map(body, mesh=req.mesh, in_specs=tuple(_rep(x.ndim) for x in arrays),
+        return jax.shard_map(body, mesh=req.mesh,
+                             in_specs=tuple(_shard.everywhere(x.ndim) for x in arrays),
                              out_specs=outs, check_vma=False)(*arrays)
-
-
-def _rep(ndim: int) -> P:
-    return P(*((None,) * ndim))
 
 
 def _once(fn, probe, axes):

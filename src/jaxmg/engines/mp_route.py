@@ -45,7 +45,6 @@ from . import grid as _grid
 from . import mp as _mp
 from ..pipeline import shard as _shard
 
-REP = P(None, None)
 # The ops the engine runs (csrc/engines/mp/mp_engine.h: JMG_MP_OPS).
 OPS = tuple(sorted(_decide.ENGINE_OPS["mp"]))
 KIND = "collective"  # the engine's kind in the op table's rows (who sees A^T)
@@ -82,17 +81,22 @@ def _splits(req, spec) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def _ceil(x: int, k: int) -> int:
+    return -(-x // k)
+
+
 def _up(x: int, k: int) -> int:
-    return -(-x // k) * k
+    return _ceil(x, k) * k
 
 
 def _padded_layout(req, spec) -> tuple[int, int, int]:
     """A's shape on the engine and its tile: every shard's height a
     multiple of the tile (the C core's rule for every engine:
     ops/decode.c), a square A's columns too. The tile is the caller's
-    T_A, at most a shard's share of A; else the fewest tiles of at most the op's best (_TILE) that cover
-    one shard's share of A, made as equal as they can be, so that padding
-    adds fewer rows to a shard than it has tiles."""
+    T_A, at most a shard's share of A; else the fewest tiles of at most
+    the op's best (_TILE) that cover a shard's share, made as equal as
+    they can be, so that padding adds fewer rows to a shard than it has
+    tiles."""
     m, n = req.shape
     pr, pc = _splits(req, spec)
     square = req.op.shape == "square"
@@ -102,9 +106,9 @@ def _padded_layout(req, spec) -> tuple[int, int, int]:
             "cannot pad columns: make N a multiple of the column axis, or shard A by rows"
         )
     k = math.lcm(pr, pc) if square else pr
-    share = -(-m // k)
-    tile = min(req.tile, share) if req.tile else \
-        -(-share // -(-share // _TILE.get(req.op.row, _DEFAULT_TILE)))
+    share = _ceil(m, k)
+    tiles = _ceil(share, _TILE.get(req.op.row, _DEFAULT_TILE))
+    tile = min(req.tile, share) if req.tile else _ceil(share, tiles)
     m1 = _up(m, k * tile)
     return m1, m1 if square else n, tile
 
@@ -114,10 +118,6 @@ def _pad(A, req, m1, n1, diag):
     sharded dimension to a size its axes do not divide); diag on the new
     diagonal of a square op."""
     return _shard.pad_end(A, req.mesh, m1, n1, None if req.op.shape != "square" else diag)
-
-
-def _rep(x, req):
-    return _shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
 
 
 def _nan(bad, x):
@@ -164,7 +164,7 @@ def _run(req, A, b=None) -> dict:
         args.append(_shard.constrain(_pad(b, req, m1, n1, 1), req.mesh, spec))
     elif b is not None:
         b2 = b[:, None] if b.ndim == 1 else b
-        args.append(jnp.pad(_rep(b2, req), ((0, m1 - m), (0, 0))))
+        args.append(jnp.pad(_shard.replicated(b2, req.mesh), ((0, m1 - m), (0, 0))))
     grid = _grid.grid_from_mesh(req.mesh, req.axes, op=op)
     attrs = row_attrs(req.op, req.opts, m, n, n1)
     if pad_pairs:
@@ -174,7 +174,8 @@ def _run(req, A, b=None) -> dict:
     rets = _calls.from_engine(op, KIND, rets)
     out = dict(zip((r.name for r in _calls.table()[op].rets), rets))
     if pad_pairs:
-        out["w"], out["a"] = _shard.drop_pad_eigenpairs(_rep(out["w"], req), _rep(out["a"], req), n)
+        out["w"], out["a"] = _shard.drop_pad_eigenpairs(_shard.replicated(out["w"], req.mesh),
+                                                        _shard.replicated(out["a"], req.mesh), n)
     # The same on every rank; -1 where some rank flagged non-finite input (no
     # engine ran: call).
     status = jnp.max(out.pop("status")).astype(jnp.int32)

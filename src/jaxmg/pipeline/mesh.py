@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from ..engines import local, mp_route
 from ..rules.products import Layout
-from . import decide, ffi, request, shard
+from . import ffi, request, shard
 from .declare import (EIGVECS, ENGINE, MATRIX, REPLICATED, ROWS, SOLUTION, WITH_RHS, WITH_TWIN,
                       Out)
 from .per_shard import Statics, call
@@ -93,7 +93,7 @@ def _out_spec(out: Out, buf, req):
         return REP
     if out.layout in (MATRIX, ROWS, EIGVECS, ENGINE):
         return req.row_spec
-    return P(*((None,) * max(1, len(buf.dims))))
+    return shard.everywhere(max(1, len(buf.dims)))
 
 
 def _engine_out(req, pd: Padding, outs):
@@ -117,7 +117,7 @@ def place(out: Out, x, req, b):
     if out.layout == ROWS:
         return request.to_a_layout(x, req)
     if out.layout == REPLICATED:  # a routed engine may hand it back sharded
-        return shard.constrain(x, req.mesh, P(*((None,) * x.ndim)))
+        return shard.replicated(x, req.mesh)
     return x
 
 

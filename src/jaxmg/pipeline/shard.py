@@ -239,8 +239,18 @@ def cut_end(x: jax.Array, mesh, rows: int, cols: int | None = None) -> jax.Array
     evenly)."""
     if x.shape[0] == rows and (cols is None or x.shape[1] == cols):
         return x
-    x = constrain(x, mesh, jax.sharding.PartitionSpec(*((None,) * x.ndim)))
+    x = replicated(x, mesh)
     return x[:rows] if cols is None else x[:rows, :cols]
+
+
+def everywhere(ndim: int) -> jax.sharding.PartitionSpec:
+    """The spec of an array of ndim dimensions replicated on every device."""
+    return jax.sharding.PartitionSpec(*((None,) * ndim))
+
+
+def replicated(x: jax.Array, mesh) -> jax.Array:
+    """x replicated on every device of mesh (constrain)."""
+    return constrain(x, mesh, everywhere(x.ndim))
 
 
 def buffer_rows(a: jax.Array, rows: int) -> jax.Array:

@@ -108,7 +108,7 @@ def _replicated(v, lay: Layout):
     """v replicated, on Explicit axes (Auto: left to XLA)."""
     if lay.per_shard or not explicit(lay):
         return v
-    return _shard.constrain(v, lay.mesh, P(*((None,) * v.ndim)))
+    return _shard.replicated(v, lay.mesh)
 
 
 def my_rows(v, lay: Layout):
