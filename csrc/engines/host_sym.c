@@ -235,6 +235,9 @@ static int syevd_on(jmg_job* job, void* g, int n, jmg_result* res, char* err) {
 static int on_square(jmg_job* job, jmg_result* res, char* err, square_fn* fn, int write_back) {
   if (jmg_host_fits_int(job->n, "n", job, err)) return -1;
   int n = (int)job->n;
+  /* One party's shard is the matrix already (its leading n rows, read as
+   * E), and the engine's to overwrite: no copy of A, no n x n allocation. */
+  if (job->nparties == 1) return fn(job, job->parties[0].a, n, res, err);
   char* g = jmg_host_alloc(job->n * job->n, jmg_dtype_size(job->dtype));
   if (!g) {
     snprintf(err, JMG_ERRLEN, "out of host memory for a %lld x %lld matrix", (long long)job->n,

@@ -2,7 +2,7 @@
  * (the group's first) with cuSOLVER and cuBLAS: the shards are gathered
  * into G = E (n x mpad, the engine's column-major view, engine.h), solved
  * there, and the results scattered back, until the cuSOLVERMp engine runs
- * them distributed. The size limit: rank 0 holds G, a copy of A and the
+ * them distributed. With one party G is its shard: nothing is gathered. The size limit: rank 0 holds G, a copy of A and the
  * outputs (about 2 m n elements for least squares and qr, 3 to 4 for
  * gesvd and polar, next to cuSOLVER's workspace), and every dimension is
  * below 2^31 (cuBLAS and the legacy cuSOLVER routines take int).
@@ -54,6 +54,12 @@ static int64_t take(int64_t* at, int64_t bytes) {
   return o;
 }
 
+/* G's place: with one party its shard (A's result buffer, the engine's to
+ * overwrite) is G already, so G takes no workspace and A is not copied. */
+static int64_t take_g(const jmg_job* job, int64_t* at, int64_t bytes) {
+  return take(at, job->nparties > 1 ? bytes : 0);
+}
+
 static int64_t es_of(const jmg_job* job) { return (int64_t)jmg_dtype_size(job->dtype); }
 
 static int fits_int(const jmg_job* job, char* err) {
@@ -77,7 +83,7 @@ static int plan_lu(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   const void* any = job->parties[0].a; /* the queries read no data */
   SOLVER(cusolverDnXgetrf_bufferSize(ctx->dn, ctx->dn_params, n, n, t, any, n, t, &p->dwork_bytes,
                                      &p->hwork_bytes));
-  p->g = take(&at, n * job->mpad * es_of(job)); /* whole shards land there (shards()) */
+  p->g = take_g(job, &at, n * job->mpad * es_of(job)); /* whole shards land there */
   p->t = take(&at, n * n * es_of(job));         /* A = E^T, factored in place */
   p->ipiv = take(&at, n * (int64_t)sizeof(int64_t));
   p->info = take(&at, 256);
@@ -103,7 +109,7 @@ static int plan_qr_common(const jmg_job* job, mg_context* ctx, dn_plan* p, int l
     BLAS(gpu_orgqr_size(ctx->dn, job->dtype, (int)m, (int)n, (int)n, any, (int)m, any, &lw));
   p->dwork_bytes = d1 > (size_t)lw * (size_t)es ? d1 : (size_t)lw * (size_t)es;
   p->hwork_bytes = h1;
-  p->g = take(&at, n * job->mpad * es);
+  p->g = take_g(job, &at, n * job->mpad * es);
   p->t = take(&at, m * n * es);
   p->tau = take(&at, n * es);
   if (lstsq) p->b = take(&at, job->mpad * job->nrhs * es);
@@ -145,7 +151,7 @@ static int plan_svd(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) 
                                      (signed char)p->jobvt, p->rt, p->ct, t, any, p->rt,
                                      mg_cuda_real_type(job->dtype), any, t, any, p->rt, t, any,
                                      p->k, t, &p->dwork_bytes, &p->hwork_bytes));
-  p->g = take(&at, n * job->mpad * es);
+  p->g = take_g(job, &at, n * job->mpad * es);
   p->t = take(&at, p->rt * p->ct * es);
   p->s = take(&at, p->k * rs);
   p->sx = take(&at, p->k * es);
@@ -175,7 +181,7 @@ static int plan_sygvd(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err
     return -1;
   }
   p->dwork_bytes = (size_t)(lw > 0 ? lw : 1) * (size_t)es_of(job);
-  p->g = take(&at, n * n * es_of(job));
+  p->g = take_g(job, &at, n * n * es_of(job));
   p->bg = take(&at, n * n * es_of(job));
   p->w = take(&at, n * (int64_t)jmg_dtype_real_size(job->dtype));
   p->info = take(&at, 256);
@@ -219,6 +225,7 @@ static int shards(const jmg_job* job, mg_context* ctx, int slot, char* g, int64_
   for (int r = 0; r < job->nparties && shard; r++) {
     char* mine = job->parties[r].buf[slot];
     char* there = g + (size_t)r * shard;
+    if (mine == there) continue; /* one party: G is its shard */
     if (to_g) CU(cudaMemcpyPeerAsync(there, ctx->dev[0], mine, ctx->dev[r], shard, ctx->stream[r]));
     else CU(cudaMemcpyPeerAsync(mine, ctx->dev[r], there, ctx->dev[0], shard, ctx->stream[r]));
   }
@@ -266,7 +273,7 @@ fail:
 /* The common frame of a run: plan, gather, host workspace. */
 typedef struct dn_run {
   dn_plan p;
-  char* base;
+  char *base, *g;
   void* hwork;
   cudaDataType t;
   int64_t es;
@@ -275,6 +282,7 @@ typedef struct dn_run {
 static int begin(jmg_job* job, mg_context* ctx, dn_run* r, char* err) {
   if (plan(job, ctx, &r->p, err)) return -1;
   r->base = job->parties[0].work;
+  r->g = job->nparties == 1 ? (char*)job->parties[0].a : r->base + r->p.g;
   r->t = mg_cuda_type(job->dtype);
   r->es = es_of(job);
   r->hwork = r->p.hwork_bytes ? malloc(r->p.hwork_bytes) : NULL;
@@ -282,7 +290,7 @@ static int begin(jmg_job* job, mg_context* ctx, dn_run* r, char* err) {
     snprintf(err, JMG_ERRLEN, "out of host memory for cuSOLVER's host workspace");
     return -1;
   }
-  if (shards(job, ctx, 0, r->base + r->p.g, job->n, 1, err) ||
+  if (shards(job, ctx, 0, r->g, job->n, 1, err) ||
       cudaSetDevice(ctx->dev[0]) != cudaSuccess) {
     if (!err[0]) snprintf(err, JMG_ERRLEN, "cudaSetDevice(%d) failed", ctx->dev[0]);
     free(r->hwork);
@@ -309,8 +317,8 @@ int dn_lu_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   int* d_info = (int*)(void*)AT(r, info);
   void* b0 = job->parties[0].b;
   size_t xbytes = (size_t)(n * job->nrhs * r.es);
-  BLAS(gpu_geam(ctx->blas, job->dtype, CUBLAS_OP_T, CUBLAS_OP_T, (int)n, (int)n, 1, AT(r, g),
-                (int)n, 0, AT(r, g), (int)n, AT(r, t), (int)n));
+  BLAS(gpu_geam(ctx->blas, job->dtype, CUBLAS_OP_T, CUBLAS_OP_T, (int)n, (int)n, 1, r.g,
+                (int)n, 0, r.g, (int)n, AT(r, t), (int)n));
   SOLVER(cusolverDnXgetrf(ctx->dn, ctx->dn_params, n, n, r.t, AT(r, t), n, (int64_t*)(void*)AT(r, ipiv),
                           r.t, AT(r, dwork), r.p.dwork_bytes, r.hwork, r.p.hwork_bytes, d_info));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
@@ -330,7 +338,7 @@ fail:
 /* T = E^T (m x n) from G. */
 static int transpose_in(const jmg_job* job, mg_context* ctx, dn_run* r, char* err) {
   BLAS(gpu_geam(ctx->blas, job->dtype, CUBLAS_OP_T, CUBLAS_OP_T, (int)job->m, (int)job->n, 1,
-                AT(*r, g), (int)job->n, 0, AT(*r, g), (int)job->n, AT(*r, t), (int)job->m));
+                r->g, (int)job->n, 0, r->g, (int)job->n, AT(*r, t), (int)job->m));
   return 0;
 fail:
   return -1;
@@ -412,10 +420,10 @@ int dn_qr_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
                  (int)(r.p.dwork_bytes / (size_t)r.es), d_info));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
   BLAS(gpu_geam(ctx->blas, job->dtype, CUBLAS_OP_T, CUBLAS_OP_T, n, m, 1, AT(r, t), m, 0,
-                AT(r, t), m, AT(r, g), n));
-  if (zero_pad(job, ctx, AT(r, g), job->n, err)) goto fail;
+                AT(r, t), m, r.g, n));
+  if (zero_pad(job, ctx, r.g, job->n, err)) goto fail;
   CU(cudaStreamSynchronize(s0));
-  if (shards(job, ctx, 0, AT(r, g), job->n, 0, err)) goto fail;
+  if (shards(job, ctx, 0, r.g, job->n, 0, err)) goto fail;
   if (to_all(job, ctx, 1, rt, (size_t)((int64_t)n * n * r.es), err)) goto fail;
   return end(ctx, &r, 0, err);
 fail:
@@ -430,7 +438,7 @@ static int svd_of_t(jmg_job* job, mg_context* ctx, dn_run* r, jmg_result* res, c
   if (p->tall) {
     if (transpose_in(job, ctx, r, err)) return -1;
   } else {
-    CU(cudaMemcpyAsync(AT(*r, t), AT(*r, g), (size_t)(job->n * job->m * r->es),
+    CU(cudaMemcpyAsync(AT(*r, t), r->g, (size_t)(job->n * job->m * r->es),
                        cudaMemcpyDeviceToDevice, ctx->stream[0]));
   }
   SOLVER(cusolverDnXgesvd(ctx->dn, ctx->dn_params, (signed char)p->jobu, (signed char)p->jobvt,
@@ -512,9 +520,9 @@ int dn_polar_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   if (res->info == 0) {
     /* Up^T (n x m) into G: VT_T^T U_T^T when T = A, else U_T VT_T. */
     if (p->tall)
-      BLAS(gpu_gemm(ctx->blas, job->dtype, T, T, n, m, k, AT(r, vt), k, AT(r, u), m, AT(r, g), n));
+      BLAS(gpu_gemm(ctx->blas, job->dtype, T, T, n, m, k, AT(r, vt), k, AT(r, u), m, r.g, n));
     else
-      BLAS(gpu_gemm(ctx->blas, job->dtype, N, N, n, m, k, AT(r, u), n, AT(r, vt), k, AT(r, g), n));
+      BLAS(gpu_gemm(ctx->blas, job->dtype, N, N, n, m, k, AT(r, u), n, AT(r, vt), k, r.g, n));
   }
   if (res->info == 0 && want_h) {
     if (s_as_matrix_type(job, ctx, &r, err)) goto fail;
@@ -529,12 +537,12 @@ int dn_polar_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
       BLAS(gpu_gemm(ctx->blas, job->dtype, N, C, n, n, k, AT(r, x), n, AT(r, u), n, h0, n));
     }
   }
-  if (res->info != 0 && (nan_fill(ctx, AT(r, g), (size_t)((int64_t)n * m) * es, err) ||
+  if (res->info != 0 && (nan_fill(ctx, r.g, (size_t)((int64_t)n * m) * es, err) ||
                          (want_h && nan_fill(ctx, h0, (size_t)((int64_t)n * n) * es, err))))
     goto fail;
-  if (zero_pad(job, ctx, AT(r, g), job->n, err)) goto fail;
+  if (zero_pad(job, ctx, r.g, job->n, err)) goto fail;
   CU(cudaStreamSynchronize(ctx->stream[0]));
-  if (shards(job, ctx, 0, AT(r, g), job->n, 0, err)) goto fail;
+  if (shards(job, ctx, 0, r.g, job->n, 0, err)) goto fail;
   if (want_h && to_all(job, ctx, 1, h0, (size_t)((int64_t)n * n) * es, err)) goto fail;
   return end(ctx, &r, 0, err);
 fail:
@@ -572,17 +580,17 @@ int dn_sygvd_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
   if (shards(job, ctx, 3, AT(r, bg), n, 1, err)) goto fail;
   CU(cudaSetDevice(ctx->dev[0]));
   CU(cudaMemsetAsync(AT(r, w), 0, wbytes, ctx->stream[0]));
-  BLAS(gpu_sygvd(ctx->dn, job->dtype, jobz, (int)nv, AT(r, g), (int)n, AT(r, bg), (int)n,
+  BLAS(gpu_sygvd(ctx->dn, job->dtype, jobz, (int)nv, r.g, (int)n, AT(r, bg), (int)n,
                  AT(r, w), AT(r, dwork), (int)(r.p.dwork_bytes / es), d_info));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
   if (res->info != 0) {
-    if (nan_fill(ctx, AT(r, w), wbytes, err) || nan_fill(ctx, AT(r, g), (size_t)(n * n) * es, err))
+    if (nan_fill(ctx, AT(r, w), wbytes, err) || nan_fill(ctx, r.g, (size_t)(n * n) * es, err))
       goto fail;
-  } else if (clear_pad(ctx, AT(r, g), n, nv, es, err)) {
+  } else if (clear_pad(ctx, r.g, n, nv, es, err)) {
     goto fail;
   }
   if (to_all(job, ctx, 2, AT(r, w), wbytes, err)) goto fail;
-  if (job->jobz && shards(job, ctx, 0, AT(r, g), n, 0, err)) goto fail;
+  if (job->jobz && shards(job, ctx, 0, r.g, n, 0, err)) goto fail;
   return end(ctx, &r, 0, err);
 fail:
   return end(ctx, &r, -1, err);

@@ -7,7 +7,9 @@
  * out; bench/README.md has the crossovers), and its inverse is right where
  * cuSolverMg's potri is not. Rank 0's workspace holds, in order:
  *   G      n x n, the gathered matrix (M read as column-major, as the
- *          engine sees it everywhere)
+ *          engine sees it everywhere); none with one party, whose shard
+ *          (A's result buffer, the engine's to overwrite, n leading rows)
+ *          is G already: no copy of A, no n x n of workspace
  *   X      potri, chol_inverse: n x n, the identity, then the inverse
  *   W      syevd: n eigenvalues
  *   info   one int
@@ -77,7 +79,7 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   p->hwork_bytes = h1;
   int64_t at = 0;
   p->g = at;
-  at += gpu_round_up(n * n * es);
+  if (job->nparties > 1) at += gpu_round_up(n * n * es);
   p->x = at;
   if (op->x) at += gpu_round_up(n * n * es);
   p->w = at;
@@ -133,6 +135,7 @@ static int move_shards(const jmg_job* job, mg_context* ctx, char* g, int to_g, c
     size_t bytes = (size_t)(job->n - r * l < l ? job->n - r * l : l) * col;
     char* mine = (char*)job->parties[r].a;
     char* there = g + (size_t)(r * l) * col;
+    if (mine == there) continue; /* one party: G is its shard */
     if (to_g)
       CU(cudaMemcpyPeerAsync(there, ctx->dev[0], mine, ctx->dev[r], bytes, ctx->stream[r]));
     else
@@ -152,7 +155,7 @@ static int begin(jmg_job* job, mg_context* ctx, dn_frame* f, char* err) {
   f->es = jmg_dtype_size(job->dtype);
   f->t = mg_cuda_type(job->dtype);
   f->base = job->parties[0].work;
-  f->g = f->base + f->p.g;
+  f->g = job->nparties == 1 ? (char*)job->parties[0].a : f->base + f->p.g;
   f->x = f->base + f->p.x;
   f->w = f->base + f->p.w;
   f->d_info = (int*)(void*)(f->base + f->p.info);
