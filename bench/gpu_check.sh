@@ -25,7 +25,7 @@
 #   mpwheels the carried NCCL / cuSOLVERMp wheels on the path of every later step (first)
 #   routes   qr, gesvd, polar: the one-device JAX route vs cuSOLVER on one GPU vs jnp, f64 8192/16384
 #   gpusweep every op on GPU 0 (bench/sweep.py): auto, single, mp (1 x 1), local, jnp and JAXMg
-#            1.4.1, f64 8192/16384 (SWEEP_OPS, SWEEP_SIZES); after mpwheels. SWEEP_END (epoch s)
+#            1.4.1, f64 8192/16384 (SWEEP_OPS, SWEEP_SIZES, SWEEP_DTYPES); after mpwheels. SWEEP_END (epoch s)
 #            bounds it: its time budget ends 30 s before (else SWEEP_BUDGET_S, default none);
 #            SWEEP_PEER_S of it for 1.4.1 (150); a first call >= SWEEP_SLOW_S (2) is timed alone;
 #            SWEEP_SKIP: op:route pairs left out (route: single, mp, local, one-dev or 1.4.1)
@@ -193,7 +193,7 @@ gpusweep_step() {
   [ -n "$budget" ] && extra+=(--time-budget "$budget")
   # The cuSOLVERMp engine's buffers and workspace live outside XLA's pool.
   run gpusweep env XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}" \
-    "$PY" bench/sweep.py --dtypes f64 --ndev 1 --tiles auto \
+    "$PY" bench/sweep.py --dtypes "${SWEEP_DTYPES:-f64}" --ndev 1 --tiles auto \
     --ops "${SWEEP_OPS:-potrs,lu_solve,potri,qr,least_squares,syevd,polar,eigh_generalized,gesvd}" \
     --sizes "${SWEEP_SIZES:-8192,16384}" --engines single,mp,local --reps "$REPS" \
     --slow-s "${SWEEP_SLOW_S:-2}" --target 1.0 --skip "${SWEEP_SKIP:-}" "${extra[@]}" \
