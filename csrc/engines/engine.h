@@ -177,6 +177,11 @@ typedef struct jmg_engine {
    * complete (0, or -1 with a message). */
   int (*copy_in)(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
                  int64_t bytes, char* err);
+  /* Every party, before finish, for an element no engine ran on (its
+   * input was not finite): set `bytes` at dst, one of its results, to NaN
+   * (every byte 0xFF: a NaN in each float type) on the party's device. */
+  int (*fill_nan)(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                  char* err);
   /* Every party: allocate / free its workspace (the ops layer calls these
    * only when workspace() asked for some). */
   int (*alloc)(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err);

@@ -162,6 +162,15 @@ static int host_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, c
   return 0;
 }
 
+static int host_fill_nan(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                         char* err) {
+  (void)cf;
+  (void)me;
+  (void)err;
+  memset(dst, 0xFF, (size_t)bytes);
+  return 0;
+}
+
 static int host_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
                        char* err) {
   (void)cf;
@@ -194,6 +203,7 @@ const jmg_engine jmg_host_engine = {
         },
     .enter = host_enter,
     .copy_in = host_copy_in,
+    .fill_nan = host_fill_nan,
     .alloc = host_alloc,
     .release = host_release,
     .finish = host_finish,

@@ -435,9 +435,25 @@ static int run(jmg_call* c) {
 
 /* Every party stores element i's status and scalars at element i of its
  * outputs, through the engine. */
+/* Element i's float results NaN, where no engine ran on it (its scalars
+ * are already: mark_nonfinite), so that the JAX side needs no pass over
+ * them to say so. */
+static int nan_results(jmg_call* c, int64_t i) {
+  for (int k = 0; k < c->row->nrets; k++) {
+    const jmg_buf_rule* r = &c->row->rets[k];
+    if (r->slot < 0 || r->type == 'I' || !(r->flags & JMG_BUF_OUT)) continue;
+    char* base = c->me.buf[r->slot];
+    int64_t each = c->me.buf_bytes[r->slot] / c->me.batch;
+    if (base && each > 0 && c->eng->fill_nan(c->cf, &c->me, base + i * each, each, c->err))
+      return -1;
+  }
+  return 0;
+}
+
 static int finish(jmg_call* c) {
   size_t rs = jmg_dtype_real_size((jmg_dtype)c->me.dtype);
   for (int64_t i = 0; i < c->me.batch; i++) {
+    if (c->bad[i] && nan_results(c, i)) return -1;
     jmg_party e = c->me;
     e.status = c->me.status + i;
     for (int k = 0; k < JMG_MAX_SCALARS; k++)

@@ -13,8 +13,9 @@
  *   - a batch dimension that differs between buffers, or too many of them,
  *     is an error naming the buffer, on every party (no hang);
  *   - an element that one party flags non-finite (its `where`) runs on no
- *     engine and gets status -1 and a NaN scalar on every party; a call
- *     whose every element is flagged runs nothing at all.
+ *     engine and gets status -1, a NaN scalar and a NaN solution on every
+ *     party (the other elements' solutions untouched); a call whose every
+ *     element is flagged runs nothing at all.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -88,6 +89,15 @@ static int fake_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, c
   return 0;
 }
 
+static int fake_fill_nan(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                         char* err) {
+  (void)cf;
+  (void)me;
+  (void)err;
+  memset(dst, 0xFF, (size_t)bytes);
+  return 0;
+}
+
 static int fake_alloc(const XLA_FFI_CallFrame* cf, jmg_party* me, char* err) {
   (void)cf;
   (void)me;
@@ -114,6 +124,7 @@ static const jmg_engine fake_engine = {
     .ops = {[JMG_POTRS] = {NULL, fake_run}},
     .enter = fake_enter,
     .copy_in = fake_copy_in,
+    .fill_nan = fake_fill_nan,
     .alloc = fake_alloc,
     .release = fake_release,
     .finish = fake_finish,
@@ -353,6 +364,12 @@ static void test_flagged_elements_skip_the_engine(void) {
           "rank %d: flagged elements have status %d and %d", r, (int)f[r].status[3],
           (int)f[r].status[8 * 1024 + 7]);
     CHECK(f[r].logdet[3] != f[r].logdet[3], "rank %d: a flagged element's logdet is not NaN", r);
+    for (int k = 0; k < N * K; k++)
+      CHECK(f[r].x[3 * N * K + k] != f[r].x[3 * N * K + k],
+            "rank %d: a flagged element's solution is not NaN at %d", r, k);
+    CHECK(f[r].x[2 * N * K] == (r == 0 ? 102.0 : 2.0) && f[r].x[4 * N * K] == (r == 0 ? 104.0 : 4.0),
+          "rank %d: the other elements' solutions moved (%g, %g)", r, f[r].x[2 * N * K],
+          f[r].x[4 * N * K]);
     CHECK(f[r].status[2] == 2 && f[r].status[4] == 3, "rank %d: the other elements' statuses moved "
           "(%d, %d)", r, (int)f[r].status[2], (int)f[r].status[4]);
   }
@@ -366,8 +383,10 @@ static void test_all_flagged_runs_nothing(void) {
   run_parties(f);
   for (int r = 0; r < NP; r++) {
     CHECK(!f[r].out, "rank %d failed: %s", r, f[r].out ? f[r].out->msg : "");
-    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0],
-          "rank %d: status %d, logdet %g", r, (int)f[r].status[0], f[r].logdet[0]);
+    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0] &&
+              f[r].x[0] != f[r].x[0],
+          "rank %d: status %d, logdet %g, x[0] %g", r, (int)f[r].status[0], f[r].logdet[0],
+          f[r].x[0]);
   }
   CHECK(eng_log.runs == 0, "the engine ran %d times on flagged input", eng_log.runs);
   for (int r = 0; r < NP; r++) free_frame(&f[r]);

@@ -9,7 +9,7 @@
  *   - a rank whose call is bad, or whose run fails, fails the call on every
  *     rank, named;
  *   - ranks that make different calls fail everywhere;
- *   - one rank's non-finite flag: no rank runs, every rank returns -1;
+ *   - one rank's non-finite flag: no rank runs, every rank returns -1 and NaN;
  *   - a rank that never arrives is an error on the others within
  *     JAXMG_TIMEOUT_S, not a hang.
  */
@@ -128,6 +128,15 @@ static int fake_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_res
   return 0;
 }
 
+static int fake_fill_nan(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                         char* err) {
+  (void)cf;
+  (void)me;
+  (void)err;
+  memset(dst, 0xFF, (size_t)bytes);
+  return 0;
+}
+
 static const jmg_collective fake_collective = {fake_join, fake_agree, fake_leave};
 
 static const jmg_engine fake_engine = {
@@ -135,6 +144,7 @@ static const jmg_engine fake_engine = {
     .collective = &fake_collective,
     .ops = {[JMG_POTRS] = {NULL, fake_run}},
     .enter = fake_enter,
+    .fill_nan = fake_fill_nan,
     .finish = fake_finish,
 };
 
@@ -354,8 +364,10 @@ static void test_one_flagged_rank_runs_none(void) {
   run_ranks(f, NP);
   for (int r = 0; r < NP; r++) {
     CHECK(!f[r].out, "rank %d: %s", r, msg(&f[r]));
-    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0],
-          "rank %d: status %d, logdet %g", r, (int)f[r].status[0], f[r].logdet[0]);
+    CHECK(f[r].status[0] == JMG_STATUS_NONFINITE && f[r].logdet[0] != f[r].logdet[0] &&
+              f[r].b[0] != f[r].b[0],
+          "rank %d: status %d, logdet %g, x[0] %g", r, (int)f[r].status[0], f[r].logdet[0],
+          f[r].b[0]);
   }
   CHECK(log_.runs[0] + log_.runs[1] + log_.runs[2] == 0, "a rank ran on non-finite input");
   for (int r = 0; r < NP; r++) free_frame(&f[r]);

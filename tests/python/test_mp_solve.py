@@ -44,7 +44,17 @@ def pencil(M, MB, nv):
 
 def engine(op, grid, mesh, args, *, spec, tile, attrs):
     """What the C engine returns for the row of op, computed with numpy:
-    its results in the row's order, global, the status one per device."""
+    its results in the row's order, global, the status one per device;
+    every float result NaN where the input was not finite (the C core's
+    nan_results, ops/handle.c)."""
+    rets = _results(op, grid, mesh, args, spec=spec, tile=tile, attrs=attrs)
+    if any(not np.isfinite(np.asarray(x)).all() for x in args):
+        rets = tuple(x if b.type == "I" else jnp.full_like(x, np.nan)
+                     for x, b in zip(rets, _calls.table()[op].rets))
+    return rets
+
+
+def _results(op, grid, mesh, args, *, spec, tile, attrs):
     row = _calls.table()[op]
     assert len(args) == len(row.args) - 1 and tile >= 1  # `where` is made per device
     # the C core's decode: every shard's height a multiple of the tile

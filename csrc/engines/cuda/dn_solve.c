@@ -12,6 +12,7 @@
  *          is G already: no copy of A, no n x n of workspace
  *   X      potri, chol_inverse: n x n, the identity, then the inverse
  *   W      syevd: n eigenvalues
+ *   D      the factor's diagonal, gathered for log det
  *   info   one int
  *   dwork  cuSOLVER's device workspace
  * The other ranks bring none.
@@ -20,11 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engines/cuda/gpu_typed.h"
 #include "engines/cuda/gpu_util.h"
 #include "engines/cuda/solvers.h"
 
 typedef struct dn_plan {
-  int64_t g, x, w, info, dwork; /* byte offsets into rank 0's workspace */
+  int64_t g, x, w, diag, info, dwork; /* byte offsets into rank 0's workspace */
   size_t dwork_bytes, hwork_bytes;
   int64_t total;
 } dn_plan;
@@ -58,7 +60,7 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   int64_t es = (int64_t)jmg_dtype_size(job->dtype), n = job->n;
   cudaDataType t = mg_cuda_type(job->dtype);
   memset(p, 0, sizeof *p);
-  if (mg_context_dn(ctx, err)) return -1;
+  if (mg_context_blas(ctx, err)) return -1;
   size_t d1 = 0, h1 = 0;
   const void* any = job->parties[0].a; /* the queries read no data */
   if (cudaSetDevice(ctx->dev[0]) != cudaSuccess) {
@@ -84,6 +86,8 @@ static int plan(const jmg_job* job, mg_context* ctx, dn_plan* p, char* err) {
   if (op->x) at += gpu_round_up(n * n * es);
   p->w = at;
   if (op->eig) at += gpu_round_up(n * (int64_t)real_size(job->dtype));
+  p->diag = at;
+  if (!op->eig) at += gpu_round_up(n * es);
   p->info = at;
   at += 256;
   p->dwork = at;
@@ -102,20 +106,28 @@ static int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* byte
   return 0;
 }
 
-/* log det from the Cholesky factor at g (n x n on the context's first
- * device, current): 2 sum log L_ii, the diagonal read with stride n + 1. */
-static int dn_logdet(const jmg_job* job, const char* g, double* logdet, char* err) {
-  size_t es = jmg_dtype_size(job->dtype);
-  int64_t n = job->n;
-  char* diag = malloc((size_t)n * es + 1);
+/* log det from the Cholesky factor in G: 2 sum log L_ii. The diagonal
+ * (stride n + 1) is gathered on the device by one strided copy and read
+ * in one piece, in place of a 2D copy of n single elements. */
+static int dn_logdet(const jmg_job* job, mg_context* ctx, const dn_frame* f, double* logdet,
+                     char* err) {
+  int64_t n = f->n;
+  char* dev_diag = f->base + f->p.diag;
+  char* diag = malloc((size_t)n * f->es + 1);
   if (!diag) {
     snprintf(err, JMG_ERRLEN, "out of host memory");
     return -1;
   }
-  CU(cudaMemcpy2D(diag, es, g, (size_t)(n + 1) * es, es, (size_t)n, cudaMemcpyDeviceToHost));
+  int s = gpu_copy(ctx->blas, job->dtype, (int)n, f->g, (int)n + 1, dev_diag, 1);
+  if (s != 0) {
+    snprintf(err, JMG_ERRLEN, "cuBLAS copy of the factor's diagonal failed: status %d", s);
+    goto fail;
+  }
+  CU(cudaMemcpyAsync(diag, dev_diag, (size_t)n * f->es, cudaMemcpyDeviceToHost, ctx->stream[0]));
+  CU(cudaStreamSynchronize(ctx->stream[0]));
   double sum = 0;
   for (int64_t i = 0; i < n; i++) {
-    const void* d = diag + (size_t)i * es;
+    const void* d = diag + (size_t)i * f->es;
     sum += log(fabs(jmg_dtype_real_size(job->dtype) == 4 ? (double)*(const float*)d : *(const double*)d));
   }
   free(diag);
@@ -249,7 +261,7 @@ static int potrs_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* re
                                 ctx->stream[0], err))
     return -1;
   if (gpu_sync_streams(ctx, err) || b_out(job, ctx, err)) return -1;
-  if (info == 0 && dn_logdet(job, f->g, &res->scalar[0], err)) return -1;
+  if (info == 0 && dn_logdet(job, ctx, f, &res->scalar[0], err)) return -1;
   res->info = info;
   return 0;
 }
@@ -294,7 +306,7 @@ static int chol_factor_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_resu
   int info = 0;
   res->scalar[0] = NAN;
   if (factor(ctx, f, &info, err)) return -1;
-  if (info == 0 && dn_logdet(job, f->g, &res->scalar[0], err)) return -1;
+  if (info == 0 && dn_logdet(job, ctx, f, &res->scalar[0], err)) return -1;
   /* A failed factor is NaN: every solve and inverse from it is NaN too. */
   if (info != 0 && gpu_fill_nan(f->g, ctx->dev[0], (size_t)f->n * (size_t)f->n * f->es,
                                 ctx->stream[0], err))

@@ -45,6 +45,17 @@ int gpu_party_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, con
   return 0;
 }
 
+int gpu_party_fill_nan(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                       char* err) {
+  (void)cf;
+  /* finish's sync completes it. */
+  return cu(cudaSetDevice(me->ordinal), "cudaSetDevice", err) ||
+                 cu(cudaMemsetAsync(dst, 0xFF, (size_t)bytes, (cudaStream_t)me->stream),
+                    "cudaMemsetAsync(NaN)", err)
+             ? -1
+             : 0;
+}
+
 int gpu_party_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
                      char* err) {
   (void)cf;

@@ -11,9 +11,11 @@
  * stream, so that the inputs are complete. 0, or -1 with a message. */
 int gpu_party_enter(const XLA_FFI_CallFrame* cf, jmg_party* me, const void* where,
                     int64_t count, int32_t* where_out, char* err);
-/* engine.h's copy_in and finish on the party's device and stream. */
+/* engine.h's copy_in, fill_nan and finish on the party's device and stream. */
 int gpu_party_copy_in(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, const void* src,
                       int64_t bytes, char* err);
+int gpu_party_fill_nan(const XLA_FFI_CallFrame* cf, jmg_party* me, void* dst, int64_t bytes,
+                       char* err);
 int gpu_party_finish(const XLA_FFI_CallFrame* cf, jmg_party* me, const jmg_result* res,
                      char* err);
 

@@ -53,6 +53,15 @@ int gpu_dgmm(cublasHandle_t h, jmg_dtype t, cublasSideMode_t side, int m, int n,
   }
 }
 
+int gpu_copy(cublasHandle_t h, jmg_dtype t, int n, const void* x, int incx, void* y, int incy) {
+  switch (t) {
+    case JMG_F32: return (int)cublasScopy(h, n, x, incx, y, incy);
+    case JMG_F64: return (int)cublasDcopy(h, n, x, incx, y, incy);
+    case JMG_C64: return (int)cublasCcopy(h, n, x, incx, y, incy);
+    default: return (int)cublasZcopy(h, n, x, incx, y, incy);
+  }
+}
+
 int gpu_trsm(cublasHandle_t h, jmg_dtype t, cublasFillMode_t uplo, cublasOperation_t ta, int m,
              int n, const void* a, int lda, void* b, int ldb) {
   num one = num_of(1);

@@ -22,6 +22,9 @@ int gpu_dgmm(cublasHandle_t h, jmg_dtype t, cublasSideMode_t side, int m, int n,
 int gpu_trsm(cublasHandle_t h, jmg_dtype t, cublasFillMode_t uplo, cublasOperation_t ta, int m,
              int n, const void* a, int lda, void* b, int ldb);
 
+/* y[i * incy] = x[i * incx], i < n. */
+int gpu_copy(cublasHandle_t h, jmg_dtype t, int n, const void* x, int incx, void* y, int incy);
+
 /* ormqr / unmqr (trans: OP_T for real, OP_C for complex) and orgqr /
  * ungqr, with their workspace queries (elements of the matrix's type). */
 int gpu_ormqr_size(cusolverDnHandle_t h, jmg_dtype t, int m, int n, int k, const void* a, int lda,

@@ -105,6 +105,7 @@ const jmg_engine jmg_cusolvermg_engine = {
     .ops = {ALL_OPS(GPU_OP)},
     .enter = mg_enter,
     .copy_in = gpu_party_copy_in,
+    .fill_nan = gpu_party_fill_nan,
     .alloc = mg_alloc,
     .release = mg_release,
     .finish = gpu_party_finish,

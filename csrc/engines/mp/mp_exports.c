@@ -247,6 +247,7 @@ const jmg_engine jmg_cusolvermp_engine = {
     .ops = {JMG_MP_OPS(MP_OP)},
     .enter = gpu_party_enter,
     .copy_in = gpu_party_copy_in,
+    .fill_nan = gpu_party_fill_nan,
     .finish = gpu_party_finish,
 };
 

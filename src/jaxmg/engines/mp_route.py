@@ -120,10 +120,6 @@ def _pad(A, req, m1, n1, diag):
     return _shard.pad_end(A, req.mesh, m1, n1, None if req.op.shape != "square" else diag)
 
 
-def _nan(bad, x):
-    return None if x is None else jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
-
-
 def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
     """The row of op on the engine: args (global arrays in the row's order,
     `where` left out, A in `spec` over the solve axes); returns its results
@@ -153,7 +149,7 @@ def call(op: str, grid, mesh, args, *, spec, tile: int, attrs: dict):
 def _run(req, A, b=None) -> dict:
     """The engine's results by the row's names, in the caller's terms: A
     (and b) padded and placed, the view of A undone, the status the largest
-    over the devices (-1 for a non-finite input), outputs NaN then."""
+    over the devices (-1 for a non-finite input; outputs NaN then)."""
     m, n = req.shape
     op = req.op.row
     spec = _engine_spec(req)
@@ -177,10 +173,8 @@ def _run(req, A, b=None) -> dict:
         out["w"], out["a"] = _shard.drop_pad_eigenpairs(_shard.replicated(out["w"], req.mesh),
                                                         _shard.replicated(out["a"], req.mesh), n)
     # The same on every rank; -1 where some rank flagged non-finite input (no
-    # engine ran: call).
+    # engine ran, and the C core set the results NaN: call).
     status = jnp.max(out.pop("status")).astype(jnp.int32)
-    bad = status == -1
-    out = {k: _nan(bad, v) for k, v in out.items()}
     # the engine's status is for the order it solved (sygvd's info counts B's minors in n1)
     out["status"] = req.op.status(status, n1) if req.op.status is not None else status
     return out

@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 from ..engines import library, multiproc
 from ..pipeline import decide, ffi, mesh, request, shard
 from ..pipeline import validate as v
-from ..pipeline.per_shard import (Statics, nan_where, pad_matrix, pad_rhs, prologue, status_out,
+from ..pipeline.per_shard import (Statics, pad_matrix, pad_rhs, prologue, status_out,
                                   unpad_matrix, unpad_rhs, view_back, view_in)
 from ..rules.hermitian import Factored
 
@@ -46,10 +46,9 @@ def factor_shard(op, st: Statics, a):
     status and logdet as potrs's."""
     s = prologue(op, a, st)
     fac, status, logdet = _call("chol_factor", s, pad_matrix(a, s), nonfinite=ffi.nonfinite(a))
-    bad = ffi.agreed_nonfinite(status)
     if s.plan.inside:
         status = shard.unpad_status(status, s.plan.lrows, s.plan.rows)
-    return fac, status_out(status), nan_where(bad, jnp.asarray(logdet).reshape(1))
+    return fac, status_out(status), jnp.asarray(logdet).reshape(1)
 
 
 def _factor_prologue(op, st: Statics, shape, factor):
@@ -79,7 +78,6 @@ def solve_shard(op, st: Statics, shape, factor, fstatus, b):
                       nonfinite=ffi.nonfinite(b2) | failed)
     row = ffi.table()["chol_solve"]
     x = view_back(row.rets[0], unpad_rhs(x, s), s, st, row)
-    x = nan_where(ffi.agreed_nonfinite(status), x)
     return (x[:, 0] if b.ndim == 1 else x), status_out(jnp.where(failed, fst, status))
 
 
@@ -88,7 +86,7 @@ def inverse_shard(op, st: Statics, shape, factor, fstatus):
     s = _factor_prologue(op, st, shape, factor)
     fst, failed = _failed(fstatus)
     inv, status = _call("chol_inverse", s, factor, nonfinite=failed)
-    inv = nan_where(ffi.agreed_nonfinite(status), unpad_matrix(inv, s))
+    inv = unpad_matrix(inv, s)
     return inv, status_out(jnp.where(failed, fst, status))
 
 

@@ -146,20 +146,13 @@ def nonfinite(*arrays):
     return bad
 
 
-def agreed_nonfinite(status):
-    """Whether the call's parties found non-finite input, from the status
-    the C meeting agreed on (the same on every device): its outputs are then
-    NaN, as no engine ran."""
-    return jnp.asarray(status) == STATUS_NONFINITE
-
-
 def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, nonfinite=None,
         target: str | None = None, **attrs):
     """Calls op `name` of the table on per-shard arrays (its arguments in
     table order, `where` as (rank, group)); returns all its results in table
     order. nonfinite: this device's flag (a traced bool) that its input
-    holds a NaN or an infinity: the C core then runs no engine, and the
-    status is -1 on every device. Under jax.vmap, one call for the whole
+    holds a NaN or an infinity: the C core then runs no engine, sets the
+    float results NaN and the status -1 on every device. Under jax.vmap, one call for the whole
     batch, however deep the nesting (_sequential). target: another engine's
     FFI target for the row (the cuSOLVERMp engine's, whose attributes, a
     string `tag` among them, pass through; its calls loop under vmap)."""

@@ -14,8 +14,9 @@ in steps, the same for every op:
   3. the FFI call of the op's row, with this device's non-finite flag;
   4. on the way back: padding cut, the view undone ('c' conjugated, 'h':
      the eigenvectors the engine returns as rows turned into columns by a
-     distributed transpose), NaN wherever the parties agreed the input was
-     not finite, the status mapped to A's order.
+     distributed transpose), the status mapped to A's order. Where the
+     parties agreed the input was not finite the C core ran no engine and
+     set the results NaN itself (no pass over them here).
 """
 
 from __future__ import annotations
@@ -155,17 +156,13 @@ def eigvecs(e, s: Shard, v_layout: str):
     return vecs
 
 
-def nan_where(bad, x):
-    return jnp.where(bad, jnp.asarray(jnp.nan, x.dtype), x)
-
-
 def status_out(status):
     """A per-shard status: int32 of shape (1,), so that it can leave a
     shard_map as P(None) (as in the tutorial)."""
     return jnp.asarray(status, jnp.int32).reshape(1)
 
 
-def _back(out, buf, x, s: Shard, st: Statics, bad, row):
+def _back(out, buf, x, s: Shard, st: Statics, row):
     """One output of the call, in the caller's terms (step 4)."""
     if out.layout == ENGINE:
         return x
@@ -175,7 +172,7 @@ def _back(out, buf, x, s: Shard, st: Statics, bad, row):
         x = unpad_matrix(x, s)
     elif out.layout == SOLUTION:
         x = unpad_rhs(x, s)
-    return nan_where(bad, view_back(buf, x, s, st, row))
+    return view_back(buf, x, s, st, row)
 
 
 def view_back(buf, x, s: Shard, st: Statics, row):
@@ -233,11 +230,10 @@ def call(op, opts, st: Statics, a, *rest, outputs=None):
                    nonfinite=ffi.nonfinite(a, *others), **attrs)
     by_name = {b.name: (b, x) for b, x in zip(row.rets, rets)}
     status = by_name["status"][1]
-    bad = ffi.agreed_nonfinite(status)
     res = []
     for out in op.outputs(opts) if outputs is None else outputs:
         buf, x = by_name[out.name]
-        x = _back(out, buf, x, s, st, bad, row)
+        x = _back(out, buf, x, s, st, row)
         res.append(x[:, 0] if vector and out.layout == SOLUTION else x)
     if op.status is not None:
         status = op.status(status, st.nvalid or s.n)
