@@ -321,12 +321,13 @@ int dn_lu_run(jmg_job* job, mg_context* ctx, jmg_result* res, char* err) {
                 (int)n, 0, r.g, (int)n, AT(r, t), (int)n));
   SOLVER(cusolverDnXgetrf(ctx->dn, ctx->dn_params, n, n, r.t, AT(r, t), n, (int64_t*)(void*)AT(r, ipiv),
                           r.t, AT(r, dwork), r.p.dwork_bytes, r.hwork, r.p.hwork_bytes, d_info));
+  /* getrs is queued behind getrf, with one wait for getrf's info (getrs
+   * reports its own, argument errors only, where getrf's is not): a
+   * solution from a singular U is overwritten with NaN after it. */
+  SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_N, n, job->nrhs, r.t, AT(r, t), n,
+                          (const int64_t*)(const void*)AT(r, ipiv), r.t, b0, n, d_info + 1));
   if (read_info(ctx, d_info, &res->info, err)) goto fail;
-  if (res->info == 0)
-    SOLVER(cusolverDnXgetrs(ctx->dn, ctx->dn_params, CUBLAS_OP_N, n, job->nrhs, r.t, AT(r, t), n,
-                            (const int64_t*)(const void*)AT(r, ipiv), r.t, b0, n, d_info));
-  else if (nan_fill(ctx, b0, xbytes, err))
-    goto fail;
+  if (res->info != 0 && nan_fill(ctx, b0, xbytes, err)) goto fail;
   if (to_all(job, ctx, 1, b0, xbytes, err)) goto fail;
   return end(ctx, &r, 0, err);
 fail:

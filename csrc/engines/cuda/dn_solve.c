@@ -106,32 +106,51 @@ static int dn_solve_workspace(const jmg_job* job, mg_context* ctx, int64_t* byte
   return 0;
 }
 
-/* log det from the Cholesky factor in G: 2 sum log L_ii. The diagonal
- * (stride n + 1) is gathered on the device by one strided copy and read
- * in one piece, in place of a 2D copy of n single elements. */
-static int dn_logdet(const jmg_job* job, mg_context* ctx, const dn_frame* f, double* logdet,
-                     char* err) {
-  int64_t n = f->n;
+/* Queues the read of the Cholesky factor's diagonal (G's, stride n + 1)
+ * into diag (n elements, host) on stream 0: one strided cuBLAS copy into
+ * D and one contiguous read, in place of a 2D copy of n single elements.
+ * Complete after the stream's next sync. */
+static int queue_diag(const jmg_job* job, mg_context* ctx, const dn_frame* f, char* diag,
+                      char* err) {
   char* dev_diag = f->base + f->p.diag;
-  char* diag = malloc((size_t)n * f->es + 1);
-  if (!diag) {
-    snprintf(err, JMG_ERRLEN, "out of host memory");
-    return -1;
-  }
-  int s = gpu_copy(ctx->blas, job->dtype, (int)n, f->g, (int)n + 1, dev_diag, 1);
+  int s = gpu_copy(ctx->blas, job->dtype, (int)f->n, f->g, (int)f->n + 1, dev_diag, 1);
   if (s != 0) {
     snprintf(err, JMG_ERRLEN, "cuBLAS copy of the factor's diagonal failed: status %d", s);
-    goto fail;
+    return -1;
   }
-  CU(cudaMemcpyAsync(diag, dev_diag, (size_t)n * f->es, cudaMemcpyDeviceToHost, ctx->stream[0]));
-  CU(cudaStreamSynchronize(ctx->stream[0]));
+  CU(cudaMemcpyAsync(diag, dev_diag, (size_t)f->n * f->es, cudaMemcpyDeviceToHost, ctx->stream[0]));
+  return 0;
+fail:
+  return -1;
+}
+
+/* log det = 2 sum log |L_ii| from the diagonal read by queue_diag. */
+static double logdet_of(const jmg_job* job, const char* diag, int64_t n) {
+  size_t es = jmg_dtype_size(job->dtype);
+  int single = jmg_dtype_real_size(job->dtype) == 4;
   double sum = 0;
   for (int64_t i = 0; i < n; i++) {
-    const void* d = diag + (size_t)i * f->es;
-    sum += log(fabs(jmg_dtype_real_size(job->dtype) == 4 ? (double)*(const float*)d : *(const double*)d));
+    const void* d = diag + (size_t)i * es;
+    sum += log(fabs(single ? (double)*(const float*)d : *(const double*)d));
   }
+  return 2 * sum;
+}
+
+static char* diag_buffer(const dn_frame* f, char* err) {
+  char* diag = malloc((size_t)f->n * f->es + 1);
+  if (!diag) snprintf(err, JMG_ERRLEN, "out of host memory");
+  return diag;
+}
+
+/* log det from the factor in G (its diagonal read and waited for). */
+static int dn_logdet(const jmg_job* job, mg_context* ctx, const dn_frame* f, double* logdet,
+                     char* err) {
+  char* diag = diag_buffer(f, err);
+  if (!diag) return -1;
+  if (queue_diag(job, ctx, f, diag, err)) goto fail;
+  CU(cudaStreamSynchronize(ctx->stream[0]));
+  *logdet = logdet_of(job, diag, f->n);
   free(diag);
-  *logdet = 2 * sum;
   return 0;
 fail:
   free(diag);
@@ -251,19 +270,36 @@ static int spoil(jmg_job* job, mg_context* ctx, char* err) {
 
 /* ---- the steps ---- */
 
+/* potrf, potrs and the reads of potrf's info and the factor's diagonal
+ * are queued together and waited for once (each wait leaves the GPU idle
+ * while the host decides): a solution from a failed factor is overwritten
+ * with NaN after the wait. */
 static int potrs_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err) {
   int info = 0;
   void* b0 = job->parties[0].b;
+  char* diag = diag_buffer(f, err);
+  if (!diag) return -1;
   res->scalar[0] = NAN;
-  if (factor(ctx, f, &info, err)) return -1;
-  if (info == 0 && solve(ctx, f, b0, job->nrhs, err)) return -1;
+  SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, f->t, f->g, f->n,
+                          f->t, f->base + f->p.dwork, f->p.dwork_bytes, f->hwork, f->p.hwork_bytes,
+                          f->d_info));
+  /* potrs reports its own info (argument errors only) where potrf's is not */
+  SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, job->nrhs, f->t,
+                          f->g, f->n, f->t, b0, f->n, f->d_info + 1));
+  if (queue_diag(job, ctx, f, diag, err)) goto fail;
+  CU(cudaMemcpyAsync(&info, f->d_info, sizeof info, cudaMemcpyDeviceToHost, ctx->stream[0]));
+  CU(cudaStreamSynchronize(ctx->stream[0]));
   if (info != 0 && gpu_fill_nan(b0, ctx->dev[0], (size_t)f->n * (size_t)job->nrhs * f->es,
                                 ctx->stream[0], err))
-    return -1;
-  if (gpu_sync_streams(ctx, err) || b_out(job, ctx, err)) return -1;
-  if (info == 0 && dn_logdet(job, ctx, f, &res->scalar[0], err)) return -1;
+    goto fail;
+  if (gpu_sync_streams(ctx, err) || b_out(job, ctx, err)) goto fail;
+  if (info == 0) res->scalar[0] = logdet_of(job, diag, f->n);
   res->info = info;
+  free(diag);
   return 0;
+fail:
+  free(diag);
+  return -1;
 }
 
 static int potri_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* res, char* err) {
