@@ -1,4 +1,5 @@
-"""Memory per device and time of jaxmg.composed's routes (no gather of A)
+"""Memory per device and time of jaxmg.composed's routes (no gather of A:
+qr, polar, svd and lstsq)
 against jaxmg's gathering engine and jnp on one device, on CPU devices.
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
@@ -25,17 +26,27 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 jax.config.update("jax_enable_x64", True)
 
 import jaxmg  # noqa: E402
-from jaxmg.composed import polar_qdwh, qr_cholesky, svd_polar  # noqa: E402
+from jaxmg.composed import lstsq_cholesky, polar_qdwh, qr_cholesky, svd_polar  # noqa: E402
 
 ROW = P("x", None)
 
 
+def _ones(a):
+    """lstsq's b: one right-hand side of A's rows."""
+    return jnp.ones((a.shape[0], 1), a.dtype)
+
+
 def composed(op, mesh):
+    if op == "lstsq":
+        return lambda a: lstsq_cholesky(a, _ones(a), mesh, "x")
     fn = {"qr": qr_cholesky, "polar": polar_qdwh, "svd": svd_polar}[op]
     return lambda a: fn(a, mesh, "x")
 
 
 def gathering(op, mesh):
+    if op == "lstsq":
+        return lambda a: jaxmg.least_squares(a, _ones(a), None, mesh=mesh, in_specs=(ROW, P()),
+                                             return_status=True)
     fn = {"qr": jaxmg.qr, "polar": jaxmg.polar, "svd": jaxmg.gesvd}[op]
     return lambda a: fn(a, None, mesh=mesh, in_specs=ROW, return_status=True)
 
@@ -43,7 +54,8 @@ def gathering(op, mesh):
 def one_device(op, _mesh):
     fn = {"qr": lambda a: jnp.linalg.qr(a),
           "polar": lambda a: jax.scipy.linalg.polar(a, method="svd"),
-          "svd": lambda a: jnp.linalg.svd(a, full_matrices=False)}[op]
+          "svd": lambda a: jnp.linalg.svd(a, full_matrices=False),
+          "lstsq": lambda a: jnp.linalg.lstsq(a, _ones(a))[0]}[op]
     return fn
 
 
@@ -98,7 +110,7 @@ def timing(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("memory", "time"))
-    ap.add_argument("--ops", nargs="+", default=["qr", "polar", "svd"])
+    ap.add_argument("--ops", nargs="+", default=["qr", "polar", "svd", "lstsq"])
     ap.add_argument("--routes", nargs="+", default=list(ROUTES))
     ap.add_argument("--n", nargs="+", type=int, default=[512, 1024, 2048])
     ap.add_argument("--ratio", type=int, default=2, help="M = ratio * N")

@@ -1,10 +1,11 @@
-"""jaxmg.composed: polar by QDWH, QR by CholeskyQR2/3 and the SVD from
-polar on row-sharded tall A, against numpy / scipy in float64 on fresh
+"""jaxmg.composed: polar by QDWH, QR by CholeskyQR2/3, the SVD from polar
+and least squares from the QR on row-sharded tall A, against numpy / scipy in float64 on fresh
 random inputs; errors scaled by eps(dtype), N and the condition number."""
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg as sl
@@ -12,7 +13,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import helpers
 from helpers import DTYPES, ROW, eps, mesh, put, randn, up
-from jaxmg.composed import polar_qdwh, qr_cholesky, svd_polar
+from jaxmg.composed import lstsq_cholesky, polar_qdwh, qr_cholesky, svd_polar
 
 C = 30.0  # the constant in front of N eps (and cond) in every bound
 
@@ -68,6 +69,52 @@ def test_qr(rng, dtype):
     r_ref = np.linalg.qr(up(A))[1]  # equal up to the signs (phases) of its rows
     r_ref = r_ref * (np.abs(np.diagonal(r_ref)) / np.diagonal(r_ref))[:, None]
     assert rel(R, r_ref) <= bound * np.linalg.cond(up(A))
+
+
+def check_lstsq(A, b, x, dtype, cond):
+    """x against lstsq in float64: the normal equations' residual at the
+    backward-stable level (no cond), the error within cond + cond^2
+    ||r|| / (||A|| ||x||) of it."""
+    A, b, x = up(A), up(b), up(x)
+    n_eps = C * A.shape[1] * eps(dtype)
+    an = np.linalg.norm(A, 2)
+    r = A @ x - b
+    assert np.linalg.norm(A.conj().T @ r) <= n_eps * an * (an * np.linalg.norm(x) +
+                                                          np.linalg.norm(b))
+    ref = np.linalg.lstsq(A, b, rcond=None)[0]
+    r_ref = np.linalg.norm(A @ ref - b)
+    assert rel(x, ref) <= n_eps * (cond + cond ** 2 * r_ref / (an * np.linalg.norm(ref)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lstsq(rng, dtype):
+    m, n = 96, 32
+    cond = 1e2 if eps(dtype) > 1e-10 else 1e6
+    A = conditioned(rng, m, n, cond, dtype)
+    b = randn(rng, (m, 3), dtype)
+    x, status = lstsq_cholesky(put(A, mesh(4), ROW), b, mesh(4), "x")
+    assert int(status) == 0 and x.shape == (n, 3) and x.sharding.is_fully_replicated
+    check_lstsq(A, b, x, dtype, cond)
+    x1, _ = lstsq_cholesky(put(A, mesh(4), ROW), b[:, 1], mesh(4), "x")
+    assert x1.shape == (n,)
+    np.testing.assert_allclose(up(x1), up(x)[:, 1], rtol=0, atol=C * n * eps(dtype) * cond *
+                               np.abs(up(x)).max())
+
+
+def test_lstsq_failures(rng):
+    """Non-finite b: status -1, x NaN; a zero column (rank deficient beyond
+    the shift): status > 0, x NaN; the wrong b: a ValueError first."""
+    m8 = mesh(8)
+    A = randn(rng, (64, 16), np.float64)
+    b = randn(rng, (64,), np.float64)
+    b[5] = np.inf
+    x, status = lstsq_cholesky(put(A, m8, ROW), b, m8, "x")
+    assert int(status) == -1 and np.isnan(up(x)).all()
+    A[:, 3] = 0
+    x, status = lstsq_cholesky(put(A, m8, ROW), np.ones(64), m8, "x")
+    assert int(status) > 0 and np.isnan(up(x)).all()
+    with pytest.raises(ValueError, match=r"b must be \(M,\) or \(M, K\)"):
+        lstsq_cholesky(put(A, m8, ROW), np.ones(63), m8, "x")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -241,6 +288,31 @@ def test_public_ops_take_the_composed_route(op):
     else:
         np.testing.assert_allclose(out[0] @ out[1], A, atol=1e-12)
         np.testing.assert_allclose(out[0].T @ out[0], np.eye(8), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_least_squares_takes_the_composed_route(rng, dtype):
+    """jaxmg.least_squares with dispatch="composed": the solution as
+    lstsq's, x replicated, and the derivative in A and b the host
+    engine's."""
+    import jaxmg
+
+    m = mesh(4)
+    A, b = randn(rng, (32, 8), dtype), randn(rng, (32, 2), dtype)
+    Ar = jax.device_put(A, NamedSharding(m, P("x", None)))
+    x, status = jaxmg.least_squares(Ar, b, None, m, P("x", None), dispatch="composed",
+                                    return_status=True)
+    assert int(status) == 0 and x.sharding.is_fully_replicated
+    check_lstsq(A, b, x, dtype, np.linalg.cond(A))
+
+    def loss(how):
+        return lambda a, b: jnp.sum(jnp.abs(jaxmg.least_squares(a, b, None, m, P("x", None),
+                                                                dispatch=how)) ** 2)
+
+    got = jax.grad(loss("composed"), argnums=(0, 1))(Ar, b)
+    want = jax.grad(loss("host"), argnums=(0, 1))(Ar, b)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-9, atol=1e-11)
 
 
 def test_composed_route_is_mesh_level_only():

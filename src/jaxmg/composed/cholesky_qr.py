@@ -68,7 +68,7 @@ def orth_tol(n: int, dtype) -> float:
     return ORTH_TOL_FACTOR * n * float(jnp.finfo(dtype).eps)
 
 
-def _qr_body(a, *, axes, p, m_global, shift):
+def qr_body(a, *, axes, p, m_global, shift):
     n = a.shape[1]
     ok = rows.all_finite(a, axes)
     a = jnp.where(ok, a, 0)
@@ -111,6 +111,6 @@ def qr_cholesky(A, mesh, axes, *, shift="auto"):
                          f"got {shift!r}")
     axes = rows.solve_axes(mesh, axes)
     rows.check_tall(A, mesh, axes, "qr_cholesky")
-    return rows.program(_qr_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]),
+    return rows.program(qr_body, mesh, axes, 2, 1, m_global=int(np.shape(A)[0]),
                          shift=shift)(A)
 

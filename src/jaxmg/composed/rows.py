@@ -70,20 +70,20 @@ def check_tall(A, mesh, axes, op: str) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def program(body, mesh, axes, n_out_rows: int, n_out_rep: int, **statics):
-    """jit(shard_map(body)) with A in rows: body(a, axes=, p=, **statics)
-    returns n_out_rows row-sharded blocks, then n_out_rep replicated
-    values. Traced with f32 products at full precision (TF32 would break
-    orthogonality)."""
+def program(body, mesh, axes, n_out_rows: int, n_out_rep: int, n_in: int = 1, **statics):
+    """jit(shard_map(body)) with A (and the other n_in - 1 operands) in
+    rows: body(a, ..., axes=, p=, **statics) returns n_out_rows
+    row-sharded blocks, then n_out_rep replicated values. Traced with f32
+    products at full precision (TF32 would break orthogonality)."""
     rows = row_spec(axes)
     out_specs = (rows,) * n_out_rows + (P(),) * n_out_rep
     fn = functools.partial(body, axes=axes, p=parties(mesh, axes), **statics)
-    mapped = jax.shard_map(fn, mesh=mesh, in_specs=(rows,), out_specs=out_specs,
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=(rows,) * n_in, out_specs=out_specs,
                            check_vma=False)
 
-    def run(A):
+    def run(*operands):
         with jax.default_matmul_precision("highest"):
-            return mapped(A)
+            return mapped(*operands)
 
     return jax.jit(run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..composed import least_squares as composed_lstsq
 from ..pipeline import forms
 from ..pipeline import validate as v
 from ..pipeline.declare import SOLUTION, NoOptions, Op, outputs
@@ -16,7 +17,9 @@ def _rule(op, opts, cores):
 
 
 LEAST_SQUARES = Op(name="least_squares", row="least_squares", shape="tall", operands="Ab",
-                   outputs=lambda opts: outputs(("x", SOLUTION)), rule=_rule)
+                   outputs=lambda opts: outputs(("x", SOLUTION)), rule=_rule,
+                   composed=lambda opts, A, mesh, axes, b:
+                   composed_lstsq.lstsq_cholesky(A, b, mesh, axes))
 
 
 def least_squares(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=True,
@@ -28,7 +31,9 @@ def least_squares(A, b, T_A, mesh=None, in_specs=None, return_status=False, pad=
     fits (else replicated); with return_status (x, status): 0, k > 0 when
     R(k, k) is exactly zero (A has not full column rank; x is NaN), -1 for
     non-finite input. Any M and N: A is padded internally. T_A is
-    validated; the op gathers onto one device on every engine today."""
+    validated. The host and one-GPU engines gather A onto one device;
+    cuSOLVERMp and the composed route (dispatch="composed": CholeskyQR,
+    then R^-1 Q^H b; M and N multiples of the device count) never do."""
     want = v.flag(return_status, "return_status")
     x, status = forms.mesh_call(LEAST_SQUARES, NoOptions(), A, b, T_A=T_A, mesh=mesh,
                                 in_specs=in_specs, matrix_specs=matrix_specs, pad=pad,

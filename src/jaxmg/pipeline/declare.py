@@ -102,8 +102,9 @@ class Op:
     status: Callable | None = None  # status(engine status, order) -> jaxmg's status
     one_device: Callable | None = None  # one_device(opts, A, *rest) -> (outputs, failure:
                                         # 0 or the op's status) (engines/local.py)
-    composed: Callable | None = None  # composed(opts, A, mesh, axes) -> (outputs..., status):
-                                      # the route from jaxmg's own distributed ops (composed/)
+    composed: Callable | None = None  # composed(opts, A, mesh, axes, *rest) -> (outputs...,
+                                      # status): the route from jaxmg's own distributed ops
+                                      # (composed/); rest: b as the caller gave it
     empty_ok: bool = False      # N = 0 gives empty outputs (else a ValueError)
     transposed_for: tuple = ()  # engines that must see A itself, not the A^T every engine
                                 # reads (cuSolverMg's getrs has no transpose): they get A^T

@@ -43,8 +43,8 @@ REP = P(None, None)
 
 def _composed(req, A, *rest):
     """The op's route composed from jaxmg's distributed ops (jaxmg/composed/):
-    A in rows over the solve axes, never gathered."""
-    return req.op.composed(req.opts, request.to_rows(A, req), req.mesh, req.axes)
+    A in rows over the solve axes, never gathered (b as the caller gave it)."""
+    return req.op.composed(req.opts, request.to_rows(A, req), req.mesh, req.axes, *rest)
 
 
 # The engines that take the whole mesh-level call (their run(req, A, *rest)

@@ -1,0 +1,68 @@
+"""Least squares for a tall A in rows without gathering it: A = Q R by
+CholeskyQR2 / shifted CholeskyQR3 (cholesky_qr.py), then x = R^-1 Q^H b.
+Q^H b is each device's rows' share, summed (N x K, replicated); R^-1 is
+a backward substitution over R's row blocks, one block row a step: its
+owner solves with its diagonal block and the result is summed to every
+device. Q is orthonormal to working precision (not the normal equations:
+the error grows like cond(A), not cond(A)^2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..pipeline import shard as _shard
+from . import rows
+from .cholesky_qr import qr_body
+
+
+def left_solve_upper(r, y, axes, p):
+    """R^-1 Y for R (N, N) upper triangular in rows and Y (N, K)
+    replicated: replicated. Step j (last block first) needs block row j
+    of R, its owner's, and the blocks of the result after it, which every
+    device holds; before them the result is still zero, so the product
+    may run over all of R's row."""
+    nloc = r.shape[0]
+    mine_idx = rows.me(axes)
+
+    def step(k, x):
+        j = p - 1 - k
+        lo = j * nloc
+        rhs = jax.lax.dynamic_slice_in_dim(y, lo, nloc) - r @ x
+        blk = jax.lax.linalg.triangular_solve(jax.lax.dynamic_slice_in_dim(r, lo, nloc, axis=1),
+                                              rhs, left_side=True, lower=False)
+        blk = jax.lax.psum(jnp.where(mine_idx == j, blk, 0), axes)
+        return jax.lax.dynamic_update_slice_in_dim(x, blk, lo, axis=0)
+
+    return jax.lax.fori_loop(0, p, step, jnp.zeros_like(y))
+
+
+def _lstsq_body(a, b, *, axes, p, m_global):
+    q, r, status = qr_body(a, axes=axes, p=p, m_global=m_global, shift="auto")
+    ok = rows.all_finite(b, axes)
+    y = jax.lax.psum(rows.conj(q).T @ jnp.where(ok, b, 0), axes)
+    x = left_solve_upper(r, y, axes, p)
+    status = rows.worst(jnp.where(ok, 0, rows.STATUS_NONFINITE), status)
+    (x,) = rows.nan_where(status != 0, x)
+    return x, status
+
+
+def lstsq_cholesky(A, b, mesh, axes):
+    """min ||A x - b||_2 for a tall A (M x N, M >= N, full column rank) and
+    b (M,) or (M, K), both in rows over `axes` (moved there if not):
+    (x (N,) or (N, K) replicated, status). status: 0; -1 and NaN x for
+    non-finite A or b; k > 0 (x NaN) where CholeskyQR's factorization broke
+    down (A numerically rank deficient beyond what the shift covers)."""
+    axes = rows.solve_axes(mesh, axes)
+    rows.check_tall(A, mesh, axes, "lstsq_cholesky")
+    vector = np.ndim(b) == 1
+    b2 = b[:, None] if vector else b
+    if b2.ndim != 2 or b2.shape[0] != A.shape[0]:
+        raise ValueError(f"jaxmg.composed.lstsq_cholesky: b must be (M,) or (M, K) with "
+                         f"M = {A.shape[0]}, got {np.shape(b)}")
+    b2 = _shard.constrain(jnp.asarray(b2, A.dtype), mesh, rows.row_spec(axes))
+    x, status = rows.program(_lstsq_body, mesh, axes, 0, 2, n_in=2,
+                             m_global=int(np.shape(A)[0]))(A, b2)
+    return (x[:, 0] if vector else x), status
