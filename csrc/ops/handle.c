@@ -433,8 +433,6 @@ static int run(jmg_call* c) {
   return 0;
 }
 
-/* Every party stores element i's status and scalars at element i of its
- * outputs, through the engine. */
 /* Element i's float results NaN, where no engine ran on it (its scalars
  * are already: mark_nonfinite), so that the JAX side needs no pass over
  * them to say so. */
@@ -450,6 +448,8 @@ static int nan_results(jmg_call* c, int64_t i) {
   return 0;
 }
 
+/* Every party stores element i's status and scalars at element i of its
+ * outputs, through the engine. */
 static int finish(jmg_call* c) {
   size_t rs = jmg_dtype_real_size((jmg_dtype)c->me.dtype);
   for (int64_t i = 0; i < c->me.batch; i++) {

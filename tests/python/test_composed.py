@@ -115,6 +115,8 @@ def test_lstsq_failures(rng):
     assert int(status) > 0 and np.isnan(up(x)).all()
     with pytest.raises(ValueError, match=r"b must be \(M,\) or \(M, K\)"):
         lstsq_cholesky(put(A, m8, ROW), np.ones(63), m8, "x")
+    with pytest.raises(ValueError, match="b's dtype complex128 is not A's float64"):
+        lstsq_cholesky(put(A, m8, ROW), np.ones(64, complex), m8, "x")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -2,10 +2,11 @@
  * (the group's first) with cuSOLVER and cuBLAS: the shards are gathered
  * into G = E (n x mpad, the engine's column-major view, engine.h), solved
  * there, and the results scattered back, until the cuSOLVERMp engine runs
- * them distributed. With one party G is its shard: nothing is gathered. The size limit: rank 0 holds G, a copy of A and the
- * outputs (about 2 m n elements for least squares and qr, 3 to 4 for
- * gesvd and polar, next to cuSOLVER's workspace), and every dimension is
- * below 2^31 (cuBLAS and the legacy cuSOLVER routines take int).
+ * them distributed. With one party G is its shard: nothing is gathered.
+ * The size limit: rank 0 holds G, a copy of A and the outputs (about
+ * 2 m n elements for least squares and qr, 3 to 4 for gesvd and polar,
+ * next to cuSOLVER's workspace), and every dimension is below 2^31
+ * (cuBLAS and the legacy cuSOLVER routines take int).
  *
  *   lu_solve       A = E^T by geam (E = A^T exactly, complex too: no
  *                  conjugation), so that Xgetrf factors A itself and its

@@ -62,7 +62,10 @@ def lstsq_cholesky(A, b, mesh, axes):
     if b2.ndim != 2 or b2.shape[0] != A.shape[0]:
         raise ValueError(f"jaxmg.composed.lstsq_cholesky: b must be (M,) or (M, K) with "
                          f"M = {A.shape[0]}, got {np.shape(b)}")
-    b2 = _shard.constrain(jnp.asarray(b2, A.dtype), mesh, rows.row_spec(axes))
+    if jnp.result_type(b2) != jnp.result_type(A):
+        raise ValueError(f"jaxmg.composed.lstsq_cholesky: b's dtype {jnp.result_type(b2)} is not "
+                         f"A's {jnp.result_type(A)}")
+    b2 = _shard.constrain(b2, mesh, rows.row_spec(axes))
     x, status = rows.program(_lstsq_body, mesh, axes, 0, 2, n_in=2,
                              m_global=int(np.shape(A)[0]))(A, b2)
     return (x[:, 0] if vector else x), status
