@@ -1,5 +1,5 @@
 """Where a one-device call's time goes, next to jnp's: potrs and lu_solve
-on device 0 (a one-device mesh), median of --reps calls after a warm-up:
+on device 0 (a one-device mesh), timed by timing.median_time (--reps):
 
   jnp          jax.scipy's cho_solve(cho_factor) / lu_solve(lu_factor)
   jaxmg        jaxmg.potrs / jaxmg.lu_solve, dispatch="auto"
@@ -16,8 +16,6 @@ With JAXMG_VERBOSE=2 the C core also prints each call's engine time
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,18 +25,9 @@ from jax.sharding import Mesh, PartitionSpec as P
 jax.config.update("jax_enable_x64", True)
 
 import jaxmg  # noqa: E402
+from timing import median_time  # noqa: E402
 
 DTYPES = {"f32": np.float32, "f64": np.float64}
-
-
-def _median(fn, x, reps):
-    jax.block_until_ready(fn(*x))
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*x))
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def _routes(mesh):
@@ -72,10 +61,12 @@ def main():
             x = rng.standard_normal((n, n)).astype(DTYPES[dt])
             a = jax.device_put(x @ x.T / n + np.eye(n, dtype=x.dtype), dev)
             b = jax.device_put(rng.standard_normal((n, 1)).astype(DTYPES[dt]), dev)
-            t_chk, t_pass = _median(check, (a,), args.reps), _median(one_pass, (a,), args.reps)
+            t_chk = median_time(check, a, reps=args.reps)
+            t_pass = median_time(one_pass, a, reps=args.reps)
             for op in args.ops.split(","):
                 ref, ours = (jax.jit(f) for f in routes[op])
-                t_ref, t_ours = _median(ref, (a, b), args.reps), _median(ours, (a, b), args.reps)
+                t_ref = median_time(ref, a, b, reps=args.reps)
+                t_ours = median_time(ours, a, b, reps=args.reps)
                 print(f"| {op} | {dt} | {n} | {t_ref:.5f} | {t_ours:.5f} | {t_ours - t_ref:+.5f} | "
                       f"{t_chk:.5f} | {t_pass:.5f} | {t_ours / t_ref:.3f} |", flush=True)
 

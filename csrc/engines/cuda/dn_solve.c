@@ -223,20 +223,35 @@ fail:
   return -1;
 }
 
-/* G = its Cholesky factor L (lower); *info as potrf's. */
-static int factor(mg_context* ctx, dn_frame* f, int* info, char* err) {
+/* Queues G = its Cholesky factor L (lower), potrf's info at d_info. */
+static int queue_factor(mg_context* ctx, dn_frame* f, char* err) {
   SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, f->t, f->g, f->n,
                           f->t, f->base + f->p.dwork, f->p.dwork_bytes, f->hwork, f->p.hwork_bytes,
                           f->d_info));
-  return info_of(ctx, f, info, err);
+  return 0;
 fail:
   return -1;
 }
 
-/* rhs (n x nrhs on rank 0) = G^-1 rhs, G a Cholesky factor. */
-static int solve(mg_context* ctx, dn_frame* f, void* rhs, int64_t nrhs, char* err) {
+/* G = its Cholesky factor L (lower); *info as potrf's. */
+static int factor(mg_context* ctx, dn_frame* f, int* info, char* err) {
+  return queue_factor(ctx, f, err) || info_of(ctx, f, info, err) ? -1 : 0;
+}
+
+/* Queues rhs (n x nrhs on rank 0) = G^-1 rhs, G a Cholesky factor;
+ * potrs's info (argument errors only) at d_info. */
+static int queue_solve(mg_context* ctx, dn_frame* f, void* rhs, int64_t nrhs, int* d_info,
+                       char* err) {
   SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, nrhs, f->t, f->g,
-                          f->n, f->t, rhs, f->n, f->d_info));
+                          f->n, f->t, rhs, f->n, d_info));
+  return 0;
+fail:
+  return -1;
+}
+
+/* rhs = G^-1 rhs, waited for. */
+static int solve(mg_context* ctx, dn_frame* f, void* rhs, int64_t nrhs, char* err) {
+  if (queue_solve(ctx, f, rhs, nrhs, f->d_info, err)) return -1;
   CU(cudaStreamSynchronize(ctx->stream[0]));
   return 0;
 fail:
@@ -280,15 +295,10 @@ static int potrs_step(jmg_job* job, mg_context* ctx, dn_frame* f, jmg_result* re
   char* diag = diag_buffer(f, err);
   if (!diag) return -1;
   res->scalar[0] = NAN;
-  SOLVER(cusolverDnXpotrf(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, f->t, f->g, f->n,
-                          f->t, f->base + f->p.dwork, f->p.dwork_bytes, f->hwork, f->p.hwork_bytes,
-                          f->d_info));
-  /* potrs reports its own info (argument errors only) where potrf's is not */
-  SOLVER(cusolverDnXpotrs(ctx->dn, ctx->dn_params, CUBLAS_FILL_MODE_LOWER, f->n, job->nrhs, f->t,
-                          f->g, f->n, f->t, b0, f->n, f->d_info + 1));
-  if (queue_diag(job, ctx, f, diag, err)) goto fail;
-  CU(cudaMemcpyAsync(&info, f->d_info, sizeof info, cudaMemcpyDeviceToHost, ctx->stream[0]));
-  CU(cudaStreamSynchronize(ctx->stream[0]));
+  /* potrs's info goes where potrf's is not */
+  if (queue_factor(ctx, f, err) || queue_solve(ctx, f, b0, job->nrhs, f->d_info + 1, err) ||
+      queue_diag(job, ctx, f, diag, err) || info_of(ctx, f, &info, err))
+    goto fail;
   if (info != 0 && gpu_fill_nan(b0, ctx->dev[0], (size_t)f->n * (size_t)job->nrhs * f->es,
                                 ctx->stream[0], err))
     goto fail;

@@ -18,32 +18,11 @@ from . import rows
 from .cholesky_qr import qr_body
 
 
-def left_solve_upper(r, y, axes, p):
-    """R^-1 Y for R (N, N) upper triangular in rows and Y (N, K)
-    replicated: replicated. Step j (last block first) needs block row j
-    of R, its owner's, and the blocks of the result after it, which every
-    device holds; before them the result is still zero, so the product
-    may run over all of R's row."""
-    nloc = r.shape[0]
-    mine_idx = rows.me(axes)
-
-    def step(k, x):
-        j = p - 1 - k
-        lo = j * nloc
-        rhs = jax.lax.dynamic_slice_in_dim(y, lo, nloc) - r @ x
-        blk = jax.lax.linalg.triangular_solve(jax.lax.dynamic_slice_in_dim(r, lo, nloc, axis=1),
-                                              rhs, left_side=True, lower=False)
-        blk = jax.lax.psum(jnp.where(mine_idx == j, blk, 0), axes)
-        return jax.lax.dynamic_update_slice_in_dim(x, blk, lo, axis=0)
-
-    return jax.lax.fori_loop(0, p, step, jnp.zeros_like(y))
-
-
 def _lstsq_body(a, b, *, axes, p, m_global):
     q, r, status = qr_body(a, axes=axes, p=p, m_global=m_global, shift="auto")
     ok = rows.all_finite(b, axes)
     y = jax.lax.psum(rows.conj(q).T @ jnp.where(ok, b, 0), axes)
-    x = left_solve_upper(r, y, axes, p)
+    x = rows.left_solve_upper(r, y, axes, p)
     status = rows.worst(jnp.where(ok, 0, rows.STATUS_NONFINITE), status)
     (x,) = rows.nan_where(status != 0, x)
     return x, status

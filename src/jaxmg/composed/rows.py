@@ -221,6 +221,27 @@ def right_solve_upper(x, r, axes, p):
     return jax.lax.fori_loop(0, p, step, jnp.zeros_like(x))
 
 
+def left_solve_upper(r, y, axes, p):
+    """R^-1 Y for R (N, N) upper triangular in rows and Y (N, K)
+    replicated: replicated. Step j (last block first) needs block row j
+    of R, its owner's, and the blocks of the result after it, which every
+    device holds; before them the result is still zero, so the product
+    may run over all of R's row."""
+    nloc = r.shape[0]
+    mine_idx = me(axes)
+
+    def step(k, x):
+        j = p - 1 - k
+        lo = j * nloc
+        rhs = jax.lax.dynamic_slice_in_dim(y, lo, nloc) - r @ x
+        blk = jax.lax.linalg.triangular_solve(jax.lax.dynamic_slice_in_dim(r, lo, nloc, axis=1),
+                                              rhs, left_side=True, lower=False)
+        blk = jax.lax.psum(jnp.where(mine_idx == j, blk, 0), axes)
+        return jax.lax.dynamic_update_slice_in_dim(x, blk, lo, axis=0)
+
+    return jax.lax.fori_loop(0, p, step, jnp.zeros_like(y))
+
+
 def worst(*statuses):
     """One status from several: -1 (non-finite) before any failure k > 0,
     before 0."""

@@ -152,8 +152,8 @@ def ffi(name: str, *arrays, site: str, tile: int, nparties: int, dispatch: int, 
     table order, `where` as (rank, group)); returns all its results in table
     order. nonfinite: this device's flag (a traced bool) that its input
     holds a NaN or an infinity: the C core then runs no engine, sets the
-    float results NaN and the status -1 on every device. Under jax.vmap, one call for the whole
-    batch, however deep the nesting (_sequential). target: another engine's
+    float results NaN and the status -1 on every device. Under jax.vmap,
+    one call for the whole batch, however deep the nesting (_sequential). target: another engine's
     FFI target for the row (the cuSOLVERMp engine's, whose attributes, a
     string `tag` among them, pass through; its calls loop under vmap)."""
     op = table()[name]
